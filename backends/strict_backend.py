@@ -1,0 +1,37 @@
+"""array-api-strict: a backend that accepts only the standard, with two devices.
+
+It runs the whole suite to prove the generic code uses nothing outside the array API, and its
+second device ("strict:1") exercises every rule about data living on one device.
+"""
+
+import numpy as np
+import array_api_strict as xp
+
+
+class StrictBackend:
+    name = "strict"
+    xp = xp
+    fast_paths = {}
+
+    def native_device(self, index):
+        if index not in (0, 1):
+            raise ValueError(f"the strict backend has devices strict and strict:1, not strict:{index}")
+        return xp.Device("CPU_DEVICE") if index == 0 else xp.Device("device1")
+
+    def device_count(self):
+        return 2
+
+    def to_host(self, array):
+        return np.array(np.from_dlpack(array), copy=True)
+
+    def from_host(self, host, native):
+        return xp.asarray(np.ascontiguousarray(host), device=native)
+
+    def synchronize(self, native):
+        pass
+
+    def describe(self, native):
+        return f"array-api-strict {xp.__version__} ({native})"
+
+
+BACKEND = StrictBackend()

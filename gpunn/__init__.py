@@ -1,0 +1,20 @@
+"""gpunn: neural networks and backpropagation over the Python array API.
+
+One computation graph, written once against the array API standard, runs on NumPy (device "cpu")
+or CuPy (device "cuda"); "strict" runs array-api-strict to prove the code stays standard.
+"""
+
+__version__ = "0.1.0"
+
+from gpunn import cuda
+from gpunn.autograd import detect_anomaly, enable_grad, is_grad_enabled, no_grad
+from gpunn.device import Device, device
+from gpunn.dtypes import bool_, dtype, float16, float32, float64, int8, int16, int32, int64, uint8
+from gpunn.errors import (AnomalyError, DeviceError, DTypeError, GpunnError, GraphError, OutOfMemoryError,
+                          ShapeError)
+from gpunn.random import get_rng_state, manual_seed, rand, randint, randn, randperm, set_rng_state
+from gpunn.tensor import (Tensor, arange, empty, eye, from_dlpack, full, full_like, ones, ones_like, tensor,
+                          zeros, zeros_like)
+from gpunn.ops_api import (abs, cat, clamp, clip, concat, exp, log, logsumexp, matmul, max, maximum, mean, min,
+                           minimum, permute, relu, reshape, sigmoid, sqrt, stack, sum, tanh, transpose, where)
+from gpunn import functional, testing  # noqa: E402

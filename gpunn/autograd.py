@@ -1,0 +1,168 @@
+"""The backward pass: reverse topological order over nodes, without recursion.
+
+The engine knows nodes, not ops: a node holds its primitive, its inputs, the arrays its rules need
+(cached in the forward pass), and the device whose namespace the rules run in. Gradients arriving
+from several children are summed; rules run only for inputs that need a gradient; after a backward
+the cached arrays are freed unless `retain_graph=True`.
+"""
+
+import contextlib
+import traceback
+
+from gpunn.errors import AnomalyError, GraphError
+
+
+class _Mode:
+    grad_enabled = True
+    anomaly = False
+
+
+mode = _Mode()
+
+
+class Node:
+    """How a tensor was made: `primitive(*inputs, **attrs)` on `device`; `arrays` feed the rules."""
+
+    __slots__ = ("primitive", "inputs", "arrays", "out", "attrs", "device", "where")
+
+    def __init__(self, primitive, inputs, arrays, out, attrs, device):
+        self.primitive, self.inputs, self.arrays, self.out = primitive, inputs, arrays, out
+        self.attrs, self.device = attrs, device
+        self.where = _user_frame() if mode.anomaly else None
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Record nothing inside: for evaluation and for optimizer updates."""
+    previous, mode.grad_enabled = mode.grad_enabled, False
+    try:
+        yield
+    finally:
+        mode.grad_enabled = previous
+
+
+@contextlib.contextmanager
+def enable_grad():
+    previous, mode.grad_enabled = mode.grad_enabled, True
+    try:
+        yield
+    finally:
+        mode.grad_enabled = previous
+
+
+def is_grad_enabled():
+    return mode.grad_enabled
+
+
+@contextlib.contextmanager
+def detect_anomaly():
+    """Remember where each op was created and raise on the first NaN or inf made in backward.
+
+    Costs a stack walk per op and a host sync per gradient, so it is off by default.
+    """
+    previous, mode.anomaly = mode.anomaly, True
+    try:
+        yield
+    finally:
+        mode.anomaly = previous
+
+
+def _user_frame():
+    """The innermost stack frame outside gpunn: the user's line that created the op."""
+    for frame in reversed(traceback.extract_stack()[:-2]):
+        if "/gpunn/" not in frame.filename.replace("\\", "/"):
+            return f'{frame.filename}:{frame.lineno} ("{(frame.line or "").strip()}")'
+    return "unknown location"
+
+
+def sum_to_shape(xp, g, shape):
+    """Undo broadcasting: sum `g` over the axes that broadcasting added or stretched."""
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+    if axes:
+        g = xp.sum(g, axis=axes, keepdims=True)
+    return xp.reshape(g, shape) if lead else g
+
+
+def topological_order(root):
+    """Tensors with a node reachable from `root`, inputs before the tensors made from them."""
+    order, seen, stack = [], set(), [(root, False)]
+    while stack:
+        tensor, expanded = stack.pop()
+        if expanded:
+            order.append(tensor)
+            continue
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        stack.append((tensor, True))
+        for parent in tensor._node.inputs:
+            if getattr(parent, "_node", None) is not None and id(parent) not in seen:
+                stack.append((parent, False))
+    return order
+
+
+def backward(root, grad, retain_graph=False):
+    """Accumulate d(root)/d(leaf), weighted by `grad` (an array like root's), into leaf `.grad`s."""
+    from gpunn.tensor import Tensor  # the engine fills .grad with Tensors
+
+    if root._node is None:  # a leaf: its gradient is the seed itself
+        _accumulate(root, grad, Tensor)
+        return
+    pending = {id(root): grad}
+    for tensor in reversed(topological_order(root)):
+        g = pending.pop(id(tensor), None)
+        node = tensor._node
+        if node.arrays is None:
+            raise GraphError(
+                f"backward through the graph a second time (at {node.primitive.name}): its saved "
+                "values were freed after the first backward; pass retain_graph=True to the first call")
+        if g is not None:
+            _run_rules(node, g, pending, Tensor)
+        if not retain_graph:
+            node.arrays = node.out = None
+
+
+def _run_rules(node, g, pending, Tensor):
+    xp, prim, arrays, out, attrs = node.device.xp, node.primitive, node.arrays, node.out, node.attrs
+    ctx = node.device.ctx
+    for i, parent in enumerate(node.inputs):
+        if not (isinstance(parent, Tensor) and parent.requires_grad):
+            continue
+        rule = prim.rule(i)
+        if rule is None:
+            continue
+        if ctx is None:
+            gi = rule(xp, g, out, *arrays, **attrs)
+        else:
+            with ctx:
+                gi = rule(xp, g, out, *arrays, **attrs)
+        if mode.anomaly:
+            _check_finite(xp, node, g, gi)
+        target = parent.data
+        if gi.shape != target.shape:
+            gi = sum_to_shape(xp, gi, target.shape)
+        if gi.dtype != target.dtype:
+            gi = xp.astype(gi, target.dtype)
+        if parent._node is None:
+            _accumulate(parent, gi, Tensor)
+        else:
+            key = id(parent)
+            previous = pending.get(key)
+            pending[key] = gi if previous is None else previous + gi
+
+
+def _accumulate(leaf, g, Tensor):
+    if leaf.grad is None:
+        leaf.grad = Tensor._wrap(g, leaf.device)
+    else:  # out of place: g may be shared with another leaf
+        leaf.grad.data = leaf.grad.data + g
+
+
+def _check_finite(xp, node, g, gi):
+    if bool(xp.all(xp.isfinite(gi))) or not bool(xp.all(xp.isfinite(g))):
+        return
+    raise AnomalyError(
+        f"backward of '{node.primitive.name}' produced NaN or inf from a finite incoming gradient; "
+        f"the op was created at {node.where or 'an unknown location (enable detect_anomaly before the forward)'}. "
+        "Check its inputs (e.g. sqrt or log at 0, division by 0).")

@@ -1,0 +1,150 @@
+"""Device: where an array lives, and the backend that computes on it.
+
+Specs: "cpu" (NumPy), "cuda" / "cuda:N" (CuPy), "strict" / "strict:1" (array-api-strict, for
+tests), and "auto" (the first usable CUDA device, else cpu). Devices are interned, so one spec is
+one object, they compare equal by spec and print as it. There is no current device: the device
+belongs to the data.
+"""
+
+import sys
+
+from gpunn import backends
+from gpunn.errors import DeviceError
+
+_interned = {}
+_auto_said = False
+
+
+class Device:
+    __slots__ = ("type", "index", "backend", "xp", "native", "fast_paths", "ctx", "_dtypes")
+
+    def __init__(self, type, index, backend):
+        self.type, self.index, self.backend = type, index, backend
+        self.xp = backend.xp
+        self.native = backend.native_device(index)
+        self.fast_paths = backend.fast_paths
+        self.ctx = backend.context(index) if hasattr(backend, "context") else None
+        self._dtypes = {}
+
+    @property
+    def spec(self):
+        if self.type == "cpu":
+            return "cpu"
+        if self.type == "strict" and self.index == 0:
+            return "strict"
+        return f"{self.type}:{self.index}"
+
+    def __str__(self):
+        return self.spec
+
+    def __repr__(self):
+        return f"device('{self.spec}')"
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            try:
+                other = device(other)
+            except (DeviceError, ValueError):
+                return False
+        return isinstance(other, Device) and other.spec == self.spec
+
+    def __hash__(self):
+        return hash(self.spec)
+
+    def __reduce__(self):
+        return (device, (self.spec,))
+
+    def put(self, array):
+        """`array` (NumPy, or any backend's) on this device; a no-op if it is already here."""
+        kind = backends.owner(array)
+        if kind == self.type and (kind == "cpu" or _native_of(array) == self.native):
+            return array
+        if kind is None:
+            raise TypeError(f"cannot move {type(array).__name__} to {self}: expected an array")
+        if kind == self.type == "cuda" and hasattr(self.backend, "copy_between"):
+            return self.backend.copy_between(array, self.index)
+        host = backends.get(kind).to_host(array) if kind != "cpu" else array
+        return self.backend.from_host(host, self.native)
+
+    def dtype(self, dt):
+        """This backend's dtype object for a gpunn dtype (cached: creation calls are frequent)."""
+        found = self._dtypes.get(dt)
+        if found is None:
+            from gpunn.dtypes import as_dtype
+
+            found = self._dtypes[dt] = getattr(self.xp, as_dtype(dt).name)
+        return found
+
+    def synchronize(self):
+        """Wait for queued work on this device (needed before reading clocks)."""
+        self.backend.synchronize(self.native)
+
+    def describe(self):
+        return self.backend.describe(self.native)
+
+
+def _native_of(array):
+    return getattr(array, "device", None)
+
+
+def _parse(spec):
+    text = spec.strip().lower()
+    kind, _, index = text.partition(":")
+    if kind not in ("cpu", "cuda", "strict") or (index and not index.isdigit()) or (kind == "cpu" and index not in ("", "0")):
+        raise DeviceError(f"unknown device {spec!r}; use 'cpu', 'cuda', 'cuda:N', 'auto', 'strict' or 'strict:1'")
+    return kind, int(index or 0)
+
+
+def device(spec="cpu"):
+    """The Device for a spec string (or a Device, returned as is)."""
+    if isinstance(spec, Device):
+        return spec
+    if not isinstance(spec, str):
+        raise DeviceError(f"a device spec must be a string like 'cpu' or 'cuda:0', not {type(spec).__name__}")
+    if spec.strip().lower() == "auto":
+        return _auto()
+    kind, index = _parse(spec)
+    key = (kind, index)
+    found = _interned.get(key)
+    if found is None:
+        if kind == "cuda":
+            from gpunn import cuda
+
+            reason = cuda.why_unavailable(index)
+            if reason:
+                raise DeviceError(f"device {spec!r} cannot be used: {reason}. Use --device cpu or 'auto'.")
+        try:
+            backend = backends.get(kind)
+        except ImportError as exc:
+            raise DeviceError(f"device {spec!r} needs {exc.name}: install it (pip install 'gpunn[test]')") from None
+        try:
+            found = _interned[key] = Device(kind, index, backend)
+        except ValueError as exc:
+            raise DeviceError(str(exc)) from None
+    return found
+
+
+def _auto():
+    global _auto_said
+    from gpunn import cuda
+
+    reason = cuda.why_unavailable(0)
+    chosen = device("cpu") if reason else device("cuda:0")
+    if not _auto_said:
+        _auto_said = True
+        why = f" ({reason})" if reason else ""
+        print(f"gpunn: device 'auto' -> {chosen}{why}", file=sys.stderr)
+    return chosen
+
+
+def of(array):
+    """The Device an array lives on."""
+    kind = backends.owner(array)
+    if kind is None:
+        raise TypeError(f"expected an array, got {type(array).__name__}")
+    if kind == "cpu":
+        return device("cpu")
+    native = _native_of(array)
+    if kind == "strict":
+        return device("strict" if native == backends.get("strict").native_device(0) else "strict:1")
+    return device(f"cuda:{native.id}")

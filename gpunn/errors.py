@@ -1,0 +1,33 @@
+"""gpunn's exception types: each message names what is wrong and what to do.
+
+Every class also derives from the built-in exception a Python user would catch for the same
+fault, so `except ValueError` keeps working.
+"""
+
+
+class GpunnError(Exception):
+    """Base class of every error gpunn raises on purpose."""
+
+
+class DeviceError(GpunnError, RuntimeError):
+    """Inputs on different devices, an unknown device spec, or a device that cannot work here."""
+
+
+class ShapeError(GpunnError, ValueError):
+    """Shapes that do not fit an op (broadcasting, matrix products, reshapes, empty batches)."""
+
+
+class DTypeError(GpunnError, TypeError):
+    """An integer or boolean tensor where a floating-point one is needed, or dtypes that must match."""
+
+
+class GraphError(GpunnError, RuntimeError):
+    """Misuse of the autograd graph: a second backward, backward without grad, in-place edits."""
+
+
+class AnomalyError(GpunnError, FloatingPointError):
+    """A NaN or inf produced in backward while gpunn.detect_anomaly() is on."""
+
+
+class OutOfMemoryError(GpunnError, MemoryError):
+    """A device allocation failed; the message gives the size asked for and a hint."""

@@ -1,0 +1,110 @@
+"""Functions on tensors, as in torch.nn.functional: activations, softmax and the losses.
+
+Composites are built from primitives; softmax-cross-entropy and BCE-with-logits have fused rules
+because they are cheaper and stay finite where log and exp taken apart would not.
+"""
+
+from gpunn import ops
+from gpunn.errors import DTypeError, ShapeError
+from gpunn.tensor import Tensor, apply, tensor
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def relu(x):
+    return apply(ops.relu, x)
+
+
+def tanh(x):
+    return apply(ops.tanh, x)
+
+
+def sigmoid(x):
+    return apply(ops.sigmoid, x)
+
+
+def softmax(x, axis=-1, *, dim=None):
+    return apply(ops.softmax, x, axis=axis if dim is None else dim)
+
+
+def log_softmax(x, axis=-1, *, dim=None):
+    return apply(ops.log_softmax, x, axis=axis if dim is None else dim)
+
+
+def linear(x, weight, bias=None):
+    """x @ weight.T + bias, one node: weight has PyTorch's (out_features, in_features) layout."""
+    return apply(ops.linear, x, weight, bias)
+
+
+def _check_reduction(name, reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, not {reduction!r}")
+
+
+def _class_targets(name, logits, target):
+    if not isinstance(target, Tensor):
+        target = tensor(target, device=logits.device)
+    if logits.ndim != 2:
+        raise ShapeError(f"{name}: expected logits of shape (batch, classes), got {logits.shape}")
+    if target.shape != (logits.shape[0],):
+        raise ShapeError(f"{name}: targets of shape {target.shape} do not match {logits.shape[0]} rows of logits; "
+                         "pass one integer class per row")
+    if logits.shape[0] == 0:
+        raise ShapeError(f"{name}: empty batch (0 rows); check the data loader and the batch size")
+    if target.dtype.is_floating_point or target.dtype.name == "bool":
+        raise DTypeError(f"{name}: targets must be integer class indices, got {target.dtype}; use .long()")
+    if target.device.type == "cpu":  # a host check is free here; on a GPU it would cost a sync
+        data = target.data
+        lo, hi = int(data.min()), int(data.max())
+        if lo < 0 or hi >= logits.shape[1]:
+            raise ValueError(f"{name}: class labels must lie in [0, {logits.shape[1]}), found {lo if lo < 0 else hi}; "
+                             "check the labels or the number of output units")
+    return target
+
+
+def cross_entropy(logits, target, reduction="mean"):
+    """Softmax cross-entropy of (batch, classes) logits against integer classes, fused and stable."""
+    _check_reduction("cross_entropy", reduction)
+    target = _class_targets("cross_entropy", logits, target)
+    return apply(ops.cross_entropy, logits, target, reduction=reduction)
+
+
+def nll_loss(log_probs, target, reduction="mean"):
+    """Negative log-likelihood of log-probabilities (e.g. from log_softmax) at the target classes."""
+    _check_reduction("nll_loss", reduction)
+    target = _class_targets("nll_loss", log_probs, target)
+    rows = apply(ops.getitem, log_probs, index=(_arange(log_probs.device, log_probs.shape[0]), target.data))
+    loss = -rows
+    return loss if reduction == "none" else loss.mean() if reduction == "mean" else loss.sum()
+
+
+def _arange(device, n):
+    if device.ctx is None:
+        return device.xp.arange(n, device=device.native)
+    with device.ctx:
+        return device.xp.arange(n)
+
+
+def mse_loss(input, target, reduction="mean"):
+    """Mean squared error: the square loss of least squares and ridge regression."""
+    _check_reduction("mse_loss", reduction)
+    if not isinstance(target, Tensor):
+        target = tensor(target, dtype=input.dtype, device=input.device)
+    if input.shape != target.shape:
+        raise ShapeError(f"mse_loss: input {input.shape} and target {target.shape} differ; "
+                         "reshape one (e.g. target.reshape(-1, 1)) so they match")
+    if input.numel() == 0:
+        raise ShapeError("mse_loss: empty batch")
+    d = input - target
+    loss = d * d
+    return loss if reduction == "none" else loss.mean() if reduction == "mean" else loss.sum()
+
+
+def binary_cross_entropy_with_logits(logits, target, reduction="mean"):
+    """Sigmoid + binary cross-entropy in one stable formula: finite for any logit."""
+    _check_reduction("binary_cross_entropy_with_logits", reduction)
+    if not isinstance(target, Tensor):
+        target = tensor(target, dtype=logits.dtype, device=logits.device)
+    if logits.shape != target.shape:
+        raise ShapeError(f"binary_cross_entropy_with_logits: logits {logits.shape} and target {target.shape} differ")
+    return apply(ops.bce_with_logits, logits, target, reduction=reduction)

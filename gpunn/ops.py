@@ -1,0 +1,363 @@
+"""The primitive table: each op's forward and one gradient rule per input, written against `xp`.
+
+A rule has the signature `(xp, g, out, *inputs, **attrs) -> gradient for that input`, where `g` is
+the gradient of the loss with respect to `out`. Inputs are arrays, or plain Python numbers for
+constant operands. Rules may return a gradient of a broadcast shape: the engine sums it back to the
+input's shape. Nothing here imports NumPy or CuPy: the namespace comes from the inputs' device,
+and a backend may replace an entry by a faster one with the same name (`Device.fast_paths`).
+"""
+
+import math
+
+
+class Primitive:
+    """An op as data: a name, a forward and a gradient rule per input (None: no gradient).
+
+    `variadic` primitives (concat, stack) take any number of inputs and one rule that also gets
+    the input's position as its first argument. `floats` names the inputs that must be floating.
+    """
+
+    __slots__ = ("name", "forward", "grads", "variadic", "floats")
+
+    def __init__(self, name, forward, *grads, variadic=False, floats=()):
+        self.name, self.forward, self.grads = name, forward, grads
+        self.variadic, self.floats = variadic, floats
+
+    def rule(self, i):
+        if self.variadic:
+            rule = self.grads[0]
+            return lambda xp, g, out, *args, **attrs: rule(i, xp, g, out, *args, **attrs)
+        return self.grads[i]
+
+    def override(self, forward=None, grads=None):
+        """A copy with a faster forward and/or rules: how a backend's fast path is made."""
+        return Primitive(self.name, forward or self.forward, *(grads or self.grads),
+                         variadic=self.variadic, floats=self.floats)
+
+    def __repr__(self):
+        return f"<primitive {self.name}>"
+
+
+def _is_array(v):
+    return hasattr(v, "shape")
+
+
+def _expand(xp, g, shape, axis, keepdims):
+    """Bring a reduced gradient back to `shape` (the input's) by reinserting the reduced axes."""
+    if not keepdims and axis is not None:
+        axes = (axis,) if isinstance(axis, int) else axis
+        full = [1 if i in {a % len(shape) for a in axes} else n for i, n in enumerate(shape)]
+        g = xp.reshape(g, tuple(full))
+    return xp.broadcast_to(g, shape)
+
+
+def _count(shape, axis):
+    if axis is None:
+        return math.prod(shape)
+    axes = (axis,) if isinstance(axis, int) else axis
+    return math.prod(shape[a] for a in axes)
+
+
+# --- arithmetic -------------------------------------------------------------------------------
+
+add = Primitive("add", lambda xp, x, y: x + y,
+                lambda xp, g, out, x, y: g,
+                lambda xp, g, out, x, y: g)
+
+sub = Primitive("sub", lambda xp, x, y: x - y,
+                lambda xp, g, out, x, y: g,
+                lambda xp, g, out, x, y: -g)
+
+mul = Primitive("mul", lambda xp, x, y: x * y,
+                lambda xp, g, out, x, y: g * y,
+                lambda xp, g, out, x, y: g * x)
+
+div = Primitive("div", lambda xp, x, y: x / y,
+                lambda xp, g, out, x, y: g / y,
+                lambda xp, g, out, x, y: -g * out / y)
+
+neg = Primitive("neg", lambda xp, x: -x,
+                lambda xp, g, out, x: -g)
+
+
+def _log_base(xp, x):
+    return xp.log(x) if _is_array(x) else math.log(x)
+
+
+pow = Primitive("pow", lambda xp, x, y: x ** y,
+                lambda xp, g, out, x, y: g * y * x ** (y - 1),
+                lambda xp, g, out, x, y: g * out * _log_base(xp, x))
+
+
+def _matmul_grad_x(xp, g, out, x, y):
+    if y.ndim == 1:
+        return g * y if x.ndim == 1 else g[..., None] * y
+    if x.ndim == 1:
+        return (y @ g[..., None])[..., 0]
+    return g @ y.mT
+
+
+def _matmul_grad_y(xp, g, out, x, y):
+    if x.ndim == 1:
+        return g * x if y.ndim == 1 else x[:, None] * g[..., None, :]
+    if y.ndim == 1:
+        return xp.sum(x * g[..., None], axis=-2)
+    return x.mT @ g
+
+
+matmul = Primitive("matmul", lambda xp, x, y: x @ y, _matmul_grad_x, _matmul_grad_y, floats=(0, 1))
+
+
+def _linear_forward(xp, x, w, b):
+    y = x @ w.mT
+    if b is not None:
+        y += b
+    return y
+
+
+def _linear_grad_w(xp, g, out, x, w, b):
+    if x.ndim == 1:
+        return g[:, None] * x
+    if x.ndim > 2:
+        g, x = xp.reshape(g, (-1, g.shape[-1])), xp.reshape(x, (-1, x.shape[-1]))
+    return g.mT @ x
+
+
+def _linear_grad_b(xp, g, out, x, w, b):
+    return xp.sum(g, axis=tuple(range(g.ndim - 1))) if g.ndim > 1 else g
+
+
+linear = Primitive("linear", _linear_forward,
+                   lambda xp, g, out, x, w, b: g @ w,
+                   _linear_grad_w, _linear_grad_b, floats=(0, 1, 2))
+"""The affine map x @ w.T + b in one node (PyTorch's F.linear layout: w is (out, in))."""
+
+# --- elementwise functions --------------------------------------------------------------------
+
+exp = Primitive("exp", lambda xp, x: xp.exp(x),
+                lambda xp, g, out, x: g * out, floats=(0,))
+
+log = Primitive("log", lambda xp, x: xp.log(x),
+                lambda xp, g, out, x: g / x, floats=(0,))
+
+sqrt = Primitive("sqrt", lambda xp, x: xp.sqrt(x),
+                 lambda xp, g, out, x: g / (2 * out), floats=(0,))
+
+abs = Primitive("abs", lambda xp, x: xp.abs(x),
+                lambda xp, g, out, x: g * xp.sign(x))
+
+tanh = Primitive("tanh", lambda xp, x: xp.tanh(x),
+                 lambda xp, g, out, x: g * (1 - out * out), floats=(0,))
+
+
+def _sigmoid(xp, x):
+    e = xp.exp(-xp.abs(x))  # never overflows: the exponent is <= 0
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+sigmoid = Primitive("sigmoid", _sigmoid,
+                    lambda xp, g, out, x: g * out * (1 - out), floats=(0,))
+
+relu = Primitive("relu", lambda xp, x: xp.maximum(x, 0),
+                 lambda xp, g, out, x: xp.where(out > 0, g, 0.0), floats=(0,))
+
+maximum = Primitive("maximum", lambda xp, x, y: xp.maximum(x, y),
+                    lambda xp, g, out, x, y: xp.where(x >= y, g, 0.0),
+                    lambda xp, g, out, x, y: xp.where(x >= y, 0.0, g))
+
+minimum = Primitive("minimum", lambda xp, x, y: xp.minimum(x, y),
+                    lambda xp, g, out, x, y: xp.where(x <= y, g, 0.0),
+                    lambda xp, g, out, x, y: xp.where(x <= y, 0.0, g))
+
+where = Primitive("where", lambda xp, c, x, y: xp.where(c, x, y),
+                  None,
+                  lambda xp, g, out, c, x, y: xp.where(c, g, 0.0),
+                  lambda xp, g, out, c, x, y: xp.where(c, 0.0, g))
+
+
+def _inside(x, lo, hi):
+    if lo is None:
+        return x <= hi
+    if hi is None:
+        return x >= lo
+    return (x >= lo) & (x <= hi)
+
+
+clip = Primitive("clip", lambda xp, x, lo=None, hi=None: xp.clip(x, lo, hi),
+                 lambda xp, g, out, x, lo=None, hi=None: xp.where(_inside(x, lo, hi), g, 0.0))
+
+astype = Primitive("astype", lambda xp, x, dtype: xp.astype(x, dtype),
+                   lambda xp, g, out, x, dtype: xp.astype(g, x.dtype))
+
+# --- reductions -------------------------------------------------------------------------------
+
+sum = Primitive("sum", lambda xp, x, axis=None, keepdims=False: xp.sum(x, axis=axis, keepdims=keepdims),
+                lambda xp, g, out, x, axis=None, keepdims=False: _expand(xp, g, x.shape, axis, keepdims))
+
+mean = Primitive("mean", lambda xp, x, axis=None, keepdims=False: xp.mean(x, axis=axis, keepdims=keepdims),
+                 lambda xp, g, out, x, axis=None, keepdims=False:
+                 _expand(xp, g, x.shape, axis, keepdims) / _count(x.shape, axis), floats=(0,))
+
+
+def _extremum_grad(xp, g, out, x, axis=None, keepdims=False):
+    """Ties share the gradient equally, so the rule is the derivative of a symmetric function."""
+    hit = xp.astype(x == _expand(xp, out, x.shape, axis, keepdims), x.dtype)
+    return hit * _expand(xp, g, x.shape, axis, keepdims) / xp.sum(hit, axis=axis, keepdims=True)
+
+
+max = Primitive("max", lambda xp, x, axis=None, keepdims=False: xp.max(x, axis=axis, keepdims=keepdims),
+                _extremum_grad)
+
+min = Primitive("min", lambda xp, x, axis=None, keepdims=False: xp.min(x, axis=axis, keepdims=keepdims),
+                _extremum_grad)
+
+
+def _logsumexp(xp, x, axis=None, keepdims=False):
+    m = xp.max(x, axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0.0)  # all -inf rows stay -inf instead of nan
+    s = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
+    return s if keepdims else xp.reshape(s, xp.max(x, axis=axis).shape)
+
+
+logsumexp = Primitive("logsumexp", _logsumexp,
+                      lambda xp, g, out, x, axis=None, keepdims=False:
+                      _expand(xp, g, x.shape, axis, keepdims) * xp.exp(x - _expand(xp, out, x.shape, axis, keepdims)),
+                      floats=(0,))
+
+
+def _softmax(xp, x, axis=-1):
+    e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
+    return e / xp.sum(e, axis=axis, keepdims=True)
+
+
+softmax = Primitive("softmax", _softmax,
+                    lambda xp, g, out, x, axis=-1: out * (g - xp.sum(g * out, axis=axis, keepdims=True)),
+                    floats=(0,))
+
+log_softmax = Primitive("log_softmax", lambda xp, x, axis=-1: x - _logsumexp(xp, x, axis=axis, keepdims=True),
+                        lambda xp, g, out, x, axis=-1: g - xp.exp(out) * xp.sum(g, axis=axis, keepdims=True),
+                        floats=(0,))
+
+# --- shape and indexing -----------------------------------------------------------------------
+
+reshape = Primitive("reshape", lambda xp, x, shape: xp.reshape(x, shape),
+                    lambda xp, g, out, x, shape: xp.reshape(g, x.shape))
+
+
+def _inverse(axes):
+    inv = [0] * len(axes)
+    for i, a in enumerate(axes):
+        inv[a] = i
+    return tuple(inv)
+
+
+permute = Primitive("permute", lambda xp, x, axes: xp.permute_dims(x, axes),
+                    lambda xp, g, out, x, axes: xp.permute_dims(g, _inverse(axes)))
+
+
+def _has_array(index):
+    return any(_is_array(i) for i in (index if isinstance(index, tuple) else (index,)))
+
+
+def _getitem_grad(xp, g, out, x, index):
+    """Scatter g back into zeros; repeated integer indices accumulate.
+
+    Basic indexing writes with setitem. Integer arrays go through the same index applied to the
+    positions 0..n-1, then a one-hot product sums the gradient per position: standard-only and
+    memory-hungry, which is why backends override it (NumPy: bincount; CuPy: scatter_add).
+    """
+    if not _has_array(index):
+        gx = xp.zeros(x.shape, dtype=g.dtype, device=g.device)
+        gx[index] = g
+        return gx
+    n = math.prod(x.shape)
+    positions = xp.reshape(xp.reshape(xp.arange(n, device=g.device), x.shape)[index], (-1,))
+    onehot = xp.astype(positions[:, None] == xp.arange(n, device=g.device)[None, :], g.dtype)
+    flat = xp.reshape(xp.broadcast_to(g, out.shape), (1, -1)) @ onehot
+    return xp.reshape(flat, x.shape)
+
+
+getitem = Primitive("getitem", lambda xp, x, index: x[index], _getitem_grad)
+
+
+def _offsets(xs, axis):
+    starts = [0]
+    for x in xs:
+        starts.append(starts[-1] + x.shape[axis])
+    return starts
+
+
+def _concat_grad(i, xp, g, out, *xs, axis=0):
+    starts = _offsets(xs, axis)
+    index = [slice(None)] * g.ndim
+    index[axis] = slice(starts[i], starts[i + 1])
+    return g[tuple(index)]
+
+
+concat = Primitive("concat", lambda xp, *xs, axis=0: xp.concat(xs, axis=axis), _concat_grad, variadic=True)
+
+
+def _stack_grad(i, xp, g, out, *xs, axis=0):
+    index = [slice(None)] * g.ndim
+    index[axis] = i
+    return g[tuple(index)]
+
+
+stack = Primitive("stack", lambda xp, *xs, axis=0: xp.stack(xs, axis=axis), _stack_grad, variadic=True)
+
+# --- fused losses -----------------------------------------------------------------------------
+
+
+def _onehot(xp, target, classes, dtype):
+    return xp.astype(target[:, None] == xp.arange(classes, device=target.device)[None, :], dtype)
+
+
+def _reduce(xp, per_sample, reduction):
+    if reduction == "mean":
+        return xp.mean(per_sample)
+    if reduction == "sum":
+        return xp.sum(per_sample)
+    return per_sample
+
+
+def _scale(xp, g, n, reduction):
+    """The gradient of the reduction, per sample, ready to broadcast against (n, ...)."""
+    if reduction == "mean":
+        return g / n
+    if reduction == "sum":
+        return g
+    return g[:, None] if g.ndim == 1 else g
+
+
+def _cross_entropy(xp, logits, target, reduction="mean"):
+    lse = _logsumexp(xp, logits, axis=1)
+    picked = xp.sum(logits * _onehot(xp, target, logits.shape[1], logits.dtype), axis=1)
+    return _reduce(xp, lse - picked, reduction)
+
+
+def _cross_entropy_grad(xp, g, out, logits, target, reduction="mean"):
+    """softmax(logits) - onehot(target): never formed through log and exp separately."""
+    p = _softmax(xp, logits, axis=1) - _onehot(xp, target, logits.shape[1], logits.dtype)
+    return p * _scale(xp, g, logits.shape[0], reduction)
+
+
+cross_entropy = Primitive("cross_entropy", _cross_entropy, _cross_entropy_grad, None, floats=(0,))
+"""Softmax cross-entropy of (n, C) logits against (n,) integer classes, fused and stable."""
+
+
+def _bce_logits(xp, x, t, reduction="mean"):
+    per = xp.maximum(x, 0.0) - x * t + xp.log1p(xp.exp(-xp.abs(x)))
+    return _reduce(xp, per, reduction)
+
+
+def _scale_like(xp, g, x, reduction):
+    if reduction == "mean":
+        return g / math.prod(x.shape)
+    return g
+
+
+bce_with_logits = Primitive(
+    "bce_with_logits", _bce_logits,
+    lambda xp, g, out, x, t, reduction="mean": (_sigmoid(xp, x) - t) * _scale_like(xp, g, x, reduction),
+    lambda xp, g, out, x, t, reduction="mean": -x * _scale_like(xp, g, x, reduction),
+    floats=(0, 1))

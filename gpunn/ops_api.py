@@ -1,0 +1,116 @@
+"""The differentiable ops as functions: gpunn.exp(x), gpunn.where(c, x, y), gpunn.concat([...])."""
+
+from gpunn import ops
+from gpunn.errors import ShapeError
+from gpunn.tensor import Tensor, _operand, _reduction, apply, tensor
+
+
+def _t(x):
+    return x if isinstance(x, Tensor) else tensor(x)
+
+
+def exp(x):
+    return apply(ops.exp, _t(x))
+
+
+def log(x):
+    return apply(ops.log, _t(x))
+
+
+def sqrt(x):
+    return apply(ops.sqrt, _t(x))
+
+
+def abs(x):
+    return apply(ops.abs, _t(x))
+
+
+def tanh(x):
+    return apply(ops.tanh, _t(x))
+
+
+def sigmoid(x):
+    return apply(ops.sigmoid, _t(x))
+
+
+def relu(x):
+    return apply(ops.relu, _t(x))
+
+
+def matmul(x, y):
+    return _t(x) @ y
+
+
+def maximum(x, y):
+    x = _t(x)
+    return apply(ops.maximum, x, _operand(y, x))
+
+
+def minimum(x, y):
+    x = _t(x)
+    return apply(ops.minimum, x, _operand(y, x))
+
+
+def where(condition, x, y):
+    """Elementwise choice; the gradient flows to x where condition holds and to y elsewhere."""
+    like = x if isinstance(x, Tensor) else y if isinstance(y, Tensor) else _t(x)
+    cond = condition.data if isinstance(condition, Tensor) else _operand(condition, like).data
+    return apply(ops.where, cond, _operand(x, like), _operand(y, like))
+
+
+def clip(x, min=None, max=None):
+    return _t(x).clip(min, max)
+
+
+clamp = clip
+
+
+def sum(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
+    return apply(ops.sum, _t(x), **_reduction(axis, dim, keepdims, keepdim))
+
+
+def mean(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
+    return apply(ops.mean, _t(x), **_reduction(axis, dim, keepdims, keepdim))
+
+
+def max(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
+    return apply(ops.max, _t(x), **_reduction(axis, dim, keepdims, keepdim))
+
+
+def min(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
+    return apply(ops.min, _t(x), **_reduction(axis, dim, keepdims, keepdim))
+
+
+def logsumexp(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
+    return apply(ops.logsumexp, _t(x), **_reduction(axis, dim, keepdims, keepdim))
+
+
+def reshape(x, shape):
+    return _t(x).reshape(shape)
+
+
+def permute(x, axes):
+    return _t(x).permute(axes)
+
+
+def transpose(x, dim0=-2, dim1=-1):
+    return _t(x).transpose(dim0, dim1)
+
+
+def _same_ndim(name, tensors):
+    if not tensors:
+        raise ShapeError(f"{name}: needs at least one tensor")
+    return [_t(t) for t in tensors]
+
+
+def concat(tensors, axis=0, *, dim=None):
+    tensors = _same_ndim("concat", tensors)
+    return apply(ops.concat, *tensors, axis=axis if dim is None else dim)
+
+
+cat = concat
+
+
+def stack(tensors, axis=0, *, dim=None):
+    tensors = _same_ndim("stack", tensors)
+    return apply(ops.stack, *tensors, axis=axis if dim is None else dim)

@@ -1,0 +1,56 @@
+"""One seeded host generator for every random number gpunn draws.
+
+Values are drawn on the host in float64 and then cast and moved, so one seed gives the same
+numbers on every device (cpu, cuda, strict) and in every run.
+"""
+
+import numpy as np
+
+_generator = np.random.Generator(np.random.PCG64(0))
+
+
+def manual_seed(seed):
+    """Reset the generator: same seed, same initial weights, shuffles and dropout everywhere."""
+    global _generator
+    _generator = np.random.Generator(np.random.PCG64(int(seed)))
+    return _generator
+
+
+def generator():
+    """The host generator itself, for code that draws NumPy values (data shuffling, init)."""
+    return _generator
+
+
+def get_rng_state():
+    """A JSON-serializable snapshot of the generator, saved in checkpoints."""
+    return _generator.bit_generator.state
+
+
+def set_rng_state(state):
+    _generator.bit_generator.state = state
+
+
+def _draw(values, dtype, device, requires_grad):
+    from gpunn.tensor import tensor
+
+    return tensor(values, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def rand(*shape, dtype="float32", device=None, requires_grad=False):
+    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    return _draw(_generator.random(shape), dtype, device, requires_grad)
+
+
+def randn(*shape, dtype="float32", device=None, requires_grad=False):
+    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    return _draw(_generator.standard_normal(shape), dtype, device, requires_grad)
+
+
+def randint(low, high=None, size=(), dtype="int64", device=None):
+    if high is None:
+        low, high = 0, low
+    return _draw(_generator.integers(low, high, size=size), dtype, device, False)
+
+
+def randperm(n, device=None):
+    return _draw(_generator.permutation(n), "int64", device, False)

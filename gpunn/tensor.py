@@ -1,0 +1,693 @@
+"""Tensor: one backend array, its gradient, and the node that made it.
+
+Operators and methods call `apply(primitive, ...)`, which takes the namespace and the device from
+the inputs, runs the primitive's forward and, when a gradient is needed, records a node.
+"""
+
+import math
+
+import numpy as np
+
+from gpunn import backends, ops
+from gpunn.autograd import Node, backward, mode
+from gpunn.device import Device, device as as_device, of as device_of
+from gpunn.dtypes import as_dtype
+from gpunn.errors import DeviceError, DTypeError, GpunnError, GraphError, OutOfMemoryError, ShapeError
+
+_floating = {}  # backend dtype -> is it floating? (a dict lookup instead of a name parse per op)
+
+
+def _is_floating(dt):
+    found = _floating.get(dt)
+    if found is None:
+        found = _floating[dt] = as_dtype(dt).is_floating_point
+    return found
+
+
+def apply(primitive, *args, **attrs):
+    """Run `primitive` on tensors (and constants) and record how the result was made."""
+    dev = None
+    arrays = []
+    needs_grad = False
+    for a in args:
+        if isinstance(a, Tensor):
+            if dev is None:
+                dev = a.device
+            elif a.device is not dev:
+                _mismatch(primitive, args)
+            arrays.append(a.data)
+            needs_grad = needs_grad or a.requires_grad
+        else:
+            arrays.append(a)
+    if dev is None:
+        raise TypeError(f"{primitive.name}: at least one input must be a gpunn.Tensor")
+    for i in primitive.floats:
+        if i < len(args) and isinstance(args[i], Tensor) and not _is_floating(arrays[i].dtype):
+            raise DTypeError(
+                f"{primitive.name} needs floating-point tensors, but input {i} is {args[i].dtype} "
+                f"with shape {tuple(args[i].shape)}; convert it with .float() or .to('float32')")
+    primitive = dev.fast_paths.get(primitive.name, primitive)
+    try:
+        if dev.ctx is None:
+            out = primitive.forward(dev.xp, *arrays, **attrs)
+        else:
+            with dev.ctx:
+                out = primitive.forward(dev.xp, *arrays, **attrs)
+    except GpunnError:
+        raise
+    except Exception as exc:
+        raise _explain(primitive, args, exc) from exc
+    result = Tensor._wrap(out, dev)
+    if needs_grad and mode.grad_enabled:
+        result.requires_grad = True
+        result._node = Node(primitive, args, arrays, out, attrs, dev)
+    return result
+
+
+def _mismatch(primitive, args):
+    devices = []
+    for a in args:
+        if isinstance(a, Tensor) and a.device not in devices:
+            devices.append(a.device)
+    raise DeviceError(
+        f"{primitive.name}: inputs are on different devices ({' and '.join(map(str, devices))}); "
+        f"nothing moves implicitly: move one with .to('{devices[0]}')")
+
+
+def _describe(args):
+    return ", ".join(f"{tuple(a.shape)} {a.dtype.name}" if isinstance(a, Tensor) else repr(a) for a in args)
+
+
+def _explain(primitive, args, exc):
+    """Turn a backend's error into one that names the op, the shapes and the fix."""
+    name = primitive.name
+    if type(exc).__name__ == "OutOfMemoryError" or isinstance(exc, MemoryError):
+        return OutOfMemoryError(
+            f"{name}: the device ran out of memory ({exc}) for inputs {_describe(args)}; "
+            "use a smaller batch or model, or free tensors you no longer need")
+    shapes = [tuple(a.shape) for a in args if isinstance(a, Tensor)]
+    if isinstance(exc, (ValueError, IndexError)) or "shape" in str(exc) or "broadcast" in str(exc):
+        if name == "matmul" and len(shapes) == 2:
+            hint = "the last axis of the first must equal the second-to-last axis of the second"
+        elif name == "linear" and len(shapes) >= 2:
+            hint = f"the input's last axis must be in_features = {shapes[1][-1]}"
+        elif name in ("add", "sub", "mul", "div", "pow", "maximum", "minimum", "where"):
+            hint = "broadcasting needs each pair of trailing axes to be equal or 1"
+        else:
+            hint = str(exc)
+        return ShapeError(f"{name}: shapes {', '.join(map(str, shapes))} do not fit: {hint}")
+    if isinstance(exc, TypeError):
+        return DTypeError(f"{name}: cannot combine inputs ({_describe(args)}): {exc}; "
+                          "convert with .to(dtype) so the dtypes match")
+    return exc
+
+
+class Tensor:
+    """A multidimensional array on one device, with automatic differentiation."""
+
+    __slots__ = ("data", "grad", "requires_grad", "device", "_node", "__weakref__")
+    __array_ufunc__ = None  # NumPy defers to our reflected operators: np_array * tensor -> Tensor
+
+    def __init__(self, data, dtype=None, device=None, requires_grad=False):
+        made = tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
+        self.data, self.grad, self.device = made.data, None, made.device
+        self.requires_grad, self._node = made.requires_grad, None
+
+    @classmethod
+    def _wrap(cls, array, device):
+        """A tensor around an array already on `device`: the internal constructor, no copy."""
+        t = object.__new__(cls)
+        t.data, t.grad, t.requires_grad, t.device, t._node = array, None, False, device, None
+        return t
+
+    # --- facts ---------------------------------------------------------------------------------
+
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self):
+        return as_dtype(self.data.dtype)
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    def dim(self):
+        return self.data.ndim
+
+    def numel(self):
+        return math.prod(self.data.shape)
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    @property
+    def is_leaf(self):
+        return self._node is None
+
+    @property
+    def grad_fn(self):
+        return self._node.primitive.name if self._node is not None else None
+
+    def __repr__(self):
+        text = np.array2string(self.numpy(), separator=", ", prefix="tensor(")
+        extras = [f"device='{self.device}'"] if self.device.type != "cpu" else []
+        if self.dtype.name not in ("float32", "int64", "bool"):
+            extras.append(f"dtype={self.dtype}")
+        if self.requires_grad:
+            extras.append(f"grad_fn=<{self.grad_fn}>" if self._node is not None else "requires_grad=True")
+        return f"tensor({', '.join([text] + extras)})"
+
+    def __bool__(self):
+        if self.numel() != 1:
+            raise ValueError(f"the truth value of a tensor with {self.numel()} elements is ambiguous; use .any() or .all()")
+        return bool(self.item())
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self.dtype.is_floating_point or self.numel() != 1:
+            raise TypeError("only integer tensors of one element can be used as an index")
+        return int(self.item())
+
+    # --- leaving the graph or the device ---------------------------------------------------------
+
+    def numpy(self):
+        """A NumPy copy of the values, from any device."""
+        if self.device.type == "cpu":
+            return np.array(self.data, copy=True)
+        return self.device.backend.to_host(self.data)
+
+    def item(self):
+        if self.numel() != 1:
+            raise ValueError(f"item() needs a tensor with one element, this one has shape {self.shape}")
+        return self.numpy().reshape(()).item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def detach(self):
+        """The same values, cut from the graph (shares memory)."""
+        return Tensor._wrap(self.data, self.device)
+
+    def requires_grad_(self, requires_grad=True):
+        if requires_grad and not self.dtype.is_floating_point:
+            raise DTypeError(f"only floating-point tensors can require gradients, not {self.dtype}")
+        self.requires_grad = requires_grad
+        return self
+
+    def to(self, target=None, dtype=None, *, device=None):
+        """Move to a device and/or cast to a dtype: `x.to('cuda')`, `x.to('float64')`.
+
+        A move is differentiable: the gradient flows back to the source device.
+        """
+        if target is not None:
+            if _looks_like_dtype(target):
+                dtype = target
+            else:
+                device = target
+        result = self
+        if device is not None:
+            dev = as_device(device)
+            if dev is not self.device:
+                result = Tensor._wrap(dev.put(self.data), dev)
+                if self.requires_grad and mode.grad_enabled:
+                    result.requires_grad = True
+                    result._node = Node(_TRANSFER, (self,), (), None, {"source": self.device}, dev)
+        if dtype is not None and result.dtype != as_dtype(dtype):
+            result = apply(ops.astype, result, dtype=result.device.dtype(as_dtype(dtype)))
+        return result
+
+    def astype(self, dtype):
+        return self.to(dtype=dtype)
+
+    def float(self):
+        return self.to(dtype="float32")
+
+    def double(self):
+        return self.to(dtype="float64")
+
+    def long(self):
+        return self.to(dtype="int64")
+
+    def __dlpack__(self, **kwargs):
+        return self.data.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self.data.__dlpack_device__()
+
+    def backward(self, grad=None, retain_graph=False):
+        """Accumulate the gradient of this tensor into every leaf that requires one."""
+        if not self.requires_grad:
+            raise GraphError(
+                "backward() on a tensor that does not require grad: no input of the computation had "
+                "requires_grad=True (or it ran under gpunn.no_grad())")
+        if grad is None:
+            if self.numel() != 1:
+                raise GraphError(f"backward() without a gradient needs a scalar, this tensor has shape {self.shape}; "
+                                 "pass grad= of the same shape, or reduce with .sum() first")
+            seed = self.device.xp.ones_like(self.data)
+        else:
+            seed = _operand(grad, self).data
+            if tuple(seed.shape) != self.shape:
+                raise ShapeError(f"backward(grad=...) got shape {tuple(seed.shape)} for a tensor of shape {self.shape}")
+        backward(self, seed, retain_graph=retain_graph)
+
+    # --- in-place edits: correct or refused -------------------------------------------------------
+
+    def _assign(self, array):
+        if tuple(array.shape) != self.shape:
+            raise ShapeError(f"in-place update would change the shape {self.shape} to {tuple(array.shape)}")
+        if array.dtype != self.data.dtype:
+            raise DTypeError(f"in-place update would change the dtype {self.dtype} to {as_dtype(array.dtype)}")
+        self.data = array  # a new array: graphs that saved the old one stay correct
+        return self
+
+    def _inplace(self, primitive, other):
+        if mode.grad_enabled and (self.requires_grad or getattr(other, "requires_grad", False)):
+            raise GraphError(
+                f"in-place {primitive.name} on a tensor that requires grad would corrupt the graph; "
+                "write x = x + y, or do the update under gpunn.no_grad()")
+        return self._assign(apply(primitive, self, _operand(other, self)).data)
+
+    def __iadd__(self, other):
+        return self._inplace(ops.add, other)
+
+    def __isub__(self, other):
+        return self._inplace(ops.sub, other)
+
+    def __imul__(self, other):
+        return self._inplace(ops.mul, other)
+
+    def __itruediv__(self, other):
+        return self._inplace(ops.div, other)
+
+    def __setitem__(self, index, value):
+        if mode.grad_enabled and self.requires_grad:
+            raise GraphError("item assignment on a tensor that requires grad; do it under gpunn.no_grad()")
+        xp = self.device.xp
+        updated = xp.asarray(self.data, copy=True)
+        value = _operand(value, self)
+        updated[_index(index, self.device)] = value.data if isinstance(value, Tensor) else value
+        self._assign(updated)
+
+    def zero_(self):
+        self._assign(self.device.xp.zeros_like(self.data))
+        return self
+
+    def fill_(self, value):
+        self._assign(self.device.xp.full_like(self.data, value))
+        return self
+
+    def copy_(self, other):
+        """Overwrite the values with `other`'s (moved and cast to this tensor's device and dtype)."""
+        other = other if isinstance(other, Tensor) else tensor(other, device=self.device)
+        array = self.device.put(other.data)
+        if array.dtype != self.data.dtype:
+            array = self.device.xp.astype(array, self.data.dtype)
+        self._assign(self.device.xp.asarray(self.device.xp.broadcast_to(array, self.data.shape), copy=True))
+        return self
+
+    # --- arithmetic ------------------------------------------------------------------------------
+
+    def __add__(self, other):
+        return apply(ops.add, self, _operand(other, self))
+
+    def __radd__(self, other):
+        return apply(ops.add, _operand(other, self), self)
+
+    def __sub__(self, other):
+        return apply(ops.sub, self, _operand(other, self))
+
+    def __rsub__(self, other):
+        return apply(ops.sub, _operand(other, self), self)
+
+    def __mul__(self, other):
+        return apply(ops.mul, self, _operand(other, self))
+
+    def __rmul__(self, other):
+        return apply(ops.mul, _operand(other, self), self)
+
+    def __truediv__(self, other):
+        return apply(ops.div, self, _operand(other, self))
+
+    def __rtruediv__(self, other):
+        return apply(ops.div, _operand(other, self), self)
+
+    def __pow__(self, other):
+        return apply(ops.pow, self, _operand(other, self))
+
+    def __rpow__(self, other):
+        return apply(ops.pow, _operand(other, self), self)
+
+    def __matmul__(self, other):
+        return apply(ops.matmul, self, _operand(other, self, scalars=False))
+
+    def __rmatmul__(self, other):
+        return apply(ops.matmul, _operand(other, self, scalars=False), self)
+
+    def __neg__(self):
+        return apply(ops.neg, self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return apply(ops.abs, self)
+
+    # comparisons give tensors without gradient
+    def _compare(self, other, fn):
+        other = _operand(other, self)
+        return Tensor._wrap(fn(self.data, other.data if isinstance(other, Tensor) else other), self.device)
+
+    def __lt__(self, other):
+        return self._compare(other, lambda a, b: a < b)
+
+    def __le__(self, other):
+        return self._compare(other, lambda a, b: a <= b)
+
+    def __gt__(self, other):
+        return self._compare(other, lambda a, b: a > b)
+
+    def __ge__(self, other):
+        return self._compare(other, lambda a, b: a >= b)
+
+    def __eq__(self, other):
+        return self._compare(other, lambda a, b: a == b)
+
+    def __ne__(self, other):
+        return self._compare(other, lambda a, b: a != b)
+
+    __hash__ = object.__hash__
+
+    # --- functions as methods ---------------------------------------------------------------------
+
+    def exp(self):
+        return apply(ops.exp, self)
+
+    def log(self):
+        return apply(ops.log, self)
+
+    def sqrt(self):
+        return apply(ops.sqrt, self)
+
+    def abs(self):
+        return apply(ops.abs, self)
+
+    def tanh(self):
+        return apply(ops.tanh, self)
+
+    def sigmoid(self):
+        return apply(ops.sigmoid, self)
+
+    def relu(self):
+        return apply(ops.relu, self)
+
+    def softmax(self, axis=-1, *, dim=None):
+        return apply(ops.softmax, self, axis=_pick(axis, dim, -1))
+
+    def log_softmax(self, axis=-1, *, dim=None):
+        return apply(ops.log_softmax, self, axis=_pick(axis, dim, -1))
+
+    def maximum(self, other):
+        return apply(ops.maximum, self, _operand(other, self))
+
+    def minimum(self, other):
+        return apply(ops.minimum, self, _operand(other, self))
+
+    def clip(self, min=None, max=None):
+        if min is None and max is None:
+            raise ValueError("clip needs min, max or both")
+        return apply(ops.clip, self, lo=min, hi=max)
+
+    clamp = clip
+
+    def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
+        return apply(ops.sum, self, **_reduction(axis, dim, keepdims, keepdim))
+
+    def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
+        return apply(ops.mean, self, **_reduction(axis, dim, keepdims, keepdim))
+
+    def max(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
+        return apply(ops.max, self, **_reduction(axis, dim, keepdims, keepdim))
+
+    def min(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
+        return apply(ops.min, self, **_reduction(axis, dim, keepdims, keepdim))
+
+    def logsumexp(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
+        return apply(ops.logsumexp, self, **_reduction(axis, dim, keepdims, keepdim))
+
+    def argmax(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
+        kw = _reduction(axis, dim, keepdims, keepdim)
+        return Tensor._wrap(self.device.xp.argmax(self.data, **kw), self.device)
+
+    def argmin(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
+        kw = _reduction(axis, dim, keepdims, keepdim)
+        return Tensor._wrap(self.device.xp.argmin(self.data, **kw), self.device)
+
+    def any(self):
+        return Tensor._wrap(self.device.xp.any(self.data), self.device)
+
+    def all(self):
+        return Tensor._wrap(self.device.xp.all(self.data), self.device)
+
+    def reshape(self, *shape):
+        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        if shape == self.shape:
+            return self
+        try:
+            return apply(ops.reshape, self, shape=shape)
+        except ShapeError:
+            raise ShapeError(f"reshape: cannot reshape {self.shape} ({self.numel()} elements) to {shape}") from None
+
+    view = reshape
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        shape = self.shape
+        if not shape:
+            return self.reshape(1)
+        start, end = start_dim % len(shape), end_dim % len(shape)
+        return self.reshape(shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:])
+
+    def unsqueeze(self, dim):
+        dim = dim % (self.ndim + 1)
+        return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
+
+    def squeeze(self, dim=None):
+        if dim is None:
+            return self.reshape(tuple(n for n in self.shape if n != 1))
+        dim = dim % self.ndim
+        if self.shape[dim] != 1:
+            return self
+        return self.reshape(self.shape[:dim] + self.shape[dim + 1:])
+
+    def permute(self, *axes):
+        axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
+        return apply(ops.permute, self, axes=tuple(a % self.ndim for a in axes))
+
+    def transpose(self, dim0=-2, dim1=-1):
+        """Swap two axes (PyTorch's meaning; the default swaps the last two)."""
+        axes = list(range(self.ndim))
+        axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+        return apply(ops.permute, self, axes=tuple(axes))
+
+    @property
+    def T(self):
+        return apply(ops.permute, self, axes=tuple(range(self.ndim))[::-1]) if self.ndim > 1 else self
+
+    @property
+    def mT(self):
+        return self.transpose(-2, -1)
+
+    def __getitem__(self, index):
+        return apply(ops.getitem, self, index=_index(index, self.device))
+
+
+_TRANSFER = ops.Primitive("to_device", None, lambda xp, g, out, source: source.put(g))
+
+
+def _looks_like_dtype(value):
+    if isinstance(value, (Device,)):
+        return False
+    if isinstance(value, str):
+        try:
+            as_dtype(value)
+            return True
+        except ValueError:
+            return False
+    try:
+        as_dtype(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _pick(value, alias, default):
+    return alias if alias is not None and value == default else value
+
+
+def _reduction(axis, dim, keepdims, keepdim):
+    """Array-API `axis`/`keepdims`, with PyTorch's `dim`/`keepdim` accepted too."""
+    axis = dim if axis is None else axis
+    if isinstance(axis, list):
+        axis = tuple(axis)
+    return {"axis": axis, "keepdims": bool(keepdims or keepdim)}
+
+
+def _operand(value, like, scalars=True):
+    """The other side of a binary op: Tensors as they are, Python numbers as constants, the rest
+    (lists, NumPy arrays) as constant tensors on `like`'s device."""
+    if isinstance(value, Tensor):
+        return value
+    if scalars and isinstance(value, (int, float, bool)):
+        return value
+    if isinstance(value, (int, float, bool)):
+        return tensor(value, dtype=like.dtype, device=like.device)
+    return tensor(value, device=like.device)
+
+
+def _index(index, dev):
+    """Indices with Tensors, lists and NumPy arrays turned into arrays on `dev`."""
+    if isinstance(index, tuple):
+        return tuple(_index(i, dev) for i in index)
+    if isinstance(index, Tensor):
+        if index.device is not dev:
+            raise DeviceError(f"getitem: index on {index.device} for a tensor on {dev}; move the index with .to('{dev}')")
+        return index.data
+    if isinstance(index, (list, np.ndarray)):
+        return dev.put(np.asarray(index))
+    return index
+
+
+# --- creation ------------------------------------------------------------------------------------
+
+
+def _host_array(data, dtype):
+    """A NumPy array from Python data, with PyTorch's default dtypes: Python floats become float32,
+    NumPy arrays keep their dtype, integers become int64."""
+    host = np.asarray(data)
+    if dtype is not None:
+        return host.astype(as_dtype(dtype).name, copy=False)
+    if host.dtype == np.float64 and not isinstance(data, (np.ndarray, np.generic)):
+        return host.astype(np.float32)
+    if host.dtype.kind in "iu" and not isinstance(data, (np.ndarray, np.generic)):
+        return host.astype(np.int64)
+    if host.dtype.kind not in "biuf":
+        raise DTypeError(f"cannot make a tensor from {type(data).__name__} of dtype {host.dtype}")
+    return host
+
+
+def tensor(data, dtype=None, device=None, requires_grad=False):
+    """A new tensor (always a copy) from Python scalars and lists, NumPy arrays, backend arrays or
+    tensors. Python floats give float32; NumPy arrays and backend arrays keep their dtype."""
+    if isinstance(data, Tensor):
+        source, array = data.device, data.data
+    elif backends.owner(data) not in (None, "cpu"):
+        source, array = device_of(data), data
+    else:
+        source, array = None, None
+    dev = as_device(device) if device is not None else (source or as_device("cpu"))
+    if array is None:
+        host = _host_array(data, dtype)
+        if dev.type == "cpu":
+            array = np.array(host, copy=True)
+        else:
+            array = dev.put(np.ascontiguousarray(host))
+    else:
+        array = dev.put(array)
+        if array is data or (isinstance(data, Tensor) and array is data.data):
+            array = dev.xp.asarray(array, copy=True)
+        if dtype is not None and as_dtype(array.dtype) != as_dtype(dtype):
+            array = dev.xp.astype(array, dev.dtype(as_dtype(dtype)))
+    result = Tensor._wrap(array, dev)
+    if requires_grad:
+        result.requires_grad_(True)
+    return result
+
+
+def _shape(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        return tuple(shape[0])
+    return tuple(shape)
+
+
+def _create(fn, shape, dtype, device, requires_grad, **kw):
+    dev = as_device(device or "cpu")
+    kw["dtype"] = dev.dtype(as_dtype(dtype))
+    if dev.ctx is None:
+        array = getattr(dev.xp, fn)(shape, device=dev.native, **kw)
+    else:
+        with dev.ctx:
+            array = getattr(dev.xp, fn)(shape, **kw)
+    result = Tensor._wrap(array, dev)
+    return result.requires_grad_(True) if requires_grad else result
+
+
+def zeros(*shape, dtype="float32", device=None, requires_grad=False):
+    return _create("zeros", _shape(shape), dtype, device, requires_grad)
+
+
+def ones(*shape, dtype="float32", device=None, requires_grad=False):
+    return _create("ones", _shape(shape), dtype, device, requires_grad)
+
+
+def empty(*shape, dtype="float32", device=None, requires_grad=False):
+    return _create("empty", _shape(shape), dtype, device, requires_grad)
+
+
+def full(shape, fill_value, dtype=None, device=None, requires_grad=False):
+    if dtype is None:
+        dtype = "bool" if isinstance(fill_value, bool) else "int64" if isinstance(fill_value, int) else "float32"
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    return _create("full", shape, dtype, device, requires_grad, fill_value=fill_value)
+
+
+def arange(start, stop=None, step=1, dtype=None, device=None, requires_grad=False):
+    if stop is None:
+        start, stop = 0, start
+    if dtype is None:
+        dtype = "int64" if all(isinstance(v, int) for v in (start, stop, step)) else "float32"
+    return tensor(np.arange(start, stop, step, dtype=as_dtype(dtype).name), device=device, requires_grad=requires_grad)
+
+
+def eye(n, m=None, dtype="float32", device=None, requires_grad=False):
+    return tensor(np.eye(n, m, dtype=as_dtype(dtype).name), device=device, requires_grad=requires_grad)
+
+
+def _like(fn, t, dtype, device, requires_grad, **kw):
+    return fn(t.shape, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad, **kw)
+
+
+def zeros_like(t, dtype=None, device=None, requires_grad=False):
+    return _like(zeros, t, dtype, device, requires_grad)
+
+
+def ones_like(t, dtype=None, device=None, requires_grad=False):
+    return _like(ones, t, dtype, device, requires_grad)
+
+
+def full_like(t, fill_value, dtype=None, device=None, requires_grad=False):
+    return full(t.shape, fill_value, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
+
+
+def from_dlpack(obj):
+    """A tensor sharing memory with any DLPack producer (NumPy, CuPy, PyTorch, ...)."""
+    kind, index = obj.__dlpack_device__()
+    if int(kind) == 1:  # kDLCPU
+        return Tensor._wrap(np.from_dlpack(obj), as_device("cpu"))
+    if int(kind) == 2:  # kDLCUDA
+        dev = as_device(f"cuda:{index}")
+        with dev.ctx:
+            return Tensor._wrap(dev.backend.from_dlpack(obj), dev)
+    raise DeviceError(f"from_dlpack: DLPack device type {kind} is not supported (only CPU and CUDA)")
