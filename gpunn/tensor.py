@@ -14,13 +14,16 @@ from gpunn.device import Device, device as as_device, of as device_of
 from gpunn.dtypes import as_dtype
 from gpunn.errors import DeviceError, DTypeError, GpunnError, GraphError, OutOfMemoryError, ShapeError
 
-_floating = {}  # backend dtype -> is it floating? (a dict lookup instead of a name parse per op)
+_floating = {}  # (type, backend dtype) -> is it floating? (a dict lookup instead of a name parse per op)
 
 
 def _is_floating(dt):
-    found = _floating.get(dt)
+    # keyed with the type too: NumPy's and array-api-strict's float64 hash alike, and comparing
+    # them (on a hash collision) makes array-api-strict warn on every op
+    key = (type(dt), dt)
+    found = _floating.get(key)
     if found is None:
-        found = _floating[dt] = as_dtype(dt).is_floating_point
+        found = _floating[key] = as_dtype(dt).is_floating_point
     return found
 
 
