@@ -302,7 +302,7 @@ class Tensor:
         xp = self.device.xp
         updated = xp.asarray(self.data, copy=True)
         value = _operand(value, self)
-        updated[_index(index, self.device)] = value.data if isinstance(value, Tensor) else value
+        updated[_full_index(_index(index, self.device), self.ndim)] = value.data if isinstance(value, Tensor) else value
         self._assign(updated)
 
     def zero_(self):
@@ -514,7 +514,7 @@ class Tensor:
         return self.transpose(-2, -1)
 
     def __getitem__(self, index):
-        return apply(ops.getitem, self, index=_index(index, self.device))
+        return apply(ops.getitem, self, index=_full_index(_index(index, self.device), self.ndim))
 
 
 _TRANSFER = ops.Primitive("to_device", None, lambda xp, g, out, source: source.put(g))
@@ -571,6 +571,14 @@ def _index(index, dev):
     if isinstance(index, (list, np.ndarray)):
         return dev.put(np.asarray(index))
     return index
+
+
+def _full_index(index, ndim):
+    """The standard wants every axis named: x[0] on a matrix is spelled x[0, ...] (same meaning)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    if any(p is Ellipsis or hasattr(p, "shape") for p in parts) or sum(p is not None for p in parts) >= ndim:
+        return index
+    return parts + (Ellipsis,)
 
 
 # --- creation ------------------------------------------------------------------------------------
