@@ -259,6 +259,13 @@ def _has_array(index):
     return any(_is_array(i) for i in (index if isinstance(index, tuple) else (index,)))
 
 
+def _get(xp, x, index):
+    """x[index]; rows picked by one integer array are spelled take(x, i, axis=0) in the standard."""
+    if _is_array(index) and x.ndim > 1 and index.ndim == 1 and xp.isdtype(index.dtype, "integral"):
+        return xp.take(x, index, axis=0)
+    return x[index]
+
+
 def _getitem_grad(xp, g, out, x, index):
     """Scatter g back into zeros; repeated integer indices accumulate.
 
@@ -271,13 +278,13 @@ def _getitem_grad(xp, g, out, x, index):
         gx[index] = g
         return gx
     n = math.prod(x.shape)
-    positions = xp.reshape(xp.reshape(xp.arange(n, device=g.device), x.shape)[index], (-1,))
+    positions = xp.reshape(_get(xp, xp.reshape(xp.arange(n, device=g.device), x.shape), index), (-1,))
     onehot = xp.astype(positions[:, None] == xp.arange(n, device=g.device)[None, :], g.dtype)
     flat = xp.reshape(xp.broadcast_to(g, out.shape), (1, -1)) @ onehot
     return xp.reshape(flat, x.shape)
 
 
-getitem = Primitive("getitem", lambda xp, x, index: x[index], _getitem_grad)
+getitem = Primitive("getitem", _get, _getitem_grad)
 
 
 def _offsets(xs, axis):
