@@ -1,0 +1,261 @@
+"""DataLoader: reproducible order, full coverage, batch layout, devices, dtypes, resume, errors."""
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn.data import DataLoader
+from gpunn.errors import ShapeError
+
+DEVICES = ["cpu", "strict", "strict:1"]
+
+
+def _data(n=23, d=3):
+    """Rows whose first column is their index, so a batch tells which samples it holds."""
+    X = np.zeros((n, d), dtype=np.float64)
+    X[:, 0] = np.arange(n)
+    X[:, 1:] = np.arange(n)[:, None] * 10.0 + np.arange(1, d)
+    return X, np.arange(n, dtype=np.int64) * 7
+
+
+def _rows(batch):
+    return batch.numpy()[:, 0].astype(np.int64)
+
+
+def _epoch_rows(loader):
+    return np.concatenate([_rows(xb) for xb, _ in loader])
+
+
+def _covers_each_row_once(rows, n):
+    return len(rows) == n and np.array_equal(np.sort(rows), np.arange(n))
+
+
+def test_same_seed_and_epoch_give_the_same_order():
+    X, y = _data()
+    a, b = DataLoader(X, y, batch_size=5, seed=3), DataLoader(X, y, batch_size=5, seed=3)
+    for _ in range(3):
+        assert np.array_equal(_epoch_rows(a), _epoch_rows(b))
+    assert a.epoch == b.epoch == 3
+
+
+def test_order_ignores_the_global_generator():
+    X, y = _data()
+    gpunn.manual_seed(1)
+    first = _epoch_rows(DataLoader(X, y, batch_size=5, seed=3))
+    gpunn.manual_seed(2)
+    np.random.seed(99)
+    gpunn.randn(10)
+    assert np.array_equal(_epoch_rows(DataLoader(X, y, batch_size=5, seed=3)), first)
+
+
+def test_order_differs_across_epochs_and_seeds():
+    X, y = _data(n=50)
+    loader = DataLoader(X, y, batch_size=8, seed=0)
+    epoch0, epoch1 = _epoch_rows(loader), _epoch_rows(loader)
+    assert not np.array_equal(epoch0, epoch1)
+    assert not np.array_equal(epoch0, _epoch_rows(DataLoader(X, y, batch_size=8, seed=1)))
+
+
+def test_set_epoch_replays_an_epoch():
+    X, y = _data(n=50)
+    loader = DataLoader(X, y, batch_size=8)
+    orders = [_epoch_rows(loader) for _ in range(3)]
+    loader.set_epoch(1)
+    assert np.array_equal(_epoch_rows(loader), orders[1])
+    assert loader.epoch == 2
+    assert np.array_equal(orders[2], loader.order(2)[:len(orders[2])])
+
+
+@pytest.mark.parametrize("n,batch_size", [(23, 5), (20, 5), (1, 4), (7, 1), (7, 100)])
+def test_every_row_exactly_once_per_epoch(n, batch_size):
+    X, y = _data(n=n)
+    loader = DataLoader(X, y, batch_size=batch_size, seed=5)
+    for _ in range(2):
+        rows, labels = [], []
+        for xb, yb in loader:
+            rows.append(_rows(xb))
+            labels.append(yb.numpy())
+        rows = np.concatenate(rows)
+        assert _covers_each_row_once(rows, n)
+        assert np.array_equal(np.concatenate(labels), y[rows])  # labels travel with their rows
+        assert np.array_equal(loader.X[rows], X[rows])
+
+
+def test_coverage_check_catches_a_repeated_row(monkeypatch):
+    """Negative control: an order that serves one row twice must fail the coverage check."""
+    X, y = _data(n=12)
+    loader = DataLoader(X, y, batch_size=5)
+    monkeypatch.setattr(loader, "order", lambda epoch=None: np.r_[np.arange(11), 3])
+    assert not _covers_each_row_once(_epoch_rows(loader), 12)
+
+
+def test_partial_last_batch_and_len():
+    X, y = _data(n=23)
+    loader = DataLoader(X, y, batch_size=5)
+    sizes = [len(xb) for xb, _ in loader]
+    assert sizes == [5, 5, 5, 5, 3]
+    assert len(loader) == 5
+
+
+def test_drop_last():
+    X, y = _data(n=23)
+    loader = DataLoader(X, y, batch_size=5, drop_last=True)
+    batches = list(loader)
+    assert len(loader) == len(batches) == 4
+    assert all(len(xb) == len(yb) == 5 for xb, yb in batches)
+    rows = np.concatenate([_rows(xb) for xb, _ in batches])
+    assert len(set(rows.tolist())) == 20
+    assert np.array_equal(np.sort(rows), np.sort(loader.order(0)[:20]))  # the dropped rows are the last ones
+    assert len(DataLoader(X, y, batch_size=5, drop_last=False)) == 5
+
+
+def test_no_shuffle_keeps_the_order():
+    X, y = _data(n=23)
+    loader = DataLoader(X, y, batch_size=4, shuffle=False)
+    for _ in range(2):
+        assert np.array_equal(_epoch_rows(loader), np.arange(23))
+
+
+def test_x_only_yields_tensors():
+    X, _ = _data(n=9)
+    batches = list(DataLoader(X, batch_size=4, shuffle=False))
+    assert all(isinstance(b, gpunn.Tensor) for b in batches)
+    assert np.array_equal(np.concatenate([b.numpy() for b in batches]), X)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("source", ["numpy", "tensor-strict:1"])
+def test_batches_on_device_with_dtypes(device, source):
+    X, y = _data(n=11)
+    Xs = X if source == "numpy" else gpunn.tensor(X, device="strict:1")
+    loader = DataLoader(Xs, y, batch_size=4, device=device, dtype="float32", seed=2)
+    order = loader.order(0)
+    for i, (xb, yb) in enumerate(loader):
+        assert xb.device == gpunn.device(device) and yb.device == gpunn.device(device)
+        assert xb.dtype == gpunn.float32
+        assert yb.dtype == gpunn.int64
+        assert not xb.requires_grad
+        rows = order[i * 4:(i + 1) * 4]
+        assert np.array_equal(xb.numpy(), X[rows].astype(np.float32))
+        assert np.array_equal(yb.numpy(), y[rows])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_dtype_none_keeps_dtypes(device):
+    X = np.arange(12, dtype=np.float64).reshape(6, 2)
+    y = np.arange(6, dtype=np.int32)
+    xb, yb = next(iter(DataLoader(X, y, batch_size=4, device=device)))
+    assert xb.dtype == gpunn.float64 and yb.dtype == gpunn.int32
+
+
+def test_batches_do_not_alias_the_data():
+    X, y = _data(n=8)
+    loader = DataLoader(X, y, batch_size=4, shuffle=False)
+    xb, _ = next(iter(loader))
+    xb.data[...] = -1.0
+    assert np.array_equal(loader.X, X)
+
+
+def test_state_dict_resumes_mid_epoch():
+    X, y = _data(n=23)
+    loader = DataLoader(X, y, batch_size=5, seed=4)
+    expected = [_rows(xb) for _ in range(3) for xb, _ in loader]  # 15 batches over 3 epochs
+    loader = DataLoader(X, y, batch_size=5, seed=4)
+    seen = []
+    for xb, _ in loader:
+        seen.append(_rows(xb))
+    for xb, _ in loader:
+        seen.append(_rows(xb))
+        if len(seen) == 7:
+            break
+    state = loader.state_dict()
+    assert state == {"epoch": 1, "batch": 2}
+    fresh = DataLoader(X, y, batch_size=5, seed=4)
+    fresh.load_state_dict(state)
+    while len(seen) < 15:
+        seen.extend(_rows(xb) for xb, _ in fresh)
+    assert all(np.array_equal(a, b) for a, b in zip(seen, expected)) and len(seen) == 15
+
+
+def test_state_after_the_last_batch_points_to_the_next_epoch():
+    X, y = _data(n=10)
+    loader = DataLoader(X, y, batch_size=5)
+    for i, _ in enumerate(loader):
+        if i == 1:
+            assert loader.state_dict() == {"epoch": 1, "batch": 0}
+    assert loader.state_dict() == {"epoch": 1, "batch": 0}
+    with pytest.raises(ValueError, match="batch 3"):
+        loader.load_state_dict({"epoch": 0, "batch": 3})
+
+
+def test_abandoned_iteration_restarts_the_epoch():
+    """Peeking at one batch must not skip it in the training loop that follows."""
+    X, y = _data(n=10)
+    loader = DataLoader(X, y, batch_size=5)
+    first, _ = next(iter(loader))
+    assert np.array_equal(_epoch_rows(loader), loader.order(0))
+    assert np.array_equal(_rows(first), loader.order(0)[:5])
+
+
+def test_length_mismatch_names_both():
+    X, y = _data(n=10)
+    with pytest.raises(ShapeError, match="X has 10 rows but y has 9"):
+        DataLoader(X, y[:9])
+
+
+@pytest.mark.parametrize("batch_size", [0, -3, 2.5, True])
+def test_bad_batch_size(batch_size):
+    X, y = _data(n=10)
+    with pytest.raises(ValueError, match="batch_size"):
+        DataLoader(X, y, batch_size=batch_size)
+
+
+def test_empty_data_set():
+    with pytest.raises(ShapeError, match="empty"):
+        DataLoader(np.zeros((0, 3)), np.zeros(0))
+    with pytest.raises(ShapeError, match="scalar"):
+        DataLoader(np.float64(3.0))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_check_finite_names_row_and_column(device, bad):
+    X, y = _data(n=10)
+    X[6, 2] = bad
+    X[8, 0] = bad  # a later one: the first is reported
+    source = X if device == "cpu" else gpunn.tensor(X, device=device)
+    with pytest.raises(ValueError, match="row 6, column 2"):
+        DataLoader(source, y, check_finite=True, device=device)
+    DataLoader(source, y, check_finite=False, device=device)  # off by default: no check, no error
+
+
+def test_check_finite_accepts_clean_data_and_checks_the_cast():
+    X, y = _data(n=10)
+    DataLoader(X, y, check_finite=True)
+    X[4, 1] = 1e300  # finite in float64, inf once cast to float32
+    DataLoader(X, y, check_finite=True)
+    with pytest.raises(ValueError, match="row 4, column 1"), pytest.warns(RuntimeWarning, match="overflow"):
+        DataLoader(X, y, check_finite=True, dtype="float32")
+
+
+def test_check_finite_on_images_names_the_position():
+    X = np.zeros((4, 2, 3), dtype=np.float32)
+    X[2, 1, 0] = np.nan
+    with pytest.raises(ValueError, match=r"row 2, position \(1, 0\)"):
+        DataLoader(X, check_finite=True)
+
+
+def test_put_async_is_used_when_the_backend_offers_it(monkeypatch):
+    dev = gpunn.device("strict:1")
+    calls = []
+
+    def put_async(host, native):
+        calls.append((host.flags.c_contiguous, native))
+        return dev.backend.from_host(host, native)
+
+    monkeypatch.setattr(type(dev.backend), "put_async", staticmethod(put_async), raising=False)
+    X, y = _data(n=10)
+    batches = list(DataLoader(X, y, batch_size=4, device="strict:1"))
+    assert len(calls) == 2 * len(batches)  # one move per array per batch
+    assert all(contiguous and native == dev.native for contiguous, native in calls)
+    assert batches[0][0].device == dev
