@@ -41,10 +41,26 @@ _BY_NAME = {d.name: d for d in (float16, float32, float64, int8, int16, int32, i
 _ALIASES = {"float": float32, "double": float64, "half": float16, "long": int64, "int": int64}
 
 
+_seen = {}  # (type, backend dtype) -> gpunn dtype: Tensor.dtype is asked often
+
+
 def as_dtype(value):
     """A gpunn dtype from a gpunn dtype, a name ("float32"), a NumPy dtype or a backend dtype."""
     if isinstance(value, dtype):
         return value
+    try:
+        return _seen[(type(value), value)]
+    except (KeyError, TypeError):
+        pass
+    found = _parse(value)
+    try:
+        _seen[(type(value), value)] = found
+    except TypeError:  # unhashable
+        pass
+    return found
+
+
+def _parse(value):
     if isinstance(value, str):
         key = value.removeprefix("gpunn.").removeprefix("torch.")
         found = _BY_NAME.get(key) or _ALIASES.get(key)

@@ -15,13 +15,15 @@ class Primitive:
 
     `variadic` primitives (concat, stack) take any number of inputs and one rule that also gets
     the input's position as its first argument. `floats` names the inputs that must be floating.
+    A primitive that `saves` returns `(out, saved)` from its forward, and its rules receive
+    `saved` in place of `out`: values computed once in the forward pass and reused backward.
     """
 
-    __slots__ = ("name", "forward", "grads", "variadic", "floats")
+    __slots__ = ("name", "forward", "grads", "variadic", "floats", "saves")
 
-    def __init__(self, name, forward, *grads, variadic=False, floats=()):
+    def __init__(self, name, forward, *grads, variadic=False, floats=(), saves=False):
         self.name, self.forward, self.grads = name, forward, grads
-        self.variadic, self.floats = variadic, floats
+        self.variadic, self.floats, self.saves = variadic, floats, saves
 
     def rule(self, i):
         if self.variadic:
@@ -32,7 +34,7 @@ class Primitive:
     def override(self, forward=None, grads=None):
         """A copy with a faster forward and/or rules: how a backend's fast path is made."""
         return Primitive(self.name, forward or self.forward, *(grads or self.grads),
-                         variadic=self.variadic, floats=self.floats)
+                         variadic=self.variadic, floats=self.floats, saves=self.saves)
 
     def __repr__(self):
         return f"<primitive {self.name}>"
@@ -321,7 +323,7 @@ def _onehot(xp, target, classes, dtype):
 
 def _reduce(xp, per_sample, reduction):
     if reduction == "mean":
-        return xp.mean(per_sample)
+        return xp.sum(per_sample) / per_sample.shape[0]
     if reduction == "sum":
         return xp.sum(per_sample)
     return per_sample
@@ -337,18 +339,21 @@ def _scale(xp, g, n, reduction):
 
 
 def _cross_entropy(xp, logits, target, reduction="mean"):
-    lse = _logsumexp(xp, logits, axis=1)
-    picked = xp.sum(logits * _onehot(xp, target, logits.shape[1], logits.dtype), axis=1)
-    return _reduce(xp, lse - picked, reduction)
+    """Per row: logsumexp(logits) - logits[target]. Saves softmax(logits) - onehot for backward."""
+    shifted = logits - xp.max(logits, axis=1, keepdims=True)
+    e = xp.exp(shifted)
+    total = xp.sum(e, axis=1, keepdims=True)
+    onehot = _onehot(xp, target, logits.shape[1], logits.dtype)
+    per_row = xp.log(total[:, 0]) - xp.sum(shifted * onehot, axis=1)
+    return _reduce(xp, per_row, reduction), e / total - onehot
 
 
-def _cross_entropy_grad(xp, g, out, logits, target, reduction="mean"):
+def _cross_entropy_grad(xp, g, residual, logits, target, reduction="mean"):
     """softmax(logits) - onehot(target): never formed through log and exp separately."""
-    p = _softmax(xp, logits, axis=1) - _onehot(xp, target, logits.shape[1], logits.dtype)
-    return p * _scale(xp, g, logits.shape[0], reduction)
+    return residual * _scale(xp, g, logits.shape[0], reduction)
 
 
-cross_entropy = Primitive("cross_entropy", _cross_entropy, _cross_entropy_grad, None, floats=(0,))
+cross_entropy = Primitive("cross_entropy", _cross_entropy, _cross_entropy_grad, None, floats=(0,), saves=True)
 """Softmax cross-entropy of (n, C) logits against (n,) integer classes, fused and stable."""
 
 

@@ -60,10 +60,13 @@ def apply(primitive, *args, **attrs):
         raise
     except Exception as exc:
         raise _explain(primitive, args, exc) from exc
+    saved = out
+    if primitive.saves:
+        out, saved = out
     result = Tensor._wrap(out, dev)
     if needs_grad and mode.grad_enabled:
         result.requires_grad = True
-        result._node = Node(primitive, args, arrays, out, attrs, dev)
+        result._node = Node(primitive, args, arrays, saved, attrs, dev)
     return result
 
 
