@@ -17,4 +17,6 @@ from gpunn.tensor import (Tensor, arange, empty, eye, from_dlpack, full, full_li
                           zeros, zeros_like)
 from gpunn.ops_api import (abs, cat, clamp, clip, concat, exp, log, logsumexp, matmul, max, maximum, mean, min,
                            minimum, permute, relu, reshape, sigmoid, sqrt, stack, sum, tanh, transpose, where)
-from gpunn import functional, testing  # noqa: E402
+from gpunn.tensor import apply
+from gpunn.compile import compile_step, get_float32_matmul_precision, set_float32_matmul_precision
+from gpunn import functional, testing, viz  # noqa: E402
