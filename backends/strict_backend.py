@@ -25,7 +25,7 @@ class StrictBackend:
         return np.array(np.from_dlpack(array), copy=True)
 
     def from_host(self, host, native):
-        return xp.asarray(np.ascontiguousarray(host), device=native)
+        return xp.asarray(np.asarray(host, order="C"), device=native)  # ascontiguousarray makes 0-d 1-d
 
     def synchronize(self, native):
         pass

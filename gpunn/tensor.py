@@ -617,7 +617,7 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
         if dev.type == "cpu":
             array = np.array(host, copy=True)
         else:
-            array = dev.put(np.ascontiguousarray(host))
+            array = dev.put(np.asarray(host, order="C"))  # keeps 0-d arrays 0-d
     else:
         array = dev.put(array)
         if array is data or (isinstance(data, Tensor) and array is data.data):
