@@ -1,0 +1,193 @@
+"""Saving tensors and whole training states as safetensors: data only, never code.
+
+`save`/`load` write and read a flat dict of tensors. `save_checkpoint`/`load_checkpoint` put
+everything a run needs to continue exactly as if it had never stopped into one file: the
+model's tensors, the optimizer's and scheduler's state, gpunn's random generator and the user's
+own values (epoch, step, the DataLoader's state_dict, ...). Tensors are stored as tensors; the
+rest of each state_dict is JSON in the file's `__metadata__`, with every tensor replaced by a
+reference to its stored name (`model.<name>`, `optimizer.state.<i>.<name>`). Nothing is ever
+unpickled, and the write is atomic, so an interrupted save leaves the previous file intact.
+"""
+
+import json
+
+import numpy as np
+
+from gpunn import backends, safetensors_format
+from gpunn.device import device as as_device
+from gpunn.random import get_rng_state, set_rng_state
+from gpunn.tensor import Tensor
+
+__all__ = ["save", "load", "save_checkpoint", "load_checkpoint"]
+
+_FORMAT = "gpunn.checkpoint/1"
+_PARTS = ("model", "optimizer", "scheduler")
+
+
+def save(state_dict, path, metadata=None):
+    """Write a dict of name -> Tensor (or NumPy/backend array) to a safetensors file.
+
+    `metadata` is an optional dict of str -> str stored in the file's header.
+    """
+    if not isinstance(state_dict, dict):
+        raise TypeError(f"save: expected a dict of name -> Tensor, got {type(state_dict).__name__}")
+    arrays = {}
+    for name, value in state_dict.items():
+        if not isinstance(name, str):
+            raise TypeError(f"save: tensor names must be strings, got {name!r}")
+        if not _is_array(value):
+            raise TypeError(f"save: {name!r} is a {type(value).__name__}, not a Tensor or array; "
+                            "store plain values in `metadata` (str -> str) or use save_checkpoint")
+        arrays[name] = _to_host(value)
+    safetensors_format.save_file(arrays, path, metadata)
+
+
+def load(path, device="cpu"):
+    """Read a safetensors file into a dict of name -> Tensor on `device`, dtypes kept."""
+    dev = as_device(device)
+    return {name: Tensor._wrap(dev.put(array), dev) for name, array in safetensors_format.load_file(path).items()}
+
+
+def save_checkpoint(path, model=None, optimizer=None, scheduler=None, **meta):
+    """Save the model, optimizer, scheduler, gpunn's random generator and `meta` to one file.
+
+    `meta` holds JSON values (numbers, strings, lists, dicts, e.g. `epoch=3, step=1200,
+    loader=loader.state_dict()`); `load_checkpoint` returns it.
+    """
+    from gpunn import __version__
+
+    tensors = {}
+    header = {"format": _FORMAT, "gpunn_version": __version__, "rng": json.dumps(get_rng_state())}
+    for part, owner in zip(_PARTS, (model, optimizer, scheduler)):
+        if owner is not None:
+            header[part] = json.dumps(_encode(owner.state_dict(), part, tensors))
+    header["meta"] = json.dumps({key: _encode(value, key, None) for key, value in meta.items()})
+    safetensors_format.save_file(tensors, path, header)
+
+
+def load_checkpoint(path, model=None, optimizer=None, scheduler=None, device=None):
+    """Restore what `save_checkpoint` saved into the objects given, and return its `meta` dict.
+
+    Also restores gpunn's random generator. Tensors go to `device` when given, else to the device
+    of the model's (or the optimizer's) parameters. Everything is decoded before any object is
+    changed, and the model (whose load_state_dict checks every key and shape before copying) is
+    loaded first, so a checkpoint of another architecture raises and changes nothing.
+    """
+    arrays, header = safetensors_format.load_file_with_metadata(path)
+    if header.get("format") != _FORMAT:
+        raise ValueError(f"{path}: not a gpunn checkpoint (no '{_FORMAT}' marker); "
+                         "a plain tensor file written by gpunn.save is read with gpunn.load")
+    dev = as_device(device) if device is not None else _device_of(model, optimizer)
+    states = {}
+    for part, owner in zip(_PARTS, (model, optimizer, scheduler)):
+        if owner is None:
+            continue
+        if part not in header:
+            raise ValueError(f"{path}: the checkpoint holds no {part} state; pass {part}=None to skip it")
+        states[part] = _decode(_json(header[part], path, part), arrays, dev, path)
+    for part, owner in zip(_PARTS, (model, optimizer, scheduler)):
+        if owner is not None:
+            owner.load_state_dict(states[part])
+    set_rng_state(_json(header["rng"], path, "rng"))
+    return _decode(_json(header["meta"], path, "meta"), {}, dev, path)
+
+
+# --- encoding: nested state -> JSON skeleton + named tensors -------------------------------------
+#
+# Lists, str-keyed dicts, str, int (any size), float (incl. nan/inf), bool and None are JSON as
+# they are. The rest becomes a one-key dict tagged with a reserved "__name__" key:
+#   {"__tensor__": name}  a Tensor, stored as the tensor `name`   ("__ndarray__", "__array__":
+#                         a NumPy array / a raw backend array, given back as the same kind)
+#   {"__tuple__": [...]}  a tuple                  {"__scalar__": [dtype, value]}  a NumPy scalar
+#   {"__items__": [[key, value], ...]}  a dict with non-str keys (optimizer state is keyed by int)
+#                         or keys starting with "__" (so tags never clash with user keys)
+
+
+def _encode(value, name, tensors):
+    """The JSON skeleton of `value`; its arrays go into `tensors` under `name`-derived keys
+    (`tensors=None` means arrays are not allowed, as in `meta`)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+        return {"__scalar__": [value.dtype.name, value.item()]}
+    if _is_array(value):
+        if tensors is None:
+            raise TypeError(f"save_checkpoint: meta value {name!r} is a {type(value).__name__}; meta holds "
+                            "JSON values: convert it with .item() or .tolist()")
+        if name in tensors:
+            raise ValueError(f"save_checkpoint: two entries would both be stored as {name!r}; rename one")
+        tensors[name] = _to_host(value)
+        tag = "__tensor__" if isinstance(value, Tensor) else "__ndarray__" if isinstance(value, np.ndarray) else "__array__"
+        return {tag: name}
+    if isinstance(value, (list, tuple)):
+        items = [_encode(v, f"{name}.{i}", tensors) for i, v in enumerate(value)]
+        return items if isinstance(value, list) else {"__tuple__": items}
+    if isinstance(value, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in value):
+            return {k: _encode(v, f"{name}.{k}", tensors) for k, v in value.items()}
+        for k in value:
+            if k is not None and not isinstance(k, (bool, int, float, str)):
+                raise TypeError(f"save_checkpoint: {name!r} has a key of type {type(k).__name__}; "
+                                "keys must be str, int, float, bool or None")
+        return {"__items__": [[k, _encode(v, f"{name}.{k}", tensors)] for k, v in value.items()]}
+    what = "meta value" if tensors is None else "state entry"
+    raise TypeError(f"save_checkpoint: {what} {name!r} is a {type(value).__name__}, which cannot be saved as "
+                    "JSON; use numbers, strings, lists, tuples and dicts")
+
+
+def _decode(skeleton, arrays, dev, path):
+    if isinstance(skeleton, list):
+        return [_decode(v, arrays, dev, path) for v in skeleton]
+    if not isinstance(skeleton, dict):
+        return skeleton
+    if len(skeleton) == 1:
+        (tag, body), = skeleton.items()
+        if tag in ("__tensor__", "__ndarray__", "__array__"):
+            if body not in arrays:
+                raise ValueError(f"{path}: the checkpoint refers to a tensor {body!r} it does not hold; "
+                                 "the file is damaged")
+            if tag == "__ndarray__":
+                return arrays[body]
+            array = dev.put(arrays[body])
+            return Tensor._wrap(array, dev) if tag == "__tensor__" else array
+        if tag == "__tuple__":
+            return tuple(_decode(v, arrays, dev, path) for v in body)
+        if tag == "__scalar__":
+            return np.dtype(body[0]).type(body[1])
+        if tag == "__items__":
+            return {k: _decode(v, arrays, dev, path) for k, v in body}
+    return {k: _decode(v, arrays, dev, path) for k, v in skeleton.items()}
+
+
+def _json(text, path, part):
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{path}: the checkpoint's {part} entry is not valid JSON ({exc}); the file is damaged") from None
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def _is_array(value):
+    return isinstance(value, Tensor) or backends.owner(value) is not None and hasattr(value, "shape")
+
+
+def _to_host(value):
+    """A NumPy array of `value`'s values (no copy for host data: the writer only reads it)."""
+    if isinstance(value, Tensor):
+        value = value.data
+    kind = backends.owner(value)
+    return np.asarray(value) if kind == "cpu" else backends.get(kind).to_host(value)
+
+
+def _device_of(model, optimizer):
+    """Where the training state lives: the device of the first parameter found, else cpu."""
+    params = []
+    if model is not None and hasattr(model, "parameters"):
+        params = list(model.parameters())
+    if not params and optimizer is not None:
+        params = [p for group in getattr(optimizer, "param_groups", []) for p in group.get("params", [])]
+    first = next((p for p in params if isinstance(p, Tensor)), None)
+    return first.device if first is not None else as_device("cpu")
+

@@ -1,0 +1,192 @@
+"""gpunn.io: tensor files and checkpoints in safetensors; hostile files; interrupted writes."""
+
+import json
+import os
+import pathlib
+import pickle
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn import io, safetensors_format
+from gpunn.safetensors_format import SafetensorsError
+
+DEVICES = ["cpu", "strict", "strict:1"]
+
+
+def _sample_arrays():
+    rng = np.random.default_rng(0)
+    return {
+        "w32": rng.standard_normal((3, 4)).astype(np.float32),
+        "w64": rng.standard_normal((5,)),
+        "tiny64": np.array([1e-300, -0.0, 5e-324, np.pi]),
+        "labels": np.array([0, 2**40, -(2**62), 7], dtype=np.int64),
+        "i32": np.arange(6, dtype=np.int32).reshape(2, 3),
+        "bytes": np.arange(250, 256, dtype=np.uint8),
+        "mask": np.array([True, False, True]),
+        "scalar": np.array(2.5, dtype=np.float32),
+        "empty": np.zeros((0, 3), dtype=np.float32),
+    }
+
+
+def _assert_same(loaded, arrays, device):
+    assert list(sorted(loaded)) == list(sorted(arrays))
+    for name, expected in arrays.items():
+        t = loaded[name]
+        assert isinstance(t, gpunn.Tensor)
+        assert t.device == gpunn.device(device)
+        assert t.dtype == expected.dtype, name
+        assert t.shape == expected.shape, name
+        assert np.array_equal(t.numpy(), expected), name
+
+
+@pytest.mark.parametrize("source", DEVICES)
+@pytest.mark.parametrize("target", DEVICES)
+def test_round_trip_between_devices(tmp_path, source, target):
+    arrays = _sample_arrays()
+    tensors = {name: gpunn.tensor(a, device=source) for name, a in arrays.items()}
+    io.save(tensors, tmp_path / "t.safetensors")
+    _assert_same(io.load(tmp_path / "t.safetensors", device=target), arrays, target)
+
+
+def test_round_trip_of_numpy_arrays_and_metadata(tmp_path):
+    arrays = _sample_arrays()
+    path = tmp_path / "t.safetensors"
+    io.save(arrays, path, metadata={"note": "digits run", "epoch": "3"})
+    _assert_same(io.load(path), arrays, "cpu")
+    assert safetensors_format.read_metadata(path) == {"note": "digits run", "epoch": "3"}
+
+
+def test_comparison_catches_a_changed_value(tmp_path):
+    """Negative control: the round-trip check fails when one bit of one value differs."""
+    arrays = _sample_arrays()
+    io.save(arrays, tmp_path / "t.safetensors")
+    loaded = io.load(tmp_path / "t.safetensors")
+    arrays["w64"] = arrays["w64"].copy()
+    arrays["w64"][2] = np.nextafter(arrays["w64"][2], np.inf)
+    with pytest.raises(AssertionError):
+        _assert_same(loaded, arrays, "cpu")
+
+
+def test_files_are_readable_by_the_official_package(tmp_path):
+    st_numpy = pytest.importorskip("safetensors.numpy")
+    arrays = _sample_arrays()
+    io.save({k: gpunn.tensor(v, device="strict:1") for k, v in arrays.items()}, tmp_path / "t.safetensors")
+    theirs = st_numpy.load_file(str(tmp_path / "t.safetensors"))
+    assert all(np.array_equal(theirs[k], v) and theirs[k].dtype == v.dtype for k, v in arrays.items())
+
+
+def test_save_rejects_what_is_not_a_tensor(tmp_path):
+    with pytest.raises(TypeError, match="'lr' is a float"):
+        io.save({"w": gpunn.zeros(2), "lr": 0.1}, tmp_path / "t.safetensors")
+    with pytest.raises(TypeError, match="dict"):
+        io.save([gpunn.zeros(2)], tmp_path / "t.safetensors")
+    assert not (tmp_path / "t.safetensors").exists()
+
+
+# --- hostile files ---------------------------------------------------------------------------------
+
+
+class _TouchOnUnpickle:
+    """Unpickling this creates a file: proof that a loader executed the pickle's instructions."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def _write_pickle(path, marker):
+    with open(path, "wb") as f:
+        pickle.dump({"weight": _TouchOnUnpickle(marker)}, f)
+
+
+def test_pickle_file_raises_and_runs_nothing(tmp_path):
+    path, marker = tmp_path / "model.pt", tmp_path / "EXECUTED"
+    _write_pickle(path, marker)
+    with pytest.raises(SafetensorsError, match="pickle"):
+        io.load(path)
+    with pytest.raises(SafetensorsError, match="pickle"):
+        io.load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_pickle_payload_really_executes_when_unpickled(tmp_path):
+    """Negative control: the payload above is live, so its absence above means nothing ran."""
+    path, marker = tmp_path / "model.pt", tmp_path / "EXECUTED"
+    _write_pickle(path, marker)
+    with open(path, "rb") as f:
+        pickle.load(f)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 3, b"garbage that is not a checkpoint" * 4,
+                                     (40).to_bytes(8, "little") + b"{not json" + b" " * 31,
+                                     b"PK\x03\x04" + b"\x00" * 60, bytes(range(256))])
+def test_garbage_files_raise_a_clear_value_error(tmp_path, content):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="bad.safetensors"):
+        io.load(path)
+    with pytest.raises(ValueError, match="bad.safetensors"):
+        io.load_checkpoint(path)
+
+
+def test_a_plain_tensor_file_is_not_a_checkpoint(tmp_path):
+    io.save({"w": gpunn.zeros(2)}, tmp_path / "w.safetensors")
+    with pytest.raises(ValueError, match="not a gpunn checkpoint"):
+        io.load_checkpoint(tmp_path / "w.safetensors")
+
+
+def test_missing_file_raises_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        io.load(tmp_path / "nope.safetensors")
+
+
+# --- checkpoints -----------------------------------------------------------------------------------
+
+
+def test_meta_round_trip_keeps_types_and_exact_values(tmp_path):
+    meta = {
+        "epoch": 3, "step": 1200, "huge": 2**127 + 1, "negative": -(2**70),
+        "lr": 0.1, "tiny": 5e-324, "third": 1 / 3, "inf": float("inf"),
+        "name": "run \u00e9\u4e2d", "flag": True, "nothing": None,
+        "loader": {"epoch": 2, "batch": 5}, "history": [0.5, 0.25, [1, 2]], "pair": (1, "a"),
+        "__dunder__": {"__tensor__": "looks like a tag but is user data"}, "np_float": np.float32(0.1),
+    }
+    io.save_checkpoint(tmp_path / "c.safetensors", **meta)
+    back = io.load_checkpoint(tmp_path / "c.safetensors")
+    assert back == meta
+    assert type(back["pair"]) is tuple and type(back["huge"]) is int and type(back["np_float"]) is np.float32
+    nan = io.load_checkpoint(_saved(tmp_path, value=float("nan")))["value"]
+    assert nan != nan
+
+
+def _saved(tmp_path, **meta):
+    path = tmp_path / "meta.safetensors"
+    io.save_checkpoint(path, **meta)
+    return path
+
+
+@pytest.mark.parametrize("value,what", [(object(), "object"), ({1, 2}, "set"), (gpunn.zeros(2), "Tensor"),
+                                        (np.zeros(2), "ndarray"), ({"deep": [1, b"x"]}, "bytes")])
+def test_meta_rejects_values_that_are_not_json(tmp_path, value, what):
+    with pytest.raises(TypeError, match=f"'bad.*{what}"):
+        io.save_checkpoint(tmp_path / "c.safetensors", epoch=1, bad=value)
+    assert not (tmp_path / "c.safetensors").exists()
+
+
+def test_generator_state_is_saved_and_restored(tmp_path):
+    gpunn.manual_seed(123)
+    gpunn.randn(7)
+    io.save_checkpoint(tmp_path / "c.safetensors")
+    expected = gpunn.randn(5).numpy()
+    gpunn.manual_seed(999)
+    assert not np.array_equal(gpunn.randn(5).numpy(), expected)  # control: the state really moved on
+    io.load_checkpoint(tmp_path / "c.safetensors")
+    assert np.array_equal(gpunn.randn(5).numpy(), expected)
+    header = safetensors_format.read_metadata(tmp_path / "c.safetensors")
+    saved = json.loads(header["rng"])["state"]
+    assert saved["state"] > 2**64 or saved["inc"] > 2**64  # 128-bit integers kept whole
