@@ -639,11 +639,19 @@ def _shape(shape):
 def _create(fn, shape, dtype, device, requires_grad, **kw):
     dev = as_device(device or "cpu")
     kw["dtype"] = dev.dtype(as_dtype(dtype))
-    if dev.ctx is None:
-        array = getattr(dev.xp, fn)(shape, device=dev.native, **kw)
-    else:
-        with dev.ctx:
-            array = getattr(dev.xp, fn)(shape, **kw)
+    try:
+        if dev.ctx is None:
+            array = getattr(dev.xp, fn)(shape, device=dev.native, **kw)
+        else:
+            with dev.ctx:
+                array = getattr(dev.xp, fn)(shape, **kw)
+    except Exception as exc:
+        if type(exc).__name__ == "OutOfMemoryError" or isinstance(exc, MemoryError):
+            size = math.prod(shape) * as_dtype(dtype).itemsize
+            raise OutOfMemoryError(
+                f"{fn}: {dev} ran out of memory allocating {size / 2**20:.1f} MiB for shape {shape} ({exc}); "
+                "use a smaller batch or model, or free tensors you no longer need") from exc
+        raise
     result = Tensor._wrap(array, dev)
     return result.requires_grad_(True) if requires_grad else result
 
