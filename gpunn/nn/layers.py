@@ -1,0 +1,218 @@
+"""Layers: Linear, Sequential, activations, losses, and the lecture's MLP."""
+
+import math
+import operator
+from collections import OrderedDict
+
+from gpunn import functional as F
+from gpunn.dtypes import as_dtype
+from gpunn.nn import init
+from gpunn.nn.module import Module
+from gpunn.nn.parameter import Parameter
+from gpunn.tensor import empty
+
+
+def _size(name, value, owner):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{owner}: {name} must be a non-negative int, got {value!r}")
+    return value
+
+
+class Linear(Module):
+    """y = x @ weight.T + bias, with weight (out_features, in_features) as in PyTorch.
+
+    Initialised like torch.nn.Linear: weight and bias from U(-1/sqrt(in), 1/sqrt(in)).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype="float32"):
+        super().__init__()
+        self.in_features = _size("in_features", in_features, "Linear")
+        self.out_features = _size("out_features", out_features, "Linear")
+        if not as_dtype(dtype).is_floating_point:
+            raise TypeError(f"Linear: dtype must be floating point, not {dtype}")
+        self.weight = Parameter(empty(out_features, in_features, dtype=dtype, device=device))
+        if bias:
+            self.bias = Parameter(empty(out_features, dtype=dtype, device=device))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """PyTorch's default: kaiming_uniform_(a=sqrt(5)) = U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)  # one fused node
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Sequential(Module):
+    """Modules applied in order; children are named "0", "1", ... (or by an OrderedDict's keys)."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
+            for name, module in modules[0].items():
+                self.add_module(name, module)
+        else:
+            for i, module in enumerate(modules):
+                self.add_module(str(i), module)
+
+    def add_module(self, name, module):
+        if not isinstance(module, Module):
+            raise TypeError(f"{type(self).__name__}: entry {name!r} is a {type(module).__name__}, not a Module; "
+                            "pass layers such as Linear(2, 3) or ReLU() (instances, not classes)")
+        super().add_module(name, module)
+
+    def forward(self, x):
+        for module in self._modules.values():
+            x = module(x)
+        return x
+
+    def append(self, module):
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, index):
+        items = list(self._modules.items())
+        if isinstance(index, slice):
+            return Sequential(OrderedDict(items[index]))
+        try:
+            return items[operator.index(index)][1]
+        except IndexError:
+            raise IndexError(f"index {index} is out of range for {type(self).__name__} of length {len(items)}") from None
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return F.relu(x)
+
+
+class Tanh(Module):
+    def forward(self, x):
+        return F.tanh(x)
+
+
+class Sigmoid(Module):
+    def forward(self, x):
+        return F.sigmoid(x)
+
+
+class Identity(Module):
+    def __init__(self, *args, **kwargs):  # accepts and ignores arguments, like PyTorch
+        super().__init__()
+
+    def forward(self, x):
+        return x
+
+
+class Flatten(Module):
+    """Flatten dimensions start_dim..end_dim (default: all but the batch axis)."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, x):
+        return x.flatten(self.start_dim, self.end_dim)
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Softmax(Module):
+    def __init__(self, dim=-1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return F.softmax(x, axis=self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Softmax):
+    def forward(self, x):
+        return F.log_softmax(x, axis=self.dim)
+
+
+class _Loss(Module):
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        self.reduction = reduction
+
+    def extra_repr(self):
+        return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"
+
+
+class CrossEntropyLoss(_Loss):
+    def forward(self, logits, target):
+        return F.cross_entropy(logits, target, reduction=self.reduction)
+
+
+class NLLLoss(_Loss):
+    def forward(self, log_probs, target):
+        return F.nll_loss(log_probs, target, reduction=self.reduction)
+
+
+class MSELoss(_Loss):
+    def forward(self, input, target):
+        return F.mse_loss(input, target, reduction=self.reduction)
+
+
+class BCEWithLogitsLoss(_Loss):
+    def forward(self, logits, target):
+        return F.binary_cross_entropy_with_logits(logits, target, reduction=self.reduction)
+
+
+_ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
+
+
+class MLP(Sequential):
+    """The lecture's network: affine + nonlinearity per hidden layer, then an affine output.
+
+    `MLP([64, 128, 64, 10])` is Sequential(Linear(64, 128), ReLU(), Linear(128, 64), ReLU(),
+    Linear(64, 10)), so state_dict keys are "0.weight", "0.bias", "2.weight", ... as in PyTorch.
+    Weights use the init suited to the activation (He/kaiming for relu, Glorot/xavier with the
+    activation's gain for tanh and sigmoid) on every layer, since each layer after the first
+    reads the activation's output; biases start at zero.
+    """
+
+    def __init__(self, sizes, activation="relu", device=None, dtype="float32"):
+        sizes = list(sizes)
+        if len(sizes) < 2:
+            raise ValueError(f"MLP: sizes needs at least [inputs, outputs], got {sizes}")
+        for i, n in enumerate(sizes):
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"MLP: sizes[{i}] = {n!r} must be a positive int")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"MLP: unknown activation {activation!r}; choose one of {', '.join(_ACTIVATIONS)}")
+        layers = []
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(Linear(n_in, n_out, device=device, dtype=dtype))
+            if i < len(sizes) - 2:
+                layers.append(_ACTIVATIONS[activation]())
+        super().__init__(*layers)
+        self.sizes, self.activation = sizes, activation
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        for layer in self:
+            if isinstance(layer, Linear):
+                if self.activation == "relu":
+                    init.kaiming_uniform_(layer.weight, nonlinearity="relu")
+                else:
+                    init.xavier_uniform_(layer.weight, gain=init.calculate_gain(self.activation))
+                init.zeros_(layer.bias)

@@ -1,0 +1,368 @@
+"""Module: the container of parameters, buffers and sub-modules, with PyTorch's names.
+
+Attributes assigned a Parameter or a Module are registered in order, which fixes the dotted names
+of `named_parameters()` and `state_dict()` ("0.weight", "encoder.fc.bias", ...) exactly as
+PyTorch would name them, so checkpoints and code move between the two.
+"""
+
+from collections import OrderedDict, namedtuple
+from contextlib import nullcontext
+
+from gpunn import backends
+from gpunn.device import Device, device as as_device
+from gpunn.dtypes import as_dtype
+from gpunn.errors import GpunnError, ShapeError
+from gpunn.nn.parameter import Parameter
+from gpunn.tensor import Tensor, _looks_like_dtype, tensor
+
+
+class StateDictError(GpunnError, ValueError):
+    """A state dict whose keys do not match the module: missing or unexpected entries."""
+
+
+class StateDictShapeError(ShapeError, StateDictError):
+    """A state dict with entries of the wrong shape (the message also lists key mismatches)."""
+
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
+class Module:
+    """Base class of every layer and model: subclass it, assign layers in __init__, write forward."""
+
+    def __init__(self):
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_non_persistent", set())
+        object.__setattr__(self, "_modules", OrderedDict())
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} has no forward(); define forward(self, x) in the subclass")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # --- registration ---------------------------------------------------------------------------
+
+    def _registries(self, name):
+        registries = self.__dict__.get("_parameters")
+        if registries is None:
+            raise AttributeError(f"cannot assign {name!r} before Module.__init__() ran; "
+                                 f"call super().__init__() first in {type(self).__name__}.__init__")
+        return self._parameters, self._buffers, self._modules
+
+    def __setattr__(self, name, value):
+        if isinstance(value, Parameter):
+            params, buffers, modules = self._registries(name)
+            self.__dict__.pop(name, None)
+            buffers.pop(name, None)
+            modules.pop(name, None)
+            params[name] = value
+        elif isinstance(value, Module):
+            params, buffers, modules = self._registries(name)
+            self.__dict__.pop(name, None)
+            params.pop(name, None)
+            buffers.pop(name, None)
+            modules[name] = value
+        elif name in self.__dict__.get("_parameters", ()):
+            if value is not None:
+                raise TypeError(f"cannot assign {type(value).__name__} to parameter {name!r}: "
+                                "assign a gpunn.nn.Parameter (e.g. Parameter(t)) or None")
+            self._parameters[name] = None
+        elif name in self.__dict__.get("_buffers", ()):
+            if value is not None and not isinstance(value, Tensor):
+                raise TypeError(f"cannot assign {type(value).__name__} to buffer {name!r}: assign a Tensor or None")
+            self._buffers[name] = value
+        elif name in self.__dict__.get("_modules", ()):
+            if value is not None:
+                raise TypeError(f"cannot assign {type(value).__name__} to sub-module {name!r}: assign a Module or None")
+            self._modules[name] = None
+        else:
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name):  # only called when normal lookup fails
+        d = self.__dict__
+        for registry in ("_parameters", "_buffers", "_modules"):
+            found = d.get(registry)
+            if found is not None and name in found:
+                return found[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __delattr__(self, name):
+        for registry in (self._parameters, self._buffers, self._modules):
+            if name in registry:
+                del registry[name]
+                self._non_persistent.discard(name)
+                return
+        object.__delattr__(self, name)
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(self._parameters) | set(self._buffers) | set(self._modules))
+
+    def register_parameter(self, name, param):
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"register_parameter({name!r}): expected a Parameter or None, got {type(param).__name__}")
+        self._check_name(name)
+        self._registries(name)[0][name] = param
+        if param is not None:
+            self.__dict__.pop(name, None)
+
+    def register_buffer(self, name, value, persistent=True):
+        """A tensor that is state but not a parameter (running statistics): saved, moved, never optimized."""
+        if value is not None and not isinstance(value, Tensor):
+            raise TypeError(f"register_buffer({name!r}): expected a Tensor or None, got {type(value).__name__}")
+        self._check_name(name)
+        self._registries(name)[1][name] = value
+        if persistent:
+            self._non_persistent.discard(name)
+        else:
+            self._non_persistent.add(name)
+
+    def add_module(self, name, module):
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"add_module({name!r}): expected a Module or None, got {type(module).__name__}")
+        self._check_name(name)
+        self._registries(name)[2][name] = module
+
+    register_module = add_module
+
+    def _check_name(self, name):
+        if not isinstance(name, str) or not name or "." in name:
+            raise ValueError(f"invalid name {name!r}: use a non-empty string without '.'")
+
+    # --- traversal ------------------------------------------------------------------------------
+
+    def named_modules(self, memo=None, prefix="", remove_duplicate=True):
+        """(name, module) for this module and all below it, depth first in registration order."""
+        if memo is None:
+            memo = set()
+        if remove_duplicate:
+            if id(self) in memo:
+                return
+            memo.add(id(self))
+        yield prefix, self
+        for name, module in self._modules.items():
+            if module is not None:
+                yield from module.named_modules(memo, f"{prefix}.{name}" if prefix else name, remove_duplicate)
+
+    def modules(self):
+        for _, module in self.named_modules():
+            yield module
+
+    def named_children(self):
+        seen = set()
+        for name, module in self._modules.items():
+            if module is not None and id(module) not in seen:
+                seen.add(id(module))
+                yield name, module
+
+    def children(self):
+        for _, module in self.named_children():
+            yield module
+
+    def _named_members(self, registry, prefix, recurse, remove_duplicate=True):
+        seen = set()
+        modules = self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) if recurse else [(prefix, self)]
+        for module_prefix, module in modules:
+            for name, value in getattr(module, registry).items():
+                if value is None or (remove_duplicate and id(value) in seen):
+                    continue
+                seen.add(id(value))
+                yield (f"{module_prefix}.{name}" if module_prefix else name), value
+
+    def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):
+        """(dotted name, Parameter) in registration order; a shared parameter is listed once."""
+        return self._named_members("_parameters", prefix, recurse, remove_duplicate)
+
+    def parameters(self, recurse=True):
+        for _, param in self.named_parameters(recurse=recurse):
+            yield param
+
+    def named_buffers(self, prefix="", recurse=True, remove_duplicate=True):
+        return self._named_members("_buffers", prefix, recurse, remove_duplicate)
+
+    def buffers(self, recurse=True):
+        for _, buf in self.named_buffers(recurse=recurse):
+            yield buf
+
+    def apply(self, fn):
+        """Call fn on every sub-module, then on self (for custom initialisation)."""
+        for module in self.children():
+            module.apply(fn)
+        fn(self)
+        return self
+
+    # --- modes and gradients ------------------------------------------------------------------
+
+    def train(self, mode=True):
+        if not isinstance(mode, bool):
+            raise ValueError(f"train(mode) expects a bool, got {mode!r}")
+        for module in self.modules():
+            object.__setattr__(module, "training", mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def requires_grad_(self, requires_grad=True):
+        for p in self.parameters():
+            p.requires_grad_(requires_grad)
+        return self
+
+    def zero_grad(self, set_to_none=True):
+        """Forget the gradients: None (PyTorch's default), or zeros with set_to_none=False."""
+        for p in self.parameters():
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    # --- state ----------------------------------------------------------------------------------
+
+    def _state_items(self, prefix=""):
+        """(name, tensor) for everything in the state dict, the live Parameter/buffer objects."""
+        for name, p in self._parameters.items():
+            if p is not None:
+                yield prefix + name, p
+        for name, b in self._buffers.items():
+            if b is not None and name not in self._non_persistent:
+                yield prefix + name, b
+        for name, module in self._modules.items():
+            if module is not None:
+                yield from module._state_items(prefix + name + ".")
+
+    def state_dict(self, destination=None, prefix="", keep_vars=False):
+        """OrderedDict name -> tensor (detached, sharing data) with PyTorch's keys and order."""
+        out = OrderedDict() if destination is None else destination
+        for name, value in self._state_items(prefix):
+            out[name] = value if keep_vars else value.detach()
+        return out
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy values onto each parameter's own device and dtype, after checking every key.
+
+        Every problem is reported in one error: missing and unexpected keys (only with
+        strict=True) and wrong shapes (always). Nothing is copied unless everything fits.
+        Values may be Tensors, NumPy arrays or any backend's arrays.
+        """
+        if not hasattr(state_dict, "keys"):
+            raise TypeError(f"load_state_dict expects a mapping name -> tensor, got {type(state_dict).__name__}")
+        own = OrderedDict(self._state_items())
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        wrong_shape = []
+        for name, target in own.items():
+            if name in state_dict:
+                shape = _shape_of(state_dict[name])
+                if shape != target.shape:
+                    wrong_shape.append(f"{name!r}: checkpoint {shape} vs model {target.shape}")
+        if wrong_shape or (strict and (missing or unexpected)):
+            raise _mismatch_error(type(self).__name__, missing, unexpected, wrong_shape, strict)
+        for name, target in own.items():
+            if name in state_dict:
+                _copy_into(target, state_dict[name])
+        return IncompatibleKeys(missing, unexpected)
+
+    # --- devices and dtypes ---------------------------------------------------------------------
+
+    def to(self, target=None, dtype=None, *, device=None):
+        """Move (and/or cast) every parameter, gradient and buffer in place; returns self.
+
+        The Parameter objects stay the same, so an optimizer built before the move still holds
+        them; its state moves only when loaded or created, so build optimizers after moving.
+        """
+        if target is not None:
+            if isinstance(target, Device) or not _looks_like_dtype(target):
+                device = target
+            else:
+                dtype = target
+        dev = as_device(device) if device is not None else None
+        dt = as_dtype(dtype) if dtype is not None else None
+        if dt is not None and not dt.is_floating_point:
+            raise TypeError(f"Module.to() only casts to floating-point dtypes, not {dt}")
+        for t in list(self.parameters()) + list(self.buffers()):
+            _move(t, dev, dt)
+            if t.grad is not None:
+                _move(t.grad, dev, dt)
+        return self
+
+    def float(self):
+        return self.to(dtype="float32")
+
+    def double(self):
+        return self.to(dtype="float64")
+
+    # --- printing -------------------------------------------------------------------------------
+
+    def extra_repr(self):
+        """The text inside the parentheses of this module's repr line; override in layers."""
+        return ""
+
+    def __repr__(self):
+        lines = []
+        extra = self.extra_repr()
+        if extra:
+            lines.extend(extra.split("\n"))
+        for name, module in self._modules.items():
+            text = repr(module).replace("\n", "\n  ")
+            lines.append(f"({name}): {text}")
+        name = type(self).__name__
+        if not self._modules:
+            return f"{name}({extra})"
+        return name + "(\n  " + "\n  ".join(lines) + "\n)"
+
+
+def _shape_of(value):
+    shape = getattr(value, "shape", None)
+    if shape is None:
+        shape = tensor(value).shape
+    return tuple(shape)
+
+
+def _mismatch_error(owner, missing, unexpected, wrong_shape, strict):
+    parts = []
+    if missing and strict:
+        parts.append(f"missing keys {missing}")
+    if unexpected and strict:
+        parts.append(f"unexpected keys {unexpected}")
+    if wrong_shape:
+        parts.append("wrong shapes: " + "; ".join(wrong_shape))
+    message = (f"load_state_dict for {owner}: the checkpoint does not fit this model ({'; '.join(parts)}). "
+               "It was probably saved from a different architecture: build the model with the sizes the "
+               "checkpoint was trained with")
+    if missing or unexpected:
+        message += ", or pass strict=False to load only the matching keys"
+    return (StateDictShapeError if wrong_shape else StateDictError)(message)
+
+
+def _copy_into(target, value):
+    """Overwrite `target`'s data with `value` moved and cast to target's device and dtype (a copy)."""
+    dev = target.device
+    if isinstance(value, Tensor):
+        array = value.data
+    elif backends.owner(value) is not None:
+        array = value
+    else:
+        array = tensor(value).data
+    with _on(dev):
+        moved = dev.put(array)
+        if moved.dtype != target.data.dtype:
+            moved = dev.xp.astype(moved, target.data.dtype)  # astype copies
+        elif moved is array:
+            moved = dev.xp.asarray(moved, copy=True)  # never alias the caller's array: steps update in place
+    target.data = moved
+
+
+def _move(t, dev, dt):
+    if dev is not None and t.device is not dev:
+        t.data = dev.put(t.data)
+        t.device = dev
+    if dt is not None and t.dtype.is_floating_point and t.dtype != dt:
+        with _on(t.device):
+            t.data = t.device.xp.astype(t.data, t.device.dtype(dt))
+
+
+def _on(dev):
+    """The device's context (CuPy creates arrays on the current device), or a no-op."""
+    return dev.ctx if dev.ctx is not None else nullcontext()

@@ -1,0 +1,118 @@
+"""Gradient clipping (torch.nn.utils.clip_grad_norm_ / clip_grad_value_), on the device, no host syncs."""
+
+import math
+from contextlib import nullcontext
+
+from gpunn.errors import AnomalyError
+from gpunn.tensor import Tensor, tensor
+
+
+class NonFiniteGradientError(AnomalyError):
+    """clip_grad_norm_(..., error_if_nonfinite=True) met an inf or NaN gradient norm."""
+
+
+def _grads(parameters):
+    params = [parameters] if isinstance(parameters, Tensor) else list(parameters)
+    for i, p in enumerate(params):
+        if not isinstance(p, Tensor):
+            raise TypeError(f"expected gpunn Tensors (e.g. model.parameters()), item {i} is a {type(p).__name__}")
+    return params, [p.grad for p in params if p.grad is not None]
+
+
+def _ctx(dev):
+    """The device's context (CuPy computes on the current device), or a no-op."""
+    return dev.ctx if dev.ctx is not None else nullcontext()
+
+
+def _by_device(grads):
+    """{device: [arrays]} of the non-empty gradients; float16 is widened (its sums overflow at 65504)."""
+    groups = {}
+    for g in grads:
+        if g.numel():
+            a = g.data
+            if g.dtype.name == "float16":
+                a = g.device.xp.astype(a, g.device.dtype("float32"))
+            groups.setdefault(g.device, []).append(a)
+    return groups
+
+
+def _total_norm(grads, norm_type):
+    """The norm of all gradients as one vector, as a 0-d array on the first gradient's device.
+
+    Each gradient is divided by the largest magnitude before it is raised to the power, so
+    float32 gradients of 1e22 (whose squares overflow) still give their finite norm. A NaN
+    anywhere gives NaN, an inf (and no NaN) gives inf. Gradients on several devices are reduced
+    where they live; only 0-d partial results move.
+    """
+    dev, xp = grads[0].device, grads[0].device.xp
+    groups = _by_device(grads)
+    if not groups:
+        with _ctx(dev):
+            return xp.zeros((), dtype=grads[0].data.dtype)
+    scale = None
+    for d, arrays in groups.items():
+        with _ctx(d):
+            for a in arrays:
+                peak = dev.put(d.xp.maximum(d.xp.max(a), -d.xp.min(a)))
+                with _ctx(dev):
+                    scale = peak if scale is None else xp.maximum(scale, peak)
+    if norm_type == math.inf:
+        return scale
+    with _ctx(dev):
+        divisor = scale + xp.astype(scale == 0, scale.dtype)  # 1 where every gradient is zero
+    total = None
+    for d, arrays in groups.items():
+        with _ctx(d):
+            local = d.put(divisor)
+            for a in arrays:
+                r = a / local
+                part = dev.put(d.xp.sum(r * r) if norm_type == 2.0 else d.xp.sum(d.xp.abs(r) ** norm_type))
+                with _ctx(dev):
+                    total = part if total is None else total + part
+    with _ctx(dev):
+        return xp.where(xp.isfinite(scale), scale * total ** (1.0 / norm_type), scale)
+
+
+def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
+    """Scale all gradients together so that their total norm is at most `max_norm`.
+
+    Returns the total norm before clipping as a 0-d tensor. The clip coefficient
+    max_norm / (norm + 1e-6), capped at 1, multiplies every gradient (a factor of exactly 1
+    leaves them unchanged), so there is no host sync unless `error_if_nonfinite` asks for one:
+    then an inf or NaN norm raises NonFiniteGradientError and nothing is changed.
+    """
+    params, grads = _grads(parameters)
+    max_norm, norm_type = float(max_norm), float(norm_type)
+    if not norm_type > 0:
+        raise ValueError(f"clip_grad_norm_: norm_type must be positive (2.0, 1.0 or inf), got {norm_type}")
+    if not grads:
+        return tensor(0.0, device=params[0].device if params else None)
+    dev = grads[0].device
+    total = Tensor._wrap(_total_norm(grads, norm_type), dev)
+    if error_if_nonfinite:
+        value = total.item()
+        if not math.isfinite(value):
+            raise NonFiniteGradientError(
+                f"clip_grad_norm_: the total norm of the gradients is {value} (an inf or NaN gradient); "
+                "gradients were left as they are. Find the source with gpunn.detect_anomaly(), lower the "
+                "learning rate, or pass error_if_nonfinite=False to clip anyway")
+    with _ctx(dev):
+        coef = dev.xp.clip(max_norm / (total.data + 1e-6), max=1.0)
+    for g in grads:
+        with _ctx(g.device):
+            c = g.device.put(coef)
+            if c.dtype != g.data.dtype:
+                c = g.device.xp.astype(c, g.data.dtype)
+            g.data = g.data * c  # rebinds: the old array may be shared with another gradient
+    return total
+
+
+def clip_grad_value_(parameters, clip_value, foreach=None):
+    """Clamp every gradient entry into [-clip_value, clip_value]."""
+    _, grads = _grads(parameters)
+    clip_value = float(clip_value)
+    if clip_value < 0:
+        raise ValueError(f"clip_grad_value_: clip_value must be >= 0, got {clip_value}")
+    for g in grads:
+        with _ctx(g.device):
+            g.data = g.device.xp.clip(g.data, -clip_value, clip_value)

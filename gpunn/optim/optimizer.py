@@ -1,0 +1,206 @@
+"""Optimizer: parameter groups, per-parameter state and PyTorch's state_dict layout.
+
+Subclasses implement `step()` on raw arrays: `p.data` and `p.grad.data` with in-place array
+operators, so an update records nothing in the graph, allocates little and never asks the host
+for a value. State tensors (momentum buffers, moment estimates) live on their parameter's device;
+step counters are Python ints.
+"""
+
+from contextlib import nullcontext
+
+from gpunn.autograd import enable_grad
+from gpunn.errors import DTypeError
+from gpunn.tensor import Tensor
+
+
+class Optimizer:
+    """Base class: `Optimizer(params, defaults)`; params are tensors or dicts {"params": [...], ...}."""
+
+    def __init__(self, params, defaults):
+        self.defaults = dict(defaults)
+        self.state = {}
+        self.param_groups = []
+        name = type(self).__name__
+        if isinstance(params, (Tensor, dict)) or not hasattr(params, "__iter__"):
+            raise TypeError(f"{name}: params must be an iterable of tensors or of dicts, got {type(params).__name__}; "
+                            "pass model.parameters() or [tensor] or [{'params': ..., 'lr': ...}]")
+        groups = list(params)
+        if not groups:
+            raise ValueError(f"{name}: got an empty parameter list; pass model.parameters() of a model "
+                             "that has parameters (was the generator already consumed?)")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for group in groups:
+            self.add_param_group(group)
+
+    # --- groups --------------------------------------------------------------------------------
+
+    def add_param_group(self, param_group):
+        """Add a group of parameters with its own hyper-parameters (missing ones from the defaults)."""
+        name = type(self).__name__
+        index = len(self.param_groups)
+        if not isinstance(param_group, dict):
+            raise TypeError(f"{name}: param group {index} is a {type(param_group).__name__}; pass either only tensors "
+                            "or only dicts like {'params': [...], 'lr': 0.1}")
+        if "params" not in param_group:
+            raise ValueError(f"{name}: param group {index} has no 'params' key")
+        params = param_group["params"]
+        if isinstance(params, Tensor):
+            params = [params]
+        elif isinstance(params, (set, frozenset)):
+            raise TypeError(f"{name}: param group {index} gives its params as a set, whose order changes between "
+                            "runs; use a list")
+        else:
+            params = list(params)
+        if not params:
+            raise ValueError(f"{name}: param group {index} has an empty params list")
+        for i, p in enumerate(params):
+            _check_param(name, p, index, i)
+        seen = {id(p): (g, i) for g, group in enumerate(self.param_groups) for i, p in enumerate(group["params"])}
+        for i, p in enumerate(params):
+            where = seen.get(id(p))
+            if where is not None:
+                raise ValueError(f"{name}: parameter {i} of group {index} is the same tensor as parameter {where[1]} "
+                                 f"of group {where[0]}; each parameter may appear only once")
+            seen[id(p)] = (index, i)
+        group = dict(param_group)
+        group["params"] = params
+        for key, value in self.defaults.items():
+            group.setdefault(key, value)
+        self._check_group(group)
+        self.param_groups.append(group)
+
+    def _check_group(self, group):
+        """Validate a group's hyper-parameters (subclasses raise ValueError naming the argument)."""
+
+    # --- stepping ------------------------------------------------------------------------------
+
+    def step(self, closure=None):
+        raise NotImplementedError
+
+    @staticmethod
+    def _closure(closure):
+        if closure is None:
+            return None
+        with enable_grad():
+            return closure()
+
+    @staticmethod
+    def _with_grads(group):
+        """(param, gradient array) for each parameter of `group` that has a gradient, with the
+        parameter's device current while the caller updates it (CuPy needs that; others no-op)."""
+        for p in group["params"]:
+            grad = p.grad
+            if grad is None:
+                continue
+            ctx = p.device.ctx
+            if ctx is None:
+                yield p, grad.data
+            else:
+                with ctx:
+                    yield p, grad.data
+
+    def zero_grad(self, set_to_none=True):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if set_to_none:
+                    p.grad = None
+                elif p.grad is not None:
+                    p.grad.zero_()
+
+    # --- saving --------------------------------------------------------------------------------
+
+    def state_dict(self):
+        """{"state": {index: {name: tensor or number}}, "param_groups": [{..., "params": [indices]}]}.
+
+        Parameters are numbered across groups in order, as in PyTorch. State tensors share data
+        with the live state (save them, or copy before training on).
+        """
+        index = {}
+        groups = []
+        for group in self.param_groups:
+            packed = {k: v for k, v in group.items() if k != "params"}
+            packed["params"] = [index.setdefault(id(p), len(index)) for p in group["params"]]
+            groups.append(packed)
+        state = {}
+        for p, entries in self.state.items():
+            i = index.get(id(p))
+            if i is not None:
+                state[i] = {k: v.detach() if isinstance(v, Tensor) else v for k, v in entries.items()}
+        return {"state": dict(sorted(state.items())), "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        """Restore hyper-parameters and state saved by `state_dict()` (copies; tensors moved and cast
+        to each parameter's device and floating dtype)."""
+        name = type(self).__name__
+        try:
+            saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
+        except (KeyError, TypeError):
+            raise ValueError(f"{name}.load_state_dict: expected a dict with 'state' and 'param_groups' "
+                             "(from Optimizer.state_dict())") from None
+        ours = [len(g["params"]) for g in self.param_groups]
+        theirs = [len(g["params"]) for g in saved_groups]
+        if ours != theirs:
+            raise ValueError(f"{name}.load_state_dict: the saved state has parameter groups of sizes {theirs}, this "
+                             f"optimizer has {ours}; build the optimizer over the same parameters, in the same "
+                             "groups and order, as the one that was saved")
+        params = [p for g in self.param_groups for p in g["params"]]
+        state = {}
+        for key, entries in saved_state.items():
+            i = int(key)
+            if not 0 <= i < len(params):
+                raise ValueError(f"{name}.load_state_dict: state for parameter {key} but there are only "
+                                 f"{len(params)} parameters")
+            state[params[i]] = {k: _restore(k, v, params[i]) for k, v in entries.items()}
+        groups = []
+        for ours_group, saved in zip(self.param_groups, saved_groups):
+            group = dict(ours_group)
+            group.update({k: v for k, v in saved.items() if k != "params"})
+            if isinstance(group.get("betas"), list):
+                group["betas"] = tuple(group["betas"])
+            self._check_group(group)
+            groups.append(group)
+        self.param_groups[:] = groups
+        self.state = state
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__} ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines.extend(f"    {k}: {group[k]}" for k in sorted(group) if k != "params")
+        lines.append(")")
+        return "\n".join(lines)
+
+
+def _check_param(owner, p, group, i):
+    where = f"{owner}: parameter {i} of group {group}"
+    if not isinstance(p, Tensor):
+        raise TypeError(f"{where} is a {type(p).__name__}, not a gpunn.Tensor; pass model.parameters()")
+    if not p.dtype.is_floating_point:
+        raise DTypeError(f"{where} has dtype {p.dtype}; only floating-point tensors can be optimized: "
+                         "create it with dtype='float32'")
+    if p._node is not None:
+        raise ValueError(f"{where} is not a leaf: it was computed by '{p.grad_fn}' and gets no .grad of its own; "
+                         "optimize the tensor it was computed from, or use t.detach().requires_grad_()")
+    if not p.requires_grad:
+        raise ValueError(f"{where} does not require grad, so it would never get a gradient; call "
+                         "p.requires_grad_() or leave it out")
+
+
+def _restore(key, value, param):
+    """A saved state entry for `param`: numbers as they are ('step' as an int), arrays as copies
+    on the parameter's device, floating ones in its dtype."""
+    if key == "step":
+        return int(value.item() if isinstance(value, Tensor) else value)
+    if isinstance(value, (int, float, bool)) or value is None:
+        return value
+    dev = param.device
+    array = value.data if isinstance(value, Tensor) else value
+    with dev.ctx if dev.ctx is not None else nullcontext():
+        moved = dev.put(array)
+        xp = dev.xp
+        if xp.isdtype(moved.dtype, "real floating") and moved.dtype != param.data.dtype:
+            moved = xp.astype(moved, param.data.dtype)
+        elif moved is array:
+            moved = xp.asarray(moved, copy=True)
+    return Tensor._wrap(moved, dev)
