@@ -322,8 +322,8 @@ def _onehot(xp, target, classes, dtype):
 
 
 def _reduce(xp, per_sample, reduction):
-    if reduction == "mean":
-        return xp.sum(per_sample) / per_sample.shape[0]
+    if reduction == "mean":  # over every element: BCE's per-element losses may be (n, k)
+        return xp.sum(per_sample) / math.prod(per_sample.shape)
     if reduction == "sum":
         return xp.sum(per_sample)
     return per_sample
