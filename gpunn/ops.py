@@ -236,7 +236,15 @@ softmax = Primitive("softmax", _softmax,
                     lambda xp, g, out, x, axis=-1: out * (g - xp.sum(g * out, axis=axis, keepdims=True)),
                     floats=(0,))
 
-log_softmax = Primitive("log_softmax", lambda xp, x, axis=-1: x - _logsumexp(xp, x, axis=axis, keepdims=True),
+
+def _log_softmax(xp, x, axis=-1):
+    """(x - max) - log(sum(exp(x - max))): x - logsumexp(x) would lose float32 digits at large
+    logits, because logsumexp is rounded at the logits' magnitude before the subtraction."""
+    shifted = x - xp.max(x, axis=axis, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+
+
+log_softmax = Primitive("log_softmax", _log_softmax,
                         lambda xp, g, out, x, axis=-1: g - xp.exp(out) * xp.sum(g, axis=axis, keepdims=True),
                         floats=(0,))
 
