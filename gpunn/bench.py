@@ -1,0 +1,668 @@
+"""`gpunn bench`: how long does a whole training step take, and how does that compare?
+
+A step is forward, softmax cross-entropy, backward and a plain SGD update of an MLP on one fixed
+batch that already lives on the device. For every model size and batch size it is timed on each
+usable device next to two baselines built in the same process from the same weights and batch:
+
+- numpy: the step written by hand in plain NumPy, the floor gpunn's CPU path is held to;
+- torch: PyTorch eager (when `import torch` works), on the CPU and on CUDA when usable.
+
+All contenders of one configuration are timed alternately, repeat by repeat, so that clock and
+cache drift hit each of them equally. A repeat times a block of consecutive steps between two
+device synchronizations (long enough for the clock's resolution not to matter); the table gives
+the median over repeats with the minimum and maximum. The first step's loss of every contender is
+compared with the NumPy baseline's as a check that all of them compute the same thing.
+
+Output: a table on stdout, and bench.csv, bench.json (with a description of the machine) and
+bench.png in --out. CuPy and PyTorch are imported only when needed.
+"""
+
+import argparse
+import csv
+import datetime
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import gpunn
+from gpunn.errors import DeviceError
+
+DEFAULT_SIZES = "784-128-10,784-256-256-10,784-512-512-10,784-1024-1024-1024-10"
+DEFAULT_BATCHES = "128,512"
+QUICK_SIZES = "784-64-10,784-256-256-10"
+QUICK_BATCHES = "64"
+FIRST_LOSS_RTOL = {"float32": 1e-4, "float64": 1e-10}
+SLOW_BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+LIBRARIES = ("gpunn", "numpy", "array-api-compat", "array-api-strict", "torch", "cupy", "cupy-cuda12x",
+             "cupy-cuda13x", "matplotlib")
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def parse_sizes(text):
+    """'784-256-256-10,784-1024-10' -> [(784, 256, 256, 10), (784, 1024, 10)]: layer widths."""
+    models = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            sizes = tuple(int(n) for n in part.split("-"))
+        except ValueError:
+            sizes = ()
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise argparse.ArgumentTypeError(
+                f"{part!r} is not a model: give layer widths joined by '-', at least two, e.g. 784-256-256-10")
+        models.append(sizes)
+    if not models:
+        raise argparse.ArgumentTypeError("no model given; e.g. --sizes 784-256-256-10,784-1024-1024-10")
+    return models
+
+
+def parse_batch_sizes(text):
+    """'128,512' -> [128, 512]."""
+    try:
+        batches = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of positive batch sizes, e.g. 128,512")
+    return batches
+
+
+def parse_names(text):
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def add_arguments(parser):
+    """The options of `gpunn bench` (shared by the CLI and `python -m gpunn.bench`)."""
+    parser.add_argument("--devices", type=parse_names, default=parse_names("cpu,cuda"),
+                        help="devices to time gpunn on, comma-separated; unusable ones are skipped "
+                             "with a note (default: cpu,cuda)")
+    parser.add_argument("--sizes", type=parse_sizes, default=None,
+                        help=f"MLP layer widths, comma-separated models (default: {DEFAULT_SIZES}; "
+                             f"--quick: {QUICK_SIZES})")
+    parser.add_argument("--batch-sizes", type=parse_batch_sizes, default=None,
+                        help=f"batch sizes (default: {DEFAULT_BATCHES}; --quick: {QUICK_BATCHES})")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--baselines", type=parse_names, default=parse_names("numpy,torch"),
+                        help="baselines to time alongside gpunn: numpy, torch, or none (default: numpy,torch)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a few seconds: small models, one batch size, few repeats")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed blocks per contender (default 7; --quick: 3)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed steps per contender before timing (default 3; --quick: 1)")
+    parser.add_argument("--block-ms", type=float, default=None,
+                        help="shortest timed block, in milliseconds (default 50; --quick: 10)")
+    parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default 0.01)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch")
+    parser.add_argument("--out", default=None, help="output folder (default: bench-<timestamp>)")
+    parser.add_argument("--no-plot", action="store_true", help="skip bench.png")
+    return parser
+
+
+def _settings(args):
+    """The effective settings: --quick and the defaults filled in."""
+    quick = args.quick
+    repeats = args.repeats if args.repeats is not None else (3 if quick else 7)
+    warmup = args.warmup if args.warmup is not None else (1 if quick else 3)
+    block_ms = args.block_ms if args.block_ms is not None else (10.0 if quick else 50.0)
+    if repeats < 1 or warmup < 0 or block_ms < 0:
+        raise ValueError("--repeats must be >= 1, --warmup >= 0 and --block-ms >= 0")
+    unknown = set(args.baselines) - {"numpy", "torch", "none"}
+    if unknown:
+        raise ValueError(f"--baselines: unknown {', '.join(sorted(unknown))}; choose from numpy, torch, none")
+    return {
+        "sizes": [list(s) for s in (args.sizes or parse_sizes(QUICK_SIZES if quick else DEFAULT_SIZES))],
+        "batch_sizes": args.batch_sizes or parse_batch_sizes(QUICK_BATCHES if quick else DEFAULT_BATCHES),
+        "devices": list(args.devices),
+        "baselines": [b for b in args.baselines if b != "none"],
+        "dtype": args.dtype,
+        "repeats": repeats,
+        "warmup": warmup,
+        "block_ms": block_ms,
+        "lr": args.lr,
+        "seed": args.seed,
+        "quick": quick,
+    }
+
+
+# --- the problem: weights and one batch, on the host ---------------------------------------------
+
+
+def parameter_count(sizes):
+    return sum(n_out * n_in + n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+
+
+def make_problem(sizes, batch, dtype="float32", seed=0):
+    """Host weights [(W (out, in), b (out,)), ...] in PyTorch's default init, inputs and labels."""
+    rng = np.random.default_rng(seed)
+    weights = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        bound = 1.0 / math.sqrt(n_in)
+        weights.append((rng.uniform(-bound, bound, (n_out, n_in)).astype(dtype),
+                        rng.uniform(-bound, bound, n_out).astype(dtype)))
+    x = rng.standard_normal((batch, sizes[0])).astype(dtype)
+    y = rng.integers(0, sizes[-1], batch).astype(np.int64)
+    return weights, x, y
+
+
+# --- contenders: one implementation of the step on one device ------------------------------------
+
+
+class NumpyStep:
+    """The training step written by hand in NumPy: what a careful user writes without a framework.
+
+    Forward h = relu(h @ W.T + b) per layer (in place where it can be), the fused softmax
+    cross-entropy gradient p - onehot, backward with transposed products, SGD in place.
+    """
+
+    impl, device = "numpy", "cpu"
+
+    def __init__(self, weights, x, y, lr):
+        self.layers = [(w.copy(), b.copy()) for w, b in weights]
+        self.x, self.y, self.lr = x, y, lr
+        self.rows = np.arange(len(y))
+
+    def step(self):
+        acts = [self.x]
+        last = len(self.layers) - 1
+        for i, (w, b) in enumerate(self.layers):
+            z = acts[-1] @ w.T
+            z += b
+            if i < last:
+                np.maximum(z, 0, out=z)
+            acts.append(z)
+        logits = acts.pop()
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        total = p.sum(axis=1, keepdims=True)
+        loss = np.mean(np.log(total[:, 0]) - logits[self.rows, self.y])
+        p /= total
+        p[self.rows, self.y] -= 1
+        g = p
+        g /= len(self.y)
+        for i in range(last, -1, -1):
+            w, b = self.layers[i]
+            h = acts[i]
+            grad_w = g.T @ h
+            grad_b = g.sum(axis=0)
+            if i:
+                g = g @ w
+                g *= h > 0  # relu's gradient, read from its output
+            grad_w *= self.lr
+            w -= grad_w
+            b -= self.lr * grad_b
+        return loss
+
+    def value(self, loss):
+        return float(loss)
+
+    def sync(self):
+        pass
+
+    def weights(self):
+        return [(w.copy(), b.copy()) for w, b in self.layers]
+
+
+class GpunnStep:
+    """gpunn's step, the way the README writes it: nn.MLP, F.cross_entropy, optim.SGD."""
+
+    impl = "gpunn"
+
+    def __init__(self, device, weights, x, y, lr):
+        from gpunn import functional, nn, optim
+
+        self.dev = gpunn.device(device)
+        self.device = self.dev.spec
+        sizes = [weights[0][0].shape[1]] + [w.shape[0] for w, _ in weights]
+        self.model = nn.MLP(sizes, activation="relu").to(self.dev, weights[0][0].dtype.name)
+        state = {}
+        for k, (w, b) in enumerate(weights):  # Linear layers sit at 0, 2, 4, ... between the ReLUs
+            state[f"{2 * k}.weight"], state[f"{2 * k}.bias"] = w, b
+        self.model.load_state_dict(state)
+        self.optimizer = optim.SGD(self.model.parameters(), lr=lr)
+        self.cross_entropy = functional.cross_entropy
+        self.x = gpunn.tensor(x, device=self.dev)
+        self.y = gpunn.tensor(y, device=self.dev)
+
+    def step(self):
+        loss = self.cross_entropy(self.model(self.x), self.y)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return loss
+
+    def value(self, loss):
+        return float(loss.item())
+
+    def sync(self):
+        self.dev.synchronize()
+
+    def weights(self):
+        state = self.model.state_dict()
+        count = len(state) // 2
+        return [(state[f"{2 * k}.weight"].numpy(), state[f"{2 * k}.bias"].numpy()) for k in range(count)]
+
+
+class TorchStep:
+    """PyTorch eager with the same weights and batch: Sequential of Linear/ReLU, optim.SGD."""
+
+    impl = "torch"
+
+    def __init__(self, torch, device, weights, x, y, lr):
+        self.torch, self.device = torch, device
+        layers = []
+        for k, (w, b) in enumerate(weights):
+            linear = torch.nn.Linear(w.shape[1], w.shape[0], device=device, dtype=getattr(torch, w.dtype.name))
+            with torch.no_grad():
+                linear.weight.copy_(torch.from_numpy(w))
+                linear.bias.copy_(torch.from_numpy(b))
+            layers.append(linear)
+            if k < len(weights) - 1:
+                layers.append(torch.nn.ReLU())
+        self.model = torch.nn.Sequential(*layers)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr)
+        self.cross_entropy = torch.nn.functional.cross_entropy
+        self.x = torch.from_numpy(x).to(device)
+        self.y = torch.from_numpy(y).to(device)
+        self.is_cuda = device.startswith("cuda")
+
+    def step(self):
+        loss = self.cross_entropy(self.model(self.x), self.y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss
+
+    def value(self, loss):
+        return float(loss.item())
+
+    def sync(self):
+        if self.is_cuda:
+            self.torch.cuda.synchronize(self.device)
+
+    def weights(self):
+        linears = [m for m in self.model if isinstance(m, self.torch.nn.Linear)]
+        return [(m.weight.detach().cpu().numpy(), m.bias.detach().cpu().numpy()) for m in linears]
+
+
+def torch_device(torch, dev):
+    """The PyTorch device matching a gpunn device, or None where PyTorch cannot run there."""
+    if dev.type == "cpu":
+        return "cpu"
+    if dev.type == "cuda" and torch.cuda.is_available() and dev.index < torch.cuda.device_count():
+        return f"cuda:{dev.index}"
+    return None
+
+
+# --- timing --------------------------------------------------------------------------------------
+
+
+def time_block(contender, steps):
+    """Seconds per step over `steps` consecutive steps, between two device synchronizations."""
+    contender.sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        contender.step()
+    contender.sync()
+    return (time.perf_counter() - start) / steps
+
+
+def measure(contenders, repeats, warmup, block_s):
+    """First-step losses, and per-step times of `repeats` blocks per contender, taken in turn.
+
+    The order rotates every repeat, so no contender always runs right after the same other one.
+    Returns (first_losses, times, steps_per_block), each a list parallel to `contenders`.
+    """
+    first = []
+    for c in contenders:
+        first.append(c.value(c.step()))
+        for _ in range(warmup):
+            c.step()
+        c.sync()
+    blocks = [min(10_000, max(1, math.ceil(block_s / max(time_block(c, 1), 1e-9)))) for c in contenders]
+    times = [[] for _ in contenders]
+    n = len(contenders)
+    for r in range(repeats):
+        for i in [(r + j) % n for j in range(n)]:
+            times[i].append(time_block(contenders[i], blocks[i]))
+    return first, times, blocks
+
+
+def losses_agree(a, b, dtype):
+    return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= FIRST_LOSS_RTOL[dtype] * max(abs(a), abs(b), 1e-30)
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def usable_devices(specs):
+    """[(Device, None)] for usable specs, and one-line notes for the rest."""
+    devices, notes = [], []
+    for spec in specs:
+        try:
+            dev = gpunn.device(spec)
+        except DeviceError as exc:
+            reason = gpunn.cuda.why_unavailable() if spec.strip().lower().startswith("cuda") else None
+            notes.append(f"skipping device {spec}: {reason or exc}")
+            continue
+        if dev not in devices:
+            devices.append(dev)
+    return devices, notes
+
+
+def import_torch():
+    """(torch module or None, note saying why not)."""
+    try:
+        import torch
+    except Exception as exc:  # not installed, or a broken install
+        return None, f"PyTorch baseline skipped: import torch failed ({exc})"
+    return torch, None
+
+
+def build_contenders(settings, devices, torch, weights, x, y):
+    lr = settings["lr"]
+    contenders = [GpunnStep(dev, weights, x, y, lr) for dev in devices]
+    if "numpy" in settings["baselines"]:
+        contenders.append(NumpyStep(weights, x, y, lr))
+    if torch is not None:
+        for dev in devices:
+            place = torch_device(torch, dev)
+            if place is not None:
+                contenders.append(TorchStep(torch, place, weights, x, y, lr))
+    return contenders
+
+
+def run_configuration(settings, devices, torch, sizes, batch):
+    """Time one (model, batch) on every contender: result rows and first-loss checks."""
+    weights, x, y = make_problem(sizes, batch, settings["dtype"], settings["seed"])
+    contenders = build_contenders(settings, devices, torch, weights, x, y)
+    first, times, blocks = measure(contenders, settings["repeats"], settings["warmup"], settings["block_ms"] / 1e3)
+    model = "-".join(map(str, sizes))
+    medians = {(c.impl, c.device): statistics.median(t) for c, t in zip(contenders, times)}
+    rows = []
+    for c, t, block in zip(contenders, times, blocks):
+        median = medians[(c.impl, c.device)]
+        gpunn_here = medians.get(("gpunn", c.device))
+        rows.append({
+            "model": model, "params": parameter_count(sizes), "batch": batch, "dtype": settings["dtype"],
+            "device": c.device, "impl": c.impl,
+            "median_ms": median * 1e3, "min_ms": min(t) * 1e3, "max_ms": max(t) * 1e3,
+            "samples_per_s": batch / median, "repeats": len(t), "steps_per_repeat": block,
+            "gpunn_over_this": gpunn_here / median if gpunn_here else None,
+        })
+    checks = []
+    reference = next((f for c, f in zip(contenders, first) if c.impl == "numpy"), None)
+    if reference is not None:
+        for c, f in zip(contenders, first):
+            if c.impl != "numpy":
+                checks.append({"model": model, "batch": batch, "impl": c.impl, "device": c.device,
+                               "loss": f, "numpy_loss": reference, "rtol": FIRST_LOSS_RTOL[settings["dtype"]],
+                               "ok": losses_agree(f, reference, settings["dtype"])})
+    return rows, checks
+
+
+def speedups(rows):
+    """gpunn's speed-up on each non-CPU device over gpunn on the CPU, per configuration."""
+    cpu = {(r["model"], r["batch"]): r["median_ms"] for r in rows if r["impl"] == "gpunn" and r["device"] == "cpu"}
+    found = []
+    for r in rows:
+        key = (r["model"], r["batch"])
+        if r["impl"] == "gpunn" and r["device"] != "cpu" and key in cpu:
+            found.append({"model": r["model"], "params": r["params"], "batch": r["batch"], "device": r["device"],
+                          "cpu_ms": cpu[key], "device_ms": r["median_ms"], "speedup": cpu[key] / r["median_ms"]})
+    return found
+
+
+# --- the machine ---------------------------------------------------------------------------------
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _version(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def slow_blas_settings():
+    """The environment variables that make NumPy's OpenBLAS much slower, where they are set."""
+    return {k: os.environ[k] for k in SLOW_BLAS_VARIABLES if k in os.environ}
+
+
+def machine_info(devices, torch=None):
+    """What the numbers depend on: hardware, library versions, BLAS, threads, GPUs, environment."""
+    info = {
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": {name: v for name in LIBRARIES if (v := _version(name)) is not None},
+        "environment": {k: os.environ[k] for k in SLOW_BLAS_VARIABLES + THREAD_VARIABLES if k in os.environ},
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+    if torch is not None:
+        info["versions"]["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    try:
+        deps = np.show_config(mode="dicts").get("Build Dependencies", {})
+        info["numpy_blas"] = {k: deps[k] for k in ("blas", "lapack") if k in deps}
+    except Exception as exc:  # older NumPy: no mode="dicts"
+        info["numpy_blas"] = f"unavailable ({exc})"
+    try:
+        import threadpoolctl
+
+        info["threadpools"] = threadpoolctl.threadpool_info()
+    except ImportError:
+        info["threadpools"] = None
+    info["gpus"] = {dev.spec: dev.describe() for dev in devices if dev.type == "cuda"}
+    return info
+
+
+# --- output --------------------------------------------------------------------------------------
+
+
+def _ms(value):
+    return f"{value:.3f}" if value < 10 else f"{value:.2f}" if value < 100 else f"{value:.1f}"
+
+
+TABLE_HEAD = (f"{'model':<26}{'params':>11}{'batch':>7}  {'device':<8}{'gpunn ms':>10}{'[min .. max]':>20}"
+              f"{'samples/s':>12}{'numpy ms':>10}{'g/np':>7}{'torch ms':>10}{'g/torch':>8}{'vs cpu':>8}")
+
+
+def table_lines(rows):
+    """One line per (model, batch, device): gpunn's time, then the baselines' and the ratios."""
+    by_key = {(r["model"], r["batch"], r["device"], r["impl"]): r for r in rows}
+    lines = []
+    for r in rows:
+        if r["impl"] != "gpunn":
+            continue
+        model, batch, device = r["model"], r["batch"], r["device"]
+        numpy_row = by_key.get((model, batch, "cpu", "numpy"))
+        torch_row = by_key.get((model, batch, device, "torch"))  # gpunn and torch both say "cuda:0"
+        cpu_row = by_key.get((model, batch, "cpu", "gpunn"))
+        spread = f"[{_ms(r['min_ms'])} .. {_ms(r['max_ms'])}]"
+        cells = [f"{model:<26}{r['params']:>11,}{batch:>7}  {device:<8}{_ms(r['median_ms']):>10}{spread:>20}"
+                 f"{r['samples_per_s']:>12,.0f}"]
+        if numpy_row and device == "cpu":
+            cells.append(f"{_ms(numpy_row['median_ms']):>10}{r['median_ms'] / numpy_row['median_ms']:>6.2f}x")
+        else:
+            cells.append(f"{'':>10}{'':>7}")
+        if torch_row:
+            cells.append(f"{_ms(torch_row['median_ms']):>10}{r['median_ms'] / torch_row['median_ms']:>7.2f}x")
+        else:
+            cells.append(f"{'':>10}{'':>8}")
+        if cpu_row and device != "cpu":
+            cells.append(f"{cpu_row['median_ms'] / r['median_ms']:>7.1f}x")
+        lines.append("".join(cells).rstrip())
+    return lines
+
+
+CSV_FIELDS = ("model", "params", "batch", "dtype", "device", "impl", "median_ms", "min_ms", "max_ms",
+              "samples_per_s", "repeats", "steps_per_repeat", "gpunn_over_this")
+
+
+def write_csv(rows, path):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_json(report, path):
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2, default=str)
+        f.write("\n")
+
+
+def plot(rows, speedup_rows, path):
+    """Step time against model size per contender; gpunn/baseline ratios; GPU speed-up over CPU."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    panels = 3 if speedup_rows else 2
+    fig = Figure(figsize=(6 * panels, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, panels)
+    batches = sorted({r["batch"] for r in rows})
+    styles = ["-", "--", ":", "-."]
+    series = sorted({(r["impl"], r["device"]) for r in rows})
+    colors = {s: f"C{i}" for i, s in enumerate(series)}
+    for b_i, batch in enumerate(batches):
+        style = styles[b_i % len(styles)]
+        for impl, device in series:
+            pts = sorted((r["params"], r["median_ms"]) for r in rows
+                         if r["impl"] == impl and r["device"] == device and r["batch"] == batch)
+            if pts:
+                axes[0].plot(*zip(*pts), style, marker="o", color=colors[(impl, device)],
+                             label=f"{impl} {device}, batch {batch}")
+            if impl == "gpunn":
+                continue
+            ratio = sorted((r["params"], r["gpunn_over_this"]) for r in rows
+                           if r["impl"] == impl and r["device"] == device and r["batch"] == batch
+                           and r["gpunn_over_this"])
+            if ratio:
+                axes[1].plot(*zip(*ratio), style, marker="o", color=colors[(impl, device)],
+                             label=f"vs {impl} {device}, batch {batch}")
+    axes[0].set(xscale="log", yscale="log", xlabel="parameters", ylabel="ms per training step (median)",
+                title="Training step time")
+    axes[1].axhline(1.0, color="gray", lw=0.8)
+    axes[1].set(xscale="log", xlabel="parameters", ylabel="gpunn time / baseline time",
+                title="gpunn relative to the baselines (same device)")
+    if speedup_rows:
+        for b_i, batch in enumerate(batches):
+            for device in sorted({s["device"] for s in speedup_rows}):
+                pts = sorted((s["params"], s["speedup"]) for s in speedup_rows
+                             if s["batch"] == batch and s["device"] == device)
+                if pts:
+                    axes[2].plot(*zip(*pts), styles[b_i % len(styles)], marker="o",
+                                 label=f"gpunn {device}, batch {batch}")
+        axes[2].axhline(1.0, color="gray", lw=0.8)
+        axes[2].set(xscale="log", yscale="log", xlabel="parameters", ylabel="gpunn CPU time / GPU time",
+                    title="GPU speed-up over CPU (above 1: GPU wins)")
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.savefig(path, dpi=110)
+
+
+# --- entry point ---------------------------------------------------------------------------------
+
+
+def main(args):
+    """Run the sweep described by parsed `args`; 0 when every first-step loss check passed."""
+    try:
+        settings = _settings(args)
+    except ValueError as exc:
+        print(f"gpunn bench: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out or f"bench-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    out.mkdir(parents=True, exist_ok=True)
+    devices, notes = usable_devices(settings["devices"])
+    torch = None
+    if "torch" in settings["baselines"]:
+        torch, note = import_torch()
+        if note:
+            notes.append(note)
+    if not devices:
+        notes.append("no usable gpunn device: only the baselines run")
+    slow = slow_blas_settings()
+    if slow:
+        notes.append(f"{' '.join(f'{k}={v}' for k, v in slow.items())} is set: NumPy's OpenBLAS (gpunn's CPU "
+                     f"backend and the NumPy baseline) may run far below its speed; for representative numbers run "
+                     f"env {' '.join(f'-u {k}' for k in slow)} gpunn bench ...")
+    machine = machine_info(devices, torch)
+    load = (machine["load_average"] or [0.0])[0]
+    if load >= 0.5 * machine["cpus_usable"]:
+        notes.append(f"the CPUs are busy before the run (load average {load:.1f} on {machine['cpus_usable']} CPUs): "
+                     "other processes will disturb the timings")
+    for note in notes:
+        print(f"note: {note}")
+    print(f"gpunn bench: {settings['dtype']}, {len(settings['sizes'])} model(s) x {len(settings['batch_sizes'])} "
+          f"batch size(s) on {', '.join(d.spec for d in devices) or 'no gpunn device'}; "
+          f"{machine['cpus_usable']} CPU(s); median of {settings['repeats']} repeats; "
+          f"g/np and g/torch: gpunn's time / the baseline's (below 1: gpunn is faster)")
+    print(TABLE_HEAD)
+    rows, checks = [], []
+    started = time.perf_counter()
+    for sizes in settings["sizes"]:
+        for batch in settings["batch_sizes"]:
+            config_rows, config_checks = run_configuration(settings, devices, torch, sizes, batch)
+            rows += config_rows
+            checks += config_checks
+            for line in table_lines(config_rows):
+                print(line, flush=True)
+            for c in config_checks:
+                if not c["ok"]:
+                    print(f"WARNING: first-step loss of {c['impl']} on {c['device']} is {c['loss']:.9g}, the NumPy "
+                          f"baseline's is {c['numpy_loss']:.9g} (same weights and batch; rtol {c['rtol']:g})")
+    fast = speedups(rows)
+    report = {
+        "gpunn_bench": 1,
+        "created": datetime.datetime.now().isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - started, 2),
+        "machine": machine,
+        "settings": settings,
+        "notes": notes,
+        "results": rows,
+        "loss_checks": checks,
+        "loss_checks_ok": all(c["ok"] for c in checks),
+        "speedups": fast,
+    }
+    write_csv(rows, out / "bench.csv")
+    write_json(report, out / "bench.json")
+    if not args.no_plot:
+        plot(rows, fast, out / "bench.png")
+    checked = f"{sum(c['ok'] for c in checks)}/{len(checks)} first-step loss checks against NumPy passed"
+    print(f"{checked}; wrote {out / 'bench.csv'}, bench.json{'' if args.no_plot else ', bench.png'}")
+    return 0 if report["loss_checks_ok"] else 1
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m gpunn.bench", description=__doc__.split("\n\n")[0])
+    return add_arguments(parser)
+
+
+if __name__ == "__main__":
+    sys.exit(main(build_parser().parse_args()))
