@@ -556,6 +556,8 @@ def _operand(value, like, scalars=True):
     (lists, NumPy arrays) as constant tensors on `like`'s device."""
     if isinstance(value, Tensor):
         return value
+    if isinstance(value, np.generic):  # np.float64(2.0) acts as 2.0, as in PyTorch (no promotion)
+        value = value.item()
     if scalars and isinstance(value, (int, float, bool)):
         return value
     if isinstance(value, (int, float, bool)):
