@@ -37,7 +37,7 @@ def apply(primitive, *args, **attrs):
             if dev is None:
                 dev = a.device
             elif a.device is not dev:
-                _mismatch(primitive, args)
+                _mismatch(primitive.name, args)
             arrays.append(a.data)
             needs_grad = needs_grad or a.requires_grad
         else:
@@ -70,13 +70,13 @@ def apply(primitive, *args, **attrs):
     return result
 
 
-def _mismatch(primitive, args):
+def _mismatch(name, args):
     devices = []
     for a in args:
         if isinstance(a, Tensor) and a.device not in devices:
             devices.append(a.device)
     raise DeviceError(
-        f"{primitive.name}: inputs are on different devices ({' and '.join(map(str, devices))}); "
+        f"{name}: inputs are on different devices ({' and '.join(map(str, devices))}); "
         f"nothing moves implicitly: move one with .to('{devices[0]}')")
 
 
@@ -305,6 +305,8 @@ class Tensor:
         xp = self.device.xp
         updated = xp.asarray(self.data, copy=True)
         value = _operand(value, self)
+        if isinstance(value, Tensor) and value.device is not self.device:
+            _mismatch("setitem", (self, value))
         updated[_full_index(_index(index, self.device), self.ndim)] = value.data if isinstance(value, Tensor) else value
         self._assign(updated)
 
@@ -375,6 +377,8 @@ class Tensor:
     # comparisons give tensors without gradient
     def _compare(self, other, fn):
         other = _operand(other, self)
+        if isinstance(other, Tensor) and other.device is not self.device:
+            _mismatch("comparison", (self, other))
         return Tensor._wrap(fn(self.data, other.data if isinstance(other, Tensor) else other), self.device)
 
     def __lt__(self, other):
