@@ -59,7 +59,8 @@ def _total_norm(grads, norm_type):
     if norm_type == math.inf:
         return scale
     with _ctx(dev):
-        divisor = scale + xp.astype(scale == 0, scale.dtype)  # 1 where every gradient is zero
+        usable = xp.isfinite(scale) & (scale > 0)  # else divide by 1: all zero, or inf/NaN decided below
+        divisor = xp.where(usable, scale, xp.ones_like(scale))
     total = None
     for d, arrays in groups.items():
         with _ctx(d):
