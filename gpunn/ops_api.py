@@ -54,7 +54,7 @@ def minimum(x, y):
 def where(condition, x, y):
     """Elementwise choice; the gradient flows to x where condition holds and to y elsewhere."""
     like = x if isinstance(x, Tensor) else y if isinstance(y, Tensor) else _t(x)
-    cond = condition.data if isinstance(condition, Tensor) else _operand(condition, like).data
+    cond = condition if isinstance(condition, Tensor) else _operand(condition, like)  # a Tensor: apply checks its device
     return apply(ops.where, cond, _operand(x, like), _operand(y, like))
 
 
