@@ -1,0 +1,57 @@
+"""Helpers for the core tests (a plain module: import it with `from helpers import ...`)."""
+
+import numpy as np
+
+import gpunn
+
+
+def rng(seed=0):
+    """A NumPy generator for test data: fixed seed, so a failure reproduces."""
+    return np.random.default_rng(seed)
+
+
+def to_device(array, device, requires_grad=False, dtype=None):
+    """A tensor with `array`'s values (and dtype, unless `dtype` is given) on `device`."""
+    array = np.asarray(array)
+    return gpunn.tensor(array, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def away_from_zero(shape, seed=0, low=0.5, high=1.5):
+    """float64 values with |x| in [low, high] and random signs: smooth points for abs, relu, max."""
+    g = rng(seed)
+    return g.uniform(low, high, size=shape) * g.choice([-1.0, 1.0], size=shape)
+
+
+def positive(shape, seed=0, low=0.5, high=1.5):
+    """float64 values in [low, high]: inside the domain of log, sqrt and fractional powers."""
+    return rng(seed).uniform(low, high, size=shape)
+
+
+def distinct(shape, seed=0):
+    """float64 values that differ pairwise by at least 0.1: no ties for max, min and sorting."""
+    n = int(np.prod(shape))
+    values = (np.arange(n) - n / 2) * 0.37 + 0.11
+    return rng(seed).permutation(values).reshape(shape)
+
+
+def assert_close(tensor, expected, device=None, dtype=None, rtol=1e-10, atol=1e-12):
+    """Values, and optionally the device and dtype, of a gpunn tensor against NumPy."""
+    assert isinstance(tensor, gpunn.Tensor), f"expected a gpunn.Tensor, got {type(tensor).__name__}"
+    if device is not None:
+        assert tensor.device == device, f"result on {tensor.device}, expected {device}"
+    if dtype is not None:
+        assert tensor.dtype == dtype, f"result is {tensor.dtype}, expected {dtype}"
+    expected = np.asarray(expected)
+    assert tensor.shape == expected.shape, f"shape {tensor.shape}, expected {expected.shape}"
+    np.testing.assert_allclose(tensor.numpy(), expected, rtol=rtol, atol=atol)
+
+
+def unbroadcast(g, shape):
+    """NumPy reference for a broadcast operand's gradient: sum g down to `shape`."""
+    g = np.asarray(g)
+    while g.ndim > len(shape):
+        g = g.sum(axis=0)
+    for axis, n in enumerate(shape):
+        if n == 1 and g.shape[axis] != 1:
+            g = g.sum(axis=axis, keepdims=True)
+    return g
