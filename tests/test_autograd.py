@@ -1,0 +1,251 @@
+"""The backward engine: graph shapes, accumulation, freeing, misuse, no_grad, in-place edits."""
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn.tensor import apply
+from helpers import assert_close, to_device
+
+
+def leaf(values, device, dtype="float64"):
+    return to_device(np.asarray(values, dtype=np.float64), device, requires_grad=True, dtype=dtype)
+
+
+def test_long_chain_has_no_recursion_limit():
+    """100,000 nodes deep: an iterative backward, not a recursive one."""
+    x = gpunn.tensor(0.5, requires_grad=True)
+    y = x
+    for _ in range(100_000):
+        y = y + 1.0
+    y.backward()
+    assert x.grad.item() == 1.0
+    assert y.item() == pytest.approx(100_000.5)
+
+
+def test_long_chain_with_fan_in():
+    """A deep chain whose every node also reads x: the gradient counts each use."""
+    x = gpunn.tensor(1.0, dtype="float64", requires_grad=True)
+    y = x
+    for _ in range(2_000):
+        y = y * 1.0 + x
+    y.backward()
+    assert x.grad.item() == pytest.approx(2_001.0)
+
+
+def test_diamond_graph(device):
+    """y is used by two branches; its gradient is the sum: z = y + 3y, y = x^2 -> dz/dx = 8x."""
+    x = leaf([1.5, -2.0], device)
+    y = x * x
+    z = (y + y * 3).sum()
+    z.backward()
+    assert_close(x.grad, 8 * np.array([1.5, -2.0]), device=device)
+
+
+def test_same_tensor_twice_in_one_op(device):
+    x = leaf([3.0], device)
+    (x * x).sum().backward()
+    assert_close(x.grad, [6.0])
+    x.grad = None
+    (x + x + x).sum().backward()
+    assert_close(x.grad, [3.0])
+
+
+def test_gradients_accumulate_across_backward_calls(device):
+    x = leaf([1.0, 2.0], device)
+    (x * 3).sum().backward()
+    (x * x).sum().backward()
+    assert_close(x.grad, [3 + 2.0, 3 + 4.0], device=device)
+    x.grad = None
+    (x * 3).sum().backward()
+    assert_close(x.grad, [3.0, 3.0])
+
+
+def test_accumulated_gradient_is_not_shared_between_leaves(device):
+    """a + b gives both leaves the same incoming array; accumulating into one must not touch the other."""
+    a, b = leaf([1.0, 2.0], device), leaf([3.0, 4.0], device)
+    (a + b).sum().backward()
+    (a * 5).sum().backward()
+    assert_close(a.grad, [6.0, 6.0])
+    assert_close(b.grad, [1.0, 1.0])
+
+
+def test_second_backward_without_retain_graph_raises(device):
+    x = leaf([1.0, 2.0], device)
+    loss = (x.exp() * x).sum()
+    loss.backward()
+    with pytest.raises(gpunn.GraphError, match="retain_graph=True"):
+        loss.backward()
+    assert isinstance(gpunn.GraphError("x"), RuntimeError)
+
+
+def test_retain_graph_allows_a_second_backward(device):
+    x = leaf([1.0, 2.0], device)
+    loss = (x.exp() * x).sum()
+    loss.backward(retain_graph=True)
+    first = x.grad.numpy()
+    loss.backward()
+    expected = np.exp([1.0, 2.0]) * (1 + np.array([1.0, 2.0]))
+    np.testing.assert_allclose(first, expected)
+    assert_close(x.grad, 2 * expected)
+
+
+def test_backward_on_tensor_without_grad_raises(device):
+    with pytest.raises(gpunn.GraphError, match="does not require grad"):
+        gpunn.ones(3, device=device).sum().backward()
+
+
+def test_non_scalar_backward_needs_a_gradient(device):
+    x = leaf([1.0, 2.0, 3.0], device)
+    y = x * x
+    with pytest.raises(gpunn.GraphError, match="scalar"):
+        y.backward()
+    y.backward(grad=to_device([1.0, 0.0, -2.0], device, dtype="float64"))
+    assert_close(x.grad, [2.0, 0.0, -12.0], device=device)
+
+
+def test_backward_gradient_of_the_wrong_shape_raises(device):
+    y = leaf([1.0, 2.0], device) * 2
+    with pytest.raises(gpunn.ShapeError, match=r"\(3,\)"):
+        y.backward(grad=to_device([1.0, 1.0, 1.0], device, dtype="float64"))
+
+
+def test_backward_of_a_leaf(device):
+    x = leaf([4.0], device)
+    x.backward(grad=to_device([2.0], device, dtype="float64"))
+    assert_close(x.grad, [2.0])
+
+
+def test_no_grad_records_nothing(device):
+    x = leaf([1.0, 2.0], device)
+    with gpunn.no_grad():
+        y = (x * 2).exp().sum()
+        assert not gpunn.is_grad_enabled()
+    assert gpunn.is_grad_enabled()
+    assert not y.requires_grad and y.is_leaf
+    with pytest.raises(gpunn.GraphError):
+        y.backward()
+    with gpunn.no_grad():
+        with gpunn.enable_grad():
+            z = (x * 2).sum()
+    assert z.requires_grad
+
+
+def test_no_grad_restores_mode_after_an_exception():
+    with pytest.raises(ZeroDivisionError):
+        with gpunn.no_grad():
+            1 / 0
+    assert gpunn.is_grad_enabled()
+
+
+def test_rules_run_only_for_inputs_that_need_gradients(device):
+    """A primitive whose rule for input 1 raises: fine while input 1 needs no gradient."""
+    def forbidden(xp, g, out, x, y):
+        raise AssertionError("rule for input 1 must not run")
+
+    prim = gpunn.ops.Primitive("scaled", lambda xp, x, y: x * y, lambda xp, g, out, x, y: g * y, forbidden)
+    x = leaf([1.0, 2.0], device)
+    w = to_device([3.0, 5.0], device, dtype="float64")
+    apply(prim, x, w).sum().backward()
+    assert_close(x.grad, [3.0, 5.0])
+    # negative control: once input 1 needs a gradient, its rule runs and raises
+    w.requires_grad = True
+    with pytest.raises(AssertionError, match="must not run"):
+        apply(prim, x, w).sum().backward()
+
+
+def test_rules_do_not_run_below_a_no_grad_branch(device):
+    """Only nodes on a path to a leaf that needs a gradient are visited."""
+    calls = []
+    counted = gpunn.ops.Primitive("counted", lambda xp, x: x * 2,
+                                  lambda xp, g, out, x: calls.append(1) or g * 2)
+    x = leaf([1.0], device)
+    frozen = to_device([2.0], device, dtype="float64")
+    y = apply(counted, frozen) * x
+    y.sum().backward()
+    assert calls == []
+    assert_close(x.grad, [4.0])
+
+
+def test_inplace_on_a_graph_tensor_raises(device):
+    x = leaf([1.0, 2.0], device)
+    y = x * 2
+    with pytest.raises(gpunn.GraphError, match="in-place"):
+        y += 1
+    with pytest.raises(gpunn.GraphError, match="in-place"):
+        x *= 2
+    with pytest.raises(gpunn.GraphError):
+        y[0] = 5.0
+
+
+def test_inplace_on_a_no_grad_tensor_keeps_an_earlier_graph_correct(device):
+    """w was saved by the mul node; rebinding w's data must not change x's gradient."""
+    x = leaf([1.0, 2.0], device)
+    w = to_device([3.0, 4.0], device, dtype="float64")
+    loss = (x * w).sum()
+    w += 10
+    w *= 2
+    w[0] = -1.0
+    assert_close(w, [-1.0, 28.0])
+    loss.backward()
+    assert_close(x.grad, [3.0, 4.0])
+
+
+def test_inplace_update_of_a_parameter_under_no_grad(device):
+    x = leaf([1.0, 2.0], device)
+    loss = (x * x).sum()
+    loss.backward()
+    with gpunn.no_grad():
+        x -= 0.5 * x.grad
+    assert_close(x, [0.0, 0.0])
+    assert x.requires_grad and x.is_leaf
+
+
+def test_detach_cuts_the_graph(device):
+    x = leaf([1.0, 2.0], device)
+    d = (x * 3).detach()
+    assert not d.requires_grad and d.is_leaf and d.device == device
+    assert_close(d, [3.0, 6.0])
+    y = (d * x).sum()
+    y.backward()
+    assert_close(x.grad, [3.0, 6.0])  # not 2 * 3x: d is a constant
+
+
+@pytest.mark.parametrize("source, target", [("strict", "strict:1"), ("strict:1", "strict"), ("cpu", "strict")])
+def test_to_device_is_differentiable(source, target):
+    x = leaf([1.0, -2.0], source)
+    y = x.to(target)
+    assert y.device == target and y.requires_grad
+    (y * y * 3).sum().backward()
+    assert x.grad.device == source
+    assert_close(x.grad, [6.0, -12.0], device=source)
+
+
+def test_to_dtype_is_differentiable(device):
+    x = leaf([1.0, 2.0], device, dtype="float32")
+    y = x.to("float64")
+    assert y.dtype == gpunn.float64
+    (y * y).sum().backward()
+    assert x.grad.dtype == gpunn.float32
+    assert_close(x.grad, [2.0, 4.0], rtol=1e-6)
+
+
+def test_grad_of_an_unused_leaf_stays_none(device):
+    x, unused = leaf([1.0], device), leaf([2.0], device)
+    (x * 2).sum().backward()
+    assert unused.grad is None
+
+
+def test_backward_frees_saved_arrays_of_intermediate_nodes(device):
+    x = leaf([1.0, 2.0], device)
+    y = x.exp()
+    loss = y.sum()
+    loss.backward()
+    assert y._node.arrays is None and loss._node.arrays is None
+
+
+def test_grad_fn_and_is_leaf(device):
+    x = leaf([1.0], device)
+    y = x.tanh()
+    assert x.is_leaf and x.grad_fn is None
+    assert not y.is_leaf and y.grad_fn == "tanh"
