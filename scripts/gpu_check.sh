@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Everything in gpunn that needs a GPU, in one short run (a few minutes on a fresh GPU machine).
+#
+#   bash scripts/gpu_check.sh LOGDIR
+#
+# Steps: install carried wheels (.whl/, if present) and gpunn itself; nvidia-smi; the gpu-marked
+# tests; CPU/CUDA parity of a seeded training run; `gpunn train` and `gpunn bench` on CUDA. Each
+# step's output goes to LOGDIR/<step>.log as well as to the terminal; a failed step does not stop
+# the next one. The CUDA steps report SKIP (with gpunn's reason) where no CUDA device is usable, so
+# the script also runs on a CPU-only machine. Ends with a table: step, status, seconds. Exit
+# status 0 unless a step failed.
+#
+# The GPU machine has numpy, cupy, torch, pytest, hypothesis, safetensors, tqdm and matplotlib but
+# no network and no array-api-compat: put its wheel (and array-api-strict's) in .whl/ first, e.g.
+#   pip download --no-deps -d .whl array-api-compat array-api-strict
+set -o pipefail
+set -u
+
+if [ $# -ne 1 ]; then
+    echo "usage: bash scripts/gpu_check.sh LOGDIR" >&2
+    exit 2
+fi
+mkdir -p "$1" || exit 2
+LOGDIR=$(cd "$1" && pwd)
+cd "$(dirname "$0")/.." || exit 2
+PY=${PYTHON:-python3}
+STEP_TIMEOUT=${STEP_TIMEOUT:-300}  # seconds; a hung step becomes TIMEOUT instead of eating the lease
+
+names=()
+statuses=()
+durations=()
+
+record() {  # record NAME STATUS SECONDS
+    names+=("$1")
+    statuses+=("$2")
+    durations+=("$3")
+}
+
+step() {  # step NAME COMMAND...: run it with a time limit, tee into LOGDIR/NAME.log, record the outcome
+    local name=$1
+    shift
+    echo
+    echo "=== $name: $*"
+    local start end rc status
+    start=$(date +%s.%N)
+    timeout --kill-after=10 "$STEP_TIMEOUT" "$@" 2>&1 | tee "$LOGDIR/$name.log"
+    rc=$?
+    end=$(date +%s.%N)
+    case $rc in
+        0) status=PASS ;;
+        124 | 137) status=TIMEOUT ;;
+        *) status="FAIL($rc)" ;;
+    esac
+    record "$name" "$status" "$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')"
+}
+
+skip() {  # skip NAME REASON
+    echo
+    echo "=== $1: SKIP ($2)"
+    echo "SKIP: $2" >"$LOGDIR/$1.log"
+    record "$1" SKIP 0.0
+}
+
+# --- installation ---------------------------------------------------------------------------------
+if compgen -G ".whl/*.whl" >/dev/null; then
+    step wheels "$PY" -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+else
+    skip wheels "no .whl/ folder: using the packages already installed"
+fi
+step install "$PY" -m pip install -q --no-deps --no-build-isolation -e .
+
+# --- the GPU itself -------------------------------------------------------------------------------
+cuda_reason=$("$PY" -c "import gpunn; print(gpunn.cuda.why_unavailable() or '')" 2>&1) ||
+    cuda_reason="gpunn does not import: $cuda_reason"
+echo
+echo "CUDA: ${cuda_reason:-usable}"
+
+if command -v nvidia-smi >/dev/null 2>&1; then
+    step nvidia-smi nvidia-smi --query-gpu=index,name,driver_version,memory.total,memory.used,utilization.gpu \
+        --format=csv
+else
+    skip nvidia-smi "nvidia-smi not found"
+fi
+
+# `gpunn` is the console script of gpunn.cli; until that exists, bench runs as a module.
+if command -v gpunn >/dev/null 2>&1; then
+    gpunn_cli=(gpunn)
+else
+    gpunn_cli=("$PY" -c "import sys; from gpunn.cli import main; sys.exit(main())")
+fi
+if "$PY" -c "import gpunn.cli" >/dev/null 2>&1; then
+    bench_cli=("${gpunn_cli[@]}" bench)
+else
+    bench_cli=("$PY" -m gpunn.bench)
+fi
+
+if [ -z "$cuda_reason" ]; then
+    step pytest-gpu "$PY" -m pytest -m gpu -q
+    step parity "$PY" benchmarks/parity.py --devices cpu,cuda --steps 50
+    step train "${gpunn_cli[@]}" train --device cuda --epochs 2 --out "$LOGDIR/train"
+    step bench "${bench_cli[@]}" --devices cpu,cuda --out "$LOGDIR/bench"
+else
+    for name in pytest-gpu parity train bench; do
+        skip "$name" "no usable CUDA device: $cuda_reason"
+    done
+fi
+
+# --- summary --------------------------------------------------------------------------------------
+{
+    echo
+    printf '%-12s %-12s %8s\n' step status seconds
+    for i in "${!names[@]}"; do
+        printf '%-12s %-12s %8s\n' "${names[$i]}" "${statuses[$i]}" "${durations[$i]}"
+    done
+    echo "logs: $LOGDIR"
+} | tee "$LOGDIR/summary.txt"
+for s in "${statuses[@]}"; do
+    case $s in PASS | SKIP) ;; *) exit 1 ;; esac
+done
+exit 0
