@@ -190,3 +190,168 @@ def test_generator_state_is_saved_and_restored(tmp_path):
     header = safetensors_format.read_metadata(tmp_path / "c.safetensors")
     saved = json.loads(header["rng"])["state"]
     assert saved["state"] > 2**64 or saved["inc"] > 2**64  # 128-bit integers kept whole
+
+
+def _trained_state(seed, device="cpu"):
+    """A model and an Adam optimizer with non-trivial state, after two steps on random data."""
+    from gpunn import nn, optim
+
+    gpunn.manual_seed(seed)
+    model = nn.MLP([3, 5, 2], device=device)
+    optimizer = optim.Adam(model.parameters(), lr=0.1)
+    scheduler = optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    x, y = gpunn.randn(6, 3, device=device), gpunn.tensor([0, 1, 1, 0, 1, 0], device=device)
+    for _ in range(2):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        scheduler.step()
+    return model, optimizer, scheduler
+
+
+def _snapshot(model, optimizer, scheduler):
+    """Every number of the training state, on the host, for exact comparison."""
+    def host(value):
+        if isinstance(value, gpunn.Tensor):
+            return ("tensor", value.dtype.name, value.numpy().tobytes(), value.shape)
+        if isinstance(value, dict):
+            return {k: host(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(host(v) for v in value)
+        return value
+    return host({"model": dict(model.state_dict()), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict()})
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_checkpoint_round_trip_restores_everything(tmp_path, device):
+    saved = _trained_state(1, device)
+    io.save_checkpoint(tmp_path / "c.safetensors", *saved, epoch=4, loader={"epoch": 4, "batch": 2})
+    fresh = _trained_state(2, device)
+    assert _snapshot(*fresh) != _snapshot(*saved)  # control: the states differ before loading
+    meta = io.load_checkpoint(tmp_path / "c.safetensors", *fresh)
+    assert meta == {"epoch": 4, "loader": {"epoch": 4, "batch": 2}}
+    assert _snapshot(*fresh) == _snapshot(*saved)
+    for t in list(fresh[0].parameters()) + [v for s in fresh[1].state_dict()["state"].values()
+                                            for v in s.values() if isinstance(v, gpunn.Tensor)]:
+        assert t.device == gpunn.device(device)
+
+
+def test_checkpoint_key_layout(tmp_path):
+    io.save_checkpoint(tmp_path / "c.safetensors", *_trained_state(1))
+    names = set(safetensors_format.load_file(tmp_path / "c.safetensors"))
+    assert {"model.0.weight", "model.0.bias", "model.2.weight", "model.2.bias"} <= names
+    assert {"optimizer.state.0.exp_avg", "optimizer.state.3.exp_avg_sq"} <= names
+    assert all(n.startswith(("model.", "optimizer.state.")) for n in names)
+
+
+def test_checkpoint_lands_on_the_requested_device(tmp_path):
+    io.save_checkpoint(tmp_path / "c.safetensors", *_trained_state(1, "cpu"))
+    model, optimizer, scheduler = _trained_state(2, "strict:1")
+    io.load_checkpoint(tmp_path / "c.safetensors", model, optimizer, scheduler)
+    tensors = [v for s in optimizer.state_dict()["state"].values() for v in s.values() if isinstance(v, gpunn.Tensor)]
+    assert tensors and all(t.device == gpunn.device("strict:1") for t in tensors)
+    assert _snapshot(model, optimizer, scheduler) == _snapshot(*_loaded_copy(tmp_path, "cpu"))
+
+
+def _loaded_copy(tmp_path, device):
+    state = _trained_state(3, device)
+    io.load_checkpoint(tmp_path / "c.safetensors", *state)
+    return state
+
+
+def test_load_checkpoint_device_argument(tmp_path):
+    from gpunn import nn, optim
+
+    io.save_checkpoint(tmp_path / "c.safetensors", optimizer=_trained_state(1)[1], note="only the optimizer")
+    model = nn.MLP([3, 5, 2], device="strict:1")
+    optimizer = optim.Adam(model.parameters(), lr=0.1)
+    meta = io.load_checkpoint(tmp_path / "c.safetensors", optimizer=optimizer, device="strict:1")
+    assert meta == {"note": "only the optimizer"}
+    assert optimizer.state_dict()["state"][0]["exp_avg"].device == gpunn.device("strict:1")
+
+
+def test_missing_part_is_named(tmp_path):
+    model, optimizer, scheduler = _trained_state(1)
+    io.save_checkpoint(tmp_path / "c.safetensors", model)
+    with pytest.raises(ValueError, match="no optimizer state"):
+        io.load_checkpoint(tmp_path / "c.safetensors", model, optimizer)
+
+
+def test_wrong_architecture_names_the_keys_and_changes_nothing(tmp_path):
+    from gpunn import nn, optim
+
+    io.save_checkpoint(tmp_path / "c.safetensors", *_trained_state(1))
+    gpunn.manual_seed(5)
+    deeper = nn.MLP([3, 5, 5, 2])
+    optimizer = optim.Adam(deeper.parameters(), lr=0.1)
+    scheduler = optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    before = _snapshot(deeper, optimizer, scheduler)
+    rng_before = gpunn.get_rng_state()
+    with pytest.raises(nn.StateDictError, match=r"missing keys \['4.weight', '4.bias'\]"):
+        io.load_checkpoint(tmp_path / "c.safetensors", deeper, optimizer, scheduler)
+    assert _snapshot(deeper, optimizer, scheduler) == before
+    assert gpunn.get_rng_state() == rng_before
+
+    class Renamed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.hidden, self.out = nn.Linear(3, 5), nn.Linear(5, 2)
+
+    with pytest.raises(nn.StateDictError, match=r"missing keys \['hidden.weight'.*unexpected keys \['0.weight'"):
+        io.load_checkpoint(tmp_path / "c.safetensors", Renamed())
+    with pytest.raises(nn.StateDictShapeError, match="0.weight"):
+        io.load_checkpoint(tmp_path / "c.safetensors", nn.MLP([3, 6, 2]))
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _write_then_fail(limit):
+    """A stand-in for safetensors_format._write_bytes that dies after `limit` bytes."""
+    def write(fileobj, chunks):
+        left = limit
+        for chunk in chunks:
+            data = bytes(memoryview(chunk).cast("B"))
+            fileobj.write(data[:left])
+            left -= len(data[:left])
+            if left == 0:
+                break
+        raise _Interrupted(f"killed after {limit} bytes")
+    return write
+
+
+def test_interrupted_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "c.safetensors"
+    old = _trained_state(1)
+    io.save_checkpoint(path, *old, step=10)
+    expected = _snapshot(*_loaded_copy(tmp_path, "cpu"))
+    new = _trained_state(7)
+    io.save_checkpoint(tmp_path / "size.safetensors", *new, step=20)
+    size = (tmp_path / "size.safetensors").stat().st_size
+    os.unlink(tmp_path / "size.safetensors")
+    header = int.from_bytes(path.read_bytes()[:8], "little")
+    offsets = sorted({0, 1, 7, 8, 9, 8 + header // 2, 8 + header, 8 + header + 1, (size + header) // 2, size - 1})
+    for limit in offsets:
+        monkeypatch.setattr(safetensors_format, "_write_bytes", _write_then_fail(limit))
+        with pytest.raises(_Interrupted):
+            io.save_checkpoint(path, *new, step=20)
+        monkeypatch.undo()
+        state = _trained_state(3)
+        assert io.load_checkpoint(path, *state) == {"step": 10}, limit
+        assert _snapshot(*state) == expected, limit
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["c.safetensors"], limit  # no temp files left
+
+
+def test_a_truncated_checkpoint_is_rejected(tmp_path):
+    """Negative control for the test above: the partial files an unsafe writer would leave
+    behind do not load, so an intact previous file is what made that test pass."""
+    path = tmp_path / "c.safetensors"
+    io.save_checkpoint(path, *_trained_state(1), step=10)
+    whole = path.read_bytes()
+    header = int.from_bytes(whole[:8], "little")
+    for cut in (0, 7, 9, 8 + header // 2, 8 + header + 1, len(whole) - 1):
+        path.write_bytes(whole[:cut])
+        with pytest.raises(SafetensorsError):
+            io.load_checkpoint(path, *_trained_state(3))
