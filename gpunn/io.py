@@ -106,10 +106,10 @@ def load_checkpoint(path, model=None, optimizer=None, scheduler=None, device=Non
 def _encode(value, name, tensors):
     """The JSON skeleton of `value`; its arrays go into `tensors` under `name`-derived keys
     (`tensors=None` means arrays are not allowed, as in `meta`)."""
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":  # first: np.float64 is a float
+        return {"__scalar__": [value.dtype.name, value.item()]}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
-        return {"__scalar__": [value.dtype.name, value.item()]}
     if _is_array(value):
         if tensors is None:
             raise TypeError(f"save_checkpoint: meta value {name!r} is a {type(value).__name__}; meta holds "
