@@ -57,25 +57,23 @@ class DataLoader:
         self._position = 0  # batches handed out so far in the current epoch
 
     def _place(self, data, name, dtype):
-        """Host NumPy data stays a contiguous host array; backend data moves to `device` once."""
+        """Host data stays on the host, one contiguous NumPy array; data already on a device
+        moves to `device` once (and comes home once when `device` is the cpu)."""
         if isinstance(data, Tensor):
             data = data.data
-        on_host = backends.owner(data) in (None, "cpu")
-        if on_host:
+        if backends.owner(data) not in (None, "cpu"):
+            data = self.device.put(data)
+        if backends.owner(data) in (None, "cpu"):
             data = np.asarray(data)
             if data.dtype.kind not in "biuf":
                 raise TypeError(f"DataLoader: {name} must hold numbers, got dtype {data.dtype}")
+            if data.ndim == 0:  # before ascontiguousarray, which would make it 1-d
+                raise ShapeError(f"DataLoader: {name} is a scalar; it needs a first axis of samples")
+            data = np.ascontiguousarray(data)
+            return data if dtype is None else data.astype(as_dtype(dtype).name, copy=False)
         if data.ndim == 0:
             raise ShapeError(f"DataLoader: {name} is a scalar; it needs a first axis of samples")
-        if on_host or self.device.type == "cpu":
-            data = np.ascontiguousarray(self.device.put(data) if not on_host else data)
-            if dtype is not None:
-                data = data.astype(as_dtype(dtype).name, copy=False)
-            return data
-        data = self.device.put(data)
-        if dtype is not None:
-            data = self.device.xp.astype(data, self.device.dtype(as_dtype(dtype)))
-        return data
+        return data if dtype is None else self.device.xp.astype(data, self.device.dtype(as_dtype(dtype)))
 
     def __len__(self):
         if self.drop_last:

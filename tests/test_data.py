@@ -129,6 +129,8 @@ def test_batches_on_device_with_dtypes(device, source):
     X, y = _data(n=11)
     Xs = X if source == "numpy" else gpunn.tensor(X, device="strict:1")
     loader = DataLoader(Xs, y, batch_size=4, device=device, dtype="float32", seed=2)
+    # host data stays on the host; device data is moved to the loader's device once, up front
+    assert isinstance(loader.X, np.ndarray) == (source == "numpy" or device == "cpu")
     order = loader.order(0)
     for i, (xb, yb) in enumerate(loader):
         assert xb.device == gpunn.device(device) and yb.device == gpunn.device(device)
@@ -215,6 +217,10 @@ def test_empty_data_set():
         DataLoader(np.zeros((0, 3)), np.zeros(0))
     with pytest.raises(ShapeError, match="scalar"):
         DataLoader(np.float64(3.0))
+    with pytest.raises(ShapeError, match="scalar"):
+        DataLoader(gpunn.tensor(3.0, device="strict:1"), device="strict:1")
+    with pytest.raises(TypeError, match="numbers"):
+        DataLoader(np.array(["a", "b"]))
 
 
 @pytest.mark.parametrize("device", DEVICES)
