@@ -9,7 +9,7 @@ belongs to the data.
 import sys
 
 from gpunn import backends
-from gpunn.errors import DeviceError
+from gpunn.errors import DeviceError, DTypeError
 
 _interned = {}
 _auto_said = False
@@ -72,7 +72,11 @@ class Device:
         if found is None:
             from gpunn.dtypes import as_dtype
 
-            found = self._dtypes[dt] = getattr(self.xp, as_dtype(dt).name)
+            name = as_dtype(dt).name
+            found = getattr(self.xp, name, None)
+            if found is None:  # e.g. float16, which the array API standard (strict) lacks
+                raise DTypeError(f"dtype {name} is not available on device {self}; use float32 or float64")
+            self._dtypes[dt] = found
         return found
 
     def synchronize(self):
