@@ -324,7 +324,11 @@ class Tensor:
         array = self.device.put(other.data)
         if array.dtype != self.data.dtype:
             array = self.device.xp.astype(array, self.data.dtype)
-        self._assign(self.device.xp.asarray(self.device.xp.broadcast_to(array, self.data.shape), copy=True))
+        try:
+            array = self.device.xp.broadcast_to(array, self.data.shape)
+        except ValueError:
+            raise ShapeError(f"copy_: values of shape {other.shape} do not broadcast to {self.shape}") from None
+        self._assign(self.device.xp.asarray(array, copy=True))
         return self
 
     # --- arithmetic ------------------------------------------------------------------------------
