@@ -1,0 +1,346 @@
+"""The `gpunn` command: `gpunn train`, `gpunn info`, `gpunn bench`.
+
+Errors never end in a traceback: every problem gpunn can name is printed as one line,
+`gpunn: error: ...`, saying what to do. Exit status: 0 success, 1 a failure while running
+(missing file, unusable device, damaged checkpoint), 2 a usage error (bad option or value),
+130 stopped with Ctrl-C (after saving a checkpoint to resume from).
+"""
+
+import argparse
+import datetime
+import importlib.metadata
+import os
+import platform
+import sys
+from pathlib import Path
+
+import gpunn
+from gpunn.errors import GpunnError
+from gpunn.train import (ACTIVATIONS, CHECKPOINT, DATASETS, DEFAULT_LR, DTYPES, OPTIMIZERS, ConfigError, TrainConfig,
+                         TrainingInterrupted, fit)
+
+DEFAULTS = TrainConfig()
+# the train options that are TrainConfig fields (the rest steer the command, not the run)
+CONFIG_OPTIONS = ("dataset", "data_root", "download", "hidden", "activation", "optimizer", "lr", "momentum",
+                  "weight_decay", "clip_norm", "epochs", "batch_size", "device", "seed", "restarts", "dtype")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage dump) and exits 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# --- option types: each rejects an impossible value at parse time with a message naming it -------------
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
+def _number(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_float(text):
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
+
+
+def non_negative_float(text):
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
+def momentum_value(text):
+    value = non_negative_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
+    return value
+
+
+def hidden_sizes(text):
+    """'128,64' -> (128, 64); '' or 'none' -> () (no hidden layer: softmax regression)."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive layer widths such as 128,64, "
+                                         f"got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+# --- the parser ----------------------------------------------------------------------------------------
+
+
+def build_parser():
+    parser = _Parser(prog="gpunn", description="gpunn: neural networks with backpropagation over the "
+                                               "Python array API (NumPy on cpu, CuPy on cuda).")
+    parser.add_argument("--version", action="version", version=f"gpunn {gpunn.__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_train(commands)
+    commands.add_parser("info", help="versions, BLAS and every device with its memory",
+                        description="Print versions, the BLAS NumPy uses and every device gpunn can see.")
+    _add_bench(commands)
+    return parser
+
+
+def _add_train(commands):
+    d = DEFAULTS
+    p = commands.add_parser(
+        "train", help="train an MLP classifier (default: the digits set)",
+        description="Train an MLP with softmax cross-entropy and report the held-out test loss and accuracy. "
+                    "Writes config.json, metrics.csv, checkpoint.safetensors (after every epoch), "
+                    "model.safetensors, summary.json and curves.png into --out. Ctrl-C saves a checkpoint "
+                    "and prints how to resume.")
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", choices=DATASETS,
+                      help=f"the data set: the embedded 8x8 digits, MNIST / Fashion-MNIST from --data-root, "
+                           f"or a synthetic 2-d set; digits and synthetic sets hold out a stratified "
+                           f"{d.test_fraction * 100:.0f}%% test split (default: {d.dataset})")
+    data.add_argument("--data-root", metavar="DIR",
+                      help="folder holding the MNIST / Fashion-MNIST IDX files (needed by those data sets)")
+    data.add_argument("--download", action="store_true", default=None,
+                      help="fetch missing MNIST / Fashion-MNIST files into --data-root (needs the network)")
+    model = p.add_argument_group("model")
+    model.add_argument("--hidden", type=hidden_sizes, metavar="W1,W2,...",
+                       help=f"hidden layer widths, comma-separated; 'none' for no hidden layer "
+                            f"(default: {','.join(map(str, d.hidden))})")
+    model.add_argument("--activation", choices=ACTIVATIONS, help=f"hidden-layer nonlinearity (default: {d.activation})")
+    model.add_argument("--dtype", choices=DTYPES, help=f"floating-point type of weights and data (default: {d.dtype})")
+    opt = p.add_argument_group("optimization")
+    opt.add_argument("--optimizer", choices=tuple(OPTIMIZERS), help=f"update rule (default: {d.optimizer})")
+    lrs = ", ".join(f"{name} {lr:g}" for name, lr in DEFAULT_LR.items())
+    opt.add_argument("--lr", type=positive_float, help=f"learning rate, > 0 (default per optimizer: {lrs})")
+    opt.add_argument("--momentum", type=momentum_value,
+                     help="momentum in [0, 1), for sgd and rmsprop only (default: sgd 0.9, rmsprop 0)")
+    opt.add_argument("--weight-decay", type=non_negative_float,
+                     help="L2 penalty (decoupled for adamw), >= 0 (default: adamw 0.01, others 0)")
+    opt.add_argument("--clip-norm", type=positive_float, metavar="MAX",
+                     help="clip the gradients' total 2-norm to MAX before each step (default: no clipping)")
+    opt.add_argument("--epochs", type=positive_int, help=f"passes over the training set (default: {d.epochs})")
+    opt.add_argument("--batch-size", type=positive_int, help=f"samples per step (default: {d.batch_size})")
+    opt.add_argument("--restarts", type=positive_int, metavar="N",
+                     help="train N initializations (seeds SEED, SEED+1, ...) and keep the one with the lowest loss "
+                          f"on a validation split ({d.val_fraction * 100:.0f}%% of the training set, carved out only when "
+                          f"N > 1) (default: {d.restarts})")
+    opt.add_argument("--seed", type=non_negative_int,
+                     help=f"seed of the data split, initialization and shuffling (default: {d.seed})")
+    run = p.add_argument_group("run")
+    run.add_argument("--device", help=f"auto, cpu, cuda, cuda:N (also strict, strict:1 for testing) "
+                                      f"(default: {d.device}: the first usable GPU, else cpu)")
+    run.add_argument("--out", metavar="DIR",
+                     help="folder for the run's files (default: runs/<date-time>). It must be new or hold no "
+                          "earlier run's files; other files in it are left alone. To continue a run, use --resume")
+    run.add_argument("--resume", metavar="CHECKPOINT",
+                     help=f"continue the run that wrote CHECKPOINT (its {CHECKPOINT}, or its folder) with its saved "
+                          "settings, in its folder; only --device, --data-root, --download and (single runs) "
+                          "--epochs may differ")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar (the bar goes to stderr)")
+
+
+def _add_bench(commands):
+    try:
+        from gpunn import bench
+    except ImportError as exc:
+        p = commands.add_parser("bench", help="time training steps (not available in this installation)")
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(bench_missing=str(exc))
+        return
+    p = commands.add_parser("bench", help="time whole training steps on each device against NumPy and PyTorch",
+                            description=(bench.__doc__ or "").strip().splitlines()[0])
+    bench.add_arguments(p)
+
+
+# --- commands ------------------------------------------------------------------------------------------
+
+
+def main(argv=None):
+    """Run the command line `argv` (default: sys.argv[1:]) and return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.error("choose a command: train, info or bench")
+    try:
+        if args.command == "train":
+            return _train(args)
+        if args.command == "info":
+            return _info()
+        return _bench(args)
+    except ConfigError as exc:
+        return _fail(exc, 2)
+    except (GpunnError, ValueError, OSError) as exc:
+        return _fail(exc, 1)
+
+
+def _fail(exc, status):
+    message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    print(f"gpunn: error: {message or type(exc).__name__}", file=sys.stderr)
+    return status
+
+
+def _train(args):
+    given = {name: getattr(args, name) for name in CONFIG_OPTIONS if getattr(args, name) is not None}
+    options = {"progress": not args.no_progress, "handle_sigint": True}
+    if args.resume is not None:
+        checkpoint = Path(args.resume)
+        folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
+        run = lambda: fit(given, out=args.out, resume=args.resume, **options)  # noqa: E731
+    else:
+        folder = Path(args.out) if args.out is not None else _fresh_folder()
+        run = lambda: fit(TrainConfig(**given), out=folder, **options)  # noqa: E731
+    try:
+        summary = run()
+    except TrainingInterrupted as stop:
+        return _interrupted(stop.checkpoint)
+    except KeyboardInterrupt:  # a second Ctrl-C: the last end-of-epoch checkpoint, if any, is intact
+        return _interrupted(folder / CHECKPOINT if (folder / CHECKPOINT).is_file() else None)
+    _print_summary(summary)
+    return 0
+
+
+def _fresh_folder():
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder, n = Path("runs") / stamp, 1
+    while folder.exists():
+        folder, n = Path("runs") / f"{stamp}-{n}", n + 1
+    return folder
+
+
+def _interrupted(checkpoint):
+    if checkpoint is None:
+        print("gpunn: interrupted before the first checkpoint was written; nothing to resume", file=sys.stderr)
+    else:
+        print(f"gpunn: interrupted; resume with: gpunn train --resume {checkpoint}", file=sys.stderr)
+    return 130
+
+
+def _print_summary(s):
+    if len(s["restarts"]) > 1:
+        print("restart  seed  val_loss  val_acc  test_loss  test_acc")
+        for r in s["restarts"]:
+            mark = "*" if r["restart"] == s["best_restart"] else " "
+            print(f"{r['restart'] + 1:>6}{mark} {r['seed']:>5}  {r['val_loss']:8.4f}  {r['val_accuracy']:7.4f}  "
+                  f"{r['test_loss']:9.4f}  {r['test_accuracy']:8.4f}")
+        print(f"kept restart {s['best_restart'] + 1} (lowest validation loss)")
+    print(f"device {s['device']} | {s['epochs']} epochs | {s['seconds']:.1f} s | train loss {s['train_loss']:.4f} | "
+          f"test loss {s['test_loss']:.4f} | test accuracy {s['test_accuracy']:.4f}")
+    if "out" in s:
+        print(f"files in {s['out']}")
+
+
+def _bench(args):
+    missing = getattr(args, "bench_missing", None)
+    if missing is not None:
+        print(f"gpunn: error: gpunn bench is not available in this installation ({missing})", file=sys.stderr)
+        return 1
+    from gpunn import bench
+
+    return bench.main(args)
+
+
+# --- gpunn info ------------------------------------------------------------------------------------------
+
+
+def _info():
+    print(f"gpunn {gpunn.__version__} (Python {platform.python_version()}, {platform.platform()})")
+    print("packages: " + ", ".join(f"{name} {_version(name)}" for name in
+                                   ("numpy", "array-api-compat", "array-api-strict", "tqdm", "matplotlib")))
+    cupy = next((f"{dist} {_version(dist)}" for dist in ("cupy-cuda12x", "cupy-cuda13x", "cupy")
+                 if _version(dist) != "not installed"), "not installed")
+    print(f"cupy: {cupy}")
+    print(f"BLAS: {_blas()}")
+    print("devices:")
+    print(f"  cpu       {_cpu()}")
+    reason = gpunn.cuda.why_unavailable()
+    if reason is None:
+        for i in range(gpunn.cuda.device_count()):
+            print(f"  cuda:{i:<4} {gpunn.device(f'cuda:{i}').describe()}")
+    else:
+        print(f"  cuda      unavailable: {reason}")
+    for spec in ("strict", "strict:1"):
+        try:
+            print(f"  {spec:<9} {gpunn.device(spec).describe()} (a test device)")
+        except GpunnError as exc:
+            print(f"  {spec:<9} unavailable: {exc}")
+    return 0
+
+
+def _version(dist):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _blas():
+    """The BLAS NumPy calls: threadpoolctl's view of the loaded library, else NumPy's build record."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        threadpoolctl = None
+    if threadpoolctl is not None:
+        import numpy  # noqa: F401  (load NumPy's BLAS so threadpoolctl can see it)
+
+        found = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
+        if found:
+            return "; ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads, "
+                             f"{i.get('threading_layer', '?')} threading) {i.get('filepath')}" for i in found)
+    import numpy
+
+    try:
+        blas = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"{blas.get('name')} {blas.get('version')} (NumPy build configuration)"
+    except Exception:  # older or unusual NumPy builds: say what we can
+        return "unknown (run python -c 'import numpy; numpy.show_config()')"
+
+
+def _cpu():
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    memory = None
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            memory = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemTotal:"))
+    except (OSError, StopIteration, ValueError):
+        try:
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            pass
+    size = f", {memory / 2**30:.1f} GiB memory" if memory else ""
+    return f"{model}, {os.cpu_count()} logical cores{size}; {gpunn.device('cpu').describe()}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

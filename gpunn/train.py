@@ -1,0 +1,638 @@
+"""The training loop behind `gpunn train`, callable from Python: `fit(TrainConfig(...)) -> summary`.
+
+A run trains an MLP classifier with softmax cross-entropy on one data set and reports the loss and
+accuracy on a held-out test split. With `restarts=N` it trains N initializations (seeds seed,
+seed+1, ...) on the training split minus a validation split and keeps the one with the lowest
+validation loss, the lecture's cure for a bad local minimum.
+
+Given an output folder, a run writes there (every file atomically: temp file + os.replace):
+config.json at the start; metrics.csv and checkpoint.safetensors after every epoch;
+model.safetensors whenever a restart ends better than the ones before it (so it always holds the
+kept model); summary.json and curves.png at the end. The checkpoint holds everything needed to
+continue exactly as if the run had never stopped (model, optimizer, RNG, DataLoader position,
+metrics so far), so `fit(resume=path)` gives the same metrics as an uninterrupted run.
+"""
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+import gpunn
+import gpunn.data
+import gpunn.io
+import gpunn.nn
+from gpunn import datasets
+from gpunn.errors import GpunnError
+
+__all__ = ["TrainConfig", "ConfigError", "TrainingInterrupted", "fit", "load_data", "RUN_FILES"]
+
+DATASETS = ("digits", "mnist", "fashion-mnist", "xor", "moons", "spirals")
+SYNTHETIC = {"xor": (datasets.xor, 400), "moons": (datasets.moons, 400), "spirals": (datasets.spirals, 600)}
+ACTIVATIONS = ("relu", "tanh", "sigmoid")
+OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "adagrad": "Adagrad"}
+DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "adagrad": 1e-2}
+DEFAULT_MOMENTUM = {"sgd": 0.9, "rmsprop": 0.0}  # the optimizers that take a momentum
+DEFAULT_WEIGHT_DECAY = {"adamw": 0.01}  # PyTorch's defaults; the others default to 0
+DTYPES = ("float32", "float64")
+RUN_FILES = ("config.json", "metrics.csv", "checkpoint.safetensors", "model.safetensors", "summary.json",
+             "curves.png")
+CHECKPOINT = "checkpoint.safetensors"
+EVAL_BATCH = 1024
+# What a resumed run may change: where it runs, where its data lives, and (single runs) how long.
+RESUMABLE_CHANGES = ("device", "epochs", "data_root", "download")
+
+
+class ConfigError(GpunnError, ValueError):
+    """A setting that cannot work (a usage error): the message names it and what to give instead."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """The run stopped early (Ctrl-C or `should_stop`); `checkpoint` is the file to resume from."""
+
+    def __init__(self, checkpoint):
+        super().__init__(checkpoint)
+        self.checkpoint = checkpoint
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a run. None for lr/momentum/weight_decay means the optimizer's default."""
+
+    dataset: str = "digits"
+    data_root: str | None = None
+    download: bool = False
+    hidden: tuple = (128, 64)
+    activation: str = "relu"
+    optimizer: str = "adam"
+    lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    clip_norm: float | None = None
+    epochs: int = 40
+    batch_size: int = 64
+    device: str = "auto"
+    seed: int = 0
+    restarts: int = 1
+    dtype: str = "float32"
+    val_fraction: float = 0.2  # of the training split, carved out only when restarts > 1
+    test_fraction: float = 0.25  # held out from digits and the synthetic sets (MNIST has its own test split)
+
+    def resolved(self):
+        """A checked copy with the optimizer defaults filled in: what config.json records."""
+        c = dataclasses.replace(self, hidden=tuple(self.hidden))
+        _check(c)
+        if c.lr is None:
+            c.lr = DEFAULT_LR[c.optimizer]
+        if c.momentum is None:
+            c.momentum = DEFAULT_MOMENTUM.get(c.optimizer, 0.0)
+        if c.weight_decay is None:
+            c.weight_decay = DEFAULT_WEIGHT_DECAY.get(c.optimizer, 0.0)
+        return c
+
+    def to_dict(self):
+        return {**dataclasses.asdict(self), "hidden": list(self.hidden)}
+
+    @classmethod
+    def from_dict(cls, values):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        return cls(**values)
+
+
+def _check(c):
+    """Raise ConfigError naming the first setting that cannot work."""
+    def positive_int(name, value):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+    def number(name, value, low, low_ok, high=math.inf):
+        ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or not (value >= low if low_ok else value > low) or not value < high:
+            bounds = f"{'>=' if low_ok else '>'} {low}" + (f" and < {high}" if high < math.inf else "")
+            raise ConfigError(f"{name} must be a finite number {bounds}, got {value!r}")
+
+    choices = {"dataset": DATASETS, "activation": ACTIVATIONS, "optimizer": tuple(OPTIMIZERS), "dtype": DTYPES}
+    for name, allowed in choices.items():
+        if getattr(c, name) not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(c, name)!r}")
+    for name in ("epochs", "batch_size", "restarts"):
+        positive_int(name, getattr(c, name))
+    if isinstance(c.seed, bool) or not isinstance(c.seed, (int, np.integer)) or c.seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {c.seed!r}")
+    for i, width in enumerate(c.hidden):
+        positive_int(f"hidden layer {i + 1} width", width)
+    if c.lr is not None:
+        number("lr", c.lr, 0, False)
+    if c.clip_norm is not None:
+        number("clip_norm", c.clip_norm, 0, False)
+    if c.weight_decay is not None:
+        number("weight_decay", c.weight_decay, 0, True)
+    if c.momentum is not None:
+        number("momentum", c.momentum, 0, True, 1)
+        if c.momentum and c.optimizer not in DEFAULT_MOMENTUM:
+            raise ConfigError(f"momentum applies to {' and '.join(DEFAULT_MOMENTUM)}, not {c.optimizer}; "
+                              "drop it or pick one of those optimizers")
+    number("val_fraction", c.val_fraction, 0, False, 1)
+    number("test_fraction", c.test_fraction, 0, False, 1)
+    if c.dataset in ("mnist", "fashion-mnist"):
+        if c.data_root is None:
+            raise ConfigError(f"dataset {c.dataset} needs a data root: the folder holding its IDX files "
+                              "(--data-root DIR; add --download to fetch missing files)")
+        if not c.download and not Path(c.data_root).expanduser().is_dir():
+            raise ConfigError(f"data root {c.data_root} is not a folder; point it at the folder holding the "
+                              f"{c.dataset} IDX files, or add --download to fetch them into it")
+
+
+# --- data --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Data:
+    """Host NumPy splits; val is None unless restarts > 1."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    X_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+
+    @property
+    def classes(self):
+        return int(max(self.y_train.max(), self.y_test.max())) + 1
+
+
+def load_data(config):
+    """The train/test (and validation, for restarts) splits of `config.dataset`, all seeded by config.seed."""
+    c = config
+    if c.dataset in ("mnist", "fashion-mnist"):
+        kind = "mnist" if c.dataset == "mnist" else "fashion"
+        X_train, y_train = datasets.load_mnist(c.data_root, kind=kind, train=True, download=c.download)
+        X_test, y_test = datasets.load_mnist(c.data_root, kind=kind, train=False, download=c.download)
+    else:
+        if c.dataset == "digits":
+            X, y = datasets.load_digits()
+        else:
+            make, n = SYNTHETIC[c.dataset]
+            X, y = make(n=n, seed=c.seed)
+        X_train, X_test, y_train, y_test = datasets.train_test_split(
+            X, y, test_size=c.test_fraction, stratify=True, seed=c.seed)
+    data = Data(X_train, y_train, X_test, y_test)
+    if c.restarts > 1:
+        data.X_train, data.X_val, data.y_train, data.y_val = datasets.train_test_split(
+            X_train, y_train, test_size=c.val_fraction, stratify=True, seed=c.seed)
+    return data
+
+
+# --- the run -----------------------------------------------------------------------------------------
+
+
+def fit(config=None, out=None, *, resume=None, progress=False, handle_sigint=False, should_stop=None):
+    """Train as `config` (a TrainConfig or dict) says and return the summary dict (summary.json's content).
+
+    out: folder for the run's files (None: write nothing). It must not hold another run's files;
+        other files in it are left alone.
+    resume: a checkpoint written by an earlier run (or its folder). The run continues with the
+        saved settings, in the checkpoint's folder; `config` may then hold only changes allowed by
+        RESUMABLE_CHANGES (others that differ from the saved ones raise ConfigError).
+    progress: a tqdm bar per epoch on stderr, with the running loss and accuracy.
+    handle_sigint: the first Ctrl-C stops at the end of the current batch and saves a checkpoint
+        (a second one stops at once); works only from the main thread.
+    should_stop(restart, epoch, batch) -> bool: called after every batch; True stops the same way.
+
+    A stop raises TrainingInterrupted whose `checkpoint` names the file to resume from.
+    """
+    run = _Run(config, out, resume)
+    stop = _StopFlag(should_stop)
+    with stop.catching_sigint(handle_sigint):
+        return run.train(progress, stop)
+
+
+class _StopFlag:
+    """Set by Ctrl-C or by the user's `should_stop`; read between batches, where stopping is safe."""
+
+    def __init__(self, should_stop):
+        self.should_stop = should_stop
+        self.requested = False
+
+    def __call__(self, restart, epoch, batch):
+        if not self.requested and self.should_stop is not None:
+            self.requested = bool(self.should_stop(restart, epoch, batch))
+        return self.requested
+
+    def catching_sigint(self, enabled):
+        flag = self
+
+        class Handler:
+            def __enter__(self):
+                self.previous = None
+                if enabled and threading.current_thread() is threading.main_thread():
+                    self.previous = signal.signal(signal.SIGINT, self.handle)
+
+            def handle(self, signum, frame):
+                if flag.requested:  # a second Ctrl-C: stop now, the last epoch's checkpoint stays valid
+                    raise KeyboardInterrupt
+                flag.requested = True
+
+            def __exit__(self, *exc):
+                if self.previous is not None:
+                    signal.signal(signal.SIGINT, self.previous)
+
+        return Handler()
+
+
+class _Run:
+    """One call of fit: settings, data and output folder checked up front, then the restarts."""
+
+    def __init__(self, config, out, resume):
+        meta = None
+        if resume is not None:
+            resume = _checkpoint_path(resume)
+            meta = _read_meta(resume)
+            config = _merge_resumed(TrainConfig.from_dict(meta["config"]), config, meta)
+            out = _resume_folder(resume, out)
+        elif config is None:
+            config = TrainConfig()
+        elif isinstance(config, dict):
+            config = TrainConfig.from_dict(config)
+        self.config = c = config.resolved()
+        self.out = None if out is None else Path(out)
+        if self.out is not None and resume is None:
+            _check_out_free(self.out)
+        self.data = load_data(c)
+        self.device = gpunn.device(c.device)
+        self.resume_path, self.meta = resume, meta
+        # state carried across epochs, restarts and resumes
+        self.history, self.results, self.best = [], [], None
+        self.seconds = 0.0
+        self.started = False  # whether this session has written into `out` yet
+        self.restart, self.epoch = 0, 0
+        if meta is not None:
+            self.history, self.results, self.best = meta["history"], meta["results"], meta["best"]
+            self.seconds, self.restart, self.epoch = meta["seconds"], meta["restart"], meta["epoch"]
+        self.test = self._on_device(self.data.X_test, self.data.y_test)
+        self.val = None if self.data.X_val is None else self._on_device(self.data.X_val, self.data.y_val)
+
+    def _on_device(self, X, y):
+        return (gpunn.tensor(X, dtype=self.config.dtype, device=self.device), gpunn.tensor(y, device=self.device))
+
+    # --- setup of one restart
+
+    def _build(self, restart):
+        c = self.config
+        gpunn.manual_seed(c.seed + restart)
+        sizes = [self.data.X_train.shape[1], *c.hidden, self.data.classes]
+        model = gpunn.nn.MLP(sizes, activation=c.activation, device=self.device, dtype=c.dtype)
+        optimizer = _make_optimizer(c, model.parameters())
+        loader = gpunn.data.DataLoader(self.data.X_train, self.data.y_train, batch_size=c.batch_size, shuffle=True,
+                                       device=self.device, seed=c.seed + restart, dtype=c.dtype)
+        return model, optimizer, loader
+
+    # --- the loop
+
+    def train(self, progress, stop):
+        c = self.config
+        partial = None
+        for restart in range(self.restart, c.restarts):
+            model, optimizer, loader = self._build(restart)
+            first_epoch = 0
+            if self.meta is not None and restart == self.restart:
+                first_epoch, partial = self._restore(model, optimizer, loader)
+            for epoch in range(first_epoch, c.epochs):
+                if partial is None:
+                    loader.set_epoch(epoch)
+                row = self._epoch(model, optimizer, loader, restart, epoch, partial, progress, stop)
+                partial = None
+                if row is None:  # stopped mid-epoch: the checkpoint was saved by _epoch
+                    raise TrainingInterrupted(self._checkpoint_file())
+                self.history.append(row)
+                if epoch + 1 == c.epochs:
+                    self._finish_restart(model, restart)
+                self._save(model, optimizer, loader, restart, epoch + 1)
+                if stop(restart, epoch + 1, 0) and (restart, epoch + 1) != (c.restarts - 1, c.epochs):
+                    raise TrainingInterrupted(self._checkpoint_file())
+        return self._finish()
+
+    def _restore(self, model, optimizer, loader):
+        """Load the checkpoint into the restart it was taken in; (first epoch, partial epoch or None)."""
+        gpunn.io.load_checkpoint(self.resume_path, model=model, optimizer=optimizer, device=self.device)
+        state = self.meta["loader"]
+        partial = self.meta.get("partial")
+        if partial is not None:
+            loader.load_state_dict(state)
+            return state["epoch"], partial
+        return self.meta["epoch"], None
+
+    def _epoch(self, model, optimizer, loader, restart, epoch, partial, progress, stop):
+        """Train one epoch and evaluate; the metrics row, or None when stopped (after saving)."""
+        c, dev = self.config, self.device
+        model.train()
+        params = list(model.parameters())
+        zero = lambda dtype: gpunn.zeros((), dtype=dtype, device=dev)  # noqa: E731
+        loss_sum, correct, count, seconds = zero("float64"), zero("int64"), 0, 0.0
+        start_batch = 0
+        if partial is not None:
+            loss_sum += partial["loss_sum"]
+            correct += partial["correct"]
+            count, seconds, start_batch = partial["count"], partial["seconds"], partial["batch"]
+        bar = _bar(progress, len(loader), start_batch, self._label(restart, epoch))
+        refresh = max(1, len(loader) // 10)
+        started = time.perf_counter()
+        batch = start_batch
+        for xb, yb in loader:
+            logits = model(xb)
+            loss = gpunn.functional.cross_entropy(logits, yb)
+            optimizer.zero_grad()
+            loss.backward()
+            if c.clip_norm is not None:
+                gpunn.nn.utils.clip_grad_norm_(params, c.clip_norm)
+            optimizer.step()
+            with gpunn.no_grad():  # running sums stay on the device: no host sync per batch
+                n = yb.shape[0]
+                loss_sum += loss.detach().to("float64") * n
+                correct += (logits.detach().argmax(axis=1) == yb).to("int64").sum()
+                count += n
+            batch += 1
+            if bar is not None:
+                bar.update(1)
+                if batch % refresh == 0 or batch == len(loader):
+                    bar.set_postfix(loss=f"{loss_sum.item() / count:.4f}", acc=f"{correct.item() / count:.4f}")
+            if batch < len(loader) and stop(restart, epoch, batch):
+                dev.synchronize()
+                partial = {"loss_sum": loss_sum.item(), "correct": int(correct.item()), "count": count,
+                           "seconds": seconds + time.perf_counter() - started, "batch": batch}
+                if bar is not None:
+                    bar.close()
+                self._save(model, optimizer, loader, restart, epoch, partial)
+                return None
+        train_loss, train_acc = loss_sum.item() / count, correct.item() / count
+        model.eval()
+        val = evaluate(model, *self.val) if self.val is not None else (None, None)
+        test = evaluate(model, *self.test)
+        model.train()
+        dev.synchronize()
+        seconds += time.perf_counter() - started
+        self.seconds += time.perf_counter() - started
+        row = {"restart": restart, "epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc,
+               "val_loss": val[0], "val_accuracy": val[1], "test_loss": test[0], "test_accuracy": test[1],
+               "seconds": seconds, "lr": float(optimizer.param_groups[0]["lr"])}
+        if bar is not None:
+            shown = {"loss": f"{train_loss:.4f}", "acc": f"{train_acc:.4f}"}
+            if val[0] is not None:
+                shown["val_acc"] = f"{val[1]:.4f}"
+            bar.set_postfix(**shown, test_acc=f"{test[1]:.4f}")
+            bar.close()
+        return row
+
+    def _label(self, restart, epoch):
+        label = f"epoch {epoch + 1}/{self.config.epochs}"
+        return f"restart {restart + 1}/{self.config.restarts} {label}" if self.config.restarts > 1 else label
+
+    def _finish_restart(self, model, restart):
+        """Record the restart's final metrics; keep its weights when its validation loss is the best yet."""
+        last = self.history[-1]
+        result = {key: last[key] for key in ("restart", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+                                             "test_loss", "test_accuracy")}
+        result["seed"] = self.config.seed + restart
+        self.results = [r for r in self.results if r["restart"] != restart] + [result]
+        best = None if self.best is None else next(r for r in self.results if r["restart"] == self.best)
+        if best is None or best["restart"] == restart or _val_rank(result) < _val_rank(best):
+            self.best = restart
+            if self.out is not None:
+                self._start_out()
+                gpunn.io.save(model.state_dict(), self.out / "model.safetensors",
+                              metadata={"restart": str(restart), "config": json.dumps(self.config.to_dict())})
+
+    def _start_out(self):
+        """Create `out` and write config.json, on the first write of this session: a run that fails
+        before its first epoch ends leaves the folder as it was."""
+        if not self.started:
+            self.out.mkdir(parents=True, exist_ok=True)
+            _write_text(self.out / "config.json", json.dumps(self.config.to_dict(), indent=2) + "\n")
+            self.started = True
+
+    def _checkpoint_file(self):
+        return None if self.out is None else self.out / CHECKPOINT
+
+    def _save(self, model, optimizer, loader, restart, epoch, partial=None):
+        """Write the checkpoint and metrics.csv (end of an epoch, or mid-epoch when stopping)."""
+        if self.out is None:
+            return
+        self._start_out()
+        loader_state = loader.state_dict() if partial is not None else {"epoch": epoch, "batch": 0}
+        gpunn.io.save_checkpoint(self.out / CHECKPOINT, model=model, optimizer=optimizer,
+                                 config=self.config.to_dict(), restart=restart, epoch=epoch, loader=loader_state,
+                                 partial=partial, history=self.history, results=self.results, best=self.best,
+                                 seconds=self.seconds + (partial["seconds"] if partial else 0.0))
+        _write_text(self.out / "metrics.csv", _metrics_csv(self.history, self.config.restarts > 1))
+
+    def _finish(self):
+        c = self.config
+        best = next(r for r in self.results if r["restart"] == self.best)
+        summary = {"dataset": c.dataset, "device": str(self.device), "epochs": c.epochs, "seconds": self.seconds,
+                   "train_loss": best["train_loss"], "train_accuracy": best["train_accuracy"],
+                   "test_loss": best["test_loss"], "test_accuracy": best["test_accuracy"],
+                   "n_train": len(self.data.y_train), "n_test": len(self.data.y_test),
+                   "n_val": 0 if self.data.y_val is None else len(self.data.y_val),
+                   "best_restart": self.best, "restarts": sorted(self.results, key=lambda r: r["restart"])}
+        if self.out is not None:
+            summary["out"] = str(self.out)
+            _write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+            _plot(self.history, self.best, self.out / "curves.png")
+        return summary
+
+
+def _val_rank(result):
+    """Validation loss for picking the best restart; a diverged (NaN) restart ranks last."""
+    loss = result["val_loss"]
+    return loss if loss is not None and math.isfinite(loss) else math.inf
+
+
+def evaluate(model, X, y, batch_size=EVAL_BATCH):
+    """(mean cross-entropy, accuracy) of `model` on tensors X, y, in batches under no_grad; one host read."""
+    dev = X.device
+    loss_sum = gpunn.zeros((), dtype="float64", device=dev)
+    correct = gpunn.zeros((), dtype="int64", device=dev)
+    n = X.shape[0]
+    with gpunn.no_grad():
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)  # the standard leaves out-of-range slice stops unspecified
+            xb, yb = X[start:stop], y[start:stop]
+            logits = model(xb)
+            loss_sum += gpunn.functional.cross_entropy(logits, yb, reduction="sum").to("float64")
+            correct += (logits.argmax(axis=1) == yb).to("int64").sum()
+    return loss_sum.item() / n, correct.item() / n
+
+
+def _make_optimizer(c, params):
+    import gpunn.optim
+
+    cls = getattr(gpunn.optim, OPTIMIZERS[c.optimizer], None)
+    if cls is None:
+        raise GpunnError(f"gpunn.optim.{OPTIMIZERS[c.optimizer]} is not available in this installation; "
+                         "pick another --optimizer")
+    kwargs = {"lr": c.lr, "weight_decay": c.weight_decay}
+    if c.optimizer in DEFAULT_MOMENTUM:
+        kwargs["momentum"] = c.momentum
+    return cls(params, **kwargs)
+
+
+def _bar(progress, total, initial, label):
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=label, unit="batch", file=sys.stderr, dynamic_ncols=True)
+
+
+# --- resuming ----------------------------------------------------------------------------------------
+
+
+def _checkpoint_path(path):
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; give the checkpoint.safetensors "
+                                "(or the folder) of an earlier gpunn train run")
+    return path
+
+
+def _read_meta(path):
+    meta = gpunn.io.load_checkpoint(path)
+    needed = ("config", "restart", "epoch", "loader", "history", "results", "best", "seconds")
+    if not isinstance(meta, dict) or any(key not in meta for key in needed):
+        raise ValueError(f"{path}: a gpunn checkpoint, but not one written by gpunn train; "
+                         "resume from the checkpoint.safetensors of a gpunn train run")
+    return meta
+
+
+def _merge_resumed(saved, changes, meta):
+    """The saved settings with the allowed `changes`; ConfigError for a change that would break the run."""
+    if changes is None:
+        return saved
+    if isinstance(changes, TrainConfig):
+        changes = changes.to_dict()
+    merged = saved.to_dict()
+    for name, value in changes.items():
+        if name not in merged:
+            raise ConfigError(f"unknown setting {name!r}")
+        value = list(value) if name == "hidden" else value
+        if value == merged[name]:
+            continue
+        if name not in RESUMABLE_CHANGES:
+            option = "--" + name.replace("_", "-")
+            raise ConfigError(f"{option} {_show(value)} conflicts with the checkpoint, which was trained with "
+                              f"{_show(merged[name])}; a resumed run keeps its settings: drop {option} or start "
+                              "a new run with --out")
+        if name == "epochs":
+            done = meta["epoch"]
+            if saved.restarts > 1:
+                raise ConfigError("--epochs cannot change when resuming a run with --restarts > 1 "
+                                  "(every restart must train as long); drop --epochs")
+            if isinstance(value, int) and not isinstance(value, bool) and value < done:
+                raise ConfigError(f"--epochs {value} is fewer than the {done} epochs the checkpoint already trained")
+        merged[name] = value
+    merged["hidden"] = tuple(merged["hidden"])
+    return TrainConfig.from_dict(merged)
+
+
+def _show(value):
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def _resume_folder(checkpoint, out):
+    folder = checkpoint.parent
+    if out is not None and Path(out).resolve() != folder.resolve():
+        raise ConfigError(f"a resumed run continues in its checkpoint's folder {folder}; "
+                          f"drop --out {out} (or copy the run folder there first)")
+    return folder
+
+
+def _check_out_free(out):
+    """Refuse a folder that already holds a run: its files would be overwritten."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder (new or empty)")
+    taken = [name for name in RUN_FILES if (out / name).exists()]
+    if taken:
+        resume = f", or continue it with --resume {out / CHECKPOINT}" if CHECKPOINT in taken else ""
+        raise ConfigError(f"--out {out} already holds a run ({', '.join(taken)}); pick a new folder{resume}")
+
+
+# --- files -------------------------------------------------------------------------------------------
+
+
+def _write_atomic(path, write):
+    """Call write(temp_path), then move the result over `path` in one step (never a half-written file)."""
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(temp)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def _write_text(path, text):
+    def write(temp):
+        with open(temp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    _write_atomic(path, write)
+
+
+def _metrics_csv(history, with_restarts):
+    columns = ["epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds", "lr"]
+    if with_restarts:
+        columns = ["restart", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss",
+                   "test_accuracy", "seconds", "lr"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in history:
+        writer.writerow([repr(row[key]) if isinstance(row[key], float) else row[key] for key in columns])
+    return buffer.getvalue()
+
+
+def _plot(history, best, path):
+    """Loss and accuracy per epoch of the kept restart (validation too when there is one)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in history if r["restart"] == best]
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for split in ("train", "val", "test"):
+        if rows and rows[0][f"{split}_loss"] is None:
+            continue
+        ax_loss.plot(epochs, [r[f"{split}_loss"] for r in rows], marker=".", label=split)
+        ax_acc.plot(epochs, [r[f"{split}_accuracy"] for r in rows], marker=".", label=split)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if len({r["restart"] for r in history}) > 1:
+        fig.suptitle(f"kept restart {best + 1}")
+    fig.tight_layout()
+    try:
+        _write_atomic(path, lambda temp: fig.savefig(temp, format="png", dpi=100))
+    finally:
+        plt.close(fig)
