@@ -25,7 +25,9 @@ class StrictBackend:
         return np.array(np.from_dlpack(array), copy=True)
 
     def from_host(self, host, native):
-        return xp.asarray(np.asarray(host, order="C"), device=native)  # ascontiguousarray makes 0-d 1-d
+        # a copy, as a real transfer makes (an alias would let in-place updates leak across devices);
+        # np.ascontiguousarray would turn 0-d into 1-d
+        return xp.asarray(np.array(host, order="C", copy=True), device=native)
 
     def synchronize(self, native):
         pass
