@@ -583,6 +583,8 @@ def _index(index, dev):
         return index.data
     if isinstance(index, (list, np.ndarray)):
         return dev.put(np.asarray(index))
+    if isinstance(index, np.generic):  # np.int64(1) from NumPy loops and argmax: a plain int
+        return index.item()
     return index
 
 
