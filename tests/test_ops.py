@@ -361,6 +361,8 @@ INDICES = {
     "numpy_array": np.array([1, 1, 0, 2]),
     "negative_list": [-1, 0],
     "pair_of_lists": ([0, 2, 2], [1, 0, 0]),
+    "numpy_int": np.int64(2),
+    "numpy_ints_and_slice": (np.int32(-1), slice(None, 1)),
 }
 
 
