@@ -538,6 +538,14 @@ def test_clip_grad_norm_huge_finite_grads_do_not_overflow(device):
     np.testing.assert_allclose(_norm(_grad_arrays(params)), 1.0, rtol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the norm does overflow here
+def test_clip_grad_norm_raises_when_the_norm_itself_overflows_float32(device):
+    params = _params_with_grads(device, [np.full(4, 3e38)])  # finite entries, norm 6e38 > float32 max
+    with pytest.raises(AnomalyError):
+        nn.utils.clip_grad_norm_(params, 1.0, error_if_nonfinite=True)
+    np.testing.assert_array_equal(params[0].grad.numpy(), np.full(4, 3e38, dtype=np.float32))
+
+
 def test_clip_grad_norm_zero_grads_and_float64(device):
     params = _params_with_grads(device, [np.zeros(3)], dtype="float64")
     assert nn.utils.clip_grad_norm_(params, 1.0).item() == 0.0

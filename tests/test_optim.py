@@ -264,6 +264,17 @@ def test_state_lives_on_the_parameters_device_and_updates_in_place(device):
     assert sgd.state[p]["momentum_buffer"].data is buffer and buffer is not p.grad.data
 
 
+@pytest.mark.parametrize("name", ["SGD", "Adam", "RMSprop", "Adagrad"])
+def test_state_is_a_defaultdict_like_pytorchs(name):
+    p = gpunn.ones(2, requires_grad=True)
+    opt = getattr(optim, name)([p], lr=0.1, **({"momentum": 0.9} if name == "SGD" else {}))
+    assert opt.state[p] == {}  # looking does not break the first step
+    assert opt.state_dict()["state"] == {}
+    p.grad = gpunn.ones(2)
+    opt.step()
+    assert opt.state[p] and (p.numpy() < 1).all()
+
+
 def test_zero_grad_and_closure():
     p = gpunn.ones(2, requires_grad=True)
     opt = optim.SGD([p], lr=0.5)

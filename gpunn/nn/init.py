@@ -89,7 +89,11 @@ def normal_(t, mean=0.0, std=1.0):
 
 
 def constant_(t, val):
-    t.data = t.device.xp.full_like(t.data, val)
+    if t.device.ctx is None:
+        t.data = t.device.xp.full_like(t.data, val)
+    else:
+        with t.device.ctx:  # CuPy allocates on the current device
+            t.data = t.device.xp.full_like(t.data, val)
     return t
 
 

@@ -32,10 +32,9 @@ class Adagrad(Optimizer):
             weight_decay, maximize = group["weight_decay"], group["maximize"]
             initial = group["initial_accumulator_value"]
             for p, g in self._with_grads(group):
-                entries = state.get(p)
-                if entries is None:
-                    entries = state[p] = {
-                        "step": 0, "sum": Tensor._wrap(p.device.xp.full_like(p.data, initial), p.device)}
+                entries = state[p]
+                if not entries:
+                    entries.update(step=0, sum=Tensor._wrap(p.device.xp.full_like(p.data, initial), p.device))
                 entries["step"] = t = entries["step"] + 1
                 if maximize:
                     g = -g

@@ -43,9 +43,9 @@ class Adam(Optimizer):
             weight_decay, amsgrad, maximize = group["weight_decay"], group["amsgrad"], group["maximize"]
             for p, g in self._with_grads(group):
                 xp = p.device.xp
-                entries = state.get(p)
-                if entries is None:
-                    entries = state[p] = _fresh_state(p, amsgrad)
+                entries = state[p]
+                if not entries:
+                    entries.update(_fresh_state(p, amsgrad))
                 elif amsgrad and "max_exp_avg_sq" not in entries:
                     entries["max_exp_avg_sq"] = Tensor._wrap(xp.zeros_like(p.data), p.device)
                 entries["step"] = t = entries["step"] + 1

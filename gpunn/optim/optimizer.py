@@ -6,6 +6,7 @@ for a value. State tensors (momentum buffers, moment estimates) live on their pa
 step counters are Python ints.
 """
 
+from collections import defaultdict
 from contextlib import nullcontext
 
 from gpunn.autograd import enable_grad
@@ -18,7 +19,7 @@ class Optimizer:
 
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
-        self.state = {}
+        self.state = defaultdict(dict)  # param -> {name: value}, filled by the first step()
         self.param_groups = []
         name = type(self).__name__
         if isinstance(params, (Tensor, dict)) or not hasattr(params, "__iter__"):
@@ -125,7 +126,7 @@ class Optimizer:
         state = {}
         for p, entries in self.state.items():
             i = index.get(id(p))
-            if i is not None:
+            if i is not None and entries:
                 state[i] = {k: v.detach() if isinstance(v, Tensor) else v for k, v in entries.items()}
         return {"state": dict(sorted(state.items())), "param_groups": groups}
 
@@ -145,7 +146,7 @@ class Optimizer:
                              f"optimizer has {ours}; build the optimizer over the same parameters, in the same "
                              "groups and order, as the one that was saved")
         params = [p for g in self.param_groups for p in g["params"]]
-        state = {}
+        state = defaultdict(dict)
         for key, entries in saved_state.items():
             i = int(key)
             if not 0 <= i < len(params):

@@ -36,9 +36,9 @@ class RMSprop(Optimizer):
             maximize = group["maximize"]
             for p, g in self._with_grads(group):
                 xp = p.device.xp
-                entries = state.get(p)
-                if entries is None:
-                    entries = state[p] = {"step": 0, "square_avg": Tensor._wrap(xp.zeros_like(p.data), p.device)}
+                entries = state[p]
+                if not entries:
+                    entries.update(step=0, square_avg=Tensor._wrap(xp.zeros_like(p.data), p.device))
                 if momentum > 0 and "momentum_buffer" not in entries:
                     entries["momentum_buffer"] = Tensor._wrap(xp.zeros_like(p.data), p.device)
                 if centered and "grad_avg" not in entries:

@@ -40,9 +40,7 @@ class SGD(Optimizer):
                 if weight_decay:
                     g = g + weight_decay * p.data
                 if momentum:
-                    entries = state.get(p)
-                    if entries is None:
-                        entries = state[p] = {}
+                    entries = state[p]
                     buf_t = entries.get("momentum_buffer")
                     if buf_t is None:
                         buf = p.device.xp.asarray(g, copy=True)
