@@ -265,7 +265,10 @@ class Tensor:
                                  "pass grad= of the same shape, or reduce with .sum() first")
             seed = self.device.xp.ones_like(self.data)
         else:
-            seed = _operand(grad, self).data
+            grad = grad if isinstance(grad, Tensor) else tensor(grad, dtype=self.dtype, device=self.device)
+            if grad.device is not self.device:
+                _mismatch("backward", (self, grad))
+            seed = grad.data
             if tuple(seed.shape) != self.shape:
                 raise ShapeError(f"backward(grad=...) got shape {tuple(seed.shape)} for a tensor of shape {self.shape}")
         backward(self, seed, retain_graph=retain_graph)
