@@ -110,6 +110,26 @@ def test_backward_gradient_of_the_wrong_shape_raises(device):
         y.backward(grad=to_device([1.0, 1.0, 1.0], device, dtype="float64"))
 
 
+def test_backward_gradient_spellings(device):
+    """grad= may be a number, a list or a NumPy array (made on the tensor's device and dtype)."""
+    x = leaf([1.0, 2.0], device)
+    (x * x).sum().backward(grad=2.0)
+    assert_close(x.grad, [4.0, 8.0], device=device)
+    x.grad = None
+    (x * 3).backward(grad=[1.0, -1.0])
+    assert_close(x.grad, [3.0, -3.0], device=device)
+    x.grad = None
+    (x * 3).backward(grad=np.float32([2.0, 0.0]))
+    assert_close(x.grad, [6.0, 0.0], device=device, dtype=gpunn.float64)
+
+
+@pytest.mark.parametrize("first, second", [("strict", "strict:1"), ("cpu", "strict")])
+def test_backward_gradient_on_another_device_raises(first, second):
+    y = leaf([1.0, 2.0], first) * 2
+    with pytest.raises(gpunn.DeviceError, match="backward"):
+        y.backward(grad=to_device([1.0, 1.0], second, dtype="float64"))
+
+
 def test_backward_of_a_leaf(device):
     x = leaf([4.0], device)
     x.backward(grad=to_device([2.0], device, dtype="float64"))
