@@ -193,7 +193,14 @@ astype = Primitive("astype", lambda xp, x, dtype: xp.astype(x, dtype),
 
 # --- reductions -------------------------------------------------------------------------------
 
-sum = Primitive("sum", lambda xp, x, axis=None, keepdims=False: xp.sum(x, axis=axis, keepdims=keepdims),
+def _sum(xp, x, axis=None, keepdims=False):
+    """Booleans are counted as int64, as in PyTorch's (pred == y).sum(); the standard sums numbers only."""
+    if x.dtype == xp.bool:
+        x = xp.astype(x, xp.int64)
+    return xp.sum(x, axis=axis, keepdims=keepdims)
+
+
+sum = Primitive("sum", _sum,
                 lambda xp, g, out, x, axis=None, keepdims=False: _expand(xp, g, x.shape, axis, keepdims))
 
 mean = Primitive("mean", lambda xp, x, axis=None, keepdims=False: xp.mean(x, axis=axis, keepdims=keepdims),
