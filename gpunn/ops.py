@@ -83,7 +83,10 @@ neg = Primitive("neg", lambda xp, x: -x,
 
 
 def _log_base(xp, x):
-    return xp.log(x) if _is_array(x) else math.log(x)
+    """log(x) for d(x**y)/dy, taken as 0 at x == 0 where x**y is flat in y (as in PyTorch), not nan."""
+    if _is_array(x):
+        return xp.log(xp.where(x == 0, 1.0, x))
+    return math.log(x) if x != 0 else 0.0
 
 
 pow = Primitive("pow", lambda xp, x, y: x ** y,
