@@ -96,6 +96,17 @@ def test_pow_broadcast_exponent(device):
     check_op(device, lambda a, b: a ** b, np.power, positive((3, 1), seed=5), away_from_zero((1, 4), seed=6))
 
 
+def test_pow_exponent_gradient_at_zero_base(device, no_float_warnings):
+    """d(x**y)/dy = x**y log x is 0 at x = 0 (for y > 0), not 0 * -inf = nan."""
+    x = to_device([0.0, 2.0], device, requires_grad=True)
+    y = to_device([2.0, 3.0], device, requires_grad=True)
+    (x ** y).sum().backward()
+    assert_close(x.grad, [0.0, 12.0])
+    assert_close(y.grad, [0.0, 8 * np.log(2)])
+    (0 ** y).sum().backward()
+    assert_close(y.grad, [0.0, 8 * np.log(2)])
+
+
 @pytest.mark.parametrize("exponent", [2, 3, 0.5, -1.5])
 def test_pow_scalar_exponent(device, exponent):
     check_op(device, lambda a: a ** exponent, lambda a: a ** exponent, positive((2, 3), seed=7))
