@@ -129,6 +129,15 @@ def test_comparisons_give_bool_tensors_without_grad(device):
     assert bool((x > 0).all()) and not bool((x > 2).all()) and bool((x > 2).any())
 
 
+def test_counting_booleans(device):
+    """(pred == y).sum() counts matches on every device, as in PyTorch (int64)."""
+    pred, y = gpunn.tensor([1, 2, 3, 2], device=device), gpunn.tensor([1, 0, 3, 2], device=device)
+    hits = (pred == y).sum()
+    assert hits.item() == 3 and hits.dtype == gpunn.int64
+    assert (pred > 1).sum(dim=0).item() == 3
+    assert (pred > 1).float().mean().item() == 0.75
+
+
 def test_argmax_argmin(device):
     x = to_device([[1.0, 5.0, 2.0], [7.0, 0.0, 3.0]], device)
     assert x.argmax().item() == 3
