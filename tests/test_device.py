@@ -10,7 +10,7 @@ import gpunn
 import gpunn.functional as F
 from gpunn import backends
 from gpunn.device import of as device_of
-from helpers import assert_close, to_device
+from helpers import assert_close
 
 HOST_DEVICES = ["cpu", "strict", "strict:1"]
 

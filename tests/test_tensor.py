@@ -121,8 +121,9 @@ def test_conversions_to_python(device):
 
 def test_comparisons_give_bool_tensors_without_grad(device):
     x = to_device([1.0, 2.0, 3.0], device, requires_grad=True)
-    for result, expected in [(x > 2, [False, False, True]), (x >= 2, [False, True, True]), (x < 2.5, [True, True, False]),
-                             (x <= 1, [True, False, False]), (x == 2, [False, True, False]),
+    for result, expected in [(x > 2, [False, False, True]), (x >= 2, [False, True, True]),
+                             (x < 2.5, [True, True, False]), (x <= 1, [True, False, False]),
+                             (x == 2, [False, True, False]),
                              (x != to_device([1.0, 0.0, 3.0], device), [False, True, False])]:
         assert result.dtype == gpunn.bool_ and result.device == device and not result.requires_grad
         assert result.numpy().tolist() == expected
