@@ -91,7 +91,8 @@ class Sequential(Module):
         try:
             return items[operator.index(index)][1]
         except IndexError:
-            raise IndexError(f"index {index} is out of range for {type(self).__name__} of length {len(items)}") from None
+            raise IndexError(f"index {index} is out of range for {type(self).__name__} "
+                             f"of length {len(items)}") from None
 
 
 class ReLU(Module):
