@@ -43,6 +43,9 @@ def main(argv=None):
     parser.add_argument("--block-ms", type=float, default=200.0, help="shortest timed block (default 200 ms)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="limit NumPy's BLAS and PyTorch to this many threads (default: as configured); "
+                             "one thread is less disturbed by other busy processes")
     parser.add_argument("--json", help="also write the numbers and the machine description here")
     args = parser.parse_args(argv)
 
@@ -51,6 +54,8 @@ def main(argv=None):
         torch, note = bench.import_torch()
         if note:
             print(f"note: {note}")
+    if args.threads is not None:
+        bench.limit_threads(args.threads, torch)
     slow = bench.slow_blas_settings()
     if slow:
         print(f"WARNING: {' '.join(f'{k}={v}' for k, v in slow.items())} is set, so NumPy's BLAS runs far below "

@@ -25,7 +25,10 @@ def main(argv=None):
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--sort", default="tottime", help="pstats sort key (default tottime)")
+    parser.add_argument("--threads", type=int, default=None, help="limit NumPy's BLAS to this many threads")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        bench.limit_threads(args.threads)
 
     sizes = args.sizes[0]
     weights, x, y = bench.make_problem(sizes, args.batch, args.dtype)

@@ -1,4 +1,4 @@
-"""`gpunn bench`: how long does a whole training step take, and how does that compare?
+"""gpunn bench: time whole MLP training steps on each device against hand-written NumPy and PyTorch.
 
 A step is forward, softmax cross-entropy, backward and a plain SGD update of an MLP on one fixed
 batch that already lives on the device. For every model size and batch size it is timed on each
@@ -104,6 +104,8 @@ def add_arguments(parser):
                         help="shortest timed block, in milliseconds (default 50; --quick: 10)")
     parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default 0.01)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="limit NumPy's BLAS and PyTorch to this many CPU threads (default: as configured)")
     parser.add_argument("--out", default=None, help="output folder (default: bench-<timestamp>)")
     parser.add_argument("--no-plot", action="store_true", help="skip bench.png")
     return parser
@@ -115,8 +117,8 @@ def _settings(args):
     repeats = args.repeats if args.repeats is not None else (3 if quick else 7)
     warmup = args.warmup if args.warmup is not None else (1 if quick else 3)
     block_ms = args.block_ms if args.block_ms is not None else (10.0 if quick else 50.0)
-    if repeats < 1 or warmup < 0 or block_ms < 0:
-        raise ValueError("--repeats must be >= 1, --warmup >= 0 and --block-ms >= 0")
+    if repeats < 1 or warmup < 0 or block_ms < 0 or (args.threads is not None and args.threads < 1):
+        raise ValueError("--repeats must be >= 1, --warmup >= 0, --block-ms >= 0 and --threads >= 1")
     unknown = set(args.baselines) - {"numpy", "torch", "none"}
     if unknown:
         raise ValueError(f"--baselines: unknown {', '.join(sorted(unknown))}; choose from numpy, torch, none")
@@ -132,6 +134,7 @@ def _settings(args):
         "lr": args.lr,
         "seed": args.seed,
         "quick": quick,
+        "threads": args.threads,
     }
 
 
@@ -341,6 +344,21 @@ def measure(contenders, repeats, warmup, block_s):
 
 def losses_agree(a, b, dtype):
     return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= FIRST_LOSS_RTOL[dtype] * max(abs(a), abs(b), 1e-30)
+
+
+def limit_threads(n, torch=None):
+    """Cap NumPy's BLAS (and PyTorch, if given) at n threads for the rest of the process.
+
+    One thread per contender is far less disturbed by other busy processes than a BLAS pool whose
+    threads wait for each other.
+    """
+    try:
+        import threadpoolctl
+    except ImportError:
+        raise SystemExit("--threads needs threadpoolctl (pip install threadpoolctl)") from None
+    limit_threads.held = threadpoolctl.threadpool_limits(n)  # the limit lasts while this object lives
+    if torch is not None:
+        torch.set_num_threads(n)
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -606,6 +624,8 @@ def main(args):
         torch, note = import_torch()
         if note:
             notes.append(note)
+    if args.threads is not None:
+        limit_threads(args.threads, torch)
     if not devices:
         notes.append("no usable gpunn device: only the baselines run")
     slow = slow_blas_settings()
