@@ -82,7 +82,7 @@ def main():
     if not timings:
         raise SystemExit("no usable device to time")
     baseline_name, baseline = next(iter(timings.items()))
-    for name, ms in timings.items():
+    for name, ms in list(timings.items())[1:]:
         print(f"  speed-up of {name} over {baseline_name}: {baseline / ms:.2f}x")
 
     fig, ax = plt.subplots(figsize=(5, 3.5))

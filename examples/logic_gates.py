@@ -75,7 +75,7 @@ def main():
     for (i1, i2), (h1, h2), o, want in zip(INPUTS, h, out, XNOR):
         print(f"       {i1:.0f}  {i2:.0f} |         {h1:.0f}  {h2:.0f} |  {o}  |  {want:.0f}")
     ok = np.array_equal(out, XNOR)
-    print(f"  recoded inputs are linearly separable: the line h1 + h2 = 1 computes XNOR ({'yes' if ok else 'NO'})")
+    print(f"  recoded inputs are linearly separable: the unit [h1 + h2 >= 1] computes XNOR ({'yes' if ok else 'NO'})")
 
     print("\nLearned from the four examples: a 2-2-1 sigmoid network, Adam, cross-entropy")
     net = train_sigmoid_net(args.device, steps=600 if args.quick else 2000, restarts=10)

@@ -55,19 +55,19 @@ def main():
     args = parse_args(__doc__, "ridge_regression")
     d = step_features(n_train=100, n_test=900, n_features=400, n_nonzero=10, seed=args.seed)
     X, y, Xt, yt = d["X_train"], d["y_train"], d["X_test"], d["y_test"]
-    steps = 1500 if args.quick else 3000
+    steps, lambdas = (1500, PLOTTED) if args.quick else (3000, LAMBDAS)
     print(f"{X.shape[0]} training points, {X.shape[1]} step features; {steps} steps of gradient descent "
           f"(momentum 0.99) per lambda")
     print(f"true w: train MSE {mse(X, y, d['w_true']):.3f}, test MSE {mse(Xt, yt, d['w_true']):.3f} (the noise)")
-    print("  lambda | train MSE | test MSE | |w| | gap |w_gd - w_closed| / |w_closed|")
+    print("  lambda | train MSE | test MSE |   |w| | gap: |w_gd - w_closed| / |w_closed|")
     fits = {}
-    for lam in LAMBDAS:
+    for lam in lambdas:
         w_exact = closed_form(X, y, lam)
         w_gd = gradient_descent(X, y, lam, steps, args.device)
         gap = np.linalg.norm(w_gd - w_exact) / np.linalg.norm(w_exact)
         fits[lam] = w_gd
-        print(f"  {lam:6g} |   {mse(X, y, w_gd):7.3f} |  {mse(Xt, yt, w_gd):7.3f} | "
-              f"{np.linalg.norm(w_gd):5.2f} | gap {gap:.1e}")
+        print(f"  {lam:6g} | {mse(X, y, w_gd):9.3f} | {mse(Xt, yt, w_gd):8.3f} | "
+              f"{np.linalg.norm(w_gd):5.2f} | {gap:.1e}")
 
     grid = np.linspace(0, 1, 1000)
     phi = (grid[:, None] >= d["thresholds"][None, :]).astype(np.float64)
@@ -88,7 +88,7 @@ def main():
     ax = axes[1]
     ax.semilogx(sweep, [mse(X, y, w) for w in exact], color="tab:green", label="train, closed form")
     ax.semilogx(sweep, [mse(Xt, yt, w) for w in exact], color="tab:purple", label="test, closed form")
-    positive = [lam for lam in LAMBDAS if lam > 0]
+    positive = [lam for lam in lambdas if lam > 0]
     ax.semilogx(positive, [mse(X, y, fits[lam]) for lam in positive], "o", color="tab:green",
                 mfc="none", label="train, gradient descent")
     ax.semilogx(positive, [mse(Xt, yt, fits[lam]) for lam in positive], "o", color="tab:purple",
