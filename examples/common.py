@@ -30,7 +30,10 @@ def parse_args(doc, name, add_arguments=None):
     if add_arguments is not None:
         add_arguments(parser)
     args = parser.parse_args()
-    args.device = gpunn.device(args.device)
+    try:
+        args.device = gpunn.device(args.device)
+    except gpunn.DeviceError as exc:
+        parser.error(str(exc))  # a usage message, not a traceback
     args.out = Path(args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     gpunn.manual_seed(args.seed)

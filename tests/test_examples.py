@@ -159,3 +159,19 @@ def test_compare_devices(tmp_path):
     else:
         assert f"cuda     skipped: {reason}" in stdout
     assert "speed-up of strict over cpu" in stdout
+
+
+def test_png_check_rejects_what_is_not_a_figure(tmp_path):
+    """Negative control for assert_png: a missing file, a non-PNG and a tiny PNG all fail it."""
+    (tmp_path / "text.png").write_text("not an image" * 200)
+    (tmp_path / "tiny.png").write_bytes(PNG_SIGNATURE + b"\0" * 100)
+    for name in ["missing.png", "text.png", "tiny.png"]:
+        with pytest.raises(AssertionError):
+            assert_png(tmp_path / name)
+
+
+def test_unusable_device_is_a_usage_error(tmp_path):
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "train_digits.py"), "--quick", "--device", "nonsense",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "nonsense" in proc.stderr and "Traceback" not in proc.stderr
