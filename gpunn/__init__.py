@@ -19,6 +19,5 @@ from gpunn.ops_api import (abs, cat, clamp, clip, concat, exp, log, logsumexp, m
                            minimum, permute, relu, reshape, sigmoid, sqrt, stack, sum, tanh, transpose, where)
 from gpunn.tensor import apply
 from gpunn.compile import compile_step, get_float32_matmul_precision, set_float32_matmul_precision
-from gpunn import functional, testing, viz  # noqa: E402
-from gpunn.io import load, load_checkpoint, save, save_checkpoint  # noqa: E402
-from gpunn import data  # noqa: E402
+from gpunn.io import load, load_checkpoint, save, save_checkpoint
+from gpunn import data, datasets, functional, nn, optim, testing, viz
