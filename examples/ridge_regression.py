@@ -34,7 +34,7 @@ def closed_form(X, y, lam):
 def gradient_descent(X, y, lam, steps, device):
     """Full-batch heavy-ball descent on J from w = 0, step 1/L (L: J's largest curvature)."""
     n, p = X.shape
-    curvature = 2 * np.linalg.eigvalsh(X.T @ X / n)[-1] + 2 * lam
+    curvature = float(2 * np.linalg.eigvalsh(X.T @ X / n)[-1] + 2 * lam)
     Xd = gpunn.tensor(X, device=device)
     yd = gpunn.tensor(y, device=device)
     w = gpunn.zeros(p, dtype="float64", device=device, requires_grad=True)

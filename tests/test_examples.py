@@ -93,8 +93,9 @@ def test_computation_graph(tmp_path, device):
     assert not np.allclose(parse_vector(backward, "dJ/dw"), -2 * r * x, rtol=1e-4, atol=1e-5)
 
 
-def test_ridge_regression(tmp_path):
-    stdout, out = run_example("ridge_regression", tmp_path)
+@pytest.mark.parametrize("device", ["cpu", pytest.param("strict:1", marks=pytest.mark.slow)])
+def test_ridge_regression(tmp_path, device):
+    stdout, out = run_example("ridge_regression", tmp_path, "--device", device)
     assert_png(out / "ridge_regression.png")
     rows = [numbers(line) for line in stdout.splitlines() if re.match(r"\s+[\d.e-]+ \|", line)]
     assert len(rows) >= 3
@@ -141,8 +142,9 @@ def test_restarts(tmp_path):
     assert rmsprop_loss < 0.1 and rmsprop_step <= 0.5
 
 
-def test_train_digits(tmp_path):
-    stdout, out = run_example("train_digits", tmp_path)
+@pytest.mark.parametrize("device", ["cpu", "strict:1"])  # strict:1: the data and model stay off the host device
+def test_train_digits(tmp_path, device):
+    stdout, out = run_example("train_digits", tmp_path, "--device", device)
     assert_png(out / "train_digits.png")
     accuracies = [float(a) for a in re.findall(r"test accuracy ([\d.]+)", stdout)]
     assert len(accuracies) == 5 and accuracies[-1] > 0.85
