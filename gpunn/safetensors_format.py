@@ -44,6 +44,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from gpunn.errors import GpunnError
+
 __all__ = [
     "SafetensorsError",
     "save_file",
@@ -89,7 +91,7 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _NPY_MAGIC = b"\x93NUMPY"
 
 
-class SafetensorsError(ValueError):
+class SafetensorsError(GpunnError, ValueError):
     """A file (or the data given to save) is not valid safetensors."""
 
 
