@@ -23,12 +23,13 @@ mode = _Mode()
 class Node:
     """How a tensor was made: `primitive(*inputs, **attrs)` on `device`; `arrays` feed the rules."""
 
-    __slots__ = ("primitive", "inputs", "arrays", "out", "attrs", "device", "where")
+    __slots__ = ("primitive", "inputs", "arrays", "out", "attrs", "device", "where", "retains_grad")
 
     def __init__(self, primitive, inputs, arrays, out, attrs, device):
         self.primitive, self.inputs, self.arrays, self.out = primitive, inputs, arrays, out
         self.attrs, self.device = attrs, device
         self.where = _user_frame() if mode.anomaly else None
+        self.retains_grad = False  # set by Tensor.retain_grad(): keep this non-leaf's gradient
 
 
 @contextlib.contextmanager
@@ -118,6 +119,8 @@ def backward(root, grad, retain_graph=False):
                 f"backward through the graph a second time (at {node.primitive.name}): its saved "
                 "values were freed after the first backward; pass retain_graph=True to the first call")
         if g is not None:
+            if node.retains_grad:
+                _accumulate(tensor, g, Tensor)
             _run_rules(node, g, pending, Tensor)
         if not retain_graph:
             node.arrays = node.out = None

@@ -207,6 +207,14 @@ class Tensor:
         """The same values, cut from the graph (shares memory)."""
         return Tensor._wrap(self.data, self.device)
 
+    def retain_grad(self):
+        """Keep this intermediate tensor's gradient in `.grad` after backward (leaves always do)."""
+        if self._node is not None:
+            self._node.retains_grad = True
+        elif not self.requires_grad:
+            raise GraphError("retain_grad() on a tensor that does not require grad")
+        return self
+
     def requires_grad_(self, requires_grad=True):
         if requires_grad and not self.dtype.is_floating_point:
             raise DTypeError(f"only floating-point tensors can require gradients, not {self.dtype}")

@@ -98,3 +98,16 @@ def test_matmul_precision_switch_validates():
         gpunn.set_float32_matmul_precision("highest")
     with pytest.raises(ValueError, match="highest"):
         gpunn.set_float32_matmul_precision("medium-ish")
+
+
+def test_retain_grad_keeps_intermediate_gradients():
+    x = gpunn.tensor([1.0, 2.0], requires_grad=True)
+    h = (x * 3).retain_grad()
+    r = h - 1
+    r.retain_grad()
+    loss = (r * r).sum()
+    loss.backward()
+    np.testing.assert_allclose(r.grad.numpy(), 2 * (3 * x.numpy() - 1))
+    np.testing.assert_allclose(h.grad.numpy(), r.grad.numpy())
+    np.testing.assert_allclose(x.grad.numpy(), 3 * h.grad.numpy())
+    assert (x * 2).grad is None  # not retained: PyTorch's behaviour

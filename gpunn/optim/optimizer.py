@@ -68,6 +68,9 @@ class Optimizer:
         group["params"] = params
         for key, value in self.defaults.items():
             group.setdefault(key, value)
+        for key, value in group.items():  # NumPy scalars would not mix with every backend's arrays
+            if hasattr(value, "item") and getattr(value, "shape", None) == () and not isinstance(value, Tensor):
+                group[key] = value.item()
         self._check_group(group)
         self.param_groups.append(group)
 
