@@ -149,8 +149,8 @@ def _add_train(commands):
     opt.add_argument("--batch-size", type=positive_int, help=f"samples per step (default: {d.batch_size})")
     opt.add_argument("--restarts", type=positive_int, metavar="N",
                      help="train N initializations (seeds SEED, SEED+1, ...) and keep the one with the lowest loss "
-                          f"on a validation split ({d.val_fraction * 100:.0f}%% of the training set, carved out only when "
-                          f"N > 1) (default: {d.restarts})")
+                          f"on a validation split ({d.val_fraction * 100:.0f}%% of the training set, carved out "
+                          f"only when N > 1) (default: {d.restarts})")
     opt.add_argument("--seed", type=non_negative_int,
                      help=f"seed of the data split, initialization and shuffling (default: {d.seed})")
     run = p.add_argument_group("run")

@@ -106,7 +106,8 @@ def test_train_writes_every_file(tmp_path, dataset, device, dtype):
 
     weights = safetensors_format.load_file(out / "model.safetensors")
     assert all(w.dtype == np.dtype(dtype) for w in weights.values())
-    model = gpunn.nn.MLP([weights["0.weight"].shape[1], 128, 64, weights["4.weight"].shape[0]], dtype=dtype)
+    model = gpunn.nn.MLP([weights["0.weight"].shape[1], *TrainConfig().hidden, weights["4.weight"].shape[0]],
+                         dtype=dtype)
     model.load_state_dict(weights)  # the saved state fits the default architecture
     meta = gpunn.io.load_checkpoint(out / "checkpoint.safetensors", model=model)
     assert meta["epoch"] == 2 and meta["config"]["dataset"] == dataset
@@ -198,7 +199,7 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path):
     assert "Traceback" not in stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and f"gpunn train --resume {out / 'checkpoint.safetensors'}" in lines[0], stderr
-    model = gpunn.nn.MLP([64, 128, 64, 10])
+    model = gpunn.nn.MLP([64, *TrainConfig().hidden, 10])
     optimizer = gpunn.optim.Adam(model.parameters())
     meta = gpunn.io.load_checkpoint(out / "checkpoint.safetensors", model=model, optimizer=optimizer)
     done = meta["epoch"]
