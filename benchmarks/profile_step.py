@@ -35,7 +35,7 @@ def main(argv=None):
     step = bench.GpunnStep(args.device, weights, x, y, 0.01)
     for _ in range(5):
         step.step()
-    plain = bench.time_block(step, args.steps)
+    plain = min(bench.time_block(step, max(1, args.steps // 3)) for _ in range(3))  # best of 3: spikes excluded
     profiler = cProfile.Profile()
     profiler.enable()
     bench.time_block(step, args.steps)

@@ -365,7 +365,7 @@ def limit_threads(n, torch=None):
 
 
 def usable_devices(specs):
-    """[(Device, None)] for usable specs, and one-line notes for the rest."""
+    """(the usable Devices among `specs`, a one-line note for each one skipped and why)."""
     devices, notes = [], []
     for spec in specs:
         try:
