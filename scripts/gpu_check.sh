@@ -8,7 +8,8 @@
 # step's output goes to LOGDIR/<step>.log as well as to the terminal; a failed step does not stop
 # the next one. The CUDA steps report SKIP (with gpunn's reason) where no CUDA device is usable, so
 # the script also runs on a CPU-only machine. Ends with a table: step, status, seconds. Exit
-# status 0 unless a step failed.
+# status 0 unless a step failed or ran past STEP_TIMEOUT seconds (default 180). PYTHON picks the
+# interpreter (default python3).
 #
 # The GPU machine has numpy, cupy, torch, pytest, hypothesis, safetensors, tqdm and matplotlib but
 # no network and no array-api-compat: put its wheel (and array-api-strict's) in .whl/ first, e.g.
@@ -24,7 +25,7 @@ mkdir -p "$1" || exit 2
 LOGDIR=$(cd "$1" && pwd)
 cd "$(dirname "$0")/.." || exit 2
 PY=${PYTHON:-python3}
-STEP_TIMEOUT=${STEP_TIMEOUT:-300}  # seconds; a hung step becomes TIMEOUT instead of eating the lease
+STEP_TIMEOUT=${STEP_TIMEOUT:-180}  # seconds per step: a hung step becomes TIMEOUT instead of eating the lease
 
 names=()
 statuses=()
