@@ -387,8 +387,9 @@ class _Run:
         test = evaluate(model, *self.test)
         model.train()
         dev.synchronize()
-        seconds += time.perf_counter() - started
-        self.seconds += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        seconds += elapsed
+        self.seconds += elapsed
         row = {"restart": restart, "epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc,
                "val_loss": val[0], "val_accuracy": val[1], "test_loss": test[0], "test_accuracy": test[1],
                "seconds": seconds, "lr": float(optimizer.param_groups[0]["lr"])}

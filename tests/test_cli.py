@@ -130,6 +130,27 @@ def test_digits_metrics_match_an_independent_evaluation(tmp_path):
         safetensors_format.load_file(out / "model.safetensors"), X_other), y_other), rel_tol=1e-4)
 
 
+
+def write_idx(path, array):
+    """An uncompressed IDX file: zero, zero, type 0x08 (uint8), number of dims, big-endian sizes, data."""
+    array = np.asarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(header + array.tobytes())
+
+
+def test_mnist_from_data_root_uses_its_own_test_split(tmp_path):
+    """Tiny MNIST-format files: 60 training and 20 test images of 28x28, all test images counted."""
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 60), ("t10k", 20)):
+        labels = np.arange(n) % 10
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, size=(n, 28, 28)))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", labels)
+    out = tmp_path / "run"
+    assert_ok(train(out, "--dataset", "mnist", "--data-root", tmp_path, "--epochs", 1, "--hidden", "16"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["n_train"], summary["n_test"]) == (60, 20)
+    assert safetensors_format.load_file(out / "model.safetensors")["0.weight"].shape == (16, 784)
+
 def test_restarts_keep_the_lowest_validation_loss(tmp_path):
     out = tmp_path / "run"
     result = train(out, "--dataset", "moons", "--epochs", 2, "--restarts", 3, "--seed", 5)
