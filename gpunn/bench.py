@@ -97,7 +97,7 @@ def add_arguments(parser):
     parser.add_argument("--quick", action="store_true",
                         help="a few seconds: small models, one batch size, few repeats")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="timed blocks per contender (default 7; --quick: 3)")
+                        help="timed blocks per contender (default 10; --quick: 3)")
     parser.add_argument("--warmup", type=int, default=None,
                         help="untimed steps per contender before timing (default 3; --quick: 1)")
     parser.add_argument("--block-ms", type=float, default=None,
@@ -114,7 +114,7 @@ def add_arguments(parser):
 def _settings(args):
     """The effective settings: --quick and the defaults filled in."""
     quick = args.quick
-    repeats = args.repeats if args.repeats is not None else (3 if quick else 7)
+    repeats = args.repeats if args.repeats is not None else (3 if quick else 10)
     warmup = args.warmup if args.warmup is not None else (1 if quick else 3)
     block_ms = args.block_ms if args.block_ms is not None else (10.0 if quick else 50.0)
     if repeats < 1 or warmup < 0 or block_ms < 0 or (args.threads is not None and args.threads < 1):
@@ -586,7 +586,7 @@ def plot(rows, speedup_rows, path):
     axes[0].set(xscale="log", yscale="log", xlabel="parameters", ylabel="ms per training step (median)",
                 title="Training step time")
     axes[1].axhline(1.0, color="gray", lw=0.8)
-    axes[1].set(xscale="log", yscale="log", xlabel="parameters", ylabel="gpunn time / baseline time",
+    axes[1].set(xscale="log", xlabel="parameters", ylabel="gpunn time / baseline time (below 1: gpunn faster)",
                 title="gpunn relative to the baselines (same device)")
     if speedup_rows:
         for b_i, batch in enumerate(batches):
