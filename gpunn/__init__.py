@@ -15,8 +15,9 @@ from gpunn.errors import (AnomalyError, DeviceError, DTypeError, GpunnError, Gra
 from gpunn.random import get_rng_state, manual_seed, rand, randint, randn, randperm, set_rng_state
 from gpunn.tensor import (Tensor, arange, empty, eye, from_dlpack, full, full_like, ones, ones_like, tensor,
                           zeros, zeros_like)
-from gpunn.ops_api import (abs, cat, clamp, clip, concat, exp, log, logsumexp, matmul, max, maximum, mean, min,
-                           minimum, permute, relu, reshape, sigmoid, sqrt, stack, sum, tanh, transpose, where)
+from gpunn.ops_api import (abs, cat, clamp, clip, concat, exp, log, log_softmax, logsumexp, matmul, max, maximum,
+                           mean, min, minimum, permute, relu, reshape, sigmoid, softmax, sqrt, stack, sum, tanh,
+                           transpose, where)
 from gpunn.tensor import apply
 from gpunn.compile import compile_step, get_float32_matmul_precision, set_float32_matmul_precision
 from gpunn.io import load, load_checkpoint, save, save_checkpoint

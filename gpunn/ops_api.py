@@ -2,6 +2,7 @@
 
 from gpunn import ops
 from gpunn.errors import ShapeError
+from gpunn.functional import log_softmax, relu, sigmoid, softmax, tanh  # noqa: F401 (re-exported)
 from gpunn.tensor import Tensor, _operand, _reduction, apply, tensor
 
 
@@ -23,18 +24,6 @@ def sqrt(x):
 
 def abs(x):
     return apply(ops.abs, _t(x))
-
-
-def tanh(x):
-    return apply(ops.tanh, _t(x))
-
-
-def sigmoid(x):
-    return apply(ops.sigmoid, _t(x))
-
-
-def relu(x):
-    return apply(ops.relu, _t(x))
 
 
 def matmul(x, y):
