@@ -9,7 +9,7 @@ the cached arrays are freed unless `retain_graph=True`.
 import contextlib
 import traceback
 
-from gpunn.errors import AnomalyError, GraphError
+from gpunn.errors import AnomalyError, GraphError, OutOfMemoryError, is_out_of_memory
 
 
 class _Mode:
@@ -135,13 +135,19 @@ def _run_rules(node, g, pending, Tensor):
         rule = prim.rule(i)
         if rule is None:
             continue
-        if ctx is None:
-            gi = rule(xp, g, out, *arrays, **attrs)
-        else:
-            with ctx:
+        try:
+            if ctx is None:
                 gi = rule(xp, g, out, *arrays, **attrs)
+            else:
+                with ctx:
+                    gi = rule(xp, g, out, *arrays, **attrs)
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise OutOfMemoryError(f"backward of '{prim.name}': {node.device} ran out of memory ({exc}); "
+                                       "use a smaller batch or model") from exc
+            raise
         if mode.anomaly:
-            _check_finite(xp, node, g, gi)
+            _check_finite(node, g, parent.device.xp, gi)
         target = parent.data
         if gi.shape != target.shape:
             gi = sum_to_shape(xp, gi, target.shape)
@@ -162,8 +168,10 @@ def _accumulate(leaf, g, Tensor):
         leaf.grad.data = leaf.grad.data + g
 
 
-def _check_finite(xp, node, g, gi):
-    if bool(xp.all(xp.isfinite(gi))) or not bool(xp.all(xp.isfinite(g))):
+def _check_finite(node, g, xp_gi, gi):
+    """g lives on the node's device; gi on the input's (they differ across a .to(device))."""
+    xp = node.device.xp
+    if bool(xp_gi.all(xp_gi.isfinite(gi))) or not bool(xp.all(xp.isfinite(g))):
         return
     raise AnomalyError(
         f"backward of '{node.primitive.name}' produced NaN or inf from a finite incoming gradient; "

@@ -31,3 +31,8 @@ class AnomalyError(GpunnError, FloatingPointError):
 
 class OutOfMemoryError(GpunnError, MemoryError):
     """A device allocation failed; the message gives the size asked for and a hint."""
+
+
+def is_out_of_memory(exc):
+    """True for a host MemoryError and for a backend's allocation failure (CuPy's OutOfMemoryError)."""
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"

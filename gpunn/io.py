@@ -70,8 +70,8 @@ def load_checkpoint(path, model=None, optimizer=None, scheduler=None, device=Non
 
     Also restores gpunn's random generator. Tensors go to `device` when given, else to the device
     of the model's (or the optimizer's) parameters. Everything is decoded before any object is
-    changed, and the model (whose load_state_dict checks every key and shape before copying) is
-    loaded first, so a checkpoint of another architecture raises and changes nothing.
+    changed, and if loading one part fails the parts already loaded are put back, so a checkpoint
+    that does not fit raises and changes nothing.
     """
     arrays, header = safetensors_format.load_file_with_metadata(path)
     if header.get("format") != _FORMAT:
@@ -85,11 +85,24 @@ def load_checkpoint(path, model=None, optimizer=None, scheduler=None, device=Non
         if part not in header:
             raise ValueError(f"{path}: the checkpoint holds no {part} state; pass {part}=None to skip it")
         states[part] = _decode(_json(header[part], path, part), arrays, dev, path)
-    for part, owner in zip(_PARTS, (model, optimizer, scheduler)):
-        if owner is not None:
-            owner.load_state_dict(states[part])
-    set_rng_state(_json(header["rng"], path, "rng"))
-    return _decode(_json(header["meta"], path, "meta"), {}, dev, path)
+    for key in ("rng", "meta"):
+        if key not in header:
+            raise ValueError(f"{path}: the checkpoint lacks its '{key}' entry; it is damaged or was not written by gpunn")
+    rng = _json(header["rng"], path, "rng")
+    meta = _decode(_json(header["meta"], path, "meta"), {}, dev, path)
+    loaded = []  # (owner, its state before loading): put back if a later part fails
+    try:
+        for part, owner in zip(_PARTS, (model, optimizer, scheduler)):
+            if owner is not None:
+                before = owner.state_dict()
+                owner.load_state_dict(states[part])
+                loaded.append((owner, before))
+    except Exception:
+        for owner, before in reversed(loaded):
+            owner.load_state_dict(before)
+        raise
+    set_rng_state(rng)
+    return meta
 
 
 # --- encoding: nested state -> JSON skeleton + named tensors -------------------------------------

@@ -3,7 +3,7 @@
 from gpunn import ops
 from gpunn.errors import ShapeError
 from gpunn.functional import log_softmax, relu, sigmoid, softmax, tanh  # noqa: F401 (re-exported)
-from gpunn.tensor import Tensor, _operand, _reduction, apply, tensor
+from gpunn.tensor import Tensor, _operand, _reduction, apply, extremum, tensor
 
 
 def _t(x):
@@ -62,12 +62,13 @@ def mean(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
     return apply(ops.mean, _t(x), **_reduction(axis, dim, keepdims, keepdim))
 
 
-def max(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
-    return apply(ops.max, _t(x), **_reduction(axis, dim, keepdims, keepdim))
+def max(x, dim=None, keepdim=False, *, axis=None, keepdims=False):
+    """Values over axis= (array API), or (values, indices) along dim (PyTorch), as Tensor.max."""
+    return extremum(ops.max, _t(x), dim, keepdim, axis, keepdims)
 
 
-def min(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
-    return apply(ops.min, _t(x), **_reduction(axis, dim, keepdims, keepdim))
+def min(x, dim=None, keepdim=False, *, axis=None, keepdims=False):
+    return extremum(ops.min, _t(x), dim, keepdim, axis, keepdims)
 
 
 def logsumexp(x, axis=None, keepdims=False, *, dim=None, keepdim=False):

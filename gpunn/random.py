@@ -10,7 +10,7 @@ _generator = np.random.Generator(np.random.PCG64(0))
 
 
 def manual_seed(seed):
-    """Reset the generator: same seed, same initial weights, shuffles and dropout everywhere."""
+    """Reset the generator: same seed, same initial weights and random draws on every device."""
     global _generator
     _generator = np.random.Generator(np.random.PCG64(int(seed)))
     return _generator
@@ -47,6 +47,9 @@ def randn(*shape, dtype="float32", device=None, requires_grad=False):
 
 
 def randint(low, high=None, size=(), dtype="int64", device=None):
+    """Integers in [low, high); `randint(high, size)` as in PyTorch."""
+    if isinstance(high, (tuple, list)):
+        low, high, size = 0, low, high
     if high is None:
         low, high = 0, low
     return _draw(_generator.integers(low, high, size=size), dtype, device, False)

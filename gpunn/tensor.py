@@ -4,6 +4,7 @@ Operators and methods call `apply(primitive, ...)`, which takes the namespace an
 the inputs, runs the primitive's forward and, when a gradient is needed, records a node.
 """
 
+import collections
 import math
 
 import numpy as np
@@ -12,7 +13,8 @@ from gpunn import backends, ops
 from gpunn.autograd import Node, backward, mode
 from gpunn.device import Device, device as as_device, of as device_of
 from gpunn.dtypes import as_dtype
-from gpunn.errors import DeviceError, DTypeError, GpunnError, GraphError, OutOfMemoryError, ShapeError
+from gpunn.errors import (DeviceError, DTypeError, GpunnError, GraphError, OutOfMemoryError, ShapeError,
+                          is_out_of_memory)
 
 _floating = {}  # (type, backend dtype) -> is it floating? (a dict lookup instead of a name parse per op)
 
@@ -63,8 +65,10 @@ def apply(primitive, *args, **attrs):
     saved = out
     if primitive.saves:
         out, saved = out
+    if isinstance(out, np.generic):  # NumPy reduces to scalars; a tensor always holds an array
+        out = np.asarray(out)
     result = Tensor._wrap(out, dev)
-    if needs_grad and mode.grad_enabled:
+    if needs_grad and mode.grad_enabled and _is_floating(out.dtype):  # integer results carry no gradient
         result.requires_grad = True
         result._node = Node(primitive, args, arrays, saved, attrs, dev)
     return result
@@ -87,7 +91,7 @@ def _describe(args):
 def _explain(primitive, args, exc):
     """Turn a backend's error into one that names the op, the shapes and the fix."""
     name = primitive.name
-    if type(exc).__name__ == "OutOfMemoryError" or isinstance(exc, MemoryError):
+    if is_out_of_memory(exc):
         return OutOfMemoryError(
             f"{name}: the device ran out of memory ({exc}) for inputs {_describe(args)}; "
             "use a smaller batch or model, or free tensors you no longer need")
@@ -148,6 +152,17 @@ class Tensor:
 
     def size(self, dim=None):
         return self.shape if dim is None else self.shape[dim]
+
+    def __iter__(self):
+        """Rows along the first axis, as PyTorch iterates (each row keeps the graph)."""
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.data.shape[0]))
+
+    def __array__(self, dtype=None, copy=None):
+        """np.asarray(tensor): a host copy from any device."""
+        host = self.numpy()
+        return host if dtype is None else host.astype(dtype, copy=False)
 
     def __len__(self):
         if self.ndim == 0:
@@ -311,8 +326,9 @@ class Tensor:
         return self._inplace(ops.div, other)
 
     def __setitem__(self, index, value):
-        if mode.grad_enabled and self.requires_grad:
-            raise GraphError("item assignment on a tensor that requires grad; do it under gpunn.no_grad()")
+        if mode.grad_enabled and (self.requires_grad or getattr(value, "requires_grad", False)):
+            raise GraphError("item assignment is not differentiable: do it under gpunn.no_grad(), or build the "
+                             "tensor with gpunn.where / gpunn.concat so the gradient can flow")
         xp = self.device.xp
         updated = xp.asarray(self.data, copy=True)
         value = _operand(value, self)
@@ -332,6 +348,8 @@ class Tensor:
     def copy_(self, other):
         """Overwrite the values with `other`'s (moved and cast to this tensor's device and dtype)."""
         other = other if isinstance(other, Tensor) else tensor(other, device=self.device)
+        if mode.grad_enabled and (self.requires_grad or other.requires_grad):
+            raise GraphError("copy_ is not differentiable: do it under gpunn.no_grad()")
         array = self.device.put(other.data)
         if array.dtype != self.data.dtype:
             array = self.device.xp.astype(array, self.data.dtype)
@@ -464,11 +482,14 @@ class Tensor:
     def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
         return apply(ops.mean, self, **_reduction(axis, dim, keepdims, keepdim))
 
-    def max(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        return apply(ops.max, self, **_reduction(axis, dim, keepdims, keepdim))
+    def max(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
+        """`x.max(axis=1)` (array API): the values. `x.max(1)` / `x.max(dim=1)` (PyTorch): the
+        named pair (values, indices)."""
+        return extremum(ops.max, self, dim, keepdim, axis, keepdims)
 
-    def min(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        return apply(ops.min, self, **_reduction(axis, dim, keepdims, keepdim))
+    def min(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
+        """As `max`: values for axis=, (values, indices) for dim."""
+        return extremum(ops.min, self, dim, keepdim, axis, keepdims)
 
     def logsumexp(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
         return apply(ops.logsumexp, self, **_reduction(axis, dim, keepdims, keepdim))
@@ -560,6 +581,22 @@ def _looks_like_dtype(value):
 
 def _pick(value, alias, default):
     return alias if alias is not None and value == default else value
+
+
+ValuesIndices = collections.namedtuple("ValuesIndices", ["values", "indices"])
+"""What x.max(dim) and x.min(dim) return, like torch.return_types.max."""
+
+
+def extremum(primitive, x, dim, keepdim, axis, keepdims):
+    """max/min: array-API spelling gives values, PyTorch's `dim` gives (values, indices)."""
+    if dim is None:
+        return apply(primitive, x, **_reduction(axis, None, keepdims, False))
+    if axis is not None or not isinstance(dim, int):
+        raise TypeError(f"{primitive.name}: pass one int dim= (PyTorch: returns values and indices) "
+                        "or axis= (array API: values, any axes), not both")
+    values = apply(primitive, x, axis=dim, keepdims=bool(keepdim))
+    find = x.device.xp.argmax if primitive.name == "max" else x.device.xp.argmin
+    return ValuesIndices(values, Tensor._wrap(find(x.data, axis=dim, keepdims=bool(keepdim)), x.device))
 
 
 def _reduction(axis, dim, keepdims, keepdim):
@@ -669,7 +706,7 @@ def _create(fn, shape, dtype, device, requires_grad, **kw):
             with dev.ctx:
                 array = getattr(dev.xp, fn)(shape, **kw)
     except Exception as exc:
-        if type(exc).__name__ == "OutOfMemoryError" or isinstance(exc, MemoryError):
+        if is_out_of_memory(exc):
             size = math.prod(shape) * as_dtype(dtype).itemsize
             raise OutOfMemoryError(
                 f"{fn}: {dev} ran out of memory allocating {size / 2**20:.1f} MiB for shape {shape} ({exc}); "

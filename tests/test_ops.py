@@ -245,10 +245,34 @@ def test_reduction_torch_spelling_and_function_form(device, name):
     ref, method = REDUCTIONS[name]
     values = distinct((2, 3, 2), seed=23)
     function = getattr(gpunn, method)
+    if name in ("max", "min"):  # PyTorch's dim gives (values, indices): tested below
+        check_op(device, lambda x: function(x, axis=(0, 2)), lambda x: ref(x, axis=(0, 2)), values)
+        return
     check_op(device, lambda x: getattr(x, method)(dim=1, keepdim=True), lambda x: ref(x, axis=1, keepdims=True), values)
     check_op(device, lambda x: function(x, dim=(0, 2)), lambda x: ref(x, axis=(0, 2)), values)
     check_op(device, lambda x: function(x, 1), lambda x: ref(x, axis=1), values)
     check_op(device, lambda x: getattr(x.T, method)(0), lambda x: ref(x.T, axis=0), values)
+
+
+@pytest.mark.parametrize("name", ["max", "min"])
+def test_max_min_with_dim_return_values_and_indices_like_pytorch(device, name):
+    host = distinct((3, 4), seed=24)
+    x = gpunn.tensor(host, device=device, requires_grad=True)
+    ref, arg = (np.max, np.argmax) if name == "max" else (np.min, np.argmin)
+    for call in (lambda t: getattr(t, name)(1), lambda t: getattr(t, name)(dim=1),
+                 lambda t: getattr(gpunn, name)(t, dim=1)):
+        values, indices = call(x)
+        np.testing.assert_allclose(values.numpy(), ref(host, axis=1))
+        np.testing.assert_array_equal(indices.numpy(), arg(host, axis=1))
+        assert indices.device == x.device and not indices.requires_grad
+    values, indices = getattr(x, name)(0, keepdim=True)
+    assert values.shape == indices.shape == (1, 4)
+    values.sum().backward()
+    expected = (host == ref(host, axis=0, keepdims=True)).astype(float)
+    np.testing.assert_allclose(x.grad.numpy(), expected)
+    assert getattr(x, name)(axis=1).shape == (3,)  # the array API spelling: values only
+    with pytest.raises(TypeError, match="not both"):
+        getattr(x, name)(dim=1, axis=1)
 
 
 def test_max_ties_share_the_gradient(device):

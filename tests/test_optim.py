@@ -332,8 +332,9 @@ def test_state_dict_round_trip_continues_identically(name, kwargs, source, targe
     train(params, opt, range(3))
     saved = opt.state_dict()
     resumed_params, resumed = fresh(target)
-    for p, q in zip(params, resumed_params):
-        q.copy_(p)
+    with gpunn.no_grad():  # as in PyTorch: an in-place copy into a leaf that requires grad
+        for p, q in zip(params, resumed_params):
+            q.copy_(p)
     resumed.load_state_dict(saved)
     for entries in resumed.state.values():
         for value in entries.values():

@@ -1,0 +1,131 @@
+"""PyTorch behaviours and failure paths found in review: iteration, host conversion, integer
+results without gradient, 0-d results on NumPy, non-differentiable writes, randint's signature,
+anomaly mode across devices, out-of-memory in backward, atomic checkpoint loading."""
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn import nn, ops, optim
+from gpunn.tensor import apply
+
+
+def test_iteration_and_unpacking_give_rows_with_gradient(device):
+    x = gpunn.tensor(np.arange(6.0).reshape(3, 2), device=device, requires_grad=True)
+    rows = list(x)
+    assert len(rows) == 3 and all(r.shape == (2,) for r in rows)
+    a, b, c = x
+    (a.sum() + 2 * c.sum()).backward()
+    np.testing.assert_allclose(x.grad.numpy(), [[1, 1], [0, 0], [2, 2]])
+    with pytest.raises(TypeError):
+        iter(gpunn.tensor(1.0))
+
+
+def test_numpy_asarray_copies_from_any_device(device):
+    x = gpunn.tensor([[1.5, 2.5]], device=device)
+    host = np.asarray(x)
+    assert isinstance(host, np.ndarray) and host.tolist() == [[1.5, 2.5]]
+    assert np.asarray(x, dtype=np.float64).dtype == np.float64
+
+
+def test_integer_results_carry_no_gradient(device):
+    x = gpunn.tensor([1.5, 2.5], device=device, requires_grad=True)
+    as_int = x.long()
+    assert not as_int.requires_grad and as_int._node is None
+    y = (x * 2).sum()
+    assert y.requires_grad  # control: the float path keeps its graph
+
+
+def test_full_reductions_are_zero_d_arrays_on_numpy():
+    loss = (gpunn.tensor([1.0, 2.0], requires_grad=True) ** 2).sum()
+    assert type(loss.data) is np.ndarray and loss.shape == ()
+    assert np.from_dlpack(loss.detach()) == 5.0
+
+
+def test_writes_that_would_drop_a_gradient_raise():
+    w = gpunn.tensor([1.0, 2.0], requires_grad=True)
+    buffer = gpunn.zeros(3)
+    with pytest.raises(gpunn.GraphError, match="not differentiable"):
+        buffer[0:2] = w
+    with pytest.raises(gpunn.GraphError, match="no_grad"):
+        gpunn.zeros(2).copy_(w)
+    with gpunn.no_grad():
+        buffer[0:2] = w
+        gpunn.zeros(2).copy_(w)
+    assert buffer.numpy().tolist() == [1.0, 2.0, 0.0]
+
+
+def test_randint_takes_pytorchs_high_and_size():
+    gpunn.manual_seed(0)
+    a = gpunn.randint(10, (3,))
+    gpunn.manual_seed(0)
+    b = gpunn.randint(0, 10, (3,))
+    assert a.shape == (3,) and a.numpy().tolist() == b.numpy().tolist()
+    assert ((a.numpy() >= 0) & (a.numpy() < 10)).all()
+
+
+def test_anomaly_mode_across_a_device_transfer():
+    x = gpunn.tensor([1.0, 4.0], requires_grad=True)
+    with gpunn.detect_anomaly():
+        (x.to("strict:1").sqrt()).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [0.5, 0.25])
+    assert x.grad.device == "cpu"
+
+
+def test_out_of_memory_in_backward_is_reported_with_the_op():
+    def forward(xp, x):
+        return x * 2
+
+    def rule(xp, g, out, x):
+        raise MemoryError("simulated: cannot allocate 64 GiB")
+
+    x = gpunn.tensor([1.0, 2.0], requires_grad=True)
+    y = apply(ops.Primitive("hungry", forward, rule), x).sum()
+    with pytest.raises(gpunn.OutOfMemoryError, match="backward of 'hungry'.*smaller batch"):
+        y.backward()
+
+
+def test_load_checkpoint_puts_the_model_back_when_the_optimizer_does_not_fit(tmp_path):
+    gpunn.manual_seed(0)
+    model = nn.MLP([3, 4, 2])
+    opt = optim.Adam(model.parameters(), lr=0.1)
+    model(gpunn.ones(2, 3)).sum().backward()
+    opt.step()
+    path = tmp_path / "ckpt.safetensors"
+    gpunn.save_checkpoint(path, model=model, optimizer=opt, epoch=1)
+
+    gpunn.manual_seed(1)
+    other = nn.MLP([3, 4, 2])
+    before = {k: v.numpy() for k, v in other.state_dict().items()}
+    wrong_opt = optim.Adam([other[0].weight], lr=0.1)  # one parameter: the saved groups do not fit
+    with pytest.raises(ValueError):
+        gpunn.load_checkpoint(path, model=other, optimizer=wrong_opt)
+    for name, value in other.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), before[name], err_msg=name)
+    # control: with a fitting optimizer the same file loads and changes the model
+    meta = gpunn.load_checkpoint(path, model=other, optimizer=optim.Adam(other.parameters(), lr=0.1))
+    assert meta["epoch"] == 1
+    assert not np.array_equal(other[0].weight.numpy(), before["0.weight"])
+
+
+@pytest.mark.parametrize("name", sorted(gpunn.device("cpu").fast_paths))
+def test_numpy_fast_paths_match_the_generic_primitives(name):
+    """Each NumPy override gives the generic primitive's values and gradients."""
+    cpu = gpunn.device("cpu")
+    rng = np.random.default_rng(0)
+    x = gpunn.tensor(rng.standard_normal((6, 5)), requires_grad=True)
+    cases = {
+        "getitem": lambda prim: apply(prim, x, index=np.array([0, 2, 2, 5])),
+        "cross_entropy": lambda prim: apply(prim, x, gpunn.tensor([0, 4, 1, 1, 3, 2]), reduction="mean"),
+    }
+    assert name in cases, f"no parity case for the NumPy fast path {name!r}: add one"
+    results = []
+    for prim in (cpu.fast_paths[name], getattr(ops, name)):
+        x.grad = None
+        out = cases[name](prim)
+        weights = np.random.default_rng(1).standard_normal(out.shape)  # the same for both
+        (out * gpunn.tensor(weights)).sum().backward()
+        results.append((out.numpy(), x.grad.numpy()))
+    (fast_out, fast_grad), (gen_out, gen_grad) = results
+    np.testing.assert_allclose(fast_out, gen_out, rtol=1e-12)
+    np.testing.assert_allclose(fast_grad, gen_grad, rtol=1e-12)
