@@ -8,9 +8,13 @@ import cupy
 import cupyx
 import array_api_compat.cupy as xp
 
+from gpunn import ops
+
 
 def _index_add_grad(xp_, g, out, x, index):
     """Gradient of x[index]: one atomic scatter-add instead of the generic one-hot product."""
+    if not ops.has_array_index(index):  # slices and ints: the generic setitem is already direct
+        return ops.getitem.grads[0](xp_, g, out, x, index)
     gx = cupy.zeros(x.shape, dtype=g.dtype)
     cupyx.scatter_add(gx, index, cupy.broadcast_to(g, out.shape))
     return gx
@@ -21,7 +25,7 @@ class CupyBackend:
     xp = xp
 
     def __init__(self):
-        self.fast_paths = {}
+        self.fast_paths = {"getitem": ops.getitem.override(grads=(_index_add_grad,))}
 
     def native_device(self, index):
         count = cupy.cuda.runtime.getDeviceCount()
@@ -62,11 +66,3 @@ class CupyBackend:
 
 BACKEND = CupyBackend()
 
-
-def _install_fast_paths():
-    from gpunn import ops  # late: ops defines the generic primitives this backend overrides
-
-    BACKEND.fast_paths["getitem"] = ops.getitem.override(grads=(_index_add_grad,))
-
-
-_install_fast_paths()

@@ -3,9 +3,13 @@
 import numpy as np
 import array_api_compat.numpy as xp
 
+from gpunn import ops
+
 
 def _index_add_grad(xp_, g, out, x, index):
     """Gradient of x[index] via bincount: much faster than the generic one-hot product."""
+    if not ops.has_array_index(index):  # slices and ints: the generic setitem is already direct
+        return ops.getitem.grads[0](xp_, g, out, x, index)
     flat = np.arange(x.size).reshape(x.shape)[index].ravel()
     summed = np.bincount(flat, weights=np.broadcast_to(g, out.shape).ravel(), minlength=x.size)
     return summed.astype(g.dtype, copy=False).reshape(x.shape)
@@ -30,7 +34,10 @@ class NumpyBackend:
     xp = xp
 
     def __init__(self):
-        self.fast_paths = {}
+        self.fast_paths = {
+            "getitem": ops.getitem.override(grads=(_index_add_grad,)),
+            "cross_entropy": ops.cross_entropy.override(forward=_cross_entropy_forward),
+        }
 
     def native_device(self, index):
         return "cpu"
@@ -53,12 +60,3 @@ class NumpyBackend:
 
 BACKEND = NumpyBackend()
 
-
-def _install_fast_paths():
-    from gpunn import ops  # late: ops defines the generic primitives this backend overrides
-
-    BACKEND.fast_paths["getitem"] = ops.getitem.override(grads=(_index_add_grad,))
-    BACKEND.fast_paths["cross_entropy"] = ops.cross_entropy.override(forward=_cross_entropy_forward)
-
-
-_install_fast_paths()

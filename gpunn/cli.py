@@ -198,6 +198,8 @@ def main(argv=None):
         return _fail(exc, 2)
     except (GpunnError, ValueError, OSError) as exc:
         return _fail(exc, 1)
+    except MemoryError as exc:
+        return _fail(f"out of memory ({exc or 'no details'}); try a smaller --batch-size or --hidden", 1)
 
 
 def _fail(exc, status):

@@ -1,10 +1,10 @@
 """Whole training steps as one callable, and the float32 matmul precision switch.
 
 `step = compile_step(model, loss_fn, optimizer)` then `loss = step(xb, yb)` runs forward, backward
-and the optimizer update. On a CUDA device this is where a captured CUDA graph will replay the
-step with few launches; everywhere else, and whenever capture is not possible, the step runs
-eagerly and says once why. The returned loss is a detached tensor: reading it (`.item()`) is the
-only host sync.
+and the optimizer update. The API is the one a CUDA-graph capture will sit behind (recording the
+whole step once and replaying it with few launches); that capture is not written yet, so today
+every device runs the step eagerly, and the step says once why. The returned loss is a detached
+tensor: reading it (`.item()`) is the only host sync.
 """
 
 import warnings
@@ -18,8 +18,9 @@ class CompileWarning(UserWarning):
 
 
 def set_float32_matmul_precision(precision):
-    """"highest" (default, as in PyTorch) keeps full float32 products; "high" lets CUDA devices
-    use TF32 tensor cores for float32 matrix products. No effect on the CPU."""
+    """"highest" (default, as in PyTorch) keeps full float32 products; "high" will let CUDA devices
+    use TF32 tensor cores for float32 matrix products. Recorded only for now: no backend reads it
+    yet, and it never affects the CPU."""
     global _matmul_precision
     if precision not in _PRECISIONS:
         raise ValueError(f"float32 matmul precision must be one of {_PRECISIONS}, not {precision!r}")

@@ -277,7 +277,7 @@ permute = Primitive("permute", lambda xp, x, axes: xp.permute_dims(x, axes),
                     lambda xp, g, out, x, axes: xp.permute_dims(g, _inverse(axes)))
 
 
-def _has_array(index):
+def has_array_index(index):
     return any(_is_array(i) for i in (index if isinstance(index, tuple) else (index,)))
 
 
@@ -295,7 +295,7 @@ def _getitem_grad(xp, g, out, x, index):
     positions 0..n-1, then a one-hot product sums the gradient per position: standard-only and
     memory-hungry, which is why backends override it (NumPy: bincount; CuPy: scatter_add).
     """
-    if not _has_array(index):
+    if not has_array_index(index):
         gx = xp.zeros(x.shape, dtype=g.dtype, device=g.device)
         gx[index] = g
         return gx

@@ -108,9 +108,10 @@ def markdown():
              "built-in type a Python user would catch. Each message names what is wrong and, where there is one,",
              "the fix. The examples below are produced by `python scripts/error_catalogue.py`, which triggers each",
              "fault for real; `tests/test_error_catalogue.py` keeps them true.", "",
-             "A CUDA out-of-memory error is re-raised as `gpunn.OutOfMemoryError` (a `MemoryError`) with the size",
-             "requested and a hint (\"use a smaller batch or model, or free tensors you no longer need\"); the",
-             "memory pool stays usable for a smaller retry (checked by the `gpu` tests).", "",
+             "An out-of-memory error in an op, a creation function or a backward rule is re-raised as",
+             "`gpunn.OutOfMemoryError` (a `MemoryError`) naming the op, the size or shapes, and a hint",
+             "(\"use a smaller batch or model\"); the memory pool stays usable for a smaller retry (checked by",
+             "the `gpu` tests). Allocations inside the DataLoader and the optimizers are not converted yet.", "",
              "| fault | exception | example message |", "|---|---|---|"]
     for entry in CATALOGUE:
         exc = run(entry)

@@ -72,35 +72,31 @@ fi
 step install "$PY" -m pip install -q --no-deps --no-build-isolation -e .
 
 # --- the GPU itself -------------------------------------------------------------------------------
-cuda_reason=$("$PY" -c "import gpunn; print(gpunn.cuda.why_unavailable() or '')" 2>&1) ||
-    cuda_reason="gpunn does not import: $cuda_reason"
+if ! cuda_reason=$("$PY" -c "import gpunn; print(gpunn.cuda.why_unavailable() or '')" 2>"$LOGDIR/cuda-probe.err"); then
+    cuda_reason="gpunn does not import: $(tail -n 1 "$LOGDIR/cuda-probe.err")"
+fi
 echo
 echo "CUDA: ${cuda_reason:-usable}"
 
 if command -v nvidia-smi >/dev/null 2>&1; then
     step nvidia-smi nvidia-smi --query-gpu=index,name,driver_version,memory.total,memory.used,utilization.gpu \
         --format=csv
+    if [ -n "$cuda_reason" ]; then  # a GPU machine where gpunn cannot use the GPU is a failure, not a skip
+        echo "=== cuda: FAIL (nvidia-smi sees a GPU but gpunn cannot use it: $cuda_reason)"
+        record cuda "FAIL" 0.0
+    fi
 else
     skip nvidia-smi "nvidia-smi not found"
 fi
 
-# `gpunn` is the console script of gpunn.cli; until that exists, bench runs as a module.
-if command -v gpunn >/dev/null 2>&1; then
-    gpunn_cli=(gpunn)
-else
-    gpunn_cli=("$PY" -c "import sys; from gpunn.cli import main; sys.exit(main())")
-fi
-if "$PY" -c "import gpunn.cli" >/dev/null 2>&1; then
-    bench_cli=("${gpunn_cli[@]}" bench)
-else
-    bench_cli=("$PY" -m gpunn.bench)
-fi
+gpunn_cli=("$PY" -m gpunn)
+run_id=$(date +%Y%m%d-%H%M%S)  # a fresh --out per run: gpunn train refuses a folder that holds a run
 
 if [ -z "$cuda_reason" ]; then
     step pytest-gpu "$PY" -m pytest -m gpu -q
     step parity "$PY" benchmarks/parity.py --devices cpu,cuda --steps 50
-    step train "${gpunn_cli[@]}" train --device cuda --epochs 2 --out "$LOGDIR/train"
-    step bench "${bench_cli[@]}" --devices cpu,cuda --out "$LOGDIR/bench"
+    step train "${gpunn_cli[@]}" train --device cuda --epochs 2 --no-progress --out "$LOGDIR/train-$run_id"
+    step bench "${gpunn_cli[@]}" bench --devices cpu,cuda --out "$LOGDIR/bench-$run_id"
 else
     for name in pytest-gpu parity train bench; do
         skip "$name" "no usable CUDA device: $cuda_reason"
