@@ -7,8 +7,10 @@ the cached arrays are freed unless `retain_graph=True`.
 """
 
 import contextlib
+import os
 import traceback
 
+from gpunn import backends
 from gpunn.errors import AnomalyError, GraphError, OutOfMemoryError, is_out_of_memory
 
 
@@ -33,45 +35,43 @@ class Node:
 
 
 @contextlib.contextmanager
+def _mode(name, value):
+    previous = getattr(mode, name)
+    setattr(mode, name, value)
+    try:
+        yield
+    finally:
+        setattr(mode, name, previous)
+
+
 def no_grad():
     """Record nothing inside: for evaluation and for optimizer updates."""
-    previous, mode.grad_enabled = mode.grad_enabled, False
-    try:
-        yield
-    finally:
-        mode.grad_enabled = previous
+    return _mode("grad_enabled", False)
 
 
-@contextlib.contextmanager
 def enable_grad():
-    previous, mode.grad_enabled = mode.grad_enabled, True
-    try:
-        yield
-    finally:
-        mode.grad_enabled = previous
+    return _mode("grad_enabled", True)
 
 
 def is_grad_enabled():
     return mode.grad_enabled
 
 
-@contextlib.contextmanager
 def detect_anomaly():
     """Remember where each op was created and raise on the first NaN or inf made in backward.
 
     Costs a stack walk per op and a host sync per gradient, so it is off by default.
     """
-    previous, mode.anomaly = mode.anomaly, True
-    try:
-        yield
-    finally:
-        mode.anomaly = previous
+    return _mode("anomaly", True)
+
+
+_INTERNAL = tuple(os.path.dirname(os.path.abspath(f)) + os.sep for f in (__file__, backends.__file__))
 
 
 def _user_frame():
-    """The innermost stack frame outside gpunn: the user's line that created the op."""
+    """The innermost stack frame outside gpunn and its backends: the user's line that made the op."""
     for frame in reversed(traceback.extract_stack()[:-2]):
-        if "/gpunn/" not in frame.filename.replace("\\", "/"):
+        if not os.path.abspath(frame.filename).startswith(_INTERNAL):
             return f'{frame.filename}:{frame.lineno} ("{(frame.line or "").strip()}")'
     return "unknown location"
 
