@@ -381,10 +381,10 @@ class Tensor:
         return apply(ops.mul, _operand(other, self), self)
 
     def __truediv__(self, other):
-        return apply(ops.div, self, _operand(other, self))
+        return apply(ops.div, *_true_division(self, _operand(other, self)))
 
     def __rtruediv__(self, other):
-        return apply(ops.div, _operand(other, self), self)
+        return apply(ops.div, *_true_division(_operand(other, self), self))
 
     def __pow__(self, other):
         return apply(ops.pow, self, _operand(other, self))
@@ -561,6 +561,15 @@ class Tensor:
 
 
 _TRANSFER = ops.Primitive("to_device", None, lambda xp, g, out, source: source.put(g))
+
+
+def _true_division(a, b):
+    """Integer / integer gives float32, as in PyTorch (NumPy would give float64, strict refuses)."""
+    def integral(v):
+        return isinstance(v, int) or (isinstance(v, Tensor) and not _is_floating(v.data.dtype))
+    if integral(a) and integral(b):
+        a, b = (v.float() if isinstance(v, Tensor) else float(v) for v in (a, b))
+    return a, b
 
 
 def _looks_like_dtype(value):

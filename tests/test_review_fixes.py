@@ -129,3 +129,11 @@ def test_numpy_fast_paths_match_the_generic_primitives(name):
     (fast_out, fast_grad), (gen_out, gen_grad) = results
     np.testing.assert_allclose(fast_out, gen_out, rtol=1e-12)
     np.testing.assert_allclose(fast_grad, gen_grad, rtol=1e-12)
+
+
+def test_integer_true_division_gives_float32_like_pytorch(device):
+    i = gpunn.tensor([1, 2, 3], device=device)
+    for result in (i / 2, 6 / i, i / i):
+        assert result.dtype == "float32" and result.device == device
+    np.testing.assert_allclose((i / 2).numpy(), [0.5, 1.0, 1.5])
+    assert (gpunn.tensor([1.0, 2.0], dtype="float64", device=device) / 2).dtype == "float64"  # floats keep theirs
