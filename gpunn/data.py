@@ -22,16 +22,20 @@ class DataLoader:
     """Iterate over `(xb, yb)` batches of `X` and `y` (or `xb` alone when `y` is None).
 
     `X` and `y` are NumPy arrays, backend arrays or Tensors whose first axis indexes samples.
-    NumPy data stays on the host and each batch is gathered there and moved once; data already
-    on an accelerator is moved to `device` once and batches are gathered there. `dtype` casts
-    `X` once, up front; `y` keeps its dtype (integer labels stay integers).
+    For a device other than the cpu, the data moves there once, up front, and each batch is
+    gathered on the device: no host-to-device copy per step. That happens when `preload` is True,
+    or by default (None) when X and y together take at most 256 MiB; otherwise they stay on the
+    host and each batch is gathered there and moved once. `dtype` casts `X` once, up front; `y`
+    keeps its dtype (integer labels stay integers).
 
     Each complete pass advances `epoch`; `set_epoch(e)` picks the order explicitly.
     Iterating twice at the same time over one loader is not supported (position is shared).
     """
 
+    PRELOAD_BYTES = 256 * 2**20
+
     def __init__(self, X, y=None, batch_size=32, shuffle=True, drop_last=False, device="cpu", seed=0,
-                 check_finite=False, dtype=None):
+                 check_finite=False, dtype=None, preload=None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -51,6 +55,11 @@ class DataLoader:
                              "they must describe the same samples")
         if check_finite:
             _check_finite(self.X)
+        host = [a for a in (self.X, self.y) if isinstance(a, np.ndarray)]
+        if self.device.type != "cpu" and host and (
+                preload or (preload is None and sum(a.nbytes for a in host) <= self.PRELOAD_BYTES)):
+            self.X = self.device.put(self.X)
+            self.y = None if self.y is None else self.device.put(self.y)
         self.num_samples = n
         self.epoch = 0
         self._start = 0  # batch where the next iteration begins (set by load_state_dict)
@@ -125,8 +134,7 @@ class DataLoader:
         dev = self.device
         if isinstance(data, np.ndarray):
             batch = data[order[begin:end]]  # one fancy index: a fresh, contiguous host array
-            put_async = getattr(dev.backend, "put_async", None)
-            array = put_async(batch, dev.native) if put_async is not None else dev.put(batch)
+            array = dev.put(batch)
         elif dev.ctx is None:
             array = dev.xp.take(data, device_order[begin:end], axis=0)
         else:

@@ -230,7 +230,9 @@ def _logsumexp(xp, x, axis=None, keepdims=False):
     m = xp.max(x, axis=axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, 0.0)  # all -inf rows stay -inf instead of nan
     s = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
-    return s if keepdims else xp.reshape(s, xp.max(x, axis=axis).shape)
+    if keepdims:
+        return s
+    return xp.reshape(s, ()) if axis is None else xp.squeeze(s, axis=axis)
 
 
 logsumexp = Primitive("logsumexp", _logsumexp,

@@ -87,14 +87,14 @@ def transpose(x, dim0=-2, dim1=-1):
     return _t(x).transpose(dim0, dim1)
 
 
-def _same_ndim(name, tensors):
+def _tensor_list(name, tensors):
     if not tensors:
         raise ShapeError(f"{name}: needs at least one tensor")
     return [_t(t) for t in tensors]
 
 
 def concat(tensors, axis=0, *, dim=None):
-    tensors = _same_ndim("concat", tensors)
+    tensors = _tensor_list("concat", tensors)
     return apply(ops.concat, *tensors, axis=axis if dim is None else dim)
 
 
@@ -102,5 +102,5 @@ cat = concat
 
 
 def stack(tensors, axis=0, *, dim=None):
-    tensors = _same_ndim("stack", tensors)
+    tensors = _tensor_list("stack", tensors)
     return apply(ops.stack, *tensors, axis=axis if dim is None else dim)

@@ -129,8 +129,8 @@ def test_batches_on_device_with_dtypes(device, source):
     X, y = _data(n=11)
     Xs = X if source == "numpy" else gpunn.tensor(X, device="strict:1")
     loader = DataLoader(Xs, y, batch_size=4, device=device, dtype="float32", seed=2)
-    # host data stays on the host; device data is moved to the loader's device once, up front
-    assert isinstance(loader.X, np.ndarray) == (source == "numpy" or device == "cpu")
+    # everything small moves to the loader's device once, up front (the cpu keeps NumPy arrays)
+    assert isinstance(loader.X, np.ndarray) == (device == "cpu")
     order = loader.order(0)
     for i, (xb, yb) in enumerate(loader):
         assert xb.device == gpunn.device(device) and yb.device == gpunn.device(device)
@@ -251,17 +251,23 @@ def test_check_finite_on_images_names_the_position():
         DataLoader(X, check_finite=True)
 
 
-def test_put_async_is_used_when_the_backend_offers_it(monkeypatch):
-    dev = gpunn.device("strict:1")
-    calls = []
-
-    def put_async(host, native):
-        calls.append((host.flags.c_contiguous, native))
-        return dev.backend.from_host(host, native)
-
-    monkeypatch.setattr(type(dev.backend), "put_async", staticmethod(put_async), raising=False)
+def test_data_moves_to_the_device_once_and_batches_match_the_host_path():
     X, y = _data(n=10)
-    batches = list(DataLoader(X, y, batch_size=4, device="strict:1"))
-    assert len(calls) == 2 * len(batches)  # one move per array per batch
-    assert all(contiguous and native == dev.native for contiguous, native in calls)
-    assert batches[0][0].device == dev
+    on_device = DataLoader(X, y, batch_size=4, device="strict:1", seed=3)
+    on_host = DataLoader(X, y, batch_size=4, device="strict:1", seed=3, preload=False)
+    assert not isinstance(on_device.X, np.ndarray) and not isinstance(on_device.y, np.ndarray)
+    assert isinstance(on_host.X, np.ndarray)  # control: the per-batch path keeps host arrays
+    for (xa, ya), (xb, yb) in zip(on_device, on_host):
+        assert xa.device == xb.device == "strict:1"
+        np.testing.assert_array_equal(xa.numpy(), xb.numpy())
+        np.testing.assert_array_equal(ya.numpy(), yb.numpy())
+
+
+
+def test_data_larger_than_the_preload_limit_stays_on_the_host(monkeypatch):
+    monkeypatch.setattr(DataLoader, "PRELOAD_BYTES", 16)
+    X, y = _data(n=10)
+    assert isinstance(DataLoader(X, y, device="strict:1").X, np.ndarray)
+    assert not isinstance(DataLoader(X, y, device="strict:1", preload=True).X, np.ndarray)
+
+
