@@ -7,14 +7,15 @@ or CuPy (device "cuda"); "strict" runs array-api-strict to prove the code stays 
 __version__ = "0.1.0"
 
 from gpunn import cuda
-from gpunn.autograd import detect_anomaly, enable_grad, is_grad_enabled, no_grad
+from gpunn.autograd import detect_anomaly, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from gpunn.device import Device, device
 from gpunn.dtypes import bool_, dtype, float16, float32, float64, int8, int16, int32, int64, uint8
+from gpunn.dtypes import bool_ as bool, float32 as float, float64 as double, int64 as long  # PyTorch's aliases
 from gpunn.errors import (AnomalyError, DeviceError, DTypeError, GpunnError, GraphError, OutOfMemoryError,
                           ShapeError)
 from gpunn.random import get_rng_state, manual_seed, rand, randint, randn, randperm, set_rng_state
-from gpunn.tensor import (Tensor, arange, empty, eye, from_dlpack, full, full_like, ones, ones_like, tensor,
-                          zeros, zeros_like)
+from gpunn.tensor import (Tensor, arange, empty, eye, from_dlpack, from_numpy, full, full_like, ones, ones_like,
+                          tensor, zeros, zeros_like)
 from gpunn.ops_api import (abs, cat, clamp, clip, concat, exp, log, log_softmax, logsumexp, matmul, max, maximum,
                            mean, min, minimum, permute, relu, reshape, sigmoid, softmax, sqrt, stack, sum, tanh,
                            transpose, where)

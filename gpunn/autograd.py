@@ -53,6 +53,11 @@ def enable_grad():
     return _mode("grad_enabled", True)
 
 
+def set_grad_enabled(enabled):
+    """Record (True) or not (False) inside the block: no_grad with a switch."""
+    return _mode("grad_enabled", bool(enabled))
+
+
 def is_grad_enabled():
     return mode.grad_enabled
 

@@ -13,7 +13,7 @@ from gpunn import backends
 from gpunn.device import device as as_device
 from gpunn.dtypes import as_dtype
 from gpunn.errors import ShapeError
-from gpunn.tensor import Tensor
+from gpunn.tensor import Tensor, _host_array
 
 __all__ = ["DataLoader"]
 
@@ -73,6 +73,8 @@ class DataLoader:
         if backends.owner(data) not in (None, "cpu"):
             data = self.device.put(data)
         if backends.owner(data) in (None, "cpu"):
+            if isinstance(data, (list, tuple)):  # follow tensor()'s rule: Python floats -> float32
+                data = _host_array(data, None)
             data = np.asarray(data)
             if data.dtype.kind not in "biuf":
                 raise TypeError(f"DataLoader: {name} must hold numbers, got dtype {data.dtype}")

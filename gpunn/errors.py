@@ -17,6 +17,10 @@ class ShapeError(GpunnError, ValueError):
     """Shapes that do not fit an op (broadcasting, matrix products, reshapes, empty batches)."""
 
 
+class IndexOutOfRangeError(ShapeError, IndexError):
+    """An index beyond a tensor's extent (an IndexError too, as Python code expects)."""
+
+
 class DTypeError(GpunnError, TypeError):
     """An integer or boolean tensor where a floating-point one is needed, or dtypes that must match."""
 

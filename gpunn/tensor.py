@@ -13,8 +13,8 @@ from gpunn import backends, ops
 from gpunn.autograd import Node, backward, mode
 from gpunn.device import Device, device as as_device, of as device_of
 from gpunn.dtypes import as_dtype
-from gpunn.errors import (DeviceError, DTypeError, GpunnError, GraphError, OutOfMemoryError, ShapeError,
-                          is_out_of_memory)
+from gpunn.errors import (DeviceError, DTypeError, GpunnError, GraphError, IndexOutOfRangeError, OutOfMemoryError,
+                          ShapeError, is_out_of_memory)
 
 _floating = {}  # (type, backend dtype) -> is it floating? (a dict lookup instead of a name parse per op)
 
@@ -46,11 +46,20 @@ def apply(primitive, *args, **attrs):
             arrays.append(a)
     if dev is None:
         raise TypeError(f"{primitive.name}: at least one input must be a gpunn.Tensor")
+    first = None
     for i in primitive.floats:
-        if i < len(args) and isinstance(args[i], Tensor) and not _is_floating(arrays[i].dtype):
-            raise DTypeError(
-                f"{primitive.name} needs floating-point tensors, but input {i} is {args[i].dtype} "
-                f"with shape {tuple(args[i].shape)}; convert it with .float() or .to('float32')")
+        if i < len(args) and isinstance(args[i], Tensor):
+            if not _is_floating(arrays[i].dtype):
+                raise DTypeError(
+                    f"{primitive.name} needs floating-point tensors, but input {i} is {args[i].dtype} "
+                    f"with shape {tuple(args[i].shape)}; convert it with .float() or .to('float32')")
+            if first is None:
+                first = arrays[i].dtype
+            elif arrays[i].dtype != first:
+                raise DTypeError(
+                    f"{primitive.name}: inputs have different dtypes ({as_dtype(first).name} and "
+                    f"{args[i].dtype.name}); convert the first to match, e.g. x.to('{args[i].dtype.name}') "
+                    "(PyTorch refuses this too)")
     primitive = dev.fast_paths.get(primitive.name, primitive)
     try:
         if dev.ctx is None:
@@ -96,7 +105,9 @@ def _explain(primitive, args, exc):
             f"{name}: the device ran out of memory ({exc}) for inputs {_describe(args)}; "
             "use a smaller batch or model, or free tensors you no longer need")
     shapes = [tuple(a.shape) for a in args if isinstance(a, Tensor)]
-    if isinstance(exc, (ValueError, IndexError)) or "shape" in str(exc) or "broadcast" in str(exc):
+    if isinstance(exc, IndexError):
+        return IndexOutOfRangeError(f"{name}: {exc} (tensor of shape {shapes[0]})")
+    if isinstance(exc, ValueError) or "shape" in str(exc) or "broadcast" in str(exc):
         if name == "matmul" and len(shapes) == 2:
             hint = "the last axis of the first must equal the second-to-last axis of the second"
         elif name == "linear" and len(shapes) >= 2:
@@ -186,6 +197,12 @@ class Tensor:
             extras.append(f"grad_fn=<{self.grad_fn}>" if self._node is not None else "requires_grad=True")
         return f"tensor({', '.join([text] + extras)})"
 
+    def __format__(self, spec):
+        """f"{loss:.4f}" formats a one-element tensor as its number."""
+        if self.numel() == 1:
+            return format(self.item(), spec)
+        return format(str(self), spec)
+
     def __bool__(self):
         if self.numel() != 1:
             raise ValueError(f"the truth value of a tensor with {self.numel()} elements is ambiguous; use .any() or .all()")
@@ -217,6 +234,13 @@ class Tensor:
 
     def tolist(self):
         return self.numpy().tolist()
+
+    def clone(self):
+        """A copy with its own memory that stays in the graph (the gradient flows through)."""
+        return apply(ops.copy, self)
+
+    def is_floating_point(self):
+        return self.dtype.is_floating_point
 
     def detach(self):
         """The same values, cut from the graph (shares memory)."""
@@ -276,8 +300,11 @@ class Tensor:
     def __dlpack_device__(self):
         return self.data.__dlpack_device__()
 
-    def backward(self, grad=None, retain_graph=False):
-        """Accumulate the gradient of this tensor into every leaf that requires one."""
+    def backward(self, grad=None, retain_graph=False, *, gradient=None):
+        """Accumulate the gradient of this tensor into every leaf that requires one.
+
+        `gradient=` is PyTorch's name for `grad`."""
+        grad = gradient if grad is None else grad
         if not self.requires_grad:
             raise GraphError(
                 "backward() on a tensor that does not require grad: no input of the computation had "
@@ -363,34 +390,34 @@ class Tensor:
     # --- arithmetic ------------------------------------------------------------------------------
 
     def __add__(self, other):
-        return apply(ops.add, self, _operand(other, self))
+        return apply(ops.add, *_promoted(self, _operand(other, self)))
 
     def __radd__(self, other):
-        return apply(ops.add, _operand(other, self), self)
+        return apply(ops.add, *_promoted(_operand(other, self), self))
 
     def __sub__(self, other):
-        return apply(ops.sub, self, _operand(other, self))
+        return apply(ops.sub, *_promoted(self, _operand(other, self)))
 
     def __rsub__(self, other):
-        return apply(ops.sub, _operand(other, self), self)
+        return apply(ops.sub, *_promoted(_operand(other, self), self))
 
     def __mul__(self, other):
-        return apply(ops.mul, self, _operand(other, self))
+        return apply(ops.mul, *_promoted(self, _operand(other, self)))
 
     def __rmul__(self, other):
-        return apply(ops.mul, _operand(other, self), self)
+        return apply(ops.mul, *_promoted(_operand(other, self), self))
 
     def __truediv__(self, other):
-        return apply(ops.div, *_true_division(self, _operand(other, self)))
+        return apply(ops.div, *_promoted(self, _operand(other, self), true_division=True))
 
     def __rtruediv__(self, other):
-        return apply(ops.div, *_true_division(_operand(other, self), self))
+        return apply(ops.div, *_promoted(_operand(other, self), self, true_division=True))
 
     def __pow__(self, other):
-        return apply(ops.pow, self, _operand(other, self))
+        return apply(ops.pow, *_promoted(self, _operand(other, self)))
 
     def __rpow__(self, other):
-        return apply(ops.pow, _operand(other, self), self)
+        return apply(ops.pow, *_promoted(_operand(other, self), self))
 
     def __matmul__(self, other):
         return apply(ops.matmul, self, _operand(other, self, scalars=False))
@@ -563,12 +590,24 @@ class Tensor:
 _TRANSFER = ops.Primitive("to_device", None, lambda xp, g, out, source: source.put(g))
 
 
-def _true_division(a, b):
-    """Integer / integer gives float32, as in PyTorch (NumPy would give float64, strict refuses)."""
-    def integral(v):
-        return isinstance(v, int) or (isinstance(v, Tensor) and not _is_floating(v.data.dtype))
-    if integral(a) and integral(b):
-        a, b = (v.float() if isinstance(v, Tensor) else float(v) for v in (a, b))
+def _integral(v):
+    return isinstance(v, int) or (isinstance(v, Tensor) and not _is_floating(v.data.dtype))
+
+
+def _promoted(a, b, true_division=False):
+    """PyTorch's promotion where NumPy's differs: an integer tensor meeting a float (a Python number
+    or a float tensor) takes that float's dtype (float32 for Python floats), and integer / integer
+    gives float32. NumPy would give float64; array-api-strict would refuse."""
+    ia, ib = _integral(a), _integral(b)
+    if ia and ib:
+        if not true_division:
+            return a, b
+        a = a.float() if isinstance(a, Tensor) else float(a)
+        return a, (b.float() if isinstance(b, Tensor) else float(b))
+    if ia and isinstance(a, Tensor):
+        a = a.to(dtype=b.dtype if isinstance(b, Tensor) else "float32")
+    elif ib and isinstance(b, Tensor):
+        b = b.to(dtype=a.dtype if isinstance(a, Tensor) else "float32")
     return a, b
 
 
@@ -598,6 +637,8 @@ ValuesIndices = collections.namedtuple("ValuesIndices", ["values", "indices"])
 
 def extremum(primitive, x, dim, keepdim, axis, keepdims):
     """max/min: array-API spelling gives values, PyTorch's `dim` gives (values, indices)."""
+    if isinstance(dim, Tensor):  # torch.max(a, b): elementwise
+        return apply(ops.maximum if primitive.name == "max" else ops.minimum, x, dim)
     if dim is None:
         return apply(primitive, x, **_reduction(axis, None, keepdims, False))
     if axis is not None or not isinstance(dim, int):
@@ -659,7 +700,11 @@ def _full_index(index, ndim):
 def _host_array(data, dtype):
     """A NumPy array from Python data, with PyTorch's default dtypes: Python floats become float32,
     NumPy arrays keep their dtype, integers become int64."""
-    host = np.asarray(data)
+    try:
+        host = np.asarray(data)
+    except ValueError:
+        raise ShapeError("cannot make a tensor from nested lists whose rows have different lengths; "
+                         "pad them to one length first") from None
     if dtype is not None:
         return host.astype(as_dtype(dtype).name, copy=False)
     if host.dtype == np.float64 and not isinstance(data, (np.ndarray, np.generic)):
@@ -770,6 +815,13 @@ def ones_like(t, dtype=None, device=None, requires_grad=False):
 
 def full_like(t, fill_value, dtype=None, device=None, requires_grad=False):
     return full(t.shape, fill_value, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
+
+
+def from_numpy(array):
+    """A cpu tensor sharing memory with a NumPy array (no copy), as torch.from_numpy."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy expects a NumPy array, got {type(array).__name__}")
+    return Tensor._wrap(array, as_device("cpu"))
 
 
 def from_dlpack(obj):

@@ -137,3 +137,68 @@ def test_integer_true_division_gives_float32_like_pytorch(device):
         assert result.dtype == "float32" and result.device == device
     np.testing.assert_allclose((i / 2).numpy(), [0.5, 1.0, 1.5])
     assert (gpunn.tensor([1.0, 2.0], dtype="float64", device=device) / 2).dtype == "float64"  # floats keep theirs
+
+
+def test_integer_tensors_meeting_floats_take_the_float_dtype(device):
+    i = gpunn.tensor([0, 1, 2], device=device)
+    f64 = gpunn.tensor([1.0, 1.0, 1.0], dtype="float64", device=device)
+    assert (i * 1.5).dtype == "float32" and (1.5 - i).dtype == "float32"
+    assert (i + gpunn.ones(3, device=device)).dtype == "float32"
+    assert (i + f64).dtype == "float64"
+    assert (i * 2).dtype == "int64"  # control: integers with integers stay integers
+    np.testing.assert_allclose((i * 1.5).numpy(), [0.0, 1.5, 3.0])
+
+
+def test_linear_refuses_mixed_float_dtypes_as_pytorch_does():
+    layer = nn.Linear(3, 1)
+    with pytest.raises(gpunn.DTypeError, match="float64 and float32"):
+        layer(gpunn.tensor(np.ones((2, 3))))  # float64 data, float32 weights
+    assert layer(gpunn.tensor(np.ones((2, 3)), dtype="float32")).shape == (2, 1)
+
+
+def test_pytorch_conveniences():
+    loss = gpunn.tensor(0.123456)
+    assert f"{loss:.3f}" == "0.123"
+    a, b = gpunn.tensor([1.0, 5.0]), gpunn.tensor([3.0, 2.0])
+    assert gpunn.max(a, b).numpy().tolist() == [3.0, 5.0] and a.min(b).numpy().tolist() == [1.0, 2.0]
+    with pytest.raises(IndexError, match="out of bounds"):
+        a[5]
+    x = gpunn.tensor([1.0, 2.0], requires_grad=True)
+    copy = x.clone()
+    assert copy.data is not x.data
+    (copy * 3).sum().backward(gradient=gpunn.tensor(2.0))
+    assert x.grad.numpy().tolist() == [6.0, 6.0]
+    shared = np.zeros(2)
+    gpunn.from_numpy(shared).data[0] = 7.0
+    assert shared[0] == 7.0
+    assert gpunn.long == gpunn.int64 and gpunn.double == gpunn.float64 and gpunn.bool == gpunn.bool_
+    with gpunn.set_grad_enabled(False):
+        assert not (x * 2).requires_grad
+    with pytest.raises(gpunn.ShapeError, match="different lengths"):
+        gpunn.tensor([[1, 2], [3]])
+
+
+def test_module_list_registers_its_modules():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList([nn.Linear(2, 3), nn.Linear(3, 1)])
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = layer(x)
+            return x
+
+    net = Net()
+    assert [n for n, _ in net.named_parameters()] == ["layers.0.weight", "layers.0.bias",
+                                                     "layers.1.weight", "layers.1.bias"]
+    assert net(gpunn.ones(4, 2)).shape == (4, 1)
+    with pytest.raises(TypeError, match="no forward"):
+        net.layers(gpunn.ones(1, 2))
+
+
+def test_data_loader_from_lists_follows_tensors_dtype_rule():
+    from gpunn.data import DataLoader
+
+    xb, yb = next(iter(DataLoader([[0.5, 1.0], [1.5, 2.0]], [0, 1], batch_size=2, shuffle=False)))
+    assert xb.dtype == "float32" and yb.dtype == "int64"

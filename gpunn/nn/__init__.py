@@ -2,10 +2,10 @@
 
 from gpunn.nn import functional, init, utils
 from gpunn.nn.layers import (MLP, BCEWithLogitsLoss, CrossEntropyLoss, Flatten, Identity, Linear, LogSoftmax,
-                             MSELoss, NLLLoss, ReLU, Sequential, Sigmoid, Softmax, Tanh)
+                             ModuleList, MSELoss, NLLLoss, ReLU, Sequential, Sigmoid, Softmax, Tanh)
 from gpunn.nn.module import IncompatibleKeys, Module, StateDictError, StateDictShapeError
 from gpunn.nn.parameter import Parameter
 
-__all__ = ["Module", "Parameter", "Linear", "Sequential", "MLP", "ReLU", "Tanh", "Sigmoid", "Identity", "Flatten",
+__all__ = ["Module", "Parameter", "Linear", "Sequential", "ModuleList", "MLP", "ReLU", "Tanh", "Sigmoid", "Identity", "Flatten",
            "Softmax", "LogSoftmax", "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss",
            "IncompatibleKeys", "StateDictError", "StateDictShapeError", "functional", "init", "utils"]

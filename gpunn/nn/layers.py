@@ -95,6 +95,21 @@ class Sequential(Module):
                              f"of length {len(items)}") from None
 
 
+
+class ModuleList(Sequential):
+    """A list of modules whose parameters are registered, for a forward you write yourself."""
+
+    def __init__(self, modules=()):
+        super().__init__(*modules)
+
+    def extend(self, modules):
+        for module in modules:
+            self.append(module)
+        return self
+
+    def forward(self, *args):
+        raise TypeError("ModuleList has no forward of its own: iterate over it in your module's forward")
+
 class ReLU(Module):
     def forward(self, x):
         return F.relu(x)

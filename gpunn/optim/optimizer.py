@@ -188,7 +188,7 @@ def _check_param(owner, p, group, i):
                          "optimize the tensor it was computed from, or use t.detach().requires_grad_()")
     if not p.requires_grad:
         raise ValueError(f"{where} does not require grad, so it would never get a gradient; call "
-                         "p.requires_grad_() or leave it out")
+                         "p.requires_grad_() or leave it out, e.g. [p for p in model.parameters() if p.requires_grad]")
 
 
 def _restore(key, value, param):
