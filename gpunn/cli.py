@@ -249,7 +249,7 @@ def _print_summary(s):
             print(f"{r['restart'] + 1:>6}{mark} {r['seed']:>5}  {r['val_loss']:8.4f}  {r['val_accuracy']:7.4f}  "
                   f"{r['test_loss']:9.4f}  {r['test_accuracy']:8.4f}")
         print(f"kept restart {s['best_restart'] + 1} (lowest validation loss)")
-    print(f"device {s['device']} | {s['epochs']} epochs | {s['seconds']:.1f} s | train loss {s['train_loss']:.4f} | "
+    print(f"device {s['device']} | {s['epochs']} epoch{'s' if s['epochs'] != 1 else ''} | {s['seconds']:.1f} s | train loss {s['train_loss']:.4f} | "
           f"test loss {s['test_loss']:.4f} | test accuracy {s['test_accuracy']:.4f}")
     if "out" in s:
         print(f"files in {s['out']}")
@@ -271,7 +271,8 @@ def _bench(args):
 def _info():
     print(f"gpunn {gpunn.__version__} (Python {platform.python_version()}, {platform.platform()})")
     print("packages: " + ", ".join(f"{name} {_version(name)}" for name in
-                                   ("numpy", "array-api-compat", "array-api-strict", "tqdm", "matplotlib")))
+                                   ("numpy", "array-api-compat", "array-api-strict", "tqdm", "matplotlib",
+                                    "torch")))
     cupy = next((f"{dist} {_version(dist)}" for dist in ("cupy-cuda12x", "cupy-cuda13x", "cupy")
                  if _version(dist) != "not installed"), "not installed")
     print(f"cupy: {cupy}")
