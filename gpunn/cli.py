@@ -11,6 +11,7 @@ import datetime
 import importlib.metadata
 import os
 import platform
+import signal
 import sys
 from pathlib import Path
 
@@ -181,6 +182,8 @@ def _add_bench(commands):
 
 def main(argv=None):
     """Run the command line `argv` (default: sys.argv[1:]) and return the exit status."""
+    if hasattr(signal, "SIGPIPE") and argv is None:  # `gpunn info | head` ends quietly, like other tools
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
