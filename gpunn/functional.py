@@ -23,6 +23,17 @@ def sigmoid(x):
     return apply(ops.sigmoid, x)
 
 
+def leaky_relu(x, negative_slope=0.01):
+    return apply(ops.leaky_relu, x, negative_slope=float(negative_slope))
+
+
+def gelu(x, approximate="none"):
+    """x * Phi(x) (Phi: the standard normal CDF); approximate="tanh" is the tanh formula."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
+    return apply(ops.gelu, x, approximate=approximate)
+
+
 def softmax(x, axis=-1, *, dim=None):
     return apply(ops.softmax, x, axis=axis if dim is None else dim)
 

@@ -168,6 +168,55 @@ relu = Primitive("relu", lambda xp, x: xp.maximum(x, 0),
                  # at a dead unit stays NaN (loud) instead of being masked
                  lambda xp, g, out, x: g * xp.astype(out > 0, g.dtype), floats=(0,))
 
+leaky_relu = Primitive("leaky_relu",
+                       lambda xp, x, negative_slope=0.01: xp.where(x > 0, x, x * negative_slope),
+                       lambda xp, g, out, x, negative_slope=0.01: xp.where(x > 0, g, g * negative_slope),
+                       floats=(0,))
+"""x where x > 0, else negative_slope * x (PyTorch's rule: the slope at 0 is negative_slope)."""
+
+
+def _erfc(xp, z):
+    """erfc(z) for z >= 0 (the array API has no erf): Numerical Recipes' Chebyshev fit
+    (Press et al., "erfcc"), relative error below 1.2e-7 everywhere, so tails keep their digits."""
+    t = 1 / (1 + 0.5 * z)
+    poly = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
+        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (
+            -0.82215223 + t * 0.17087277))))))))
+    return t * xp.exp(poly - z * z)
+
+
+def _normal_cdf(xp, x):
+    """Phi(x) = erfc(-x / sqrt 2) / 2, from erfc of |x| so neither tail cancels."""
+    half_tail = 0.5 * _erfc(xp, xp.abs(x) * (1 / math.sqrt(2)))
+    return xp.where(x >= 0, 1 - half_tail, half_tail)
+
+
+_GELU_TANH_SCALE = math.sqrt(2 / math.pi)
+
+
+def _gelu(xp, x, approximate="none"):
+    """Saves Phi(x) (exact) or the tanh (approximate) for the rule."""
+    if approximate == "tanh":
+        t = xp.tanh(_GELU_TANH_SCALE * (x + 0.044715 * (x * x * x)))
+        return 0.5 * x * (1 + t), t
+    cdf = _normal_cdf(xp, x)
+    return x * cdf, cdf
+
+
+def _gelu_grad(xp, g, saved, x, approximate="none"):
+    if approximate == "tanh":
+        t = saved
+        slope = _GELU_TANH_SCALE * (1 + 3 * 0.044715 * (x * x))
+        return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * slope)
+    pdf = xp.exp(-0.5 * (x * x)) * (1 / math.sqrt(2 * math.pi))
+    return g * (saved + x * pdf)
+
+
+gelu = Primitive("gelu", _gelu, _gelu_grad, floats=(0,), saves=True)
+"""x * Phi(x). Exact form: Phi from an erfc with relative error < 1.2e-7 (float32 rounding level;
+in float64 it differs from PyTorch's by up to that relative amount); the rule uses the exact
+normal density. approximate="tanh" is PyTorch's tanh formula, with its exact derivative."""
+
 maximum = Primitive("maximum", lambda xp, x, y: xp.maximum(x, y),
                     lambda xp, g, out, x, y: xp.where(x >= y, g, 0.0),
                     lambda xp, g, out, x, y: xp.where(x >= y, 0.0, g))

@@ -1,0 +1,84 @@
+"""LeakyReLU, GELU, Dropout, LayerNorm, Embedding and the cross-entropy options.
+
+References are NumPy float64 formulas written here from PyTorch's documentation (math.erf for the
+exact GELU); torch itself is compared where it is installed. Gradients go through gradcheck.
+"""
+
+import math
+
+import numpy as np
+import pytest
+from helpers import assert_close, away_from_zero, rng, to_device
+
+import gpunn
+import gpunn.functional as F
+import gpunn.nn as nn
+from gpunn.testing import gradcheck
+
+
+def normal_cdf(x):
+    return 0.5 * (1 + np.vectorize(math.erf)(np.asarray(x) / math.sqrt(2)))
+
+
+def gelu_tanh_ref(x):
+    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+# --- activations ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("slope", [0.01, 0.2])
+def test_leaky_relu_forward_and_gradient(device, slope):
+    host = away_from_zero((3, 4))
+    x = to_device(host, device, requires_grad=True)
+    y = F.leaky_relu(x, slope)
+    assert_close(y, np.where(host > 0, host, slope * host), device=device, dtype="float64")
+    assert not np.allclose(y.numpy(), np.where(host > 0, host, 2 * slope * host))  # negative control
+    gradcheck(lambda t: F.leaky_relu(t, slope), [x])
+    assert_close(nn.LeakyReLU()(x), np.where(host > 0, host, 0.01 * host))
+    y32 = nn.LeakyReLU(slope)(to_device(host, device, dtype="float32"))
+    assert y32.dtype == "float32" and y32.device == device
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_forward_and_gradient(device, approximate):
+    host = np.linspace(-6, 6, 25)
+    x = to_device(host, device, requires_grad=True)
+    y = F.gelu(x, approximate=approximate)
+    expected = host * normal_cdf(host) if approximate == "none" else gelu_tanh_ref(host)
+    # the exact form's erfc is accurate to 1.2e-7 relative: the tanh form is exact arithmetic
+    assert_close(y, expected, device=device, dtype="float64", rtol=3e-7 if approximate == "none" else 1e-12)
+    other = gelu_tanh_ref(host) if approximate == "none" else host * normal_cdf(host)
+    assert not np.allclose(y.numpy(), other, rtol=1e-5, atol=0)  # negative control: the forms differ
+    gradcheck(lambda t: F.gelu(t, approximate=approximate), [to_device(away_from_zero((2, 5)) * 3, device,
+                                                                       requires_grad=True)])
+    y.sum().backward()
+    pdf = np.exp(-host ** 2 / 2) / math.sqrt(2 * math.pi)
+    if approximate == "none":  # the rule is the exact derivative Phi(x) + x phi(x)
+        np.testing.assert_allclose(x.grad.numpy(), normal_cdf(host) + host * pdf, rtol=3e-7, atol=1e-12)
+    assert nn.GELU(approximate)(to_device(host, device, dtype="float32")).dtype == "float32"
+
+
+def test_activation_modules_and_arguments():
+    assert repr(nn.LeakyReLU()) == "LeakyReLU(negative_slope=0.01)"
+    assert repr(nn.GELU("tanh")) == "GELU(approximate='tanh')"
+    with pytest.raises(ValueError, match="approximate"):
+        nn.GELU("erf")
+    with pytest.raises(ValueError, match="approximate"):
+        F.gelu(gpunn.zeros(2), approximate="fast")
+    with pytest.raises(gpunn.DTypeError, match="gelu"):
+        F.gelu(gpunn.tensor([1, 2]))
+
+
+def test_activations_agree_with_torch():
+    torch = pytest.importorskip("torch")
+    host = rng(3).normal(size=(4, 5)) * 3
+    for ours, theirs in [(nn.LeakyReLU(), torch.nn.LeakyReLU()), (nn.LeakyReLU(0.3), torch.nn.LeakyReLU(0.3)),
+                         (nn.GELU(), torch.nn.GELU()), (nn.GELU("tanh"), torch.nn.GELU("tanh"))]:
+        x = gpunn.tensor(host, requires_grad=True)
+        xt = torch.tensor(host, requires_grad=True)
+        ours(x).sum().backward()
+        theirs(xt).sum().backward()
+        np.testing.assert_allclose(ours(x).numpy(), theirs(xt).detach().numpy(), rtol=3e-7, atol=1e-12)
+        np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-6, atol=1e-12)
+        assert repr(ours) == repr(theirs)
