@@ -6,6 +6,7 @@ because they are cheaper and stay finite where log and exp taken apart would not
 
 from gpunn import ops
 from gpunn.errors import DTypeError, ShapeError
+from gpunn.random import generator
 from gpunn.tensor import Tensor, apply, tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -40,6 +41,25 @@ def softmax(x, axis=-1, *, dim=None):
 
 def log_softmax(x, axis=-1, *, dim=None):
     return apply(ops.log_softmax, x, axis=axis if dim is None else dim)
+
+
+def dropout(x, p=0.5, training=True):
+    """Zero each entry with probability p and scale the rest by 1/(1-p), keeping the expectation.
+
+    The mask is drawn on the host from gpunn's seeded generator (float64 uniforms compared with p)
+    and enters as a constant factor, so one seed gives the same mask on every device and the
+    gradient is the same mask. Identity when not training or p == 0; zeros when p == 1.
+    """
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+        raise ValueError(f"dropout: p is the probability of zeroing an entry and must lie in [0, 1], got {p!r}")
+    if not x.dtype.is_floating_point:
+        raise DTypeError(f"dropout needs a floating-point tensor, got {x.dtype}; convert it with .float()")
+    if not training or p == 0:
+        return x
+    keep = generator().random(x.shape) >= p
+    scale = keep * (1 / (1 - p)) if p < 1 else keep * 0.0
+    mask = Tensor._wrap(x.device.put(scale.astype(x.dtype.name)), x.device)
+    return x * mask
 
 
 def linear(x, weight, bias=None):

@@ -82,3 +82,59 @@ def test_activations_agree_with_torch():
         np.testing.assert_allclose(ours(x).numpy(), theirs(xt).detach().numpy(), rtol=3e-7, atol=1e-12)
         np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-6, atol=1e-12)
         assert repr(ours) == repr(theirs)
+
+
+# --- dropout -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("p", [0.25, 0.6])
+def test_dropout_zeroes_a_fraction_p_and_scales_the_rest(device, p):
+    gpunn.manual_seed(0)
+    x = gpunn.ones(200, 100, dtype="float64", device=device, requires_grad=True)
+    y = F.dropout(x, p)
+    assert y.device == device and y.dtype == "float64"
+    values = y.numpy()
+    zeros = values == 0
+    assert abs(zeros.mean() - p) < 0.02  # 20000 draws: the standard error is about 0.0035
+    np.testing.assert_array_equal(values[~zeros], 1 / (1 - p))
+    y.sum().backward()  # the gradient is the same scaled mask
+    np.testing.assert_array_equal(x.grad.numpy(), values)
+    assert F.dropout(gpunn.ones(4, dtype="float32", device=device), p).dtype == "float32"
+
+
+def test_dropout_edge_probabilities_and_eval(device):
+    x = to_device(rng().normal(size=(3, 4)), device, requires_grad=True)
+    for p in (0, 0.0):
+        assert_close(F.dropout(x, p), x.numpy())
+    assert_close(F.dropout(x, 0.5, training=False), x.numpy())
+    zeroed = F.dropout(x, 1.0)
+    assert_close(zeroed, np.zeros((3, 4)), device=device)
+    zeroed.sum().backward()
+    assert_close(x.grad, np.zeros((3, 4)))
+    layer = nn.Dropout(0.5)
+    assert layer.training
+    assert (layer(x).numpy() == 0).any()
+    layer.eval()
+    assert_close(layer(x), x.numpy())  # identity in eval mode
+    layer.train()
+    assert (layer(x).numpy() == 0).any()
+
+
+def test_dropout_same_seed_same_mask_on_every_device():
+    masks = {}
+    for spec in ("cpu", "strict:1"):
+        gpunn.manual_seed(42)
+        masks[spec] = F.dropout(gpunn.ones(8, 16, device=spec), 0.5).numpy()
+    np.testing.assert_array_equal(masks["cpu"], masks["strict:1"])
+    gpunn.manual_seed(43)
+    assert not np.array_equal(F.dropout(gpunn.ones(8, 16), 0.5).numpy(), masks["cpu"])  # negative control
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, "0.5", True])
+def test_dropout_rejects_bad_probabilities(bad):
+    with pytest.raises(ValueError, match="p "):
+        F.dropout(gpunn.ones(3), bad)
+    with pytest.raises(ValueError, match="p "):
+        nn.Dropout(bad)
+    with pytest.raises(gpunn.DTypeError, match="floating"):
+        F.dropout(gpunn.tensor([1, 2]), 0.5)

@@ -151,6 +151,22 @@ class GELU(Module):
         return f"approximate={self.approximate!r}"
 
 
+class Dropout(Module):
+    """Zeroes entries with probability p while training (scaling the rest by 1/(1-p)); identity in eval()."""
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+            raise ValueError(f"Dropout: p is the probability of zeroing an entry and must lie in [0, 1], got {p!r}")
+        self.p = p
+
+    def forward(self, x):
+        return F.dropout(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
 class Identity(Module):
     def __init__(self, *args, **kwargs):  # accepts and ignores arguments, like PyTorch
         super().__init__()
