@@ -62,6 +62,28 @@ def dropout(x, p=0.5, training=True):
     return x * mask
 
 
+def _shape_tuple(shape):
+    return (shape,) if isinstance(shape, int) else tuple(shape)
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalize over the last len(normalized_shape) axes (biased variance, as PyTorch), then
+    scale by weight and shift by bias; a composite of primitives, so gradients need no new rule."""
+    shape = _shape_tuple(normalized_shape)
+    if len(shape) > x.ndim or tuple(x.shape[x.ndim - len(shape):]) != shape:
+        raise ShapeError(f"layer_norm: input of shape {x.shape} does not end in normalized_shape {shape}; "
+                         "pass the trailing dimensions to normalize over")
+    axes = tuple(range(-len(shape), 0))
+    centered = x - x.mean(axis=axes, keepdims=True)
+    var = (centered * centered).mean(axis=axes, keepdims=True)
+    y = centered / (var + eps).sqrt()
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
+
+
 def linear(x, weight, bias=None):
     """x @ weight.T + bias, one node: weight has PyTorch's (out_features, in_features) layout."""
     return apply(ops.linear, x, weight, bias)

@@ -138,3 +138,66 @@ def test_dropout_rejects_bad_probabilities(bad):
         nn.Dropout(bad)
     with pytest.raises(gpunn.DTypeError, match="floating"):
         F.dropout(gpunn.tensor([1, 2]), 0.5)
+
+
+# --- layer norm ----------------------------------------------------------------------------------
+
+
+def layer_norm_ref(x, k, weight=None, bias=None, eps=1e-5):
+    axes = tuple(range(x.ndim - k, x.ndim))
+    mu = x.mean(axis=axes, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)  # biased, as PyTorch
+    y = (x - mu) / np.sqrt(var + eps)
+    return y * (1 if weight is None else weight) + (0 if bias is None else bias)
+
+
+@pytest.mark.parametrize("normalized_shape", [4, (3, 4)])
+def test_layer_norm_forward_and_gradient(device, normalized_shape):
+    g = rng(1)
+    host = g.normal(size=(2, 3, 4)) * 2 + 1
+    k = 1 if isinstance(normalized_shape, int) else len(normalized_shape)
+    shape = host.shape[3 - k:]
+    w_host, b_host = g.normal(size=shape), g.normal(size=shape)
+    x, w, b = (to_device(a, device, requires_grad=True) for a in (host, w_host, b_host))
+    y = F.layer_norm(x, normalized_shape, w, b)
+    assert_close(y, layer_norm_ref(host, k, w_host, b_host), device=device, dtype="float64", rtol=1e-9)
+    assert not np.allclose(y.numpy(), layer_norm_ref(host, 3 - k, w_host, b_host))  # negative control: axes
+    gradcheck(lambda *t: F.layer_norm(t[0], normalized_shape, t[1], t[2], eps=1e-3), [x, w, b])
+    gradcheck(lambda t: F.layer_norm(t, normalized_shape), [x])
+
+
+def test_layer_norm_module(device):
+    layer = nn.LayerNorm(4, device=device)
+    assert list(layer.state_dict()) == ["weight", "bias"]
+    assert_close(layer.weight, np.ones(4), device=device, dtype="float32")
+    assert_close(layer.bias, np.zeros(4), device=device, dtype="float32")
+    host = rng(2).normal(size=(5, 4)).astype(np.float32)
+    y = layer(to_device(host, device))
+    assert y.dtype == "float32" and y.device == device
+    assert_close(y, layer_norm_ref(host.astype(np.float64), 1), rtol=1e-5, atol=1e-6)
+    assert list(nn.LayerNorm(4, bias=False).state_dict()) == ["weight"]
+    bare = nn.LayerNorm((2, 2), elementwise_affine=False)
+    assert list(bare.state_dict()) == [] and bare.weight is None and bare.bias is None
+    with pytest.raises(gpunn.ShapeError, match="normalized_shape"):
+        layer(gpunn.zeros(5, 3, device=device))
+
+
+def test_layer_norm_agrees_with_torch():
+    torch = pytest.importorskip("torch")
+    host = rng(4).normal(size=(3, 2, 5))
+    ours, theirs = nn.LayerNorm((2, 5), eps=1e-3, dtype="float64"), torch.nn.LayerNorm((2, 5), eps=1e-3).double()
+    with torch.no_grad():
+        theirs.weight.copy_(torch.tensor(rng(5).normal(size=(2, 5))))
+        theirs.bias.copy_(torch.tensor(rng(6).normal(size=(2, 5))))
+    ours.load_state_dict({k: gpunn.tensor(v.numpy()) for k, v in theirs.state_dict().items()})
+    x, xt = gpunn.tensor(host, requires_grad=True), torch.tensor(host, requires_grad=True)
+    y, yt = ours(x), theirs(xt)
+    np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+    upstream = rng(7).normal(size=host.shape)
+    (y * gpunn.tensor(upstream)).sum().backward()
+    (yt * torch.tensor(upstream)).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours.weight.grad.numpy(), theirs.weight.grad.numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours.bias.grad.numpy(), theirs.bias.grad.numpy(), rtol=1e-9, atol=1e-12)
+    assert repr(ours) == repr(theirs)
+    assert repr(nn.LayerNorm(3, elementwise_affine=False)) == repr(torch.nn.LayerNorm(3, elementwise_affine=False))

@@ -9,7 +9,7 @@ from gpunn.dtypes import as_dtype
 from gpunn.nn import init
 from gpunn.nn.module import Module
 from gpunn.nn.parameter import Parameter
-from gpunn.tensor import empty
+from gpunn.tensor import empty, ones, zeros
 
 
 def _size(name, value, owner):
@@ -49,6 +49,41 @@ class Linear(Module):
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class LayerNorm(Module):
+    """Normalizes over the trailing normalized_shape axes; weight (ones) and bias (zeros) are learned
+    per element when elementwise_affine, as in torch.nn.LayerNorm."""
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None,
+                 dtype="float32"):
+        super().__init__()
+        self.normalized_shape = F._shape_tuple(normalized_shape)
+        for n in self.normalized_shape:
+            _size("normalized_shape entries", n, "LayerNorm")
+        self.eps, self.elementwise_affine = eps, elementwise_affine
+        if elementwise_affine:
+            self.weight = Parameter(ones(*self.normalized_shape, dtype=dtype, device=device))
+            if bias:
+                self.bias = Parameter(zeros(*self.normalized_shape, dtype=dtype, device=device))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def reset_parameters(self):
+        if self.weight is not None:
+            init.ones_(self.weight)
+        if self.bias is not None:
+            init.zeros_(self.bias)
+
+    def forward(self, x):
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
+                f"bias={self.bias is not None}")
 
 
 class Sequential(Module):
