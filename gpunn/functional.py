@@ -5,7 +5,7 @@ because they are cheaper and stay finite where log and exp taken apart would not
 """
 
 from gpunn import ops
-from gpunn.errors import DTypeError, ShapeError
+from gpunn.errors import DeviceError, DTypeError, ShapeError
 from gpunn.random import generator
 from gpunn.tensor import Tensor, apply, tensor
 
@@ -82,6 +82,29 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     if bias is not None:
         y = y + bias
     return y
+
+
+def embedding(input, weight):
+    """Rows of the (num_embeddings, dim) weight picked by integer indices of any shape: the result
+    has shape input.shape + (dim,). One gather of the flattened indices, so the gradient of a
+    repeated index accumulates (getitem's rule)."""
+    if not isinstance(input, Tensor):
+        input = tensor(input, device=weight.device)
+    if input.dtype.is_floating_point or input.dtype.name == "bool":
+        raise DTypeError(f"embedding: indices must be an integer tensor, got {input.dtype}; use .long()")
+    if weight.ndim != 2:
+        raise ShapeError(f"embedding: weight must be (num_embeddings, embedding_dim), got shape {weight.shape}")
+    if input.device is not weight.device:
+        raise DeviceError(f"embedding: indices are on {input.device} but the weight is on {weight.device}; "
+                          f"move the indices with .to({str(weight.device)!r})")
+    n = weight.shape[0]
+    if input.device.type == "cpu" and input.numel():  # a host check is free here; on a GPU it would sync
+        lo, hi = int(input.data.min()), int(input.data.max())
+        if lo < 0 or hi >= n:
+            raise IndexError(f"embedding: index {lo if lo < 0 else hi} is out of range for {n} embeddings; "
+                             f"indices must lie in [0, {n})")
+    flat = input.device.xp.reshape(input.data, (-1,))
+    return apply(ops.getitem, weight, index=flat).reshape(*input.shape, weight.shape[1])
 
 
 def linear(x, weight, bias=None):

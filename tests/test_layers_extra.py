@@ -201,3 +201,62 @@ def test_layer_norm_agrees_with_torch():
     np.testing.assert_allclose(ours.bias.grad.numpy(), theirs.bias.grad.numpy(), rtol=1e-9, atol=1e-12)
     assert repr(ours) == repr(theirs)
     assert repr(nn.LayerNorm(3, elementwise_affine=False)) == repr(torch.nn.LayerNorm(3, elementwise_affine=False))
+
+
+# --- embedding -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("index_shape", [(5,), (2, 3), ()])
+def test_embedding_gathers_rows_and_accumulates_gradients(device, index_shape):
+    table = rng(8).normal(size=(6, 3))
+    idx_host = np.array([1, 4, 1, 0, 1, 5])[:int(np.prod(index_shape))].reshape(index_shape)
+    w = to_device(table, device, requires_grad=True)
+    idx = gpunn.tensor(idx_host, device=device)
+    y = F.embedding(idx, w)
+    assert_close(y, table[idx_host], device=device, dtype="float64")
+    upstream = rng(9).normal(size=index_shape + (3,))
+    (y * to_device(upstream, device)).sum().backward()
+    expected = np.zeros_like(table)
+    np.add.at(expected, idx_host.reshape(-1), upstream.reshape(-1, 3))  # repeated rows add up
+    assert_close(w.grad, expected)
+    if idx_host.size > 1:  # negative control: overwriting instead of accumulating differs
+        overwritten = np.zeros_like(table)
+        overwritten[idx_host.reshape(-1)] = upstream.reshape(-1, 3)
+        assert not np.allclose(w.grad.numpy(), overwritten)
+    gradcheck(lambda t: F.embedding(idx, t), [w])
+
+
+def test_embedding_module_init_and_errors(device):
+    gpunn.manual_seed(7)
+    layer = nn.Embedding(1000, 20, device=device)
+    assert list(layer.state_dict()) == ["weight"] and layer.weight.device == device
+    assert layer.weight.dtype == "float32" and repr(layer) == "Embedding(1000, 20)"
+    values = layer.weight.numpy()
+    assert abs(values.mean()) < 0.02 and abs(values.std() - 1) < 0.02  # N(0, 1), as in PyTorch
+    gpunn.manual_seed(7)
+    np.testing.assert_array_equal(nn.Embedding(1000, 20).weight.numpy(), values)  # same seed on every device
+    out = layer(gpunn.tensor([[3, 999]], device=device))
+    assert out.shape == (1, 2, 20) and out.dtype == "float32" and out.device == device
+    with pytest.raises(gpunn.DTypeError, match="integer"):
+        layer(gpunn.tensor([1.0], device=device))
+    if device.type == "cpu":
+        for bad in (1000, -1):
+            with pytest.raises(IndexError, match=r"\[0, 1000\)"):
+                layer(gpunn.tensor([0, bad]))
+    other = "strict:1" if device.type == "cpu" else "cpu"
+    with pytest.raises(gpunn.DeviceError, match="indices"):
+        layer(gpunn.tensor([0], device=other))
+
+
+def test_embedding_agrees_with_torch():
+    torch = pytest.importorskip("torch")
+    table = rng(10).normal(size=(7, 4))
+    idx = np.array([[0, 6, 6], [2, 0, 6]])
+    w, wt = gpunn.tensor(table, requires_grad=True), torch.tensor(table, requires_grad=True)
+    y, yt = F.embedding(gpunn.tensor(idx), w), torch.nn.functional.embedding(torch.tensor(idx), wt)
+    np.testing.assert_array_equal(y.numpy(), yt.detach().numpy())
+    upstream = rng(11).normal(size=(2, 3, 4))
+    (y * gpunn.tensor(upstream)).sum().backward()
+    (yt * torch.tensor(upstream)).sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), wt.grad.numpy(), rtol=1e-12)
+    assert repr(nn.Embedding(7, 4)) == repr(torch.nn.Embedding(7, 4))

@@ -86,6 +86,31 @@ class LayerNorm(Module):
                 f"bias={self.bias is not None}")
 
 
+class Embedding(Module):
+    """A lookup table: row i of weight (num_embeddings, embedding_dim) for each integer index i.
+
+    Initialised like torch.nn.Embedding: weight from N(0, 1), drawn from gpunn's host generator.
+    """
+
+    def __init__(self, num_embeddings, embedding_dim, device=None, dtype="float32"):
+        super().__init__()
+        self.num_embeddings = _size("num_embeddings", num_embeddings, "Embedding")
+        self.embedding_dim = _size("embedding_dim", embedding_dim, "Embedding")
+        if not as_dtype(dtype).is_floating_point:
+            raise TypeError(f"Embedding: dtype must be floating point, not {dtype}")
+        self.weight = Parameter(empty(num_embeddings, embedding_dim, dtype=dtype, device=device))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        init.normal_(self.weight)
+
+    def forward(self, input):
+        return F.embedding(input, self.weight)
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}"
+
+
 class Sequential(Module):
     """Modules applied in order; children are named "0", "1", ... (or by an OrderedDict's keys)."""
 
