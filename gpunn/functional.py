@@ -117,7 +117,9 @@ def _check_reduction(name, reduction):
         raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, not {reduction!r}")
 
 
-def _class_targets(name, logits, target):
+def _class_targets(name, logits, target, ignore_index=-100):
+    """Checked targets, and whether any equals ignore_index (known on the cpu only: elsewhere the
+    check would cost a sync, so False there)."""
     if not isinstance(target, Tensor):
         target = tensor(target, device=logits.device)
     if logits.ndim != 2:
@@ -129,26 +131,86 @@ def _class_targets(name, logits, target):
         raise ShapeError(f"{name}: empty batch (0 rows); check the data loader and the batch size")
     if target.dtype.is_floating_point or target.dtype.name == "bool":
         raise DTypeError(f"{name}: targets must be integer class indices, got {target.dtype}; use .long()")
+    ignored = False
     if target.device.type == "cpu":  # a host check is free here; on a GPU it would cost a sync
         data = target.data
-        lo, hi = int(data.min()), int(data.max())
-        if lo < 0 or hi >= logits.shape[1]:
-            raise ValueError(f"{name}: class labels must lie in [0, {logits.shape[1]}), found {lo if lo < 0 else hi}; "
-                             "check the labels or the number of output units")
-    return target
+        kept = data[data != ignore_index]
+        ignored = kept.size < data.size
+        if kept.size:
+            lo, hi = int(kept.min()), int(kept.max())
+            if lo < 0 or hi >= logits.shape[1]:
+                raise ValueError(f"{name}: class labels must lie in [0, {logits.shape[1]}) or equal ignore_index "
+                                 f"({ignore_index}), found {lo if lo < 0 else hi}; check the labels or the number "
+                                 "of output units")
+    return target, ignored
 
 
-def cross_entropy(logits, target, reduction="mean"):
-    """Softmax cross-entropy of (batch, classes) logits against integer classes, fused and stable."""
+def _class_weights(name, weight, log_probs):
+    if weight is None:
+        return None
+    if isinstance(weight, str):
+        raise TypeError(f"{name}: the third positional argument is the class weight (as in PyTorch); "
+                        f"pass reduction={weight!r} by keyword")
+    if not isinstance(weight, Tensor):
+        weight = tensor(weight, dtype=log_probs.dtype, device=log_probs.device)
+    if weight.shape != (log_probs.shape[1],):
+        raise ShapeError(f"{name}: weight must hold one value per class, shape ({log_probs.shape[1]},), "
+                         f"got {weight.shape}")
+    return weight
+
+
+def _weighted_nll(log_probs, target, weight, ignore_index, reduction, label_smoothing):
+    """PyTorch's loss with class weights, ignored targets and label smoothing, as a composite:
+
+    per row i (0 where target i is ignored), with w = weight (ones if None) and e = label_smoothing,
+        loss_i = -(1 - e) w[y_i] log p[i, y_i] - (e / C) sum_c w[c] log p[i, c]
+    and "mean" divides the sum by the sum of w[y_i] over the targets kept.
+    """
+    dev, classes = log_probs.device, log_probs.shape[1]
+    xp, dtype = dev.xp, log_probs.data.dtype
+    kept = target.data != ignore_index
+    picked = (target.data[:, None] == _arange(dev, classes)[None, :]) & kept[:, None]
+    target_weight = Tensor._wrap(xp.astype(picked, dtype), dev)
+    if weight is not None:
+        target_weight = target_weight * weight
+    coef = target_weight * (1 - label_smoothing) if label_smoothing else target_weight
+    if label_smoothing:
+        spread = Tensor._wrap(xp.astype(kept, dtype)[:, None], dev) * (label_smoothing / classes)
+        coef = coef + (spread * weight if weight is not None else spread)
+    per_row = -(log_probs * coef).sum(axis=1)
+    if reduction == "none":
+        return per_row
+    total = per_row.sum()
+    return total if reduction == "sum" else total / target_weight.sum()
+
+
+def cross_entropy(logits, target, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """Softmax cross-entropy of (batch, classes) logits against integer classes, with PyTorch's
+    weight, ignore_index and label_smoothing.
+
+    The default call is one fused primitive. Any option, or (on the cpu, where labels are checked
+    on the host anyway) a target equal to ignore_index, takes the composite path. Off the cpu the
+    default call does not look for ignored targets (that would cost a sync): pass a non-default
+    option, or keep such labels out, there.
+    """
     _check_reduction("cross_entropy", reduction)
-    target = _class_targets("cross_entropy", logits, target)
-    return apply(ops.cross_entropy, logits, target, reduction=reduction)
+    if not 0 <= label_smoothing <= 1:
+        raise ValueError(f"cross_entropy: label_smoothing must lie in [0, 1], got {label_smoothing!r}")
+    target, ignored = _class_targets("cross_entropy", logits, target, ignore_index)
+    weight = _class_weights("cross_entropy", weight, logits)
+    if weight is None and not label_smoothing and not ignored and ignore_index == -100:
+        return apply(ops.cross_entropy, logits, target, reduction=reduction)
+    return _weighted_nll(log_softmax(logits, axis=1), target, weight, ignore_index, reduction, label_smoothing)
 
 
-def nll_loss(log_probs, target, reduction="mean"):
-    """Negative log-likelihood of log-probabilities (e.g. from log_softmax) at the target classes."""
+def nll_loss(log_probs, target, weight=None, *, ignore_index=-100, reduction="mean"):
+    """Negative log-likelihood of log-probabilities (e.g. from log_softmax) at the target classes,
+    with PyTorch's weight and ignore_index (see cross_entropy for when they are honoured)."""
     _check_reduction("nll_loss", reduction)
-    target = _class_targets("nll_loss", log_probs, target)
+    target, ignored = _class_targets("nll_loss", log_probs, target, ignore_index)
+    weight = _class_weights("nll_loss", weight, log_probs)
+    if weight is not None or ignored or ignore_index != -100:
+        return _weighted_nll(log_probs, target, weight, ignore_index, reduction, 0.0)
     rows = apply(ops.getitem, log_probs, index=(_arange(log_probs.device, log_probs.shape[0]), target.data))
     loss = -rows
     return loss if reduction == "none" else loss.mean() if reduction == "mean" else loss.sum()

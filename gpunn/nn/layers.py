@@ -9,7 +9,7 @@ from gpunn.dtypes import as_dtype
 from gpunn.nn import init
 from gpunn.nn.module import Module
 from gpunn.nn.parameter import Parameter
-from gpunn.tensor import empty, ones, zeros
+from gpunn.tensor import Tensor, empty, ones, tensor, zeros
 
 
 def _size(name, value, owner):
@@ -275,14 +275,33 @@ class _Loss(Module):
         return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"
 
 
-class CrossEntropyLoss(_Loss):
+class _WeightedLoss(_Loss):
+    """A loss with optional class weights, kept as a buffer "weight" (as in PyTorch)."""
+
+    def __init__(self, weight=None, *, ignore_index=-100, reduction="mean"):
+        super().__init__(reduction)
+        if isinstance(weight, str):
+            raise TypeError(f"{type(self).__name__}: the first positional argument is the class weight (as in "
+                            f"PyTorch); pass reduction={weight!r} by keyword")
+        if weight is not None and not isinstance(weight, Tensor):
+            weight = tensor(weight, dtype="float32")
+        self.register_buffer("weight", weight)
+        self.ignore_index = ignore_index
+
+
+class CrossEntropyLoss(_WeightedLoss):
+    def __init__(self, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+        super().__init__(weight, ignore_index=ignore_index, reduction=reduction)
+        self.label_smoothing = label_smoothing
+
     def forward(self, logits, target):
-        return F.cross_entropy(logits, target, reduction=self.reduction)
+        return F.cross_entropy(logits, target, self.weight, ignore_index=self.ignore_index,
+                               reduction=self.reduction, label_smoothing=self.label_smoothing)
 
 
-class NLLLoss(_Loss):
+class NLLLoss(_WeightedLoss):
     def forward(self, log_probs, target):
-        return F.nll_loss(log_probs, target, reduction=self.reduction)
+        return F.nll_loss(log_probs, target, self.weight, ignore_index=self.ignore_index, reduction=self.reduction)
 
 
 class MSELoss(_Loss):
