@@ -15,8 +15,11 @@ def _index_add_grad(xp_, g, out, x, index):
     return summed.astype(g.dtype, copy=False).reshape(x.shape)
 
 
-def _cross_entropy_forward(xp_, logits, target, reduction="mean"):
-    """The generic forward with a gather and an in-place scatter instead of one-hot products."""
+def _cross_entropy_forward(xp_, logits, target, reduction="mean", ignore_index=-100):
+    """The generic forward with a gather and an in-place scatter instead of one-hot products.
+
+    Targets equal to ignore_index never reach it: on the cpu, functional.cross_entropy finds
+    them on the host and takes the composite path."""
     rows = np.arange(target.shape[0])
     shifted = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(shifted)
@@ -25,6 +28,7 @@ def _cross_entropy_forward(xp_, logits, target, reduction="mean"):
     e /= total
     e[rows, target] -= 1
     if reduction == "mean":
+        e /= per_row.shape[0]
         return per_row.sum() / per_row.shape[0], e
     return (per_row.sum() if reduction == "sum" else per_row), e
 

@@ -188,28 +188,28 @@ def cross_entropy(logits, target, weight=None, *, ignore_index=-100, reduction="
     """Softmax cross-entropy of (batch, classes) logits against integer classes, with PyTorch's
     weight, ignore_index and label_smoothing.
 
-    The default call is one fused primitive. Any option, or (on the cpu, where labels are checked
-    on the host anyway) a target equal to ignore_index, takes the composite path. Off the cpu the
-    default call does not look for ignored targets (that would cost a sync): pass a non-default
-    option, or keep such labels out, there.
+    Without weight or label smoothing this is one fused primitive, which skips targets equal to
+    ignore_index on every device (on the cpu, where labels are checked on the host anyway, such
+    targets take the composite path instead). weight and label_smoothing use the composite path.
     """
     _check_reduction("cross_entropy", reduction)
     if not 0 <= label_smoothing <= 1:
         raise ValueError(f"cross_entropy: label_smoothing must lie in [0, 1], got {label_smoothing!r}")
     target, ignored = _class_targets("cross_entropy", logits, target, ignore_index)
     weight = _class_weights("cross_entropy", weight, logits)
-    if weight is None and not label_smoothing and not ignored and ignore_index == -100:
-        return apply(ops.cross_entropy, logits, target, reduction=reduction)
+    if weight is None and not label_smoothing and not ignored:
+        return apply(ops.cross_entropy, logits, target, reduction=reduction, ignore_index=ignore_index)
     return _weighted_nll(log_softmax(logits, axis=1), target, weight, ignore_index, reduction, label_smoothing)
 
 
 def nll_loss(log_probs, target, weight=None, *, ignore_index=-100, reduction="mean"):
     """Negative log-likelihood of log-probabilities (e.g. from log_softmax) at the target classes,
-    with PyTorch's weight and ignore_index (see cross_entropy for when they are honoured)."""
+    with PyTorch's weight and ignore_index."""
     _check_reduction("nll_loss", reduction)
     target, ignored = _class_targets("nll_loss", log_probs, target, ignore_index)
     weight = _class_weights("nll_loss", weight, log_probs)
-    if weight is not None or ignored or ignore_index != -100:
+    if weight is not None or ignored or ignore_index != -100 or log_probs.device.type != "cpu":
+        # off the cpu nobody looked for ignored targets: the composite path masks them on the device
         return _weighted_nll(log_probs, target, weight, ignore_index, reduction, 0.0)
     rows = apply(ops.getitem, log_probs, index=(_arange(log_probs.device, log_probs.shape[0]), target.data))
     loss = -rows

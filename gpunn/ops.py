@@ -402,28 +402,26 @@ def _reduce(xp, per_sample, reduction):
     return per_sample
 
 
-def _scale(xp, g, n, reduction):
-    """The gradient of the reduction, per sample, ready to broadcast against (n, ...)."""
-    if reduction == "mean":
-        return g / n
-    if reduction == "sum":
-        return g
-    return g[:, None] if g.ndim == 1 else g
-
-
-def _cross_entropy(xp, logits, target, reduction="mean"):
-    """Per row: logsumexp(logits) - logits[target]. Saves softmax(logits) - onehot for backward."""
+def _cross_entropy(xp, logits, target, reduction="mean", ignore_index=-100):
+    """Per row: logsumexp(logits) - logits[target]; rows whose target is ignore_index count for
+    nothing, as in PyTorch (the mean is over the rows kept). Saves the gradient per unit of
+    incoming gradient: (softmax(logits) - onehot), weighted as the reduction weighs each row."""
     shifted = logits - xp.max(logits, axis=1, keepdims=True)
     e = xp.exp(shifted)
     total = xp.sum(e, axis=1, keepdims=True)
     onehot = _onehot(xp, target, logits.shape[1], logits.dtype)
-    per_row = xp.log(total[:, 0]) - xp.sum(shifted * onehot, axis=1)
-    return _reduce(xp, per_row, reduction), e / total - onehot
+    kept = xp.astype(target != ignore_index, logits.dtype)
+    per_row = (xp.log(total[:, 0]) - xp.sum(shifted * onehot, axis=1)) * kept
+    if reduction == "mean":
+        count = xp.sum(kept)
+        return xp.sum(per_row) / count, (e / total - onehot) * (kept / count)[:, None]
+    residual = (e / total - onehot) * kept[:, None]
+    return (xp.sum(per_row) if reduction == "sum" else per_row), residual
 
 
-def _cross_entropy_grad(xp, g, residual, logits, target, reduction="mean"):
+def _cross_entropy_grad(xp, g, residual, logits, target, reduction="mean", ignore_index=-100):
     """softmax(logits) - onehot(target): never formed through log and exp separately."""
-    return residual * _scale(xp, g, logits.shape[0], reduction)
+    return residual * (g[:, None] if reduction == "none" else g)
 
 
 cross_entropy = Primitive("cross_entropy", _cross_entropy, _cross_entropy_grad, None, floats=(0,), saves=True)

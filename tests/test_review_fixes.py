@@ -202,3 +202,23 @@ def test_data_loader_from_lists_follows_tensors_dtype_rule():
 
     xb, yb = next(iter(DataLoader([[0.5, 1.0], [1.5, 2.0]], [0, 1], batch_size=2, shuffle=False)))
     assert xb.dtype == "float32" and yb.dtype == "int64"
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_ignored_targets_are_skipped_by_the_default_losses_on_every_device(device, reduction):
+    from gpunn import functional as F
+
+    logits = np.random.default_rng(3).standard_normal((4, 3))
+    labels = np.array([2, -100, 0, -100])
+    kept = labels != -100
+    lse = np.log(np.exp(logits).sum(axis=1))
+    per_row = np.where(kept, lse - logits[np.arange(4), np.where(kept, labels, 0)], 0.0)
+    expected = {"mean": per_row.sum() / kept.sum(), "sum": per_row.sum(), "none": per_row}[reduction]
+    for loss_of in (lambda x, t: F.cross_entropy(x, t, reduction=reduction),
+                    lambda x, t: F.nll_loss(F.log_softmax(x, axis=1), t, reduction=reduction)):
+        x = gpunn.tensor(logits, device=device, requires_grad=True)
+        loss = loss_of(x, gpunn.tensor(labels, device=device))
+        np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-12)
+        loss.sum().backward()
+        assert np.all(x.grad.numpy()[~kept] == 0)  # ignored rows get no gradient
+        assert np.any(x.grad.numpy()[kept] != 0)
