@@ -23,6 +23,8 @@ def _index_add_grad(xp_, g, out, x, index):
 class CupyBackend:
     name = "cuda"
     xp = xp
+    views = True  # slices are writable views: optimizers may keep flat buffers (gpunn.optim.flat)
+    fuse_by_default = True
 
     def __init__(self):
         self.fast_paths = {"getitem": ops.getitem.override(grads=(_index_add_grad,))}

@@ -36,6 +36,8 @@ def _cross_entropy_forward(xp_, logits, target, reduction="mean", ignore_index=-
 class NumpyBackend:
     name = "cpu"
     xp = xp
+    views = True  # slices are writable views: optimizers may keep flat buffers (gpunn.optim.flat)
+    fuse_by_default = False
 
     def __init__(self):
         self.fast_paths = {

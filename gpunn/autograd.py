@@ -167,6 +167,14 @@ def _run_rules(node, g, pending, Tensor):
 
 
 def _accumulate(leaf, g, Tensor):
+    slot = getattr(leaf, "_grad_slot", None)
+    if slot is not None and (leaf.grad is None or leaf.grad.data is slot):  # a flat optimizer's buffer
+        if leaf.grad is None:
+            slot[...] = g
+            leaf.grad = Tensor._wrap(slot, leaf.device)
+        else:
+            slot += g
+        return
     if leaf.grad is None:
         leaf.grad = Tensor._wrap(g, leaf.device)
     else:  # out of place: g may be shared with another leaf

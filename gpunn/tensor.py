@@ -126,7 +126,8 @@ def _explain(primitive, args, exc):
 class Tensor:
     """A multidimensional array on one device, with automatic differentiation."""
 
-    __slots__ = ("data", "grad", "requires_grad", "device", "_node", "__weakref__")
+    # _grad_slot: where backward writes this leaf's gradient (a view of a flat buffer), if anywhere
+    __slots__ = ("data", "grad", "requires_grad", "device", "_node", "_grad_slot", "__weakref__")
     __array_ufunc__ = None  # NumPy defers to our reflected operators: np_array * tensor -> Tensor
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):

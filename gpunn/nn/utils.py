@@ -4,6 +4,7 @@ import math
 from contextlib import nullcontext
 
 from gpunn.errors import AnomalyError
+from gpunn.optim.flat import covering
 from gpunn.tensor import Tensor, tensor
 
 
@@ -83,6 +84,9 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     then an inf or NaN norm raises NonFiniteGradientError and nothing is changed.
     """
     params, grads = _grads(parameters)
+    flat = covering(params)
+    if flat is not None:  # one fused optimizer's buffer holds every gradient: one reduction, one scale
+        grads = [Tensor._wrap(flat.grad, flat.device)]
     max_norm, norm_type = float(max_norm), float(norm_type)
     if not norm_type > 0:
         raise ValueError(f"clip_grad_norm_: norm_type must be positive (2.0, 1.0 or inf), got {norm_type}")
@@ -99,6 +103,10 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
                 "learning rate, or pass error_if_nonfinite=False to clip anyway")
     with _ctx(dev):
         coef = dev.xp.clip(max_norm / (total.data + 1e-6), max=1.0)
+    if flat is not None:
+        with _ctx(dev):
+            flat.grad *= dev.xp.astype(coef, flat.grad.dtype)  # in place: the gradients are views of it
+        return total
     for g in grads:
         with _ctx(g.device):
             c = g.device.put(coef)

@@ -14,14 +14,18 @@ class Adam(Optimizer):
         m = beta1 * m + (1 - beta1) * g;  v = beta2 * v + (1 - beta2) * g^2
         v_max = max(v_max, v) if amsgrad (then used in place of v)
         p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    fused: as for SGD (one flat buffer per state and one pass per group; None: where the backend
+    prefers it).
     """
 
     _decoupled = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, maximize=False):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, maximize=False,
+                 fused=None):
         defaults = dict(lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas, eps=eps,
                         weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize)
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, fused=fused)
 
     def _check_group(self, group):
         owner = type(self).__name__
@@ -34,54 +38,80 @@ class Adam(Optimizer):
         _checks.number(owner, "betas[0]", betas[0], 0.0, 1.0, high_open=True)
         _checks.number(owner, "betas[1]", betas[1], 0.0, 1.0, high_open=True)
 
-    def step(self, closure=None):
-        loss = self._closure(closure)
-        state = self.state
-        decoupled = self._decoupled
-        for group in self.param_groups:
-            lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-            weight_decay, amsgrad, maximize = group["weight_decay"], group["amsgrad"], group["maximize"]
-            for p, g in self._with_grads(group):
-                xp = p.device.xp
-                entries = state[p]
-                if not entries:
-                    entries.update(_fresh_state(p, amsgrad))
-                elif amsgrad and "max_exp_avg_sq" not in entries:
-                    entries["max_exp_avg_sq"] = Tensor._wrap(xp.zeros_like(p.data), p.device)
-                entries["step"] = t = entries["step"] + 1
-                if maximize:
-                    g = -g
-                if weight_decay:
-                    if decoupled:
-                        p.data *= 1 - lr * weight_decay
-                    else:
-                        g = g + weight_decay * p.data
-                m, v = entries["exp_avg"].data, entries["exp_avg_sq"].data
-                m *= beta1
-                m += (1 - beta1) * g
-                square = g * g
-                square *= 1 - beta2
-                v *= beta2
-                v += square
-                if amsgrad:
-                    v = entries["max_exp_avg_sq"].data = xp.maximum(entries["max_exp_avg_sq"].data, v)
-                denom = xp.sqrt(v)
-                denom /= math.sqrt(1 - beta2 ** t)
-                denom += eps
-                update = m / denom
-                update *= lr / (1 - beta1 ** t)
-                p.data -= update
-        return loss
+    _can_fuse = True
+
+    def _param_step(self, group):
+        names = _names(group)
+        for p, g in self._with_grads(group):
+            entries = self.state[p]
+            entries.setdefault("step", 0)  # first, as in PyTorch's state_dict
+            xp = p.device.xp
+            for name in names:
+                if name not in entries:
+                    entries[name] = Tensor._wrap(xp.zeros_like(p.data), p.device)
+            entries["step"] = t = entries["step"] + 1
+            update = p.device.fast_paths.get("adam_update", adam_update)
+            update(xp, p.data, g, *(entries[n].data for n in names), **self._hyper(group, t))
+
+    def _flat_step(self, flat, group):
+        flat.sync_params()
+        if not flat.sync_grads():
+            return False
+        entries = [self.state[p] for p in flat.params]
+        steps = {e.setdefault("step", 0) for e in entries}
+        if len(steps) != 1:
+            return False
+        buffers = [flat.state(n, entries) for n in _names(group)]
+        if any(b is None for b in buffers):
+            return False
+        t = steps.pop() + 1
+        for e in entries:
+            e["step"] = t
+        with flat._ctx():
+            update = flat.device.fast_paths.get("adam_update", adam_update)
+            update(flat.device.xp, flat.param, flat.grad, *buffers, **self._hyper(group, t))
+        return True
+
+    def _hyper(self, group, t):
+        """The update's scalars at step t: bias corrections folded in on the host, as Python floats."""
+        lr, (beta1, beta2) = group["lr"], group["betas"]
+        return dict(beta1=beta1, beta2=beta2, eps=group["eps"], step_size=lr / (1 - beta1 ** t),
+                    bias_correction2_sqrt=math.sqrt(1 - beta2 ** t),
+                    weight_decay=0 if self._decoupled else group["weight_decay"],
+                    decay=1 - lr * group["weight_decay"] if self._decoupled else 1,
+                    maximize=group["maximize"])
 
 
-def _fresh_state(p, amsgrad):
-    xp = p.device.xp
-    entries = {"step": 0,
-               "exp_avg": Tensor._wrap(xp.zeros_like(p.data), p.device),
-               "exp_avg_sq": Tensor._wrap(xp.zeros_like(p.data), p.device)}
-    if amsgrad:
-        entries["max_exp_avg_sq"] = Tensor._wrap(xp.zeros_like(p.data), p.device)
-    return entries
+def _names(group):
+    return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if group["amsgrad"] else ("exp_avg", "exp_avg_sq")
+
+
+def adam_update(xp, p, g, m, v, v_max=None, *, beta1, beta2, eps, step_size, bias_correction2_sqrt,
+                weight_decay, decay, maximize):
+    """One Adam(W) update of array `p` in place, with moment buffers m, v (and v_max for amsgrad).
+    Any shape: one parameter or a flat buffer of many. `decay` is AdamW's 1 - lr * weight_decay,
+    `weight_decay` Adam's coupled one. Never writes `g`."""
+    if maximize:
+        g = -g
+    if decay != 1:
+        p *= decay
+    if weight_decay:
+        g = g + weight_decay * p
+    m *= beta1
+    m += (1 - beta1) * g
+    square = g * g
+    square *= 1 - beta2
+    v *= beta2
+    v += square
+    if v_max is not None:
+        v_max[...] = xp.maximum(v_max, v)
+        v = v_max
+    denom = xp.sqrt(v)
+    denom /= bias_correction2_sqrt
+    denom += eps
+    update = m / denom
+    update *= step_size
+    p -= update
 
 
 class AdamW(Adam):
@@ -90,6 +120,6 @@ class AdamW(Adam):
     _decoupled = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
-                 maximize=False):
+                 maximize=False, fused=None):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                         maximize=maximize)
+                         maximize=maximize, fused=fused)

@@ -1,9 +1,10 @@
 """Optimizer: parameter groups, per-parameter state and PyTorch's state_dict layout.
 
-Subclasses implement `step()` on raw arrays: `p.data` and `p.grad.data` with in-place array
-operators, so an update records nothing in the graph, allocates little and never asks the host
-for a value. State tensors (momentum buffers, moment estimates) live on their parameter's device;
-step counters are Python ints.
+Subclasses write their update once, on raw arrays with in-place operators, so it records nothing
+in the graph, allocates little and never asks the host for a value. The base class runs it per
+parameter (the reference path) or, with `fused`, once per parameter group over flat buffers
+(`gpunn.optim.flat`): `_param_step(group)` and `_flat_step(flat, group)`. State tensors (momentum
+buffers, moment estimates) live on their parameter's device; step counters are Python ints.
 """
 
 from collections import defaultdict
@@ -11,13 +12,22 @@ from contextlib import nullcontext
 
 from gpunn.autograd import enable_grad
 from gpunn.errors import DTypeError
+from gpunn.optim.flat import FlatGroup, supports_flat
 from gpunn.tensor import Tensor
 
 
 class Optimizer:
     """Base class: `Optimizer(params, defaults)`; params are tensors or dicts {"params": [...], ...}."""
 
-    def __init__(self, params, defaults):
+    _can_fuse = False  # subclasses with a _flat_step set this
+
+    def __init__(self, params, defaults, fused=None):
+        if fused not in (None, True, False):
+            raise ValueError(f"{type(self).__name__}: fused must be None, True or False, got {fused!r}")
+        if fused and not self._can_fuse:
+            raise ValueError(f"{type(self).__name__} has no fused implementation; leave fused=None")
+        self.fused = fused
+        self._flat = {}  # param group index -> FlatGroup, or None for the per-parameter path
         self.defaults = dict(defaults)
         self.state = defaultdict(dict)  # param -> {name: value}, filled by the first step()
         self.param_groups = []
@@ -80,7 +90,39 @@ class Optimizer:
     # --- stepping ------------------------------------------------------------------------------
 
     def step(self, closure=None):
+        """One update of every parameter that has a gradient; returns closure() if given."""
+        loss = self._closure(closure)
+        for index, group in enumerate(self.param_groups):
+            flat = self._flat_group(index, group)
+            if flat is None or not self._flat_step(flat, group):
+                self._param_step(group)
+        return loss
+
+    def _param_step(self, group):
+        """The reference path: update each parameter of `group` that has a gradient."""
         raise NotImplementedError
+
+    def _flat_step(self, flat, group):
+        """Update the whole group at once; return False to ask for the per-parameter path."""
+        return False
+
+    def _flat_group(self, index, group):
+        """The group's FlatGroup, made on first use, when fused allows it (None means per-parameter:
+        the default on backends without views, and for groups mixing devices or dtypes)."""
+        if index in self._flat:
+            return self._flat[index]
+        params = group["params"]
+        first = params[0]
+        same = all(p.device is first.device and p.data.dtype == first.data.dtype for p in params)
+        usable = self._can_fuse and same and supports_flat(first.device)
+        if self.fused and not usable:
+            why = ("its parameters mix devices or dtypes" if not same else
+                   f"device {first.device} keeps no views of one buffer (use cpu or cuda)")
+            raise ValueError(f"{type(self).__name__}(fused=True): param group {index} cannot be fused: {why}; "
+                             "pass fused=None to fall back to the per-parameter path")
+        wanted = self.fused if self.fused is not None else getattr(first.device.backend, "fuse_by_default", False)
+        flat = self._flat[index] = FlatGroup(params) if usable and wanted else None
+        return flat
 
     @staticmethod
     def _closure(closure):
@@ -105,7 +147,11 @@ class Optimizer:
                     yield p, grad.data
 
     def zero_grad(self, set_to_none=True):
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
+            flat = self._flat.get(index)
+            if flat is not None and not set_to_none:
+                flat.zero_grads()  # one fill, and every gradient a view of the buffer again
+                continue
             for p in group["params"]:
                 if set_to_none:
                     p.grad = None
@@ -165,7 +211,7 @@ class Optimizer:
             self._check_group(group)
             groups.append(group)
         self.param_groups[:] = groups
-        self.state = state
+        self.state = state  # flat buffers re-pack these at the next step (FlatGroup.state)
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]

@@ -12,12 +12,17 @@ class SGD(Optimizer):
         b = g (first step) or momentum * b + (1 - dampening) * g   (only if momentum != 0)
         g = g + momentum * b if nesterov else b
         p = p - lr * g
+
+    fused=True keeps the parameters, gradients and momentum buffers in one flat buffer each and
+    updates them in one pass (see gpunn.optim.flat); None (default) does so where the backend
+    prefers it (CUDA); False updates parameter by parameter. All give the same numbers.
     """
 
-    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, nesterov=False, weight_decay=0, maximize=False):
+    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, nesterov=False, weight_decay=0, maximize=False,
+                 fused=None):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
                         weight_decay=weight_decay, maximize=maximize)
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, fused=fused)
 
     def _check_group(self, group):
         _checks.number("SGD", "lr", group["lr"])
@@ -28,27 +33,52 @@ class SGD(Optimizer):
             raise ValueError("SGD: nesterov=True needs momentum > 0 and dampening = 0; "
                              f"got momentum={group['momentum']}, dampening={group['dampening']}")
 
-    def step(self, closure=None):
-        loss = self._closure(closure)
-        state = self.state
-        for group in self.param_groups:
-            lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
-            dampening, nesterov, maximize = group["dampening"], group["nesterov"], group["maximize"]
-            for p, g in self._with_grads(group):
-                if maximize:
-                    g = -g
-                if weight_decay:
-                    g = g + weight_decay * p.data
-                if momentum:
-                    entries = state[p]
-                    buf_t = entries.get("momentum_buffer")
-                    if buf_t is None:
-                        buf = p.device.xp.asarray(g, copy=True)
-                        entries["momentum_buffer"] = Tensor._wrap(buf, p.device)
-                    else:
-                        buf = buf_t.data
-                        buf *= momentum
-                        buf += g if dampening == 0 else (1 - dampening) * g
-                    g = g + momentum * buf if nesterov else buf
-                p.data -= lr * g
-        return loss
+    _can_fuse = True
+
+    def _param_step(self, group):
+        for p, g in self._with_grads(group):
+            entries = self.state[p]
+            first = group["momentum"] and "momentum_buffer" not in entries
+            if first:
+                entries["momentum_buffer"] = Tensor._wrap(p.device.xp.zeros_like(p.data), p.device)
+            buf = entries["momentum_buffer"].data if group["momentum"] else None
+            update = p.device.fast_paths.get("sgd_update", sgd_update)
+            update(p.device.xp, p.data, g, buf, first, **_hyper(group))
+
+    def _flat_step(self, flat, group):
+        flat.sync_params()
+        if not flat.sync_grads():
+            return False
+        buf, first = None, False
+        if group["momentum"]:
+            entries = [self.state[p] for p in flat.params]
+            first = not any("momentum_buffer" in e for e in entries)
+            buf = flat.state("momentum_buffer", entries)
+            if buf is None:
+                return False
+        with flat._ctx():
+            update = flat.device.fast_paths.get("sgd_update", sgd_update)
+            update(flat.device.xp, flat.param, flat.grad, buf, first, **_hyper(group))
+        return True
+
+
+def _hyper(group):
+    return {k: group[k] for k in ("lr", "momentum", "dampening", "nesterov", "weight_decay", "maximize")}
+
+
+def sgd_update(xp, p, g, buf, first, lr, momentum, dampening, nesterov, weight_decay, maximize):
+    """One SGD update of array `p` (in place) from gradient `g`, with momentum buffer `buf` (None
+    without momentum; `first`: fill it from this gradient, as PyTorch does). Any shape: one
+    parameter or a flat buffer of many. Never writes `g`."""
+    if maximize:
+        g = -g
+    if weight_decay:
+        g = g + weight_decay * p
+    if momentum:
+        if first:
+            buf[...] = g
+        else:
+            buf *= momentum
+            buf += g if dampening == 0 else (1 - dampening) * g
+        g = g + momentum * buf if nesterov else buf
+    p -= lr * g

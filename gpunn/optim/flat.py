@@ -1,0 +1,160 @@
+"""Flat buffers: a parameter group's parameters, gradients and optimizer state each as one array.
+
+Every parameter's `.data` becomes a view of one contiguous buffer, every gradient a view of a
+second (the backward pass writes into it: `Tensor._grad_slot`), and every state entry (momentum,
+moment estimates) a view of one buffer per name. An optimizer step is then a few whole-buffer ops
+(one kernel with a backend fast path) instead of a few ops per parameter, and clip_grad_norm_
+is one reduction. On a GPU that is the difference between ~10 and ~100 kernel launches per step.
+
+The per-parameter tensors stay the truth users see. Anything that rebinds one of them to another
+array (load_state_dict, `p.copy_(...)`, a hand-written update, a gradient assigned by hand) is
+noticed by identity before the next flat step and copied back into the buffer, so the flat path
+never silently trains a stale copy. Only backends whose slices are writable views can hold flat
+buffers (`Backend.views`: NumPy and CuPy; the array API standard does not promise views).
+"""
+
+import math
+import weakref
+from contextlib import nullcontext
+
+from gpunn.errors import DeviceError, DTypeError, ShapeError
+from gpunn.tensor import Tensor
+
+
+_live = weakref.WeakSet()  # every FlatGroup, for covering() to find
+
+
+def supports_flat(device):
+    return getattr(device.backend, "views", False)
+
+
+def covering(params):
+    """The FlatGroup whose parameters are exactly `params` (in order) and whose gradients all sit
+    in its buffer, or None: then whole-buffer gradient ops (clipping) are safe."""
+    for flat in list(_live):
+        if len(flat.params) == len(params) and all(a is b for a, b in zip(flat.params, params)):
+            if all(p.grad is not None and p.grad.data is slot for p, slot in zip(params, flat._views["grad"])):
+                return flat
+    return None
+
+
+class FlatGroup:
+    """Parameters of one device and floating dtype laid out end to end in `param`, with `grad`
+    and named state buffers of the same layout."""
+
+    def __init__(self, params):
+        self.params = list(params)
+        first = self.params[0]
+        self.device, self.dtype = first.device, first.data.dtype
+        self.shapes = [tuple(p.data.shape) for p in self.params]
+        sizes = [math.prod(s) for s in self.shapes]
+        self.bounds = [(sum(sizes[:i]), sum(sizes[:i + 1])) for i in range(len(sizes))]
+        self.size = sum(sizes)
+        _live.add(self)
+        self.buffers = {}  # state name -> flat array
+        self._views = {}  # "param", "grad" or a state name -> per-parameter views
+        with self._ctx():
+            xp = self.device.xp
+            self.param = xp.empty((self.size,), dtype=self.dtype)
+            self.grad = xp.zeros((self.size,), dtype=self.dtype)
+            self._views["param"] = self._split(self.param)
+            self._views["grad"] = self._split(self.grad)
+            for p, view in zip(self.params, self._views["param"]):
+                view[...] = p.data
+                p.data = view
+            for p, slot in zip(self.params, self._views["grad"]):
+                p._grad_slot = slot
+                if p.grad is not None:
+                    slot[...] = p.grad.data
+                    p.grad.data = slot
+
+    def _ctx(self):
+        return self.device.ctx if self.device.ctx is not None else nullcontext()
+
+    def _split(self, flat):
+        xp = self.device.xp
+        return [xp.reshape(flat[a:b], shape) for (a, b), shape in zip(self.bounds, self.shapes)]
+
+    def release(self):
+        """Stop writing gradients into the buffer (the parameters keep their views)."""
+        for p in self.params:
+            p._grad_slot = None
+
+    def zero_grads(self):
+        """zero_grad(set_to_none=False): one fill, each gradient a view of the zeroed buffer."""
+        with self._ctx():
+            self.grad[...] = 0
+        for p, slot in zip(self.params, self._views["grad"]):
+            p._grad_slot = slot
+            if p.grad is None:
+                p.grad = Tensor._wrap(slot, self.device)
+            else:
+                p.grad.data = slot
+
+    # --- keeping the per-parameter tensors and the buffers the same arrays --------------------
+
+    def sync_params(self):
+        """Copy back any parameter whose `.data` was rebound since the last step."""
+        for i, (p, view) in enumerate(zip(self.params, self._views["param"])):
+            if p.data is not view:
+                self._check(p, p.data, i, f"parameter {i}")
+                view[...] = p.data
+                p.data = view
+
+    def sync_grads(self):
+        """True when every parameter has a gradient, each then a view of `grad`; False if any is
+        None (the step then falls back to the per-parameter path, which skips those)."""
+        slots = self._views["grad"]
+        for p, slot in zip(self.params, slots):
+            if p.grad is None:
+                return False
+        for i, (p, slot) in enumerate(zip(self.params, slots)):
+            p._grad_slot = slot
+            if p.grad.data is not slot:
+                self._check(p.grad, p.grad.data, i, f"the gradient of parameter {i}")
+                slot[...] = p.grad.data
+                p.grad.data = slot
+        return True
+
+    def state(self, name, entries):
+        """The flat buffer behind `entries[i][name]` for every parameter i (entries are the
+        optimizer's per-parameter state dicts), re-packing entries that were replaced.
+
+        When no parameter has the entry yet, it is created as zeros. When only some have it,
+        returns None: the caller takes the per-parameter path.
+        """
+        present = [name in e for e in entries]
+        if not all(present):
+            if any(present):
+                return None
+            with self._ctx():
+                buffer = self.device.xp.zeros_like(self.param)
+            self.buffers[name] = buffer
+            self._views[name] = views = self._split(buffer)
+            for e, view in zip(entries, views):
+                e[name] = Tensor._wrap(view, self.device)
+            return buffer
+        buffer = self.buffers.get(name)
+        if buffer is None:
+            with self._ctx():
+                buffer = self.buffers[name] = self.device.xp.empty_like(self.param)
+            self._views[name] = self._split(buffer)
+        for i, (e, view) in enumerate(zip(entries, self._views[name])):
+            t = e[name]
+            if t.data is not view:
+                self._check(t, t.data, i, f"optimizer state {name!r} of parameter {i}")
+                view[...] = t.data
+                t.data = view
+        return buffer
+
+    def _check(self, owner, array, index, what):
+        dev = getattr(owner, "device", self.device)
+        if dev is not self.device:
+            raise DeviceError(f"{what} moved from {self.device} to {dev} after the optimizer was built; build "
+                              "the optimizer after model.to(device)")
+        if array.dtype != self.dtype:
+            raise DTypeError(f"{what} is now {array.dtype}, but the optimizer was built for {self.dtype}; build "
+                             "the optimizer after model.to(dtype)")
+        if tuple(array.shape) != self.shapes[index]:
+            raise ShapeError(f"{what} now has shape {tuple(array.shape)}, but the optimizer was built for "
+                             f"{self.shapes[index]}; build a new optimizer for a resized model")
