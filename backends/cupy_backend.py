@@ -1,7 +1,9 @@
 """CuPy on CUDA devices. Imported only when a "cuda" device is asked for.
 
-The generic array-API ops run here unchanged; `fast_paths` overrides a few primitives where CuPy
-has something better than the standard offers (scatter-add for indexing gradients).
+The generic array-API ops run here unchanged; `fast_paths` overrides the primitives and optimizer
+updates that a small model's step spends its kernel launches on (cupy_kernels), and uses
+scatter-add for indexing gradients. `capture` / `replay` record a step into a CUDA graph for
+gpunn.compile_step.
 """
 
 import cupy
@@ -9,6 +11,8 @@ import cupyx
 import array_api_compat.cupy as xp
 
 from gpunn import ops
+
+from . import cupy_kernels
 
 
 def _index_add_grad(xp_, g, out, x, index):
@@ -27,7 +31,7 @@ class CupyBackend:
     fuse_by_default = True
 
     def __init__(self):
-        self.fast_paths = {"getitem": ops.getitem.override(grads=(_index_add_grad,))}
+        self.fast_paths = {"getitem": ops.getitem.override(grads=(_index_add_grad,)), **cupy_kernels.fast_paths()}
 
     def native_device(self, index):
         count = cupy.cuda.runtime.getDeviceCount()
@@ -58,6 +62,37 @@ class CupyBackend:
 
     def synchronize(self, native):
         native.synchronize()
+
+    def capture(self, run):
+        """Record the work `run()` launches into a CUDA graph: (graph, its memory pool, run's result).
+
+        Nothing executes while recording. Capture needs a stream other than the default one, so it
+        records on a side stream that first waits for the current one; arrays allocated inside come
+        from a pool of the graph's own, so no other array is ever handed an address a replay
+        writes to (keep the pool as long as the graph)."""
+        current = cupy.cuda.get_current_stream()
+        side = cupy.cuda.Stream(non_blocking=True)
+        side.wait_event(current.record())
+        pool = cupy.cuda.MemoryPool()
+        with cupy.cuda.using_allocator(pool.malloc), side:
+            side.begin_capture()
+            try:
+                result = run()
+            except BaseException:
+                try:
+                    side.end_capture()
+                except Exception:  # an invalidated capture may refuse to end; the first error matters
+                    pass
+                raise
+            graph = side.end_capture()
+        return graph, pool, result
+
+    def replay(self, graph):
+        graph.launch(cupy.cuda.get_current_stream())
+
+    def upload(self, array, host):
+        """Copy a small host NumPy array into `array` in stream order (no device-wide sync)."""
+        array.set(host, stream=cupy.cuda.get_current_stream())
 
     def describe(self, native):
         props = cupy.cuda.runtime.getDeviceProperties(native.id)

@@ -1,0 +1,137 @@
+"""Matrix products through cuBLAS directly: no transpose copies, TF32 on request, capturable.
+
+CuPy's own matmul re-binds CuPy's shared cuBLAS handle to the current stream on every call and
+refuses to do so while a stream is being captured into a CUDA graph. This module keeps a handle of
+its own (with its own workspace, as cuBLAS asks for under capture) and calls `cublasSgemm_v2` /
+`cublasDgemm_v2` through ctypes on the library CuPy already loaded, so the same call works
+eagerly and inside `compile_step`'s graph. Row-major products are computed as the column-major
+product of the transposes, so `x @ w.T` never materialises `w.T`.
+"""
+
+import ctypes
+import ctypes.util
+
+import cupy
+import numpy as np
+from cupy_backends.cuda.libs import cublas as _loads_libcublas  # noqa: F401 (imported for its side effect)
+
+_OP_N, _OP_T = 0, 1
+_DEFAULT_MATH, _TF32_TENSOR_OP_MATH = 0, 3
+_WORKSPACE_BYTES = 32 * 2**20  # cuBLAS's recommendation for Hopper
+
+# alpha and beta are read through host pointers: they must outlive every call (and every capture)
+_SCALARS = {np.dtype(dt): (np.ones((), dt), np.zeros((), dt)) for dt in (np.float32, np.float64)}
+
+
+def _library():
+    """The libcublas that CuPy loaded (same handle table), found in the process's own mappings."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.rsplit(" ", 1)[-1].strip()
+                if "/libcublas.so" in path:
+                    return ctypes.CDLL(path)
+    except OSError:
+        pass
+    found = ctypes.util.find_library("cublas")
+    if found is None:
+        raise ImportError("libcublas is not loaded and cannot be found; install CuPy with its CUDA libraries")
+    return ctypes.CDLL(found)
+
+
+class _Handle:
+    """One cuBLAS handle per device: bound to the current stream and math mode before each call."""
+
+    def __init__(self, lib):
+        self.lib = lib
+        self.ptr = ctypes.c_void_p()
+        self._check(lib.cublasCreate_v2(ctypes.byref(self.ptr)), "cublasCreate")
+        self.workspace = cupy.empty(_WORKSPACE_BYTES, dtype=cupy.uint8)  # lives as long as the handle
+        self.stream = None
+        self.math = None
+
+    @staticmethod
+    def _check(status, what):
+        if status != 0:
+            raise RuntimeError(f"{what} failed with cuBLAS status {status}")
+
+    def bind(self, tf32):
+        stream = cupy.cuda.get_current_stream().ptr
+        if stream != self.stream:  # setting the stream resets the workspace, so set both
+            self._check(self.lib.cublasSetStream_v2(self.ptr, ctypes.c_void_p(stream)), "cublasSetStream")
+            self._check(self.lib.cublasSetWorkspace_v2(self.ptr, ctypes.c_void_p(self.workspace.data.ptr),
+                                                       ctypes.c_size_t(_WORKSPACE_BYTES)), "cublasSetWorkspace")
+            self.stream = stream
+        math = _TF32_TENSOR_OP_MATH if tf32 else _DEFAULT_MATH
+        if math != self.math:
+            self._check(self.lib.cublasSetMathMode(self.ptr, ctypes.c_int(math)), "cublasSetMathMode")
+            self.math = math
+
+
+_lib = None
+_handles = {}
+
+
+def _handle():
+    global _lib
+    if _lib is None:
+        _lib = _library()
+    device = cupy.cuda.Device().id
+    handle = _handles.get(device)
+    if handle is None:
+        handle = _handles[device] = _Handle(_lib)
+    return handle
+
+
+def _rowmajor(a, transposed):
+    """(array to pass, its leading dimension, cuBLAS op) for a 2-D operand used as `a` or `a.T`.
+
+    A C-contiguous array is passed as is; an F-contiguous one (a transposed view) as its
+    transpose with the op flipped, so neither is copied. Anything else is made contiguous."""
+    if a.flags.c_contiguous:
+        return a, a.shape[1], transposed
+    if a.flags.f_contiguous:
+        return a.T, a.shape[0], not transposed
+    a = cupy.ascontiguousarray(a)
+    return a, a.shape[1], transposed
+
+
+def gemm(a, b, trans_a=False, trans_b=False, out=None, accumulate=False, tf32=False):
+    """out = op(a) @ op(b) (+ out if accumulate) for 2-D float32/float64 CuPy arrays, row-major.
+
+    op(x) is x or x.T. `out` (C-contiguous, the right shape) is written in place when given.
+    """
+    dtype = a.dtype
+    if dtype not in _SCALARS or b.dtype != dtype:
+        raise TypeError(f"gemm needs two float32 or two float64 arrays, got {a.dtype} and {b.dtype}")
+    m = a.shape[1] if trans_a else a.shape[0]
+    k = a.shape[0] if trans_a else a.shape[1]
+    n = b.shape[0] if trans_b else b.shape[1]
+    if (b.shape[1] if trans_b else b.shape[0]) != k:
+        raise ValueError(f"gemm: inner dimensions differ: {a.shape}{'ᵀ' if trans_a else ''} @ "
+                         f"{b.shape}{'ᵀ' if trans_b else ''}")
+    if out is None:
+        out = cupy.empty((m, n), dtype=dtype)
+    elif not out.flags.c_contiguous or out.shape != (m, n) or out.dtype != dtype:
+        raise ValueError(f"gemm: out must be a C-contiguous {dtype} array of shape {(m, n)}")
+    if m == 0 or n == 0:
+        return out
+    if k == 0:
+        if not accumulate:
+            out.fill(0)
+        return out
+    a, lda, ta = _rowmajor(a, trans_a)
+    b, ldb, tb = _rowmajor(b, trans_b)
+    handle = _handle()
+    handle.bind(tf32 and dtype == np.float32)
+    one, zero = _SCALARS[dtype]
+    beta = one if accumulate else zero
+    # row-major C (m x n) = op(A) op(B)  <=>  column-major C^T (n x m) = op(B)^T op(A)^T
+    fn = handle.lib.cublasSgemm_v2 if dtype == np.float32 else handle.lib.cublasDgemm_v2
+    status = fn(handle.ptr, ctypes.c_int(_OP_T if tb else _OP_N), ctypes.c_int(_OP_T if ta else _OP_N),
+                ctypes.c_int(n), ctypes.c_int(m), ctypes.c_int(k),
+                ctypes.c_void_p(one.ctypes.data), ctypes.c_void_p(b.data.ptr), ctypes.c_int(ldb),
+                ctypes.c_void_p(a.data.ptr), ctypes.c_int(lda),
+                ctypes.c_void_p(beta.ctypes.data), ctypes.c_void_p(out.data.ptr), ctypes.c_int(n))
+    _Handle._check(status, "cublasSgemm" if dtype == np.float32 else "cublasDgemm")
+    return out

@@ -1,0 +1,238 @@
+"""CUDA fast paths: the generic ops of gpunn.ops and gpunn.optim, fused into fewer kernels.
+
+On a GPU a small model's step is bound by kernel launches (each costs the host 10-20 us), so
+every override here does the generic version's arithmetic in fewer launches:
+
+  linear, matmul        cuBLAS directly (cublas_gemm): no transpose copies, TF32 on request
+  relu/tanh/sigmoid     the backward rule in one elementwise kernel instead of two or three
+  cross_entropy         loss, softmax-minus-one-hot residual and reduction in one kernel
+  sgd_update, adam_update
+                        the whole (flat) optimizer update in one elementwise kernel
+
+Each override falls back to the generic function for cases it does not cover (other dtypes or
+ranks, amsgrad), so the generic path stays the reference; tests/test_gpu.py checks each override
+against it.
+"""
+
+import cupy
+
+from gpunn import ops
+from gpunn.compile import get_float32_matmul_precision
+from gpunn.optim.adam import adam_update
+from gpunn.optim.sgd import sgd_update
+
+from . import cublas_gemm
+
+_FLOATS = (cupy.float32, cupy.float64)
+
+
+def _tf32():
+    return get_float32_matmul_precision() == "high"
+
+
+def _gemm_ok(*arrays):
+    first = arrays[0].dtype
+    return all(a.ndim == 2 and a.dtype == first for a in arrays) and first in _FLOATS
+
+
+# --- matrix products ---------------------------------------------------------------------------
+
+def _linear_forward(xp, x, w, b):
+    if not _gemm_ok(x, w):
+        return ops.linear.forward(xp, x, w, b)
+    y = cublas_gemm.gemm(x, w, trans_b=True, tf32=_tf32())
+    if b is not None:
+        y += b
+    return y
+
+
+def _linear_grad_x(xp, g, out, x, w, b):
+    if not _gemm_ok(g, w):
+        return ops.linear.grads[0](xp, g, out, x, w, b)
+    return cublas_gemm.gemm(g, w, tf32=_tf32())
+
+
+def _linear_grad_w(xp, g, out, x, w, b):
+    if not _gemm_ok(g, x):
+        return ops.linear.grads[1](xp, g, out, x, w, b)
+    return cublas_gemm.gemm(g, x, trans_a=True, tf32=_tf32())
+
+
+def _matmul_forward(xp, x, y):
+    if not _gemm_ok(x, y):
+        return ops.matmul.forward(xp, x, y)
+    return cublas_gemm.gemm(x, y, tf32=_tf32())
+
+
+def _matmul_grad_x(xp, g, out, x, y):
+    if not _gemm_ok(g, y, x):
+        return ops.matmul.grads[0](xp, g, out, x, y)
+    return cublas_gemm.gemm(g, y, trans_b=True, tf32=_tf32())
+
+
+def _matmul_grad_y(xp, g, out, x, y):
+    if not _gemm_ok(x, g, y):
+        return ops.matmul.grads[1](xp, g, out, x, y)
+    return cublas_gemm.gemm(x, g, trans_a=True, tf32=_tf32())
+
+
+# --- activation rules --------------------------------------------------------------------------
+
+# the same arithmetic as the generic rules in gpunn.ops (multiply by the 0/1 mask: NaN stays NaN)
+_relu_grad_kernel = cupy.ElementwiseKernel("T g, T out", "T gx", "gx = g * (out > (T)0 ? (T)1 : (T)0)",
+                                           "gpunn_relu_grad")
+_tanh_grad_kernel = cupy.ElementwiseKernel("T g, T out", "T gx", "gx = g * ((T)1 - out * out)", "gpunn_tanh_grad")
+_sigmoid_grad_kernel = cupy.ElementwiseKernel("T g, T out", "T gx", "gx = g * out * ((T)1 - out)",
+                                              "gpunn_sigmoid_grad")
+
+
+def _elementwise_rule(kernel, generic):
+    def rule(xp, g, out, x):
+        if g.shape != out.shape or g.dtype != out.dtype or g.dtype not in _FLOATS:
+            return generic(xp, g, out, x)
+        return kernel(g, out)
+    return rule
+
+
+# --- softmax cross-entropy ---------------------------------------------------------------------
+
+_CE_SOURCE = r"""
+extern "C" __global__ void NAME(const T* logits, const long long* target, long long n, long long c,
+                                long long ignore_index, int mean, T* loss, T* residual) {
+    // One block: each warp takes rows; per row the max, the sum of exponentials, the loss and the
+    // residual softmax - onehot; then the block sums the losses and the kept rows, and scales.
+    __shared__ T part_loss[32];
+    __shared__ T part_kept[32];
+    __shared__ T scale;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    T my_loss = 0, my_kept = 0;
+    for (long long row = warp; row < n; row += warps) {
+        const T* x = logits + row * c;
+        T* r = residual + row * c;
+        const long long t = target[row];
+        const bool kept = t != ignore_index;
+        const bool valid = t >= 0 && t < c;
+        T peak = x[0];
+        for (long long j = lane; j < c; j += 32) peak = max(peak, x[j]);
+        for (int o = 16; o > 0; o >>= 1) peak = max(peak, __shfl_xor_sync(0xffffffff, peak, o));
+        T total = 0;
+        for (long long j = lane; j < c; j += 32) total += exp(x[j] - peak);
+        for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(0xffffffff, total, o);
+        for (long long j = lane; j < c; j += 32)
+            r[j] = kept ? exp(x[j] - peak) / total - (j == t ? (T)1 : (T)0) : (T)0;
+        if (lane == 0 && kept) {
+            // an out-of-range label (checked on the host only on the cpu) makes the loss NaN: loud
+            my_loss += valid ? log(total) - (x[t] - peak) : sqrt((T)-1);
+            my_kept += 1;
+        }
+    }
+    if (lane == 0) { part_loss[warp] = my_loss; part_kept[warp] = my_kept; }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        T sum = 0, count = 0;
+        for (int w = 0; w < warps; ++w) { sum += part_loss[w]; count += part_kept[w]; }
+        loss[0] = mean ? sum / count : sum;
+        scale = mean ? (T)1 / count : (T)1;
+    }
+    __syncthreads();
+    if (mean) {
+        const T s = scale;
+        for (long long i = threadIdx.x; i < n * c; i += blockDim.x) residual[i] *= s;
+    }
+}
+"""
+_ce_kernels = {}
+_CE_MAX_ELEMENTS = 1 << 18  # one block (one SM) is quickest for the small batches that are launch-bound
+_CE_THREADS = 512
+
+
+def _ce_kernel(dtype):
+    kernel = _ce_kernels.get(dtype)
+    if kernel is None:
+        ctype, name = ("float", "gpunn_cross_entropy_f32") if dtype == cupy.float32 else ("double",
+                                                                                           "gpunn_cross_entropy_f64")
+        source = f"typedef {ctype} T;\n" + _CE_SOURCE.replace("NAME", name)
+        kernel = _ce_kernels[dtype] = cupy.RawKernel(source, name)
+    return kernel
+
+
+def _cross_entropy_forward(xp, logits, target, reduction="mean", ignore_index=-100):
+    n, c = logits.shape
+    if reduction == "none" or logits.dtype not in _FLOATS or n * c > _CE_MAX_ELEMENTS or n == 0 or c == 0:
+        return ops.cross_entropy.forward(xp, logits, target, reduction=reduction, ignore_index=ignore_index)
+    logits = cupy.ascontiguousarray(logits)
+    target = cupy.ascontiguousarray(target.astype(cupy.int64, copy=False))
+    loss = cupy.empty((), dtype=logits.dtype)
+    residual = cupy.empty_like(logits)
+    _ce_kernel(logits.dtype)((1,), (_CE_THREADS,),
+                             (logits, target, cupy.int64(n), cupy.int64(c), cupy.int64(ignore_index),
+                              cupy.int32(reduction == "mean"), loss, residual))
+    return loss, residual
+
+
+# --- optimizer updates -------------------------------------------------------------------------
+
+_adam_kernel = cupy.ElementwiseKernel(
+    "T g, T beta1, T beta2, T eps, T step_size, T bias_correction2_sqrt, T weight_decay, T decay, T sign",
+    "T p, T m, T v",
+    """
+    T d = sign * g;
+    p = p * decay;
+    d = d + weight_decay * p;
+    m = m * beta1 + ((T)1 - beta1) * d;
+    v = v * beta2 + d * d * ((T)1 - beta2);
+    p = p - m / (sqrt(v) / bias_correction2_sqrt + eps) * step_size;
+    """,
+    "gpunn_adam_update")
+
+
+def _adam_update(xp, p, g, m, v, v_max=None, *, beta1, beta2, eps, step_size, bias_correction2_sqrt,
+                 weight_decay, decay, maximize):
+    """One kernel for the whole update. Branch-free in the hyper-parameters (a decay of 1 and a
+    weight decay of 0 are applied as such), so they may be 0-d device arrays under graph capture."""
+    if v_max is not None or p.dtype not in _FLOATS or g.dtype != p.dtype:
+        return adam_update(xp, p, g, m, v, v_max, beta1=beta1, beta2=beta2, eps=eps, step_size=step_size,
+                           bias_correction2_sqrt=bias_correction2_sqrt, weight_decay=weight_decay, decay=decay,
+                           maximize=maximize)
+    dt = p.dtype.type
+    scalars = [s if hasattr(s, "shape") else dt(s) for s in
+               (beta1, beta2, eps, step_size, bias_correction2_sqrt, weight_decay, decay, -1.0 if maximize else 1.0)]
+    _adam_kernel(g, *scalars, p, m, v)
+
+
+_sgd_momentum_kernel = cupy.ElementwiseKernel(
+    "T g, T lr, T momentum, T dampening_keep, T weight_decay, T sign, bool nesterov",
+    "T p, T buf",
+    """
+    T d = sign * g + weight_decay * p;
+    buf = buf * momentum + dampening_keep * d;
+    p = p - lr * (nesterov ? d + momentum * buf : buf);
+    """,
+    "gpunn_sgd_momentum_update")
+
+
+def _sgd_update(xp, p, g, buf, first, lr, momentum, dampening, nesterov, weight_decay, maximize):
+    """Momentum steps after the first in one kernel; the rest (the buffer's first fill, plain SGD)
+    are already one or two ops and take the generic function."""
+    if buf is None or first or p.dtype not in _FLOATS or g.dtype != p.dtype:
+        return sgd_update(xp, p, g, buf, first, lr, momentum, dampening, nesterov, weight_decay, maximize)
+    dt = p.dtype.type
+    scalars = [s if hasattr(s, "shape") else dt(s) for s in
+               (lr, momentum, 1 - dampening, weight_decay, -1.0 if maximize else 1.0)]
+    _sgd_momentum_kernel(g, *scalars, bool(nesterov), p, buf)
+
+
+def fast_paths():
+    """{name: override} for the CuPy backend's Device.fast_paths."""
+    return {
+        "linear": ops.linear.override(forward=_linear_forward, grads=(_linear_grad_x, _linear_grad_w,
+                                                                        ops.linear.grads[2])),
+        "matmul": ops.matmul.override(forward=_matmul_forward, grads=(_matmul_grad_x, _matmul_grad_y)),
+        "relu": ops.relu.override(grads=(_elementwise_rule(_relu_grad_kernel, ops.relu.grads[0]),)),
+        "tanh": ops.tanh.override(grads=(_elementwise_rule(_tanh_grad_kernel, ops.tanh.grads[0]),)),
+        "sigmoid": ops.sigmoid.override(grads=(_elementwise_rule(_sigmoid_grad_kernel, ops.sigmoid.grads[0]),)),
+        "cross_entropy": ops.cross_entropy.override(forward=_cross_entropy_forward),
+        "adam_update": _adam_update,
+        "sgd_update": _sgd_update,
+    }
+
