@@ -1,10 +1,18 @@
-"""Whole training steps as one callable, and the float32 matmul precision switch.
+"""Whole training steps as one callable (CUDA-graph capture), and the float32 matmul precision switch.
 
 `step = compile_step(model, loss_fn, optimizer)` then `loss = step(xb, yb)` runs forward, backward
-and the optimizer update. The API is the one a CUDA-graph capture will sit behind (recording the
-whole step once and replaying it with few launches); that capture is not written yet, so today
-every device runs the step eagerly, and the step says once why. The returned loss is a detached
-tensor: reading it (`.item()`) is the only host sync.
+and the optimizer update. On a CUDA device, after two eager warm-up calls (they create the
+optimizer state and compile the kernels), the third call records the whole step into a CUDA graph
+and every later call replays it: the batch is copied into the graph's static input buffers, the
+step's scheduled scalars (learning rate, Adam's bias corrections) are uploaded, and one launch
+does the rest, so the host cost no longer grows with the number of ops. Learning-rate schedules
+keep working because those scalars live on the device and are rewritten before every replay;
+changing another hyper-parameter records a new graph.
+
+Where a graph cannot work it runs eagerly and says once why: other devices, an optimizer without
+a fused update (or fused=False), an op that needs the host mid-step (dropout masks from the host
+generator, a host sync, anomaly mode), or more than a few distinct batch shapes. The returned loss
+is a detached tensor: reading it (`.item()`) is the only host sync.
 """
 
 import warnings
@@ -18,9 +26,9 @@ class CompileWarning(UserWarning):
 
 
 def set_float32_matmul_precision(precision):
-    """"highest" (default, as in PyTorch) keeps full float32 products; "high" will let CUDA devices
-    use TF32 tensor cores for float32 matrix products. Recorded only for now: no backend reads it
-    yet, and it never affects the CPU."""
+    """"highest" (default, as in PyTorch) keeps full float32 products; "high" lets CUDA devices use
+    TF32 tensor cores for float32 matrix products (10-bit mantissa inputs, float32 accumulation).
+    Never affects the CPU."""
     global _matmul_precision
     if precision not in _PRECISIONS:
         raise ValueError(f"float32 matmul precision must be one of {_PRECISIONS}, not {precision!r}")
@@ -32,32 +40,162 @@ def get_float32_matmul_precision():
 
 
 class CompiledStep:
-    """`loss = step(xb, yb)`: one training step; `mode` says how it runs, `reason` why."""
+    """`loss = step(xb, yb)`: one training step. `mode` is "graph" once a CUDA graph replays the
+    step, else "eager"; `reason` says why it is eager (None while a capture is still possible)."""
+
+    warmup = 2  # eager calls before capturing: they create optimizer state and compile kernels
+    max_graphs = 4  # distinct (shape, dtype) signatures of the batch that get a graph each
 
     def __init__(self, model, loss_fn, optimizer, example_batch=None):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         params = list(model.parameters())
-        device = params[0].device if params else None
-        self.mode, self.reason = "eager", _why_eager(device)
+        self.device = params[0].device if params else None
+        self.mode, self.reason = "eager", _why_not_capturable(self.device, optimizer)
+        self._graphs = {}
+        self._calls = 0
         self._said = False
 
     def __call__(self, xb, yb):
-        if not self._said and self.reason:
+        self._calls += 1
+        if self.reason is None and self._calls > self.warmup:
+            graph = self._graph_for(xb, yb)
+            if graph is not None:
+                return graph.replay(xb, yb)
+        if self.reason and not self._said:
             self._said = True
             warnings.warn(f"compile_step runs eagerly: {self.reason}", CompileWarning, stacklevel=2)
+        return self._eager(xb, yb)
+
+    def _eager(self, xb, yb):
         loss = self.loss_fn(self.model(xb), yb)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
         return loss.detach()
 
+    def _graph_for(self, xb, yb):
+        """The graph for this batch signature, recorded now if new (None: run this call eagerly)."""
+        key = (tuple(xb.shape), xb.dtype.name, tuple(yb.shape), yb.dtype.name)
+        graph = self._graphs.get(key)
+        if graph is not None and not graph.stale():
+            return graph
+        if graph is None and len(self._graphs) >= self.max_graphs:
+            self._say_once(f"more than {self.max_graphs} batch shapes; this one runs eagerly")
+            return None
+        if xb.device is not self.device or yb.device is not self.device:
+            self._say_once(f"the batch is on {xb.device}, not on the model's {self.device}; move it with .to()")
+            return None
+        try:
+            graph = self._graphs[key] = _Graph(self, xb, yb)
+        except _CaptureFailed as failed:
+            self.reason = f"the step could not be captured into a CUDA graph ({failed})"
+            self._graphs.clear()
+            return None
+        self.mode = "graph"
+        return graph
 
-def _why_eager(device):
+    def _say_once(self, message):
+        if not self._said:
+            self._said = True
+            warnings.warn(f"compile_step: {message}", CompileWarning, stacklevel=4)
+
+
+class _CaptureFailed(Exception):
+    pass
+
+
+class _Graph:
+    """One recorded step for one batch signature: static inputs, device scalars and the graph."""
+
+    def __init__(self, step, xb, yb):
+        from gpunn.tensor import Tensor
+
+        self.step, self.optimizer = step, step.optimizer
+        dev = self.device = step.device
+        xp = dev.xp
+        with dev.ctx:
+            self.x = Tensor._wrap(xp.asarray(xb.data, copy=True), dev)
+            self.y = Tensor._wrap(xp.asarray(yb.data, copy=True), dev)
+        opt = self.optimizer
+        self.flats = [(group, opt._flat.get(i)) for i, group in enumerate(opt.param_groups)]
+        for i, (_, flat) in enumerate(self.flats):
+            if flat is None:
+                raise _CaptureFailed(f"param group {i} has no flat buffer (its parameters mix devices or dtypes)")
+        names = opt._scheduled
+        self.scalars = []
+        for group, flat in self.flats:
+            with dev.ctx:
+                values = xp.zeros((len(names),), dtype=flat.dtype)
+            self.scalars.append(values)
+            flat.device_scalars = {name: values[i] for i, name in enumerate(names)}
+        self.constants = self._constants()
+        self._upload()
+        saved_steps = [{id(p): opt.state[p].get("step") for p in flat.params} for _, flat in self.flats]
+        try:
+            self.graph, self.pool, self.loss = dev.backend.capture(lambda: step._eager(self.x, self.y))
+        except Exception as exc:
+            for (_, flat), steps in zip(self.flats, saved_steps):
+                for p in flat.params:
+                    if steps[id(p)] is None:
+                        opt.state[p].pop("step", None)
+                    else:
+                        opt.state[p]["step"] = steps[id(p)]
+            raise _CaptureFailed(f"{type(exc).__name__}: {exc}") from exc
+        finally:  # the graph holds the scalars' addresses; eager steps keep using host floats
+            for _, flat in self.flats:
+                flat.device_scalars = None
+        self._launched_once = False
+
+    def _constants(self):
+        """The hyper-parameters baked into the graph (the scheduled ones are uploaded instead)."""
+        opt = self.optimizer
+        return [{k: v for k, v in opt._flat_hyper(flat, group).items() if k not in opt._scheduled}
+                for group, flat in self.flats]
+
+    def stale(self):
+        """True when a baked-in hyper-parameter changed since the capture (then capture again)."""
+        return self._constants() != self.constants
+
+    def _upload(self):
+        """Write this step's scheduled scalars (computed on the host, as eager would) to the device."""
+        import numpy as np
+
+        opt = self.optimizer
+        for (group, flat), values in zip(self.flats, self.scalars):
+            hyper = opt._flat_hyper(flat, group)
+            host = np.array([hyper[name] for name in opt._scheduled], dtype=values.dtype)
+            self.device.backend.upload(values, host)
+
+    def replay(self, xb, yb):
+        from gpunn.tensor import Tensor
+
+        dev = self.device
+        with dev.ctx:
+            if self._launched_once:  # the first launch is the captured call's own step, already counted
+                for (group, flat) in self.flats:
+                    flat.sync_params()
+                    flat.sync_state([self.optimizer.state[p] for p in flat.params])
+                self._upload()
+                self.x.data[...] = xb.data
+                self.y.data[...] = yb.data
+            dev.backend.replay(self.graph)
+            if self._launched_once:
+                for group, flat in self.flats:
+                    self.optimizer._after_replay(flat, group)
+            self._launched_once = True
+            return Tensor._wrap(self.loss.data.copy(), dev)
+
+
+def _why_not_capturable(device, optimizer):
     if device is None:
         return "the model has no parameters"
-    if device.type != "cuda":
+    if not hasattr(device.backend, "capture"):
         return f"CUDA graphs need a CUDA device and the model is on {device}"
-    return "CUDA graph capture is not available in this version; each op launches on its own"
+    if getattr(optimizer, "fused", None) is False:
+        return f"{type(optimizer).__name__} was built with fused=False; a graph needs the fused update"
+    why = optimizer._not_capturable() if hasattr(optimizer, "_not_capturable") else (
+        f"{type(optimizer).__name__} is not a gpunn optimizer")
+    return why
 
 
 def compile_step(model, loss_fn, optimizer, example_batch=None):

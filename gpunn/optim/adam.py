@@ -64,13 +64,27 @@ class Adam(Optimizer):
         buffers = [flat.state(n, entries) for n in _names(group)]
         if any(b is None for b in buffers):
             return False
-        t = steps.pop() + 1
+        hyper = {**self._flat_hyper(flat, group), **(flat.device_scalars or {})}
         for e in entries:
-            e["step"] = t
+            e["step"] += 1
         with flat._ctx():
             update = flat.device.fast_paths.get("adam_update", adam_update)
-            update(flat.device.xp, flat.param, flat.grad, *buffers, **self._hyper(group, t))
+            update(flat.device.xp, flat.param, flat.grad, *buffers, **hyper)
         return True
+
+    _scheduled = ("step_size", "bias_correction2_sqrt", "decay")
+
+    def _flat_hyper(self, flat, group):
+        return self._hyper(group, self.state[flat.params[0]].get("step", 0) + 1)
+
+    def _after_replay(self, flat, group):
+        for p in flat.params:
+            self.state[p]["step"] += 1
+
+    def _not_capturable(self):
+        if any(group["amsgrad"] for group in self.param_groups):
+            return f"{type(self).__name__}(amsgrad=True) keeps a running maximum that the fused kernel does not cover"
+        return super()._not_capturable()
 
     def _hyper(self, group, t):
         """The update's scalars at step t: bias corrections folded in on the host, as Python floats."""

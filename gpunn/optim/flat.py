@@ -51,6 +51,7 @@ class FlatGroup:
         self.bounds = [(sum(sizes[:i]), sum(sizes[:i + 1])) for i in range(len(sizes))]
         self.size = sum(sizes)
         _live.add(self)
+        self.device_scalars = None  # {name: 0-d device array} replacing host floats while a graph is captured
         self.buffers = {}  # state name -> flat array
         self._views = {}  # "param", "grad" or a state name -> per-parameter views
         with self._ctx():
@@ -146,6 +147,11 @@ class FlatGroup:
                 view[...] = t.data
                 t.data = view
         return buffer
+
+    def sync_state(self, entries):
+        """Re-pack every state buffer from `entries` (after optimizer.load_state_dict, say)."""
+        for name in self.buffers:
+            self.state(name, entries)
 
     def _check(self, owner, array, index, what):
         dev = getattr(owner, "device", self.device)

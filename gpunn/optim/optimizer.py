@@ -106,6 +106,22 @@ class Optimizer:
         """Update the whole group at once; return False to ask for the per-parameter path."""
         return False
 
+    # --- what compile_step needs to replay a captured fused step ------------------------------
+    _scheduled = ()  # hyper-parameter names that may change every step: device scalars in a graph
+
+    def _flat_hyper(self, flat, group):
+        """The update's scalars for the group's next step (host floats)."""
+        raise NotImplementedError
+
+    def _after_replay(self, flat, group):
+        """The host-side bookkeeping of a step that a graph replay did (e.g. step counters)."""
+
+    def _not_capturable(self):
+        """Why a step with this optimizer cannot be captured into a CUDA graph, or None."""
+        if not self._can_fuse:
+            return f"{type(self).__name__} has no fused update; use SGD, Adam or AdamW"
+        return None
+
     def _flat_group(self, index, group):
         """The group's FlatGroup, made on first use, when fused allows it (None means per-parameter:
         the default on backends without views, and for groups mixing devices or dtypes)."""

@@ -58,8 +58,14 @@ class SGD(Optimizer):
                 return False
         with flat._ctx():
             update = flat.device.fast_paths.get("sgd_update", sgd_update)
-            update(flat.device.xp, flat.param, flat.grad, buf, first, **_hyper(group))
+            hyper = {**self._flat_hyper(flat, group), **(flat.device_scalars or {})}
+            update(flat.device.xp, flat.param, flat.grad, buf, first, **hyper)
         return True
+
+    _scheduled = ("lr",)
+
+    def _flat_hyper(self, flat, group):
+        return _hyper(group)
 
 
 def _hyper(group):
