@@ -16,6 +16,7 @@ is a detached tensor: reading it (`.item()`) is the only host sync.
 """
 
 import warnings
+from contextlib import nullcontext
 
 _PRECISIONS = ("highest", "high")
 _matmul_precision = "highest"
@@ -113,7 +114,7 @@ class _Graph:
         self.step, self.optimizer = step, step.optimizer
         dev = self.device = step.device
         xp = dev.xp
-        with dev.ctx:
+        with _on(dev):
             self.x = Tensor._wrap(xp.asarray(xb.data, copy=True), dev)
             self.y = Tensor._wrap(xp.asarray(yb.data, copy=True), dev)
         opt = self.optimizer
@@ -124,10 +125,11 @@ class _Graph:
         names = opt._scheduled
         self.scalars = []
         for group, flat in self.flats:
-            with dev.ctx:
+            with _on(dev):
                 values = xp.zeros((len(names),), dtype=flat.dtype)
             self.scalars.append(values)
-            flat.device_scalars = {name: values[i] for i, name in enumerate(names)}
+            # 0-d views into `values` (values[i] would be a copy on NumPy): uploads reach the graph
+            flat.device_scalars = {name: xp.reshape(values[i:i + 1], ()) for i, name in enumerate(names)}
         self.constants = self._constants()
         self._upload()
         saved_steps = [{id(p): opt.state[p].get("step") for p in flat.params} for _, flat in self.flats]
@@ -170,7 +172,7 @@ class _Graph:
         from gpunn.tensor import Tensor
 
         dev = self.device
-        with dev.ctx:
+        with _on(dev):
             if self._launched_once:  # the first launch is the captured call's own step, already counted
                 for (group, flat) in self.flats:
                     flat.sync_params()
@@ -184,6 +186,10 @@ class _Graph:
                     self.optimizer._after_replay(flat, group)
             self._launched_once = True
             return Tensor._wrap(self.loss.data.copy(), dev)
+
+
+def _on(dev):
+    return dev.ctx if dev.ctx is not None else nullcontext()
 
 
 def _why_not_capturable(device, optimizer):

@@ -422,8 +422,6 @@ def test_unused_layer_is_untouched_and_the_rest_matches(name, update_calls):
     assert fused_calls == [tuple(p.shape) for p in fused_model.used.parameters()] * STEPS  # the fallback ran
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: FlatGroup.zero_grads gives a zero gradient to parameters whose "
-                   "grad is None, so weight decay / momentum then moves a layer that gets no gradient")
 @pytest.mark.parametrize("name", ["sgd_nesterov_weight_decay", "adamw_weight_decay_amsgrad"])
 def test_unused_layer_stays_untouched_with_zero_grad_set_to_none_false(name):
     fused_model, _, fused_losses, initial = run_unused(name, True, set_to_none=False)
@@ -513,9 +511,6 @@ def test_zero_grad_keeps_views_or_sets_none():
     assert_views(model, flat)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: after zero_grad() (set_to_none=True) backward writes into the same "
-                   "flat slot, so a gradient tensor kept from before changes; the reference path and PyTorch "
-                   "give a new tensor")
 def test_gradient_kept_from_before_zero_grad_is_not_overwritten():
     model, opt = fused_after_one_step()
     opt.zero_grad()
@@ -692,3 +687,37 @@ def test_training_with_subset_clipping_matches_reference():
 
     model, opt, _ = assert_runs_identical("sgd_momentum", hook=clip_first_layer)
     assert_views(model, flat_of(opt))
+
+
+# --- gradients assigned by hand --------------------------------------------------------------------
+
+def test_a_shared_gradient_assigned_by_hand_is_copied_in_not_rebound():
+    """The fused step copies a hand-set gradient into its buffer without touching the caller's
+    tensor, which may be shared (here it is also another parameter's gradient)."""
+    results = {}
+    for fused in (False, True):
+        model = make_model()
+        opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, fused=fused)
+        train(model, opt, 2)
+        weight = list(model.parameters())[0]
+        shared = gpunn.ones(*weight.shape)
+        before = shared.data
+        weight.grad = shared
+        opt.step()
+        assert shared.data is before and np.array_equal(shared.numpy(), np.ones(weight.shape, np.float32))
+        results[fused] = values(model)
+    assert_identical(results[True], results[False])
+
+
+def test_a_float64_gradient_on_a_float32_parameter_is_cast_like_the_reference_path():
+    results = {}
+    for fused in (False, True):
+        model = make_model()
+        opt = optim.SGD(model.parameters(), lr=0.1, fused=fused)
+        train(model, opt, 1)
+        for p in model.parameters():
+            p.grad = gpunn.full(p.shape, 0.5, dtype="float64")
+        opt.step()
+        results[fused] = values(model)
+    for a, b in zip(results[True], results[False]):
+        np.testing.assert_allclose(a, b, rtol=1e-6)

@@ -1,16 +1,25 @@
 """Checks that need a CUDA device (marked gpu: skipped with the reason elsewhere).
 
-They run from scripts/gpu_check.sh on a GPU machine: fast paths against the generic primitives,
-out-of-memory handling, and cpu/cuda agreement of one training step.
+They run from scripts/gpu_check.sh on a GPU machine: every CUDA fast path against the generic
+primitive or update it overrides, the direct cuBLAS products in every layout, the TF32 switch,
+compile_step's CUDA graph against the generic eager trajectory, a training step with host syncs
+forbidden, out-of-memory handling, and cpu/cuda agreement of one training step.
 """
+
+import warnings
 
 import numpy as np
 import pytest
 
 import gpunn
-from gpunn import ops
+from gpunn import nn, ops, optim
+from gpunn.functional import cross_entropy
+from gpunn.optim.adam import adam_update
+from gpunn.optim.sgd import sgd_update
 
 pytestmark = pytest.mark.gpu
+
+RTOL = {"float32": 1e-5, "float64": 1e-10}
 
 
 @pytest.fixture
@@ -21,33 +30,289 @@ def cuda():
     return gpunn.device("cuda")
 
 
-def test_fast_paths_match_generic_rules(cuda):
-    """Each CuPy override gives the generic primitive's values and gradients."""
+def host(cuda, a):
+    return cuda.backend.to_host(a)
+
+
+def primitive_cases(cuda, dtype):
+    """(primitive name, input arrays, attrs) covering every primitive fast path, in several layouts."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((6, 5))
-    for name, fast in cuda.fast_paths.items():
-        generic = getattr(ops, name)
-        if name == "getitem":
-            args, attrs = (x,), {"index": cuda.put(np.array([0, 2, 2, 5]))}
-        elif name == "cross_entropy":
-            args, attrs = (x, cuda.put(np.array([0, 4, 1, 1, 3, 2]))), {"reduction": "mean"}
-        else:
-            pytest.fail(f"no parity case for fast path {name!r}: add one")
-        arrays = [cuda.put(a) if isinstance(a, np.ndarray) else a for a in args]
-        out_fast = fast.forward(cuda.xp, *arrays, **attrs)
-        out_gen = generic.forward(cuda.xp, *arrays, **attrs)
-        if generic.saves:
-            (out_fast, saved_fast), (out_gen, saved_gen) = out_fast, out_gen
-        else:
-            saved_fast, saved_gen = out_fast, out_gen
-        np.testing.assert_allclose(cuda.backend.to_host(out_fast), cuda.backend.to_host(out_gen), rtol=1e-12)
-        g = cuda.xp.ones_like(out_gen)
-        for i, (rule_f, rule_g) in enumerate(zip(fast.grads, generic.grads)):
-            if rule_f is None:
-                continue
-            np.testing.assert_allclose(cuda.backend.to_host(rule_f(cuda.xp, g, saved_fast, *arrays, **attrs)),
-                                       cuda.backend.to_host(rule_g(cuda.xp, g, saved_gen, *arrays, **attrs)),
-                                       rtol=1e-12, err_msg=f"{name} input {i}")
+    put = lambda a: cuda.put(np.asarray(a, dtype=dtype))  # noqa: E731
+    x, w, b = put(rng.standard_normal((7, 5))), put(rng.standard_normal((4, 5))), put(rng.standard_normal(4))
+    logits = put(rng.standard_normal((9, 6)) * 3)
+    labels = cuda.put(np.array([0, 5, 1, 1, 3, 2, 4, 0, 5]))
+    some_ignored = cuda.put(np.array([0, -100, 1, 1, -100, 2, 4, 0, 5]))
+    return [
+        ("linear", (x, w, b), {}),
+        ("linear", (x, w, None), {}),
+        ("linear", (put(rng.standard_normal((5, 7))).T, w, b), {}),  # an F-contiguous input
+        ("linear", (x[::2], w, b), {}),  # a strided one
+        ("linear", (put(rng.standard_normal((2, 3, 5))), w, b), {}),  # batched: the generic fallback
+        ("matmul", (x, put(rng.standard_normal((5, 3)))), {}),
+        ("matmul", (put(rng.standard_normal((5, 7))).T, put(rng.standard_normal((3, 5))).T), {}),
+        ("matmul", (put(rng.standard_normal(5)), put(rng.standard_normal((5, 3)))), {}),  # 1-D: fallback
+        ("relu", (x,), {}),
+        ("tanh", (x,), {}),
+        ("sigmoid", (x,), {}),
+        ("cross_entropy", (logits, labels), {"reduction": "mean"}),
+        ("cross_entropy", (logits, labels), {"reduction": "sum"}),
+        ("cross_entropy", (logits, labels), {"reduction": "none"}),
+        ("cross_entropy", (logits, some_ignored), {"reduction": "mean"}),
+        ("cross_entropy", (put(rng.standard_normal((700, 400))), cuda.put(rng.integers(0, 400, 700))),
+         {"reduction": "mean"}),  # above the one-block size: the generic fallback
+        ("getitem", (x,), {"index": cuda.put(np.array([0, 2, 2, 5]))}),
+    ]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fast_paths_match_generic_rules(cuda, dtype):
+    """Each CuPy override gives the generic primitive's values and gradients."""
+    cases = primitive_cases(cuda, dtype)
+    covered = {name for name, _, _ in cases}
+    missing = {n for n, f in cuda.fast_paths.items() if isinstance(f, ops.Primitive)} - covered
+    assert not missing, f"no parity case for fast paths {sorted(missing)}: add them to primitive_cases"
+    rtol = RTOL[dtype]
+    for name, arrays, attrs in cases:
+        fast, generic = cuda.fast_paths[name], getattr(ops, name)
+        with cuda.ctx:
+            out_fast = fast.forward(cuda.xp, *arrays, **attrs)
+            out_gen = generic.forward(cuda.xp, *arrays, **attrs)
+            if generic.saves:
+                (out_fast, saved_fast), (out_gen, saved_gen) = out_fast, out_gen
+            else:
+                saved_fast, saved_gen = out_fast, out_gen
+            np.testing.assert_allclose(host(cuda, out_fast), host(cuda, out_gen), rtol=rtol, atol=rtol,
+                                       err_msg=f"{name} forward")
+            g = cuda.xp.asarray(np.random.default_rng(1).standard_normal(out_gen.shape), dtype=out_gen.dtype)
+            for i, (rule_f, rule_g) in enumerate(zip(fast.grads, generic.grads)):
+                if rule_f is None or arrays[i] is None:
+                    continue
+                np.testing.assert_allclose(host(cuda, rule_f(cuda.xp, g, saved_fast, *arrays, **attrs)),
+                                           host(cuda, rule_g(cuda.xp, g, saved_gen, *arrays, **attrs)),
+                                           rtol=rtol, atol=rtol, err_msg=f"{name} gradient of input {i}")
+
+
+def test_cross_entropy_kernel_out_of_range_label_is_nan_not_a_crash(cuda):
+    logits = gpunn.randn(4, 3, device=cuda)
+    loss = cross_entropy(logits, gpunn.tensor([0, 1, 7, 2], device=cuda))
+    assert np.isnan(loss.item())
+
+
+def test_fast_path_parity_check_can_fail(cuda):
+    """Negative control: a relu rule that is off at the kink is caught by the comparison above."""
+    x = cuda.put(np.array([[-1.0, 0.0, 2.0]]))
+    g = cuda.xp.ones_like(x)
+    with cuda.ctx:
+        wrong = g * cuda.xp.astype(x >= 0, g.dtype)  # counts the kink as active
+        right = cuda.fast_paths["relu"].grads[0](cuda.xp, g, cuda.xp.maximum(x, 0), x)
+    assert not np.allclose(host(cuda, wrong), host(cuda, right))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_optimizer_kernels_match_generic_updates(cuda, dtype):
+    """The one-kernel updates equal the generic update functions, with host or device scalars."""
+    rng = np.random.default_rng(2)
+    n = 10_001
+    start = {k: rng.standard_normal(n).astype(dtype) for k in ("p", "g", "m", "v", "buf")}
+    start["v"] = np.abs(start["v"])
+
+    def run(update, names, device_scalars=False, **hyper):
+        arrays = {k: cuda.put(start[k].copy()) for k in names}
+        if device_scalars:
+            hyper = {k: (cuda.put(np.asarray(v, dtype=dtype)) if isinstance(v, float) else v) for k, v in hyper.items()}
+        with cuda.ctx:
+            update(cuda.xp, *(arrays[k] for k in names), **hyper)
+        return [host(cuda, arrays[k]) for k in names if k != "g"]
+
+    adam_cases = [dict(weight_decay=0.0, decay=1.0, maximize=False), dict(weight_decay=0.01, decay=1.0, maximize=True),
+                  dict(weight_decay=0.0, decay=0.999, maximize=False)]
+    for case in adam_cases:
+        hyper = dict(beta1=0.9, beta2=0.999, eps=1e-8, step_size=1e-3 / (1 - 0.9 ** 3),
+                     bias_correction2_sqrt=(1 - 0.999 ** 3) ** 0.5, **case)
+        expected = run(adam_update, ("p", "g", "m", "v"), **hyper)
+        for device_scalars in (False, True):
+            got = run(cuda.fast_paths["adam_update"], ("p", "g", "m", "v"), device_scalars, **hyper)
+            for e, a in zip(expected, got):
+                np.testing.assert_allclose(a, e, rtol=RTOL[dtype], atol=RTOL[dtype], err_msg=f"adam {case}")
+    sgd_cases = [dict(momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False),
+                 dict(momentum=0.9, dampening=0.0, nesterov=True, weight_decay=1e-3, maximize=False),
+                 dict(momentum=0.5, dampening=0.25, nesterov=False, weight_decay=0.0, maximize=True)]
+    for case in sgd_cases:
+        def generic(xp, p, g, buf, **h):
+            return sgd_update(xp, p, g, buf, False, **h)
+
+        def fast(xp, p, g, buf, **h):
+            return cuda.fast_paths["sgd_update"](xp, p, g, buf, False, **h)
+
+        expected = run(generic, ("p", "g", "buf"), lr=0.05, **case)
+        for device_scalars in (False, True):
+            got = run(fast, ("p", "g", "buf"), device_scalars, lr=0.05, **case)
+            for e, a in zip(expected, got):
+                np.testing.assert_allclose(a, e, rtol=RTOL[dtype], atol=RTOL[dtype], err_msg=f"sgd {case}")
+
+
+def test_gemm_layouts_match_cupy(cuda):
+    import cupy
+
+    from gpunn.backends import cublas_gemm
+
+    rng = np.random.default_rng(3)
+    for dtype, rtol in ((np.float32, 1e-5), (np.float64, 1e-12)):
+        a = cupy.asarray(rng.standard_normal((6, 4)).astype(dtype))
+        b = cupy.asarray(rng.standard_normal((4, 5)).astype(dtype))
+        cases = [(a, b, False, False), (a.T.copy(), b, True, False), (a, b.T.copy(), False, True),
+                 (a.T.copy(), b.T.copy(), True, True), (cupy.asfortranarray(a), b, False, False),
+                 (a[:, :4:1], b[::1, :], False, False), (a[::2], b, False, False)]
+        for x, y, ta, tb in cases:
+            expected = cupy.matmul(x.T if ta else x, y.T if tb else y)
+            np.testing.assert_allclose(cupy.asnumpy(cublas_gemm.gemm(x, y, ta, tb)), cupy.asnumpy(expected), rtol=rtol)
+        out = cupy.ones((6, 5), dtype=dtype)
+        cublas_gemm.gemm(a, b, out=out, accumulate=True)
+        np.testing.assert_allclose(cupy.asnumpy(out), cupy.asnumpy(a @ b + 1), rtol=rtol)
+        empty = cublas_gemm.gemm(cupy.zeros((3, 0), dtype), cupy.zeros((0, 2), dtype))
+        assert empty.shape == (3, 2) and not cupy.asnumpy(empty).any()
+        # negative control: the wrong transposition flag gives a different product
+        wrong = cublas_gemm.gemm(a, a, trans_b=True)
+        assert not np.allclose(cupy.asnumpy(wrong), cupy.asnumpy(a.T @ a)[:1, :1].repeat(6, 0)[:, :1].repeat(6, 1))
+        with pytest.raises(ValueError, match="inner dimensions"):
+            cublas_gemm.gemm(a, a)
+
+
+def test_tf32_switch_changes_float32_products_only_when_high(cuda):
+    import cupy
+
+    from gpunn.backends import cublas_gemm
+
+    rng = np.random.default_rng(4)
+    a = cupy.asarray(rng.standard_normal((512, 512)).astype(np.float32))
+    b = cupy.asarray(rng.standard_normal((512, 512)).astype(np.float32))
+    exact = cupy.asnumpy(a.astype(cupy.float64) @ b.astype(cupy.float64))
+    scale = np.abs(exact).max()
+    full = cupy.asnumpy(cublas_gemm.gemm(a, b, tf32=False))
+    tf32 = cupy.asnumpy(cublas_gemm.gemm(a, b, tf32=True))
+    assert np.abs(full - exact).max() / scale < 1e-5
+    assert 1e-5 < np.abs(tf32 - exact).max() / scale < 1e-2  # TF32 keeps 10 mantissa bits of each input
+    previous = gpunn.get_float32_matmul_precision()
+    try:
+        gpunn.set_float32_matmul_precision("high")
+        x = gpunn.tensor(cupy.asnumpy(a), device=cuda)
+        w = gpunn.tensor(cupy.asnumpy(b).T, device=cuda)  # linear takes (out, in)
+        np.testing.assert_allclose(gpunn.functional.linear(x, w).numpy(), tf32, rtol=0, atol=1e-4 * scale)
+    finally:
+        gpunn.set_float32_matmul_precision(previous)
+
+
+def _mlp_run(cuda, make_optimizer, steps, mode, batches, schedule=False):
+    """Losses of `steps` steps of a seeded 784-256-256-10 MLP on cuda; mode: "generic" (no fast
+    paths, per-parameter optimizer), "eager" (fast paths, fused optimizer) or "graph"."""
+    gpunn.manual_seed(0)
+    model = nn.MLP([784, 256, 256, 10]).to(cuda)
+    saved = cuda.fast_paths
+    if mode == "generic":
+        object.__setattr__(cuda, "fast_paths", {}) if False else setattr(cuda, "fast_paths", {})
+    try:
+        opt = make_optimizer(model.parameters(), fused=(mode != "generic"))
+        scheduler = optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.5) if schedule else None
+        step = gpunn.compile_step(model, cross_entropy, opt) if mode == "graph" else None
+        losses = []
+        for k in range(steps):
+            x, y = batches[k % len(batches)]
+            if step is not None:
+                loss = step(x, y)
+            else:
+                loss = cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                loss = loss.detach()
+            losses.append(loss)
+            if scheduler is not None:
+                scheduler.step()
+        return np.array([l.item() for l in losses]), step
+    finally:
+        cuda.fast_paths = saved
+
+
+def _batches(cuda, sizes=(128,)):
+    rng = np.random.default_rng(5)
+    return [(gpunn.tensor(rng.standard_normal((n, 784)).astype(np.float32), device=cuda),
+             gpunn.tensor(rng.integers(0, 10, n), device=cuda)) for n in sizes]
+
+
+@pytest.mark.parametrize("make_optimizer", [
+    lambda params, fused: optim.SGD(params, lr=0.05, momentum=0.9, fused=fused),
+    lambda params, fused: optim.Adam(params, lr=1e-3, fused=fused),
+    lambda params, fused: optim.AdamW(params, lr=1e-3, weight_decay=0.01, fused=fused),
+], ids=["sgd-momentum", "adam", "adamw"])
+def test_compiled_and_eager_steps_follow_the_generic_trajectory(cuda, make_optimizer):
+    """The issue's numerics target: within 1e-5 relative over 50 steps, with a schedule and a
+    smaller last batch (a second graph) thrown in."""
+    batches = _batches(cuda, sizes=(128, 128, 128, 96))
+    generic, _ = _mlp_run(cuda, make_optimizer, 50, "generic", batches, schedule=True)
+    eager, _ = _mlp_run(cuda, make_optimizer, 50, "eager", batches, schedule=True)
+    graph, step = _mlp_run(cuda, make_optimizer, 50, "graph", batches, schedule=True)
+    assert step.mode == "graph", step.reason
+    np.testing.assert_allclose(eager, generic, rtol=1e-5)
+    np.testing.assert_allclose(graph, generic, rtol=1e-5)
+    assert generic[-1] < generic[0]
+
+
+def test_graph_trajectory_check_can_fail(cuda):
+    """Negative control: a different learning rate moves the trajectory beyond the tolerance."""
+    batches = _batches(cuda)
+    a, _ = _mlp_run(cuda, lambda p, fused: optim.Adam(p, lr=1e-3, fused=fused), 20, "graph", batches)
+    b, _ = _mlp_run(cuda, lambda p, fused: optim.Adam(p, lr=1.1e-3, fused=fused), 20, "graph", batches)
+    assert not np.allclose(a, b, rtol=1e-5)
+
+
+def test_compile_step_falls_back_to_eager_for_dropout(cuda):
+    """Dropout draws its masks on the host: the capture fails, the step says why and trains on."""
+    gpunn.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Dropout(0.2), nn.Linear(32, 3)).to(cuda)
+    opt = optim.Adam(model.parameters(), lr=1e-2)
+    step = gpunn.compile_step(model, cross_entropy, opt)
+    x, y = gpunn.randn(64, 20, device=cuda), gpunn.randint(3, (64,), device=cuda)
+    with pytest.warns(gpunn.compile.CompileWarning, match="captured"):
+        losses = [step(x, y).item() for _ in range(30)]
+    assert step.mode == "eager" and "captured" in step.reason
+    assert opt.state[next(iter(model.parameters()))]["step"] == 30
+    assert losses[-1] < losses[0]
+
+
+def test_training_steps_make_no_host_sync(cuda):
+    """An eager fused step and a graph replay run with device synchronization forbidden."""
+    import cupyx
+
+    batches = _batches(cuda)
+    gpunn.manual_seed(0)
+    model = nn.MLP([784, 256, 256, 10]).to(cuda)
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    step = gpunn.compile_step(model, cross_entropy, opt)
+    x, y = batches[0]
+    for _ in range(4):  # warm-up and capture may sync (kernel compilation, allocation)
+        step(x, y)
+    assert step.mode == "graph", step.reason
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # allow_synchronize is deprecated, and says so
+        with cupyx.allow_synchronize(False):
+            for _ in range(3):
+                loss = step(x, y)
+                eager = cross_entropy(model(x), y)
+                opt.zero_grad()
+                eager.backward()
+                opt.step()
+            with pytest.raises(cupyx.DeviceSynchronized):  # negative control: reading a value syncs
+                loss.item()
+    assert np.isfinite(loss.item())
+
+
+def test_fused_is_the_default_on_cuda(cuda):
+    model = nn.Linear(4, 3).to(cuda)
+    opt = optim.Adam(model.parameters())
+    cross_entropy(model(gpunn.randn(5, 4, device=cuda)), gpunn.tensor([0, 1, 2, 0, 1], device=cuda)).backward()
+    opt.step()
+    assert opt._flat[0] is not None
+    assert model.weight.grad.data.data.ptr >= opt._flat[0].grad.data.ptr
 
 
 def test_out_of_memory_is_reraised_with_size_and_pool_stays_usable(cuda):
@@ -61,9 +326,6 @@ def test_out_of_memory_is_reraised_with_size_and_pool_stays_usable(cuda):
 
 
 def test_training_step_agrees_with_cpu(cuda):
-    from gpunn import nn, optim
-    from gpunn.functional import cross_entropy
-
     losses = {}
     for dev in ("cpu", cuda):
         gpunn.manual_seed(0)

@@ -14,6 +14,7 @@ buffers (`Backend.views`: NumPy and CuPy; the array API standard does not promis
 """
 
 import math
+import sys
 import weakref
 from contextlib import nullcontext
 
@@ -82,14 +83,12 @@ class FlatGroup:
             p._grad_slot = None
 
     def zero_grads(self):
-        """zero_grad(set_to_none=False): one fill, each gradient a view of the zeroed buffer."""
+        """zero_grad(set_to_none=False): one fill; each existing gradient a view of the zeroed buffer."""
         with self._ctx():
             self.grad[...] = 0
         for p, slot in zip(self.params, self._views["grad"]):
             p._grad_slot = slot
-            if p.grad is None:
-                p.grad = Tensor._wrap(slot, self.device)
-            else:
+            if p.grad is not None:  # zeroed in place, as in PyTorch; a parameter without one keeps none
                 p.grad.data = slot
 
     # --- keeping the per-parameter tensors and the buffers the same arrays --------------------
@@ -111,10 +110,10 @@ class FlatGroup:
                 return False
         for i, (p, slot) in enumerate(zip(self.params, slots)):
             p._grad_slot = slot
-            if p.grad.data is not slot:
-                self._check(p.grad, p.grad.data, i, f"the gradient of parameter {i}")
+            if p.grad.data is not slot:  # assigned by hand, or rebound: copy it in (cast if need be)
+                self._check(p.grad, p.grad.data, i, f"the gradient of parameter {i}", dtype=False)
                 slot[...] = p.grad.data
-                p.grad.data = slot
+                p.grad = Tensor._wrap(slot, self.device)  # a new tensor: the user's may be shared
         return True
 
     def state(self, name, entries):
@@ -153,12 +152,21 @@ class FlatGroup:
         for name in self.buffers:
             self.state(name, entries)
 
-    def _check(self, owner, array, index, what):
+    def release_grads(self):
+        """zero_grad(set_to_none=True): drop the gradients. The next backward writes into the same
+        slots, so a gradient tensor that someone still holds gets a copy of its values first."""
+        for p in self.params:
+            grad = p.grad
+            if grad is not None and grad.data is p._grad_slot and sys.getrefcount(grad) > 3:
+                grad.data = self.device.xp.asarray(grad.data, copy=True)  # 3: p.grad, `grad`, the call
+            p.grad = None
+
+    def _check(self, owner, array, index, what, dtype=True):
         dev = getattr(owner, "device", self.device)
         if dev is not self.device:
             raise DeviceError(f"{what} moved from {self.device} to {dev} after the optimizer was built; build "
                               "the optimizer after model.to(device)")
-        if array.dtype != self.dtype:
+        if dtype and array.dtype != self.dtype:
             raise DTypeError(f"{what} is now {array.dtype}, but the optimizer was built for {self.dtype}; build "
                              "the optimizer after model.to(dtype)")
         if tuple(array.shape) != self.shapes[index]:

@@ -1,0 +1,214 @@
+"""compile_step's bookkeeping, checked on the cpu against an emulated CUDA graph.
+
+A real CUDA graph records the array work of one step and replays it: no Python runs on replay, the
+arrays keep the addresses they had when recorded, and the scalars that change per step come from
+device buffers that compile_step rewrites before each launch. EmulatedGraph below keeps exactly
+that contract with NumPy: recording runs the step and then undoes its array effects (nothing
+executes while recording), and a replay redoes the array work with the recorded scalar buffers
+while undoing the Python-side bookkeeping (step counters) that a real replay would never do.
+So these tests check what compile_step itself must get right (uploads, step counters, input
+copies, recapture on changed hyper-parameters, rollback after a failed capture) without a GPU;
+tests/test_gpu.py checks the real graphs.
+"""
+
+import numpy as np
+import pytest
+
+import gpunn
+import gpunn.functional as F
+import gpunn.nn as nn
+import gpunn.optim as optim
+from gpunn.compile import CompileWarning
+from gpunn.optim import flat as flat_module
+
+STEPS = 12
+
+
+class EmulatedGraph:
+    def __init__(self, run, optimizer):
+        self.run, self.optimizer = run, optimizer
+        self.flats = [f for f in list(flat_module._live) if f.device_scalars is not None]
+        self.scalars = {f: f.device_scalars for f in self.flats}
+
+    def arrays(self):
+        return [a for f in self.flats for a in (f.param, f.grad, *f.buffers.values())]
+
+    def replay(self, output):
+        steps = {id(p): e.get("step") for p, e in self.optimizer.state.items()}
+        for f in self.flats:
+            f.device_scalars = self.scalars[f]
+        try:
+            loss = self.run()
+        finally:
+            for f in self.flats:
+                f.device_scalars = None
+        for p, e in self.optimizer.state.items():  # a replay runs no Python: undo its bookkeeping
+            if steps.get(id(p)) is not None:
+                e["step"] = steps[id(p)]
+        output.data[...] = loss.data
+
+
+class EmulatedBackend:
+    """capture/replay/upload for the cpu backend, with the CUDA graph contract (module doc)."""
+
+    def __init__(self, optimizer, fail_with=None):
+        self.optimizer, self.fail_with, self.captures = optimizer, fail_with, 0
+
+    def capture(self, run):
+        graph = EmulatedGraph(run, self.optimizer)
+        before = [a.copy() for a in graph.arrays()]
+        result = run()
+        for array, saved in zip(graph.arrays(), before):  # recording executes nothing
+            array[...] = saved
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.captures += 1
+        graph.output = result
+        return graph, None, result
+
+    def replay(self, graph):
+        graph.replay(graph.output)
+
+    def upload(self, array, host):
+        array[...] = host
+
+
+@pytest.fixture
+def emulate(monkeypatch):
+    """Give the cpu backend an emulated capture for one optimizer; returns it."""
+    backend = gpunn.device("cpu").backend
+
+    def install(optimizer, fail_with=None):
+        emulated = EmulatedBackend(optimizer, fail_with)
+        for name in ("capture", "replay", "upload"):
+            monkeypatch.setattr(type(backend), name, lambda self, *a, _n=name: getattr(emulated, _n)(*a),
+                                raising=False)
+        return emulated
+
+    return install
+
+
+def batches(shapes=(32, 32, 32, 20)):
+    rng = np.random.default_rng(0)
+    return [(gpunn.tensor(rng.standard_normal((n, 6)).astype(np.float32)), gpunn.tensor(rng.integers(0, 3, n)))
+            for n in shapes]
+
+
+OPTIMIZERS = {
+    "sgd": lambda params: optim.SGD(params, lr=0.1, fused=True),
+    "sgd-momentum": lambda params: optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, fused=True),
+    "adam": lambda params: optim.Adam(params, lr=1e-2, fused=True),
+    "adamw": lambda params: optim.AdamW(params, lr=1e-2, weight_decay=0.1, fused=True),
+}
+
+
+def train(make_optimizer, compiled, emulate=None, steps=STEPS, hook=None, data=None):
+    """Losses and final parameters of `steps` steps, compiled or by hand, with a StepLR schedule."""
+    gpunn.manual_seed(0)
+    model = nn.MLP([6, 16, 3])
+    opt = make_optimizer(model.parameters())
+    scheduler = optim.lr_scheduler.StepLR(opt, step_size=4, gamma=0.5)
+    backend = emulate(opt) if emulate is not None else None
+    step = gpunn.compile_step(model, F.cross_entropy, opt) if compiled else None
+    data = data or batches()
+    losses = []
+    for k in range(steps):
+        x, y = data[k % len(data)]
+        if hook is not None:
+            hook(k, model, opt)
+        if step is not None:
+            loss = step(x, y)
+        else:
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        losses.append(loss.item())
+        scheduler.step()
+    return losses, [p.numpy() for p in model.parameters()], step, opt, backend
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_replayed_steps_equal_eager_steps(emulate, name):
+    losses, params, step, opt, backend = train(OPTIMIZERS[name], True, emulate)
+    ref_losses, ref_params, *_ = train(OPTIMIZERS[name], False)
+    assert step.mode == "graph" and step.reason is None
+    assert backend.captures == 2  # one graph per batch shape (32 and 20)
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
+    for a, b in zip(params, ref_params):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert all(e.get("step", STEPS) == STEPS for e in opt.state.values())
+
+
+def test_replay_without_host_bookkeeping_is_caught(emulate, monkeypatch):
+    """Negative control: if replays did not advance Adam's step counters, the bias corrections
+    would go stale and the comparison above fails."""
+    monkeypatch.setattr(optim.Adam, "_after_replay", lambda self, flat, group: None)
+    losses, params, *_ = train(OPTIMIZERS["adam"], True, emulate)
+    _, ref_params, *_ = train(OPTIMIZERS["adam"], False)
+    assert not all(np.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(params, ref_params))
+
+
+def test_a_changed_hyper_parameter_records_a_new_graph(emulate):
+    def change(k, model, opt):
+        if k == 6:
+            opt.param_groups[0]["weight_decay"] = 0.05
+
+    losses, params, step, _, backend = train(OPTIMIZERS["adam"], True, emulate, hook=change, data=batches((32,)))
+    ref_losses, ref_params, *_ = train(OPTIMIZERS["adam"], False, hook=change, data=batches((32,)))
+    assert backend.captures == 2
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
+    for a, b in zip(params, ref_params):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_parameters_loaded_between_replays_are_used(emulate):
+    gpunn.manual_seed(7)
+    other = {k: v.clone() for k, v in nn.MLP([6, 16, 3]).state_dict().items()}
+
+    def load(k, model, opt):
+        if k == 5:
+            model.load_state_dict(other)  # rebinds every parameter's array
+
+    losses, params, step, *_ = train(OPTIMIZERS["sgd-momentum"], True, emulate, hook=load)
+    ref_losses, ref_params, *_ = train(OPTIMIZERS["sgd-momentum"], False, hook=load)
+    assert step.mode == "graph"
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
+    for a, b in zip(params, ref_params):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_a_failed_capture_runs_eagerly_says_why_and_restores_step_counts(emulate):
+    failure = RuntimeError("the current stream is capturing, so H2D/D2H transfers are disallowed")
+    with pytest.warns(CompileWarning, match="could not be captured.*H2D"):
+        losses, params, step, opt, _ = train(OPTIMIZERS["adam"], True, lambda o: emulate(o, failure))
+    ref_losses, ref_params, *_ = train(OPTIMIZERS["adam"], False)
+    assert step.mode == "eager" and "H2D" in step.reason
+    assert losses == ref_losses
+    for a, b in zip(params, ref_params):
+        assert np.array_equal(a, b)
+    assert all(e["step"] == STEPS for e in opt.state.values())
+
+
+def test_on_the_cpu_compile_step_runs_eagerly_and_says_why():
+    model = nn.MLP([6, 16, 3])
+    step = gpunn.compile_step(model, F.cross_entropy, optim.Adam(model.parameters(), fused=True))
+    x, y = batches()[0]
+    with pytest.warns(CompileWarning, match="CUDA graphs need a CUDA device"):
+        for _ in range(4):
+            step(x, y)
+    assert step.mode == "eager"
+
+
+def test_capture_needs_a_fused_update(emulate):
+    """With a capturing backend the remaining reasons come from the optimizer."""
+    model = nn.MLP([6, 16, 3])
+    emulate(None)
+    reasons = {
+        "fused=False": optim.SGD(model.parameters(), lr=0.1, fused=False),
+        "amsgrad": optim.Adam(model.parameters(), amsgrad=True),
+        "no fused update": optim.RMSprop(model.parameters()),
+    }
+    for phrase, opt in reasons.items():
+        assert phrase in gpunn.compile_step(model, F.cross_entropy, opt).reason
+    assert gpunn.compile_step(model, F.cross_entropy, optim.SGD(model.parameters(), lr=0.1, fused=True)).reason is None
