@@ -58,6 +58,21 @@ def _linear_grad_w(xp, g, out, x, w, b):
     return cublas_gemm.gemm(g, x, trans_a=True, tf32=_tf32())
 
 
+def _linear_grad_w_into(xp, g, out, x, w, b, dest, accumulate):
+    """The weight gradient's product written (or added: beta = 1) straight into its flat slot."""
+    if not (_gemm_ok(g, x) and dest.dtype == g.dtype and dest.flags.c_contiguous):
+        return False
+    cublas_gemm.gemm(g, x, trans_a=True, out=dest, accumulate=accumulate, tf32=_tf32())
+    return True
+
+
+def _linear_grad_b_into(xp, g, out, x, w, b, dest, accumulate):
+    if accumulate or g.ndim != 2 or g.dtype != dest.dtype:
+        return False
+    cupy.sum(g, axis=0, out=dest)
+    return True
+
+
 def _matmul_forward(xp, x, y):
     if not _gemm_ok(x, y):
         return ops.matmul.forward(xp, x, y)
@@ -211,22 +226,30 @@ _sgd_momentum_kernel = cupy.ElementwiseKernel(
     "gpunn_sgd_momentum_update")
 
 
+_sgd_plain_kernel = cupy.ElementwiseKernel(
+    "T g, T lr, T weight_decay, T sign", "T p", "p = p - lr * (sign * g + weight_decay * p)", "gpunn_sgd_update")
+
+
 def _sgd_update(xp, p, g, buf, first, lr, momentum, dampening, nesterov, weight_decay, maximize):
-    """Momentum steps after the first in one kernel; the rest (the buffer's first fill, plain SGD)
-    are already one or two ops and take the generic function."""
-    if buf is None or first or p.dtype not in _FLOATS or g.dtype != p.dtype:
+    """One kernel per step, with or without momentum; the momentum buffer's first fill (a copy of
+    the gradient, once) takes the generic function."""
+    if first or p.dtype not in _FLOATS or g.dtype != p.dtype:
         return sgd_update(xp, p, g, buf, first, lr, momentum, dampening, nesterov, weight_decay, maximize)
     dt = p.dtype.type
-    scalars = [s if hasattr(s, "shape") else dt(s) for s in
-               (lr, momentum, 1 - dampening, weight_decay, -1.0 if maximize else 1.0)]
-    _sgd_momentum_kernel(g, *scalars, bool(nesterov), p, buf)
+    sign = dt(-1.0 if maximize else 1.0)
+    if buf is None:
+        _sgd_plain_kernel(g, *(s if hasattr(s, "shape") else dt(s) for s in (lr, weight_decay)), sign, p)
+        return
+    scalars = [s if hasattr(s, "shape") else dt(s) for s in (lr, momentum, 1 - dampening, weight_decay)]
+    _sgd_momentum_kernel(g, *scalars, sign, bool(nesterov), p, buf)
 
 
 def fast_paths():
     """{name: override} for the CuPy backend's Device.fast_paths."""
     return {
-        "linear": ops.linear.override(forward=_linear_forward, grads=(_linear_grad_x, _linear_grad_w,
-                                                                        ops.linear.grads[2])),
+        "linear": ops.linear.override(forward=_linear_forward,
+                                      grads=(_linear_grad_x, _linear_grad_w, ops.linear.grads[2]),
+                                      into=(None, _linear_grad_w_into, _linear_grad_b_into)),
         "matmul": ops.matmul.override(forward=_matmul_forward, grads=(_matmul_grad_x, _matmul_grad_y)),
         "relu": ops.relu.override(grads=(_elementwise_rule(_relu_grad_kernel, ops.relu.grads[0]),)),
         "tanh": ops.tanh.override(grads=(_elementwise_rule(_tanh_grad_kernel, ops.tanh.grads[0]),)),

@@ -33,6 +33,21 @@ def _cross_entropy_forward(xp_, logits, target, reduction="mean", ignore_index=-
     return (per_row.sum() if reduction == "sum" else per_row), e
 
 
+def _linear_grad_w_into(xp, g, out, x, w, b, dest, accumulate):
+    """x.T-weighted gradient written by BLAS straight into a fused optimizer's slot (no copy)."""
+    if accumulate or g.ndim != 2 or x.ndim != 2 or not g.dtype == x.dtype == dest.dtype:
+        return False
+    np.matmul(g.T, x, out=dest)
+    return True
+
+
+def _linear_grad_b_into(xp, g, out, x, w, b, dest, accumulate):
+    if accumulate or g.ndim != 2 or g.dtype != dest.dtype:
+        return False
+    np.sum(g, axis=0, out=dest)
+    return True
+
+
 class NumpyBackend:
     name = "cpu"
     xp = xp
@@ -43,6 +58,7 @@ class NumpyBackend:
         self.fast_paths = {
             "getitem": ops.getitem.override(grads=(_index_add_grad,)),
             "cross_entropy": ops.cross_entropy.override(forward=_cross_entropy_forward),
+            "linear": ops.linear.override(into=(None, _linear_grad_w_into, _linear_grad_b_into)),
         }
 
     def native_device(self, index):

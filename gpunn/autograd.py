@@ -140,6 +140,8 @@ def _run_rules(node, g, pending, Tensor):
         rule = prim.rule(i)
         if rule is None:
             continue
+        if prim.into is not None and prim.into[i] is not None and _written_into(node, i, parent, g, Tensor):
+            continue
         try:
             if ctx is None:
                 gi = rule(xp, g, out, *arrays, **attrs)
@@ -164,6 +166,23 @@ def _run_rules(node, g, pending, Tensor):
             key = id(parent)
             previous = pending.get(key)
             pending[key] = gi if previous is None else previous + gi
+
+
+def _written_into(node, i, leaf, g, Tensor):
+    """Let a fast into-rule write leaf's gradient straight into its flat-buffer slot (True if it did)."""
+    slot = getattr(leaf, "_grad_slot", None)
+    if slot is None or leaf._node is not None or mode.anomaly:
+        return False
+    accumulate = leaf.grad is not None
+    if accumulate and leaf.grad.data is not slot:
+        return False
+    dev = node.device
+    with dev.ctx if dev.ctx is not None else contextlib.nullcontext():
+        done = node.primitive.into[i](dev.xp, g, node.out, *node.arrays, dest=slot, accumulate=accumulate,
+                                      **node.attrs)
+    if done and not accumulate:
+        leaf.grad = Tensor._wrap(slot, leaf.device)
+    return done
 
 
 def _accumulate(leaf, g, Tensor):

@@ -17,13 +17,17 @@ class Primitive:
     the input's position as its first argument. `floats` names the inputs that must be floating.
     A primitive that `saves` returns `(out, saved)` from its forward, and its rules receive
     `saved` in place of `out`: values computed once in the forward pass and reused backward.
+
+    A fast path may also give `into` rules, `(xp, g, out, *inputs, dest=, accumulate=, **attrs)
+    -> bool`: they write (or add) the gradient straight into `dest`, a leaf's slot in a fused
+    optimizer's flat buffer, saving the copy, and return False where they cannot.
     """
 
-    __slots__ = ("name", "forward", "grads", "variadic", "floats", "saves")
+    __slots__ = ("name", "forward", "grads", "variadic", "floats", "saves", "into")
 
-    def __init__(self, name, forward, *grads, variadic=False, floats=(), saves=False):
+    def __init__(self, name, forward, *grads, variadic=False, floats=(), saves=False, into=None):
         self.name, self.forward, self.grads = name, forward, grads
-        self.variadic, self.floats, self.saves = variadic, floats, saves
+        self.variadic, self.floats, self.saves, self.into = variadic, floats, saves, into
 
     def rule(self, i):
         if self.variadic:
@@ -31,10 +35,10 @@ class Primitive:
             return lambda xp, g, out, *args, **attrs: rule(i, xp, g, out, *args, **attrs)
         return self.grads[i]
 
-    def override(self, forward=None, grads=None):
-        """A copy with a faster forward and/or rules: how a backend's fast path is made."""
+    def override(self, forward=None, grads=None, into=None):
+        """A copy with a faster forward, rules and/or into-rules: how a backend's fast path is made."""
         return Primitive(self.name, forward or self.forward, *(grads or self.grads),
-                         variadic=self.variadic, floats=self.floats, saves=self.saves)
+                         variadic=self.variadic, floats=self.floats, saves=self.saves, into=into or self.into)
 
     def __repr__(self):
         return f"<primitive {self.name}>"

@@ -721,3 +721,40 @@ def test_a_float64_gradient_on_a_float32_parameter_is_cast_like_the_reference_pa
         results[fused] = values(model)
     for a, b in zip(results[True], results[False]):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+# --- gradients written straight into the buffer ---------------------------------------------------
+
+def test_linear_gradients_are_written_straight_into_the_buffer(monkeypatch):
+    """The cpu's into-rules put Linear's weight and bias gradients into their slots (no copy), with
+    the values of the ordinary rules; when accumulating they decline and the engine adds instead."""
+    cpu = gpunn.device("cpu")
+    linear = cpu.fast_paths["linear"]
+    calls = []
+
+    def spy(i):
+        def rule(*args, **kwargs):
+            done = linear.into[i](*args, **kwargs)
+            calls.append((i, kwargs["accumulate"], done))
+            return done
+        return rule
+
+    monkeypatch.setitem(cpu.fast_paths, "linear", linear.override(into=(None, spy(1), spy(2))))
+    model, opt = fused_after_one_step()
+    reference = make_model()
+    reference.load_state_dict(model_copy(model))
+    calls.clear()
+    opt.zero_grad()
+    backward(model, 3)
+    layers = len(SIZES) - 1
+    assert sorted(calls) == [(1, False, True)] * layers + [(2, False, True)] * layers
+    backward(reference, 3)
+    assert_identical([p.grad.numpy() for p in model.parameters()],
+                     [p.grad.numpy() for p in reference.parameters()])
+    assert_views(model, flat_of(opt))
+    calls.clear()
+    backward(model, 4)  # no zero_grad: accumulate
+    backward(reference, 4)
+    assert calls and all(accumulate and not done for _, accumulate, done in calls)
+    assert_identical([p.grad.numpy() for p in model.parameters()],
+                     [p.grad.numpy() for p in reference.parameters()])

@@ -134,7 +134,9 @@ def test_optimizer_kernels_match_generic_updates(cuda, dtype):
             got = run(cuda.fast_paths["adam_update"], ("p", "g", "m", "v"), device_scalars, **hyper)
             for e, a in zip(expected, got):
                 np.testing.assert_allclose(a, e, rtol=RTOL[dtype], atol=RTOL[dtype], err_msg=f"adam {case}")
-    sgd_cases = [dict(momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False),
+    sgd_cases = [dict(momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False),
+                 dict(momentum=0.0, dampening=0.0, nesterov=False, weight_decay=1e-3, maximize=True),
+                 dict(momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False),
                  dict(momentum=0.9, dampening=0.0, nesterov=True, weight_decay=1e-3, maximize=False),
                  dict(momentum=0.5, dampening=0.25, nesterov=False, weight_decay=0.0, maximize=True)]
     for case in sgd_cases:
@@ -144,9 +146,14 @@ def test_optimizer_kernels_match_generic_updates(cuda, dtype):
         def fast(xp, p, g, buf, **h):
             return cuda.fast_paths["sgd_update"](xp, p, g, buf, False, **h)
 
-        expected = run(generic, ("p", "g", "buf"), lr=0.05, **case)
+        names = ("p", "g", "buf") if case["momentum"] else ("p", "g")
+        if not case["momentum"]:
+            generic_plain, fast_plain = generic, fast
+            generic = lambda xp, p, g, **h: generic_plain(xp, p, g, None, **h)  # noqa: E731
+            fast = lambda xp, p, g, **h: fast_plain(xp, p, g, None, **h)  # noqa: E731
+        expected = run(generic, names, lr=0.05, **case)
         for device_scalars in (False, True):
-            got = run(fast, ("p", "g", "buf"), device_scalars, lr=0.05, **case)
+            got = run(fast, names, device_scalars, lr=0.05, **case)
             for e, a in zip(expected, got):
                 np.testing.assert_allclose(a, e, rtol=RTOL[dtype], atol=RTOL[dtype], err_msg=f"sgd {case}")
 
