@@ -7,17 +7,30 @@ usable device next to two baselines built in the same process from the same weig
 - numpy: the step written by hand in plain NumPy, the floor gpunn's CPU path is held to;
 - torch: PyTorch eager (when `import torch` works), on the CPU and on CUDA when usable.
 
+On CUDA devices two more contenders time the whole step captured into one CUDA graph:
+
+- gpunn-graph: `gpunn.compile_step(model, cross_entropy, optimizer)`; where it cannot capture,
+  it is still timed (eagerly) and its row's `note` gives compile_step's reason;
+- torch-graph: PyTorch's documented whole-network capture (warm-up on a side stream, then
+  `torch.cuda.graph`), replayed with the batch copied into its static inputs, as gpunn does.
+
+There are no graph contenders on the CPU. Each row's `vs_torch` is its time over that of the
+PyTorch contender of the same kind on the same device (gpunn/torch, gpunn-graph/torch-graph).
+--tf32 lets gpunn and PyTorch use TF32 tensor cores for float32 products on CUDA.
+
 All contenders of one configuration are timed alternately, repeat by repeat, so that clock and
 cache drift hit each of them equally. A repeat times a block of consecutive steps between two
 device synchronizations (long enough for the clock's resolution not to matter); the table gives
-the median over repeats with the minimum and maximum. The first step's loss of every contender is
-compared with the NumPy baseline's as a check that all of them compute the same thing.
+the median over repeats with the minimum and maximum. Two checks show that all contenders compute
+the same thing: every first step's loss against a NumPy forward pass, and each graph contender's
+loss at the end of the warm-up (by then a replay) against its eager sibling's.
 
 Output: a table on stdout, and bench.csv, bench.json (with a description of the machine) and
 bench.png in --out. CuPy and PyTorch are imported only when needed.
 """
 
 import argparse
+import contextlib
 import csv
 import datetime
 import importlib.metadata
@@ -28,11 +41,13 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 import gpunn
+from gpunn.compile import CompileWarning
 from gpunn.errors import DeviceError
 
 DEFAULT_SIZES = "784-128-10,784-256-256-10,784-512-512-10,784-1024-1024-1024-10"
@@ -40,6 +55,10 @@ DEFAULT_BATCHES = "128,512"
 QUICK_SIZES = "784-64-10,784-256-256-10"
 QUICK_BATCHES = "64"
 FIRST_LOSS_RTOL = {"float32": 1e-4, "float64": 1e-10}
+TF32_RTOL = 1e-2  # TF32 rounds float32 products' inputs to a 10-bit mantissa
+GRAPH_WARMUP = 3  # warm-up steps with graph contenders: gpunn-graph's last one is then a replay
+TORCH_PEER = {"gpunn": "torch", "gpunn-graph": "torch-graph"}  # vs_torch compares like with like
+EAGER_SIBLING = {"gpunn-graph": "gpunn", "torch-graph": "torch"}  # must reach the same loss
 SLOW_BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 LIBRARIES = ("gpunn", "numpy", "array-api-compat", "array-api-strict", "torch", "cupy", "cupy-cuda12x",
@@ -103,6 +122,10 @@ def add_arguments(parser):
     parser.add_argument("--block-ms", type=float, default=None,
                         help="shortest timed block, in milliseconds (default 50; --quick: 10)")
     parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default 0.01)")
+    parser.add_argument("--tf32", action="store_true",
+                        help="TF32 tensor cores for float32 matrix products on CUDA, in gpunn and PyTorch "
+                             "(set_float32_matmul_precision('high')); the loss checks then allow rtol "
+                             f"{TF32_RTOL:g} on CUDA")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch")
     parser.add_argument("--threads", type=int, default=None,
                         help="limit NumPy's BLAS and PyTorch to this many CPU threads (default: as configured)")
@@ -132,6 +155,7 @@ def _settings(args):
         "warmup": warmup,
         "block_ms": block_ms,
         "lr": args.lr,
+        "tf32": args.tf32,
         "seed": args.seed,
         "quick": quick,
         "threads": args.threads,
@@ -158,6 +182,17 @@ def make_problem(sizes, batch, dtype="float32", seed=0):
     return weights, x, y
 
 
+def reference_loss(weights, x, y):
+    """The loss every contender's first step must report: a plain NumPy forward pass."""
+    h = x
+    for i, (w, b) in enumerate(weights):
+        h = h @ w.T + b
+        if i < len(weights) - 1:
+            h = np.maximum(h, 0)
+    h = h - h.max(axis=1, keepdims=True)
+    return float(np.mean(np.log(np.exp(h).sum(axis=1)) - h[np.arange(len(y)), y]))
+
+
 # --- contenders: one implementation of the step on one device ------------------------------------
 
 
@@ -169,6 +204,7 @@ class NumpyStep:
     """
 
     impl, device = "numpy", "cpu"
+    note = None  # why the contender does not run the way its name says (see GpunnGraphStep)
 
     def __init__(self, weights, x, y, lr):
         self.layers = [(w.copy(), b.copy()) for w, b in weights]
@@ -220,6 +256,7 @@ class GpunnStep:
     """gpunn's step, the way the README writes it: nn.MLP, F.cross_entropy, optim.SGD."""
 
     impl = "gpunn"
+    note = None
 
     def __init__(self, device, weights, x, y, lr):
         from gpunn import functional, nn, optim
@@ -256,10 +293,31 @@ class GpunnStep:
         return [(state[f"{2 * k}.weight"].numpy(), state[f"{2 * k}.bias"].numpy()) for k in range(count)]
 
 
+class GpunnGraphStep(GpunnStep):
+    """gpunn's step through `gpunn.compile_step`: two eager calls, a capture, then graph replays."""
+
+    impl = "gpunn-graph"
+
+    def __init__(self, device, weights, x, y, lr):
+        super().__init__(device, weights, x, y, lr)
+        self.compiled = gpunn.compile_step(self.model, self.cross_entropy, self.optimizer)
+
+    def step(self):
+        return self.compiled(self.x, self.y)
+
+    @property
+    def note(self):
+        """None once the step replays a CUDA graph; else why it runs eagerly."""
+        if self.compiled.mode == "graph":
+            return None
+        return f"ran eagerly: {self.compiled.reason or 'no graph captured yet'}"
+
+
 class TorchStep:
     """PyTorch eager with the same weights and batch: Sequential of Linear/ReLU, optim.SGD."""
 
     impl = "torch"
+    note = None
 
     def __init__(self, torch, device, weights, x, y, lr):
         self.torch, self.device = torch, device
@@ -298,6 +356,63 @@ class TorchStep:
         return [(m.weight.detach().cpu().numpy(), m.bias.detach().cpu().numpy()) for m in linears]
 
 
+class TorchGraphStep(TorchStep):
+    """PyTorch's whole-network CUDA graph recipe: warm up on a side stream, capture forward,
+    backward and SGD step once, then each step copies the batch into the static inputs and replays.
+
+    The warm-up steps move the weights, so they are put back after the capture (copied into the
+    same storage, which the graph keeps reading): the first replay is the first step, as for
+    every other contender. If the capture fails the step stays eager and `note` says why.
+    """
+
+    impl = "torch-graph"
+    side_stream_steps = 3  # eager steps before the capture, as in PyTorch's recipe
+
+    def __init__(self, torch, device, weights, x, y, lr):
+        super().__init__(torch, device, weights, x, y, lr)
+        with torch.cuda.device(device):
+            params = list(self.model.parameters())
+            originals = [p.detach().clone() for p in params]
+            self.static_x, self.static_y = self.x.clone(), self.y.clone()
+            try:
+                self.graph, self.static_loss = self._capture()
+            except Exception as exc:  # a capture that fails must not end the whole bench run
+                self.graph, self.note = None, f"ran eagerly: capture failed ({type(exc).__name__}: {exc})"
+            torch.cuda.synchronize(device)
+            with torch.no_grad():
+                for p, original in zip(params, originals):
+                    p.copy_(original)
+
+    def _train(self):
+        loss = self.cross_entropy(self.model(self.static_x), self.static_y)
+        loss.backward()
+        self.optimizer.step()
+        return loss
+
+    def _capture(self):
+        torch = self.torch
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(self.side_stream_steps):
+                self.optimizer.zero_grad(set_to_none=True)
+                self._train()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        self.optimizer.zero_grad(set_to_none=True)  # the graph's gradients live in its private pool
+        with torch.cuda.graph(graph):
+            static_loss = self._train()
+        return graph, static_loss
+
+    def step(self):
+        if self.graph is None:
+            return super().step()
+        self.static_x.copy_(self.x)
+        self.static_y.copy_(self.y)
+        self.graph.replay()
+        return self.static_loss
+
+
 def torch_device(torch, dev):
     """The PyTorch device matching a gpunn device, or None where PyTorch cannot run there."""
     if dev.type == "cpu":
@@ -321,16 +436,19 @@ def time_block(contender, steps):
 
 
 def measure(contenders, repeats, warmup, block_s):
-    """First-step losses, and per-step times of `repeats` blocks per contender, taken in turn.
+    """Losses, and per-step times of `repeats` blocks per contender, taken in turn.
 
     The order rotates every repeat, so no contender always runs right after the same other one.
-    Returns (first_losses, times, steps_per_block), each a list parallel to `contenders`.
+    Returns (first_losses, warm_losses, times, steps_per_block), each a list parallel to
+    `contenders`; warm_losses are those of step 1 + warmup, the last untimed one.
     """
-    first = []
+    first, warm = [], []
     for c in contenders:
-        first.append(c.value(c.step()))
+        loss = c.step()
+        first.append(c.value(loss))
         for _ in range(warmup):
-            c.step()
+            loss = c.step()
+        warm.append(c.value(loss))
         c.sync()
     fastest = [min(time_block(c, 1) for _ in range(3)) for c in contenders]  # load spikes only slow a step down
     blocks = [min(10_000, max(1, math.ceil(block_s / max(t, 1e-9)))) for t in fastest]
@@ -339,11 +457,21 @@ def measure(contenders, repeats, warmup, block_s):
     for r in range(repeats):
         for i in [(r + j) % n for j in range(n)]:
             times[i].append(time_block(contenders[i], blocks[i]))
-    return first, times, blocks
+    return first, warm, times, blocks
 
 
-def losses_agree(a, b, dtype):
-    return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= FIRST_LOSS_RTOL[dtype] * max(abs(a), abs(b), 1e-30)
+def uses_tf32(dtype, device, tf32):
+    """Whether --tf32 changes this contender's products: float32 on CUDA only."""
+    return bool(tf32) and dtype == "float32" and device.startswith("cuda")
+
+
+def loss_rtol(dtype, device, tf32=False):
+    """How far two losses of the same step may differ: float32 rounding, or TF32's on CUDA."""
+    return TF32_RTOL if uses_tf32(dtype, device, tf32) else FIRST_LOSS_RTOL[dtype]
+
+
+def losses_agree(a, b, rtol):
+    return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= rtol * max(abs(a), abs(b), 1e-30)
 
 
 def limit_threads(n, torch=None):
@@ -389,8 +517,13 @@ def import_torch():
 
 
 def build_contenders(settings, devices, torch, weights, x, y):
+    """gpunn on each device, the NumPy baseline, PyTorch where it runs; CUDA graphs on CUDA only."""
     lr = settings["lr"]
-    contenders = [GpunnStep(dev, weights, x, y, lr) for dev in devices]
+    contenders = []
+    for dev in devices:
+        contenders.append(GpunnStep(dev, weights, x, y, lr))
+        if dev.type == "cuda":
+            contenders.append(GpunnGraphStep(dev, weights, x, y, lr))
     if "numpy" in settings["baselines"]:
         contenders.append(NumpyStep(weights, x, y, lr))
     if torch is not None:
@@ -398,14 +531,19 @@ def build_contenders(settings, devices, torch, weights, x, y):
             place = torch_device(torch, dev)
             if place is not None:
                 contenders.append(TorchStep(torch, place, weights, x, y, lr))
+            if place is not None and place.startswith("cuda"):
+                contenders.append(TorchGraphStep(torch, place, weights, x, y, lr))
     return contenders
 
 
 def run_configuration(settings, devices, torch, sizes, batch):
-    """Time one (model, batch) on every contender: result rows and first-loss checks."""
+    """Time one (model, batch) on every contender: result rows and loss checks."""
     weights, x, y = make_problem(sizes, batch, settings["dtype"], settings["seed"])
     contenders = build_contenders(settings, devices, torch, weights, x, y)
-    first, times, blocks = measure(contenders, settings["repeats"], settings["warmup"], settings["block_ms"] / 1e3)
+    warmup = settings["warmup"]
+    if any(c.impl in EAGER_SIBLING for c in contenders):
+        warmup = max(warmup, GRAPH_WARMUP)
+    first, warm, times, blocks = measure(contenders, settings["repeats"], warmup, settings["block_ms"] / 1e3)
     model = "-".join(map(str, sizes))
     medians = {(c.impl, c.device): statistics.median(t) for c, t in zip(contenders, times)}
     rows = []
@@ -418,16 +556,43 @@ def run_configuration(settings, devices, torch, sizes, batch):
             "median_ms": median * 1e3, "min_ms": min(t) * 1e3, "max_ms": max(t) * 1e3,
             "samples_per_s": batch / median, "repeats": len(t), "steps_per_repeat": block,
             "gpunn_over_this": gpunn_here / median if gpunn_here else None,
+            "note": c.note,
         })
+    add_torch_ratios(rows)
+    checks = loss_checks(settings, contenders, first, warm, reference_loss(weights, x, y), 1 + warmup)
+    return rows, [{"model": model, "batch": batch, **c} for c in checks]
+
+
+def loss_checks(settings, contenders, first, warm, reference, warm_step):
+    """Every first step's loss against the NumPy forward pass `reference`; each graph contender's
+    loss at step `warm_step` (a replay by then) against its eager sibling's on the same device."""
+    tf32, dtype = settings["tf32"], settings["dtype"]
+    warm_of = {(c.impl, c.device): w for c, w in zip(contenders, warm)}
     checks = []
-    reference = next((f for c, f in zip(contenders, first) if c.impl == "numpy"), None)
-    if reference is not None:
-        for c, f in zip(contenders, first):
-            if c.impl != "numpy":
-                checks.append({"model": model, "batch": batch, "impl": c.impl, "device": c.device,
-                               "loss": f, "numpy_loss": reference, "rtol": FIRST_LOSS_RTOL[settings["dtype"]],
-                               "ok": losses_agree(f, reference, settings["dtype"])})
-    return rows, checks
+
+    def check(c, step, against, loss, expected):
+        rtol = loss_rtol(dtype, c.device, tf32)
+        checks.append({"impl": c.impl, "device": c.device, "step": step, "against": against, "loss": loss,
+                       "expected": expected, "rtol": rtol, "tf32": uses_tf32(dtype, c.device, tf32),
+                       "ok": losses_agree(loss, expected, rtol)})
+
+    for c, loss in zip(contenders, first):
+        check(c, 1, "numpy forward pass", loss, reference)
+    for c, loss in zip(contenders, warm):
+        sibling = EAGER_SIBLING.get(c.impl)
+        if (sibling, c.device) in warm_of:
+            check(c, warm_step, f"{sibling} on {c.device}", loss, warm_of[(sibling, c.device)])
+    return checks
+
+
+def add_torch_ratios(rows):
+    """Set each row's `vs_torch`: its median over that of the PyTorch contender of the same kind
+    (gpunn/torch, gpunn-graph/torch-graph) in the same configuration and device; None if none."""
+    medians = {(r["model"], r["batch"], r["device"], r["impl"]): r["median_ms"] for r in rows}
+    for r in rows:
+        peer = medians.get((r["model"], r["batch"], r["device"], TORCH_PEER.get(r["impl"])))
+        r["vs_torch"] = r["median_ms"] / peer if peer else None
+    return rows
 
 
 def speedups(rows):
@@ -505,40 +670,42 @@ def _ms(value):
     return f"{value:.3f}" if value < 10 else f"{value:.2f}" if value < 100 else f"{value:.1f}"
 
 
-TABLE_HEAD = (f"{'model':<26}{'params':>11}{'batch':>7}  {'device':<8}{'gpunn ms':>10}{'[min .. max]':>20}"
-              f"{'samples/s':>12}{'numpy ms':>10}{'g/np':>7}{'torch ms':>10}{'g/torch':>8}{'vs cpu':>8}")
+TABLE_HEAD = (f"{'model':<26}{'params':>11}{'batch':>7}  {'device':<8}{'impl':<12}{'ms':>9}{'[min .. max]':>20}"
+              f"{'samples/s':>12}{'numpy ms':>10}{'g/np':>7}{'torch ms':>10}{'vs torch':>9}{'vs cpu':>8}")
 
 
 def table_lines(rows):
-    """One line per (model, batch, device): gpunn's time, then the baselines' and the ratios."""
+    """One line per gpunn contender (eager, and graph on CUDA) per (model, batch, device): its
+    time, NumPy's (on the cpu), the time of PyTorch of the same kind and the ratio, the GPU
+    speed-up over gpunn's cpu run."""
     by_key = {(r["model"], r["batch"], r["device"], r["impl"]): r for r in rows}
     lines = []
     for r in rows:
-        if r["impl"] != "gpunn":
+        if r["impl"] not in TORCH_PEER:
             continue
-        model, batch, device = r["model"], r["batch"], r["device"]
-        numpy_row = by_key.get((model, batch, "cpu", "numpy"))
-        torch_row = by_key.get((model, batch, device, "torch"))  # gpunn and torch both say "cuda:0"
-        cpu_row = by_key.get((model, batch, "cpu", "gpunn"))
+        model, batch, device, impl = r["model"], r["batch"], r["device"], r["impl"]
+        numpy_row = by_key.get((model, batch, "cpu", "numpy")) if device == "cpu" and impl == "gpunn" else None
+        torch_row = by_key.get((model, batch, device, TORCH_PEER[impl]))  # gpunn and torch both say "cuda:0"
+        cpu_row = by_key.get((model, batch, "cpu", "gpunn")) if device != "cpu" else None
         spread = f"[{_ms(r['min_ms'])} .. {_ms(r['max_ms'])}]"
-        cells = [f"{model:<26}{r['params']:>11,}{batch:>7}  {device:<8}{_ms(r['median_ms']):>10}{spread:>20}"
+        cells = [f"{model:<26}{r['params']:>11,}{batch:>7}  {device:<8}{impl:<12}{_ms(r['median_ms']):>9}{spread:>20}"
                  f"{r['samples_per_s']:>12,.0f}"]
-        if numpy_row and device == "cpu":
+        if numpy_row:
             cells.append(f"{_ms(numpy_row['median_ms']):>10}{r['median_ms'] / numpy_row['median_ms']:>6.2f}x")
         else:
             cells.append(f"{'':>10}{'':>7}")
-        if torch_row:
-            cells.append(f"{_ms(torch_row['median_ms']):>10}{r['median_ms'] / torch_row['median_ms']:>7.2f}x")
+        if torch_row and r.get("vs_torch"):
+            cells.append(f"{_ms(torch_row['median_ms']):>10}{r['vs_torch']:>8.2f}x")
         else:
-            cells.append(f"{'':>10}{'':>8}")
-        if cpu_row and device != "cpu":
+            cells.append(f"{'':>10}{'':>9}")
+        if cpu_row:
             cells.append(f"{cpu_row['median_ms'] / r['median_ms']:>7.1f}x")
         lines.append("".join(cells).rstrip())
     return lines
 
 
 CSV_FIELDS = ("model", "params", "batch", "dtype", "device", "impl", "median_ms", "min_ms", "max_ms",
-              "samples_per_s", "repeats", "steps_per_repeat", "gpunn_over_this")
+              "samples_per_s", "repeats", "steps_per_repeat", "gpunn_over_this", "vs_torch", "note")
 
 
 def write_csv(rows, path):
@@ -575,14 +742,16 @@ def plot(rows, speedup_rows, path):
             if pts:
                 axes[0].plot(*zip(*pts), style, marker="o", color=colors[(impl, device)],
                              label=f"{impl} {device}, batch {batch}")
-            if impl == "gpunn":
+            if impl in TORCH_PEER:  # gpunn against PyTorch of the same kind
+                field, label = "vs_torch", f"{impl} / {TORCH_PEER[impl]} {device}, batch {batch}"
+            elif impl == "numpy":
+                field, label = "gpunn_over_this", f"gpunn / numpy, batch {batch}"
+            else:
                 continue
-            ratio = sorted((r["params"], r["gpunn_over_this"]) for r in rows
-                           if r["impl"] == impl and r["device"] == device and r["batch"] == batch
-                           and r["gpunn_over_this"])
+            ratio = sorted((r["params"], r[field]) for r in rows
+                           if r["impl"] == impl and r["device"] == device and r["batch"] == batch and r[field])
             if ratio:
-                axes[1].plot(*zip(*ratio), style, marker="o", color=colors[(impl, device)],
-                             label=f"vs {impl} {device}, batch {batch}")
+                axes[1].plot(*zip(*ratio), style, marker="o", color=colors[(impl, device)], label=label)
     axes[0].set(xscale="log", yscale="log", xlabel="parameters", ylabel="ms per training step (median)",
                 title="Training step time")
     axes[1].axhline(1.0, color="gray", lw=0.8)
@@ -609,8 +778,27 @@ def plot(rows, speedup_rows, path):
 # --- entry point ---------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def bench_conditions(tf32, torch=None):
+    """While the sweep runs: TF32 float32 products on CUDA for gpunn and PyTorch if `tf32`, and
+    compile_step's fallback warning silenced (the row's note says it); restored afterwards."""
+    precisions = gpunn.get_float32_matmul_precision(), torch and torch.get_float32_matmul_precision()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CompileWarning)
+            if tf32:
+                gpunn.set_float32_matmul_precision("high")
+                if torch is not None:
+                    torch.set_float32_matmul_precision("high")
+            yield
+    finally:
+        gpunn.set_float32_matmul_precision(precisions[0])
+        if torch is not None:
+            torch.set_float32_matmul_precision(precisions[1])
+
+
 def main(args):
-    """Run the sweep described by parsed `args`; 0 when every first-step loss check passed."""
+    """Run the sweep described by parsed `args`; 0 when every loss check passed."""
     try:
         settings = _settings(args)
     except ValueError as exc:
@@ -628,6 +816,8 @@ def main(args):
         limit_threads(args.threads, torch)
     if not devices:
         notes.append("no usable gpunn device: only the baselines run")
+    if settings["tf32"] and not any(d.type == "cuda" for d in devices):
+        notes.append("--tf32 changes nothing here: TF32 is only used by float32 products on CUDA devices")
     slow = slow_blas_settings()
     if slow:
         notes.append(f"{' '.join(f'{k}={v}' for k, v in slow.items())} is set: NumPy's OpenBLAS (gpunn's CPU "
@@ -640,24 +830,30 @@ def main(args):
                      "other processes will disturb the timings")
     for note in notes:
         print(f"note: {note}")
-    print(f"gpunn bench: {settings['dtype']}, {len(settings['sizes'])} model(s) x {len(settings['batch_sizes'])} "
+    print(f"gpunn bench: {settings['dtype']}{' with TF32 products on CUDA' if settings['tf32'] else ''}, "
+          f"{len(settings['sizes'])} model(s) x {len(settings['batch_sizes'])} "
           f"batch size(s) on {', '.join(d.spec for d in devices) or 'no gpunn device'}; "
-          f"{machine['cpus_usable']} CPU(s); median of {settings['repeats']} repeats; "
-          f"g/np and g/torch: gpunn's time / the baseline's (below 1: gpunn is faster)")
+          f"{machine['cpus_usable']} CPU(s); median of {settings['repeats']} repeats; g/np: gpunn's time / NumPy's, "
+          f"vs torch: / PyTorch's of the same kind, eager or graph (below 1: gpunn is faster)")
     print(TABLE_HEAD)
     rows, checks = [], []
     started = time.perf_counter()
-    for sizes in settings["sizes"]:
-        for batch in settings["batch_sizes"]:
-            config_rows, config_checks = run_configuration(settings, devices, torch, sizes, batch)
-            rows += config_rows
-            checks += config_checks
-            for line in table_lines(config_rows):
-                print(line, flush=True)
-            for c in config_checks:
-                if not c["ok"]:
-                    print(f"WARNING: first-step loss of {c['impl']} on {c['device']} is {c['loss']:.9g}, the NumPy "
-                          f"baseline's is {c['numpy_loss']:.9g} (same weights and batch; rtol {c['rtol']:g})")
+    with bench_conditions(settings["tf32"], torch):
+        for sizes in settings["sizes"]:
+            for batch in settings["batch_sizes"]:
+                config_rows, config_checks = run_configuration(settings, devices, torch, sizes, batch)
+                rows += config_rows
+                checks += config_checks
+                for line in table_lines(config_rows):
+                    print(line, flush=True)
+                for r in config_rows:
+                    if r["note"]:
+                        print(f"note: {r['impl']} on {r['device']} {r['note']}")
+                for c in config_checks:
+                    if not c["ok"]:
+                        print(f"WARNING: {c['impl']} on {c['device']}: loss at step {c['step']} is {c['loss']:.9g}, "
+                              f"the {c['against']} gives {c['expected']:.9g} (same weights and batch; "
+                              f"rtol {c['rtol']:g}{', TF32' if c['tf32'] else ''})")
     fast = speedups(rows)
     report = {
         "gpunn_bench": 1,
@@ -675,7 +871,7 @@ def main(args):
     write_json(report, out / "bench.json")
     if not args.no_plot:
         plot(rows, fast, out / "bench.png")
-    checked = f"{sum(c['ok'] for c in checks)}/{len(checks)} first-step loss checks against NumPy passed"
+    checked = f"{sum(c['ok'] for c in checks)}/{len(checks)} loss checks passed"
     print(f"{checked}; wrote {out / 'bench.csv'}, bench.json{'' if args.no_plot else ', bench.png'}")
     return 0 if report["loss_checks_ok"] else 1
 

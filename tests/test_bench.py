@@ -7,6 +7,7 @@ import csv
 import importlib.util
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -48,6 +49,7 @@ def test_quick_bench_writes_csv_json_and_plot_with_sane_times(tmp_path, capsys):
     assert machine["versions"]["numpy"] == np.__version__
     assert machine["versions"]["gpunn"] == gpunn.__version__
 
+    assert report["settings"]["tf32"] is False
     models = ["-".join(map(str, s)) for s in bench.parse_sizes(bench.QUICK_SIZES)]
     batches = bench.parse_batch_sizes(bench.QUICK_BATCHES)
     results = report["results"]
@@ -62,11 +64,18 @@ def test_quick_bench_writes_csv_json_and_plot_with_sane_times(tmp_path, capsys):
         assert r["samples_per_s"] == pytest.approx(r["batch"] / (r["median_ms"] / 1e3))
         assert r["params"] == bench.parameter_count([int(n) for n in r["model"].split("-")])
         assert r["repeats"] == 2 and r["steps_per_repeat"] >= 1
+        assert r["note"] is None
+    # no CUDA graphs on the cpu; vs_torch is set exactly where a PyTorch peer ran
+    assert {r["impl"] for r in results} <= {"gpunn", "numpy", "torch"}
+    torch_ran = {(r["model"], r["batch"]) for r in results if r["impl"] == "torch"}
+    for r in results:
+        assert (r["vs_torch"] is not None) == (r["impl"] == "gpunn" and (r["model"], r["batch"]) in torch_ran), r
 
-    # every non-NumPy contender was checked against the NumPy baseline, and all agreed
+    # every contender's first step was checked against the NumPy forward pass, and all agreed
     checked = {(c["model"], c["batch"], c["impl"], c["device"]) for c in report["loss_checks"]}
-    contenders = {(r["model"], r["batch"], r["impl"], r["device"]) for r in results if r["impl"] != "numpy"}
+    contenders = {(r["model"], r["batch"], r["impl"], r["device"]) for r in results}
     assert checked == contenders
+    assert {(c["step"], c["against"], c["tf32"]) for c in report["loss_checks"]} == {(1, "numpy forward pass", False)}
     assert report["loss_checks_ok"] and all(c["ok"] for c in report["loss_checks"])
     assert all(np.isfinite(c["loss"]) and c["loss"] > 0 for c in report["loss_checks"])
 
@@ -78,12 +87,12 @@ def test_quick_bench_writes_csv_json_and_plot_with_sane_times(tmp_path, capsys):
 
 
 def test_first_loss_mismatch_is_reported_and_fails_the_run(tmp_path, capsys, monkeypatch):
-    """Negative control: a NumPy baseline that reports a different loss must trip the check."""
-    original = bench.NumpyStep.value
-    monkeypatch.setattr(bench.NumpyStep, "value", lambda self, loss: original(self, loss) * 1.01)
+    """Negative control: a NumPy reference that gives a different loss must trip the check."""
+    original = bench.reference_loss
+    monkeypatch.setattr(bench, "reference_loss", lambda *problem: original(*problem) * 1.01)
     out = tmp_path / "bench"
     assert bench.main(_quick(out, "--baselines", "numpy", "--no-plot")) == 1
-    assert "WARNING: first-step loss of gpunn on cpu" in capsys.readouterr().out
+    assert "WARNING: gpunn on cpu: loss at step 1 is" in capsys.readouterr().out
     report = json.loads((out / "bench.json").read_text())
     assert report["loss_checks"] and not report["loss_checks_ok"]
     assert not (out / "bench.png").exists()
@@ -94,10 +103,22 @@ def test_first_loss_check_separates_same_from_different_weights():
     nudged = [(w * 1.05, b) for w, b in weights]
     contenders = [bench.NumpyStep(weights, x, y, 0.1), bench.GpunnStep("cpu", weights, x, y, 0.1),
                   bench.GpunnStep("cpu", nudged, x, y, 0.1)]
-    first, times, blocks = bench.measure(contenders, repeats=1, warmup=0, block_s=0)
-    assert bench.losses_agree(first[1], first[0], "float32")
-    assert not bench.losses_agree(first[2], first[0], "float32")
+    first, warm, times, blocks = bench.measure(contenders, repeats=1, warmup=2, block_s=0)
+    rtol = bench.loss_rtol("float32", "cpu")
+    assert bench.losses_agree(first[1], first[0], rtol) and bench.losses_agree(warm[1], warm[0], rtol)
+    assert not bench.losses_agree(first[2], first[0], rtol)
+    assert first[0] == pytest.approx(bench.reference_loss(weights, x, y), rel=1e-6)
+    assert warm[0] < first[0]  # the warm-up losses are those of later steps
     assert all(len(t) == 1 and t[0] > 0 for t in times) and blocks == [1, 1, 1]
+
+
+def test_reference_loss_is_log_classes_for_zero_weights_and_the_numpy_first_step():
+    weights, x, y = bench.make_problem((6, 5, 4), 7, dtype="float64", seed=4)
+    zero = [(np.zeros_like(w), np.zeros_like(b)) for w, b in weights]
+    assert bench.reference_loss(zero, x, y) == pytest.approx(np.log(4), rel=1e-12)  # uniform softmax
+    first = bench.NumpyStep(weights, x, y, 0.1).step()
+    assert bench.reference_loss(weights, x, y) == pytest.approx(first, rel=1e-12)
+    assert bench.reference_loss(weights, x, (y + 1) % 4) != pytest.approx(first, rel=1e-3)
 
 
 # --- the baselines do the same step as gpunn ----------------------------------------------------
@@ -151,6 +172,159 @@ def test_unusable_cuda_is_skipped_with_gpunn_reason():
     devices, notes = bench.usable_devices(["cpu", "cuda"])
     assert devices == [gpunn.device("cpu")]
     assert notes == [f"skipping device cuda: {reason}"]
+
+
+def test_tf32_flag_parses_is_recorded_and_is_undone_after_the_run(tmp_path, monkeypatch):
+    assert _args().tf32 is False and _args("--tf32").tf32 is True
+    torch = bench.import_torch()[0]
+    seen = []
+    original = bench.run_configuration
+
+    def spy(*a, **k):
+        seen.append((gpunn.get_float32_matmul_precision(), torch and torch.get_float32_matmul_precision()))
+        return original(*a, **k)
+
+    monkeypatch.setattr(bench, "run_configuration", spy)
+    out = tmp_path / "bench"
+    assert bench.main(_quick(out, "--tf32", "--no-plot")) == 0
+    assert seen and all(s == ("high", torch and "high") for s in seen)
+    assert gpunn.get_float32_matmul_precision() == "highest"
+    if torch is not None:
+        assert torch.get_float32_matmul_precision() == "highest"
+    report = json.loads((out / "bench.json").read_text())
+    assert report["settings"]["tf32"] is True
+    assert any("--tf32 changes nothing here" in n for n in report["notes"])
+    # TF32 never touches the cpu, so its checks keep the float32 tolerance
+    assert {(c["tf32"], c["rtol"]) for c in report["loss_checks"]} == {(False, bench.FIRST_LOSS_RTOL["float32"])}
+
+
+def test_loss_tolerance_is_loosened_for_tf32_float32_on_cuda_only():
+    assert bench.loss_rtol("float32", "cuda:0", tf32=True) == bench.TF32_RTOL
+    assert bench.loss_rtol("float32", "cuda:0") == bench.FIRST_LOSS_RTOL["float32"]
+    assert bench.loss_rtol("float32", "cpu", tf32=True) == bench.FIRST_LOSS_RTOL["float32"]
+    assert bench.loss_rtol("float64", "cuda:0", tf32=True) == bench.FIRST_LOSS_RTOL["float64"]
+    assert bench.losses_agree(2.0, 2.01, bench.TF32_RTOL) and not bench.losses_agree(2.0, 2.01, 1e-4)
+    assert not bench.losses_agree(float("nan"), float("nan"), 1.0)
+
+
+def _row(impl, device, ms, model="784-10", batch=8):
+    return {"model": model, "params": 7850, "batch": batch, "device": device, "impl": impl, "median_ms": ms,
+            "min_ms": ms, "max_ms": ms, "samples_per_s": batch / ms * 1e3, "gpunn_over_this": None, "note": None}
+
+
+def test_vs_torch_pairs_eager_with_eager_and_graph_with_graph_on_the_same_device(tmp_path):
+    rows = bench.add_torch_ratios([
+        _row("gpunn", "cuda:0", 2.0), _row("torch", "cuda:0", 4.0),
+        _row("gpunn-graph", "cuda:0", 1.0), _row("torch-graph", "cuda:0", 1.25),
+        _row("gpunn", "cpu", 3.0), _row("torch", "cpu", 1.0), _row("numpy", "cpu", 3.0),
+        _row("gpunn", "cuda:1", 5.0),  # no torch on cuda:1
+        _row("gpunn", "cuda:0", 9.0, batch=16),  # another configuration: no torch there either
+    ])
+    ratios = [r["vs_torch"] for r in rows]
+    assert ratios == [pytest.approx(0.5), None, pytest.approx(0.8), None, pytest.approx(3.0), None, None, None, None]
+    lines = bench.table_lines(rows)
+    graph_line = next(line for line in lines if "gpunn-graph" in line)
+    assert "1.250" in graph_line and "0.80x" in graph_line  # torch-graph's time and the ratio, not torch's
+    cpu_line = next(line for line in lines if " cpu " in line)
+    assert "3.000" in cpu_line and "1.00x" in cpu_line and "3.00x" in cpu_line  # numpy, g/np, vs torch
+    assert not any(line.startswith("784-10") and "torch-graph" in line for line in lines)
+    bench.plot(rows, bench.speedups(rows), tmp_path / "bench.png")  # graph rows plot too
+    assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_graph_contenders_are_built_on_cuda_devices_only(monkeypatch):
+    built = []
+
+    def recorder(impl, where):  # stands in for a contender class: records its name and device
+        return lambda *args: built.append((impl, where(args)))
+
+    gpunn_device, torch_device = (lambda args: args[0].spec), (lambda args: args[1])
+    monkeypatch.setattr(bench, "GpunnStep", recorder("gpunn", gpunn_device))
+    monkeypatch.setattr(bench, "GpunnGraphStep", recorder("gpunn-graph", gpunn_device))
+    monkeypatch.setattr(bench, "NumpyStep", recorder("numpy", lambda args: "cpu"))
+    monkeypatch.setattr(bench, "TorchStep", recorder("torch", torch_device))
+    monkeypatch.setattr(bench, "TorchGraphStep", recorder("torch-graph", torch_device))
+    cpu = SimpleNamespace(type="cpu", index=0, spec="cpu")
+    cuda = SimpleNamespace(type="cuda", index=0, spec="cuda:0")
+    fake_torch = SimpleNamespace(cuda=SimpleNamespace(is_available=lambda: True, device_count=lambda: 1))
+    settings = {"lr": 0.1, "baselines": ["numpy", "torch"]}
+    weights, x, y = bench.make_problem((4, 3), 2)
+    bench.build_contenders(settings, [cpu, cuda], fake_torch, weights, x, y)
+    assert sorted(built) == [("gpunn", "cpu"), ("gpunn", "cuda:0"), ("gpunn-graph", "cuda:0"), ("numpy", "cpu"),
+                             ("torch", "cpu"), ("torch", "cuda:0"), ("torch-graph", "cuda:0")]
+    built.clear()
+    bench.build_contenders(settings, [cpu], fake_torch, weights, x, y)
+    assert sorted(built) == [("gpunn", "cpu"), ("numpy", "cpu"), ("torch", "cpu")]
+
+
+def test_loss_checks_hold_graph_contenders_to_their_eager_siblings():
+    contenders = [SimpleNamespace(impl=i, device=d) for i, d in
+                  [("gpunn", "cuda:0"), ("gpunn-graph", "cuda:0"), ("torch", "cuda:0"), ("torch-graph", "cuda:0"),
+                   ("gpunn", "cpu")]]
+    first = [2.30] * 5
+    warm = [2.1, 2.1, 2.1, 2.1 * 1.003, 2.1]  # torch-graph drifted by 0.3% after the warm-up
+    settings = {"dtype": "float32", "tf32": False}
+    checks = bench.loss_checks(settings, contenders, first, warm, reference=2.30, warm_step=4)
+    assert [(c["impl"], c["step"]) for c in checks] == [(c.impl, 1) for c in contenders] + [
+        ("gpunn-graph", 4), ("torch-graph", 4)]
+    assert [c["against"] for c in checks[5:]] == ["gpunn on cuda:0", "torch on cuda:0"]
+    assert [c["ok"] for c in checks] == [True] * 6 + [False]  # negative control: the drift is caught...
+    relaxed = bench.loss_checks({"dtype": "float32", "tf32": True}, contenders, first, warm, 2.30, 4)
+    assert all(c["ok"] for c in relaxed)  # ...and forgiven under TF32, which says so
+    assert [c["tf32"] for c in relaxed] == [True, True, True, True, False, True, True]
+
+
+def test_gpunn_graph_step_on_the_cpu_runs_eagerly_says_why_and_takes_the_same_steps():
+    weights, x, y = bench.make_problem((12, 9, 4), 10, dtype="float64", seed=5)
+    graph = bench.GpunnGraphStep("cpu", weights, x, y, 0.5)
+    with pytest.warns(gpunn.compile.CompileWarning):
+        ours = _weights_after(graph, 4)
+    assert graph.compiled.mode == "eager" and graph.compiled.reason
+    assert graph.note == f"ran eagerly: {graph.compiled.reason}"
+    eager = _weights_after(bench.GpunnStep("cpu", weights, x, y, 0.5), 4)
+    for (w1, b1), (w2, b2) in zip(ours, eager):
+        np.testing.assert_allclose(w1, w2, rtol=1e-12)
+        np.testing.assert_allclose(b1, b2, rtol=1e-12)
+    graph.compiled.mode = "graph"  # what a replaying compile_step says: then there is nothing to note
+    assert graph.note is None
+
+
+# --- on a GPU (run by scripts/gpu_check.sh) --------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_bench_on_cuda_times_both_graph_contenders_and_their_losses_agree(tmp_path):
+    torch = bench.import_torch()[0]
+    has_torch_cuda = torch is not None and torch.cuda.is_available()
+    out = tmp_path / "bench"
+    status = bench.main(_args("--devices", "cuda", "--sizes", "64-32-10", "--batch-sizes", "16", "--repeats", "2",
+                              "--warmup", "0", "--block-ms", "1", "--no-plot", "--out", str(out)))
+    report = json.loads((out / "bench.json").read_text())
+    failed = [c for c in report["loss_checks"] if not c["ok"]]
+    assert status == 0 and not failed, failed
+    impls = {r["impl"]: r for r in report["results"]}
+    assert {"gpunn", "gpunn-graph"} <= impls.keys()
+    assert ("torch-graph" in impls) == has_torch_cuda
+    assert impls["gpunn-graph"]["note"] is None or impls["gpunn-graph"]["note"].startswith("ran eagerly: ")
+    # the graph contenders' loss after the warm-up (raised to GRAPH_WARMUP steps) was checked against eager
+    warm = {c["impl"] for c in report["loss_checks"] if c["step"] == 1 + bench.GRAPH_WARMUP}
+    assert warm == ({"gpunn-graph", "torch-graph"} if has_torch_cuda else {"gpunn-graph"})
+
+
+@pytest.mark.gpu
+def test_torch_graph_step_takes_the_same_steps_as_torch_eager():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch has no CUDA here")
+    weights, x, y = bench.make_problem((32, 24, 5), 16, seed=6)
+    graph = bench.TorchGraphStep(torch, "cuda:0", weights, x, y, 0.5)
+    assert graph.note is None, graph.note
+    eager = bench.TorchStep(torch, "cuda:0", weights, x, y, 0.5)
+    assert graph.value(graph.step()) == pytest.approx(eager.value(eager.step()), rel=1e-5)  # weights were restored
+    for (w1, b1), (w2, b2), (w0, _) in zip(_weights_after(graph, 3), _weights_after(eager, 3), weights):
+        assert np.abs(w1 - w0).max() > 1e-3
+        np.testing.assert_allclose(w1, w2, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(b1, b2, rtol=1e-4, atol=1e-6)
 
 
 # --- benchmarks/parity.py --------------------------------------------------------------------------
