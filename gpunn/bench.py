@@ -540,6 +540,8 @@ def run_configuration(settings, devices, torch, sizes, batch):
     """Time one (model, batch) on every contender: result rows and loss checks."""
     weights, x, y = make_problem(sizes, batch, settings["dtype"], settings["seed"])
     contenders = build_contenders(settings, devices, torch, weights, x, y)
+    if not contenders:
+        return [], []
     warmup = settings["warmup"]
     if any(c.impl in EAGER_SIBLING for c in contenders):
         warmup = max(warmup, GRAPH_WARMUP)

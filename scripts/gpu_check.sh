@@ -3,8 +3,14 @@
 #
 #   bash scripts/gpu_check.sh LOGDIR
 #
-# Steps: install carried wheels (.whl/, if present) and gpunn itself; nvidia-smi; the gpu-marked
-# tests; CPU/CUDA parity of a seeded training run; `gpunn train` and `gpunn bench` on CUDA. Each
+# Steps: install carried wheels (.whl/, if present) and gpunn itself; nvidia-smi; NVRTC compiles
+# of the CUDA kernel sources (scripts/check_cuda_sources.py, where it and CuPy exist); the
+# gpu-marked tests; CPU/CUDA parity of a seeded training run; `gpunn train` on CUDA; and three
+# `gpunn bench` runs, each with PyTorch and both CUDA-graph contenders (gpunn-graph, torch-graph):
+#   bench            784-256-256-10 and 784-1024-1024-1024-10 at batch 128 and 512, cpu and cuda
+#   bench-4096       4096-4096-4096-4096-1000 at batch 4096, cuda only, float32
+#   bench-4096-tf32  the same with --tf32
+# (about 2 minutes of bench on an H100; results in LOGDIR/bench-*/bench.{csv,json,png}). Each
 # step's output goes to LOGDIR/<step>.log as well as to the terminal; a failed step does not stop
 # the next one. The CUDA steps report SKIP (with gpunn's reason) where no CUDA device is usable, so
 # the script also runs on a CPU-only machine. Ends with a table: step, status, seconds. Exit
@@ -89,16 +95,29 @@ else
     skip nvidia-smi "nvidia-smi not found"
 fi
 
+# --- CUDA sources: compiled with NVRTC, no GPU needed ------------------------------------------
+if [ ! -f scripts/check_cuda_sources.py ]; then
+    skip cuda-sources "scripts/check_cuda_sources.py not found"
+elif ! "$PY" -c "import cupy" >/dev/null 2>&1; then
+    skip cuda-sources "CuPy does not import"
+else
+    step cuda-sources "$PY" scripts/check_cuda_sources.py
+fi
+
 gpunn_cli=("$PY" -m gpunn)
 run_id=$(date +%Y%m%d-%H%M%S)  # a fresh --out per run: gpunn train refuses a folder that holds a run
+big=(--devices cuda --baselines torch --sizes 4096-4096-4096-4096-1000 --batch-sizes 4096 --repeats 5)
 
 if [ -z "$cuda_reason" ]; then
     step pytest-gpu "$PY" -m pytest -m gpu -q
     step parity "$PY" benchmarks/parity.py --devices cpu,cuda --steps 50
     step train "${gpunn_cli[@]}" train --device cuda --epochs 2 --no-progress --out "$LOGDIR/train-$run_id"
-    step bench "${gpunn_cli[@]}" bench --devices cpu,cuda --out "$LOGDIR/bench-$run_id"
+    step bench "${gpunn_cli[@]}" bench --devices cpu,cuda --sizes 784-256-256-10,784-1024-1024-1024-10 \
+        --batch-sizes 128,512 --out "$LOGDIR/bench-$run_id"
+    step bench-4096 "${gpunn_cli[@]}" bench "${big[@]}" --out "$LOGDIR/bench-4096-$run_id"
+    step bench-4096-tf32 "${gpunn_cli[@]}" bench "${big[@]}" --tf32 --out "$LOGDIR/bench-4096-tf32-$run_id"
 else
-    for name in pytest-gpu parity train bench; do
+    for name in pytest-gpu parity train bench bench-4096 bench-4096-tf32; do
         skip "$name" "no usable CUDA device: $cuda_reason"
     done
 fi
@@ -106,9 +125,9 @@ fi
 # --- summary --------------------------------------------------------------------------------------
 {
     echo
-    printf '%-12s %-12s %8s\n' step status seconds
+    printf '%-16s %-12s %8s\n' step status seconds
     for i in "${!names[@]}"; do
-        printf '%-12s %-12s %8s\n' "${names[$i]}" "${statuses[$i]}" "${durations[$i]}"
+        printf '%-16s %-12s %8s\n' "${names[$i]}" "${statuses[$i]}" "${durations[$i]}"
     done
     echo "logs: $LOGDIR"
 } | tee "$LOGDIR/summary.txt"
