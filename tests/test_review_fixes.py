@@ -114,9 +114,11 @@ def test_numpy_fast_paths_match_the_generic_primitives(name):
     cpu = gpunn.device("cpu")
     rng = np.random.default_rng(0)
     x = gpunn.tensor(rng.standard_normal((6, 5)), requires_grad=True)
+    w = gpunn.tensor(rng.standard_normal((4, 5)))
     cases = {
         "getitem": lambda prim: apply(prim, x, index=np.array([0, 2, 2, 5])),
         "cross_entropy": lambda prim: apply(prim, x, gpunn.tensor([0, 4, 1, 1, 3, 2]), reduction="mean"),
+        "linear": lambda prim: apply(prim, x, w, gpunn.tensor(np.ones(4))),
     }
     assert name in cases, f"no parity case for the NumPy fast path {name!r}: add one"
     results = []
@@ -129,6 +131,20 @@ def test_numpy_fast_paths_match_the_generic_primitives(name):
     (fast_out, fast_grad), (gen_out, gen_grad) = results
     np.testing.assert_allclose(fast_out, gen_out, rtol=1e-12)
     np.testing.assert_allclose(fast_grad, gen_grad, rtol=1e-12)
+
+
+def test_numpy_into_rules_write_the_generic_gradients():
+    """Linear's into-rules (gradients written straight into a fused optimizer's slot) give the
+    generic rules' values, and decline to accumulate (the engine adds instead)."""
+    linear = gpunn.device("cpu").fast_paths["linear"]
+    rng = np.random.default_rng(0)
+    x, w, b, g = (rng.standard_normal(shape) for shape in ((6, 5), (4, 5), (4,), (6, 4)))
+    for i in (1, 2):
+        dest = np.full_like((x, w, b)[i], np.nan)
+        assert linear.into[i](np, g, None, x, w, b, dest=dest, accumulate=False)
+        np.testing.assert_allclose(dest, ops.linear.grads[i](np, g, None, x, w, b), rtol=1e-12)
+        assert not linear.into[i](np, g, None, x, w, b, dest=dest, accumulate=True)
+    assert not linear.into[1](np, g[None], None, x[None], w, b, dest=np.empty_like(w), accumulate=False)
 
 
 def test_integer_true_division_gives_float32_like_pytorch(device):
