@@ -27,11 +27,12 @@ def compare(sizes, batch, dtype, repeats, warmup, block_s, torch):
     contenders = [bench.GpunnStep("cpu", weights, x, y, 0.01), bench.NumpyStep(weights, x, y, 0.01)]
     if torch is not None:
         contenders.append(bench.TorchStep(torch, "cpu", weights, x, y, 0.01))
-    first, times, blocks = bench.measure(contenders, repeats, warmup, block_s)
+    first, _, times, blocks = bench.measure(contenders, repeats, warmup, block_s)
     result = {c.impl: {"median_ms": statistics.median(t) * 1e3, "min_ms": min(t) * 1e3, "max_ms": max(t) * 1e3,
                        "steps_per_repeat": b, "first_loss": f}
               for c, t, b, f in zip(contenders, times, blocks, first)}
-    result["loss_check_ok"] = all(bench.losses_agree(r["first_loss"], result["numpy"]["first_loss"], dtype)
+    rtol = bench.FIRST_LOSS_RTOL[dtype]
+    result["loss_check_ok"] = all(bench.losses_agree(r["first_loss"], result["numpy"]["first_loss"], rtol)
                                   for k, r in result.items() if k != "numpy" and isinstance(r, dict))
     return result
 

@@ -361,3 +361,22 @@ def test_parity_compare_rejects_nan_and_length_mismatch():
     assert parity.compare([1.0, 2.0], [1.0, 2.0], 1e-12)[0]
     assert not parity.compare([1.0, 2.0], [1.0, float("nan")], 1.0)[0]
     assert not parity.compare([1.0, 2.0], [1.0], 1.0)[0]
+
+
+def test_cpu_step_script_still_runs_and_checks_its_losses(tmp_path):
+    """benchmarks/cpu_step.py is built on gpunn.bench's helpers: one tiny run keeps it in step with
+    them (it is a benchmark, so nothing here is timed; only its loss check and output are read)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "cpu_step.py"
+    spec = importlib.util.spec_from_file_location("cpu_step", path)
+    cpu_step = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cpu_step)
+    out = tmp_path / "cpu_step.json"
+    assert cpu_step.main(["--repeats", "1", "--warmup", "0", "--block-ms", "1", "--no-torch",
+                          "--json", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert len(results) == len(cpu_step.CONFIGS)
+    assert all(r["loss_check_ok"] and r["gpunn"]["median_ms"] > 0 for r in results.values())
