@@ -93,6 +93,7 @@ def sum_to_shape(xp, g, shape):
 def topological_order(root):
     """Tensors with a node reachable from `root`, inputs before the tensors made from them."""
     order, seen, stack = [], set(), [(root, False)]
+    push, mark = stack.append, seen.add
     while stack:
         tensor, expanded = stack.pop()
         if expanded:
@@ -100,11 +101,11 @@ def topological_order(root):
             continue
         if id(tensor) in seen:
             continue
-        seen.add(id(tensor))
-        stack.append((tensor, True))
+        mark(id(tensor))
+        push((tensor, True))
         for parent in tensor._node.inputs:
             if getattr(parent, "_node", None) is not None and id(parent) not in seen:
-                stack.append((parent, False))
+                push((parent, False))
     return order
 
 
@@ -137,7 +138,7 @@ def _run_rules(node, g, pending, Tensor):
     for i, parent in enumerate(node.inputs):
         if not (isinstance(parent, Tensor) and parent.requires_grad):
             continue
-        rule = prim.rule(i)
+        rule = prim.grads[i] if not prim.variadic else prim.rule(i)
         if rule is None:
             continue
         if prim.into is not None and prim.into[i] is not None and _written_into(node, i, parent, g, Tensor):
@@ -171,16 +172,18 @@ def _run_rules(node, g, pending, Tensor):
 def _written_into(node, i, leaf, g, Tensor):
     """Let a fast into-rule write leaf's gradient straight into its flat-buffer slot (True if it did)."""
     slot = getattr(leaf, "_grad_slot", None)
-    if slot is None or leaf._node is not None or mode.anomaly:
+    if slot is None or mode.anomaly:
         return False
-    accumulate = leaf.grad is not None
-    if accumulate and leaf.grad.data is not slot:
+    grad = leaf.grad
+    if grad is not None and grad.data is not slot:
         return False
-    dev = node.device
-    with dev.ctx if dev.ctx is not None else contextlib.nullcontext():
-        done = node.primitive.into[i](dev.xp, g, node.out, *node.arrays, dest=slot, accumulate=accumulate,
-                                      **node.attrs)
-    if done and not accumulate:
+    into, ctx = node.primitive.into[i], node.device.ctx
+    if ctx is None:
+        done = into(node.device.xp, g, node.out, *node.arrays, slot, grad is not None, **node.attrs)
+    else:
+        with ctx:
+            done = into(node.device.xp, g, node.out, *node.arrays, slot, grad is not None, **node.attrs)
+    if done and grad is None:
         leaf.grad = Tensor._wrap(slot, leaf.device)
     return done
 

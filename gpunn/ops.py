@@ -18,7 +18,7 @@ class Primitive:
     A primitive that `saves` returns `(out, saved)` from its forward, and its rules receive
     `saved` in place of `out`: values computed once in the forward pass and reused backward.
 
-    A fast path may also give `into` rules, `(xp, g, out, *inputs, dest=, accumulate=, **attrs)
+    A fast path may also give `into` rules, `(xp, g, out, *inputs, dest, accumulate, **attrs)
     -> bool`: they write (or add) the gradient straight into `dest`, a leaf's slot in a fused
     optimizer's flat buffer, saving the copy, and return False where they cannot.
     """
