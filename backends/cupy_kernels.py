@@ -4,6 +4,7 @@ On a GPU a small model's step is bound by kernel launches (each costs the host 1
 every override here does the generic version's arithmetic in fewer launches:
 
   linear, matmul        cuBLAS directly (cublas_gemm): no transpose copies, TF32 on request
+  linear_act            the product, then bias and activation in one elementwise kernel
   relu/tanh/sigmoid     the backward rule in one elementwise kernel instead of two or three
   cross_entropy         loss, softmax-minus-one-hot residual and reduction in one kernel
   sgd_update, adam_update
@@ -91,7 +92,28 @@ def _matmul_grad_y(xp, g, out, x, y):
     return cublas_gemm.gemm(x, g, trans_a=True, tf32=_tf32())
 
 
-# --- activation rules --------------------------------------------------------------------------
+# --- bias + activation, and the activation rules ---------------------------------------------------
+
+# y = act(y + b) in place on the fresh product, b broadcast along rows; NaN propagates as in the
+# generic xp.maximum, and sigmoid uses the generic overflow-free form
+_bias_act_kernels = {
+    "relu": cupy.ElementwiseKernel("T b", "T y", "T s = y + b; y = (s > (T)0 || s != s) ? s : (T)0",
+                                   "gpunn_bias_relu"),
+    "tanh": cupy.ElementwiseKernel("T b", "T y", "y = tanh(y + b)", "gpunn_bias_tanh"),
+    "sigmoid": cupy.ElementwiseKernel(
+        "T b", "T y", "T s = y + b; T e = exp(-fabs(s)); y = s >= (T)0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e)",
+        "gpunn_bias_sigmoid"),
+}
+
+
+def _linear_act_forward(xp, x, w, b, activation):
+    """One product and one elementwise kernel (the generic: a product, a bias add, an activation)."""
+    if b is None or b.ndim != 1 or not _gemm_ok(x, w) or b.dtype != x.dtype:
+        return ops.ACTIVATIONS[activation].forward(xp, _linear_forward(xp, x, w, b))
+    y = cublas_gemm.gemm(x, w, trans_b=True, tf32=_tf32())
+    _bias_act_kernels[activation](b, y)
+    return y
+
 
 # the same arithmetic as the generic rules in gpunn.ops (multiply by the 0/1 mask: NaN stays NaN)
 _relu_grad_kernel = cupy.ElementwiseKernel("T g, T out", "T gx", "gx = g * (out > (T)0 ? (T)1 : (T)0)",
@@ -246,16 +268,19 @@ def _sgd_update(xp, p, g, buf, first, lr, momentum, dampening, nesterov, weight_
 
 def fast_paths():
     """{name: override} for the CuPy backend's Device.fast_paths."""
-    return {
-        "linear": ops.linear.override(forward=_linear_forward,
-                                      grads=(_linear_grad_x, _linear_grad_w, ops.linear.grads[2]),
-                                      into=(None, _linear_grad_w_into, _linear_grad_b_into)),
-        "matmul": ops.matmul.override(forward=_matmul_forward, grads=(_matmul_grad_x, _matmul_grad_y)),
+    linear = ops.linear.override(forward=_linear_forward, grads=(_linear_grad_x, _linear_grad_w, ops.linear.grads[2]),
+                                 into=(None, _linear_grad_w_into, _linear_grad_b_into))
+    activations = {
         "relu": ops.relu.override(grads=(_elementwise_rule(_relu_grad_kernel, ops.relu.grads[0]),)),
         "tanh": ops.tanh.override(grads=(_elementwise_rule(_tanh_grad_kernel, ops.tanh.grads[0]),)),
         "sigmoid": ops.sigmoid.override(grads=(_elementwise_rule(_sigmoid_grad_kernel, ops.sigmoid.grads[0]),)),
+    }
+    return {
+        "linear": linear,
+        "linear_act": ops.linear_act_primitive(linear, activations, forward=_linear_act_forward),
+        "matmul": ops.matmul.override(forward=_matmul_forward, grads=(_matmul_grad_x, _matmul_grad_y)),
+        **activations,
         "cross_entropy": ops.cross_entropy.override(forward=_cross_entropy_forward),
         "adam_update": _adam_update,
         "sgd_update": _sgd_update,
     }
-

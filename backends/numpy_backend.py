@@ -48,6 +48,12 @@ def _linear_grad_b_into(xp, g, out, x, w, b, dest, accumulate):
     return True
 
 
+# activations applied in place to linear_act's freshly made product (nobody else holds it)
+_IN_PLACE = {"relu": ops.relu.override(forward=lambda xp, y: np.maximum(y, 0, out=y)),
+             "tanh": ops.tanh.override(forward=lambda xp, y: np.tanh(y, out=y)),
+             "sigmoid": ops.sigmoid}
+
+
 class NumpyBackend:
     name = "cpu"
     xp = xp
@@ -58,8 +64,9 @@ class NumpyBackend:
         self.fast_paths = {
             "getitem": ops.getitem.override(grads=(_index_add_grad,)),
             "cross_entropy": ops.cross_entropy.override(forward=_cross_entropy_forward),
-            "linear": ops.linear.override(into=(None, _linear_grad_w_into, _linear_grad_b_into)),
         }
+        linear = self.fast_paths["linear"] = ops.linear.override(into=(None, _linear_grad_w_into, _linear_grad_b_into))
+        self.fast_paths["linear_act"] = ops.linear_act_primitive(linear, _IN_PLACE)
 
     def native_device(self, index):
         return "cpu"

@@ -112,6 +112,14 @@ def linear(x, weight, bias=None):
     return apply(ops.linear, x, weight, bias)
 
 
+def linear_act(x, weight, bias, activation):
+    """activation(x @ weight.T + bias) as one node, for activation "relu", "tanh" or "sigmoid":
+    what nn.Sequential runs for a Linear followed by that activation (fewer nodes and kernels)."""
+    if activation not in ops.ACTIVATIONS:
+        raise ValueError(f"linear_act: activation must be one of {', '.join(ops.ACTIVATIONS)}, not {activation!r}")
+    return apply(ops.linear_act, x, weight, bias, activation=activation)
+
+
 def _check_reduction(name, reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, not {reduction!r}")

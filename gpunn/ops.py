@@ -172,6 +172,46 @@ relu = Primitive("relu", lambda xp, x: xp.maximum(x, 0),
                  # at a dead unit stays NaN (loud) instead of being masked
                  lambda xp, g, out, x: g * xp.astype(out > 0, g.dtype), floats=(0,))
 
+def linear_act_primitive(linear, activations, forward=None):
+    """`act(x @ w.T + b)` as one node, built from a linear primitive and {name: activation
+    primitive}: one node and one saved output instead of two. The activation's rule turns g into
+    the pre-activation gradient once per backward (remembered for the input rules) and the linear
+    primitive's rules and into-rules take it from there. Backends build their fast version from
+    their fast parts; `forward(xp, x, w, b, activation) -> y` may replace the composed forward."""
+
+    def composed(xp, x, w, b, activation):
+        return activations[activation].forward(xp, linear.forward(xp, x, w, b))
+
+    run = forward or composed
+
+    def forward_and_save(xp, x, w, b, activation):
+        y = run(xp, x, w, b, activation)
+        return y, [y, None, None]  # saved: the output, and which g the remembered gradient is for
+
+    def pre_activation(xp, g, saved, activation):
+        y, seen, g_pre = saved
+        if seen is not g:
+            g_pre = activations[activation].grads[0](xp, g, y, None)
+            saved[1], saved[2] = g, g_pre
+        return g_pre
+
+    def rule(k):
+        return lambda xp, g, saved, x, w, b, activation: linear.grads[k](
+            xp, pre_activation(xp, g, saved, activation), saved[0], x, w, b)
+
+    def into_rule(k):
+        return lambda xp, g, saved, x, w, b, dest, accumulate, activation: linear.into[k](
+            xp, pre_activation(xp, g, saved, activation), saved[0], x, w, b, dest, accumulate)
+
+    into = linear.into and tuple(None if r is None else into_rule(k) for k, r in enumerate(linear.into))
+    return Primitive("linear_act", forward_and_save, rule(0), rule(1), rule(2), floats=(0, 1, 2), saves=True,
+                     into=into)
+
+
+ACTIVATIONS = {"relu": relu, "tanh": tanh, "sigmoid": sigmoid}
+linear_act = linear_act_primitive(linear, ACTIVATIONS)
+"""relu/tanh/sigmoid(x @ w.T + b) in one node: how nn.Sequential runs Linear followed by one of them."""
+
 leaky_relu = Primitive("leaky_relu",
                        lambda xp, x, negative_slope=0.01: xp.where(x > 0, x, x * negative_slope),
                        lambda xp, g, out, x, negative_slope=0.01: xp.where(x > 0, g, g * negative_slope),

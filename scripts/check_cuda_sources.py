@@ -61,10 +61,13 @@ def main(argv=None):
     failures = 0
     checks = []
     for name in dir(cupy_kernels):
-        kernel = getattr(cupy_kernels, name)
-        if isinstance(kernel, cupy.ElementwiseKernel):
-            checks.append((f"{kernel.name} (arrays)", lambda k=kernel: elementwise_source(k, False), cupy_options))
-            checks.append((f"{kernel.name} (scalars)", lambda k=kernel: elementwise_source(k, True), cupy_options))
+        found = getattr(cupy_kernels, name)
+        for kernel in found.values() if isinstance(found, dict) else [found]:  # kernels, and tables of them
+            if isinstance(kernel, cupy.ElementwiseKernel):
+                checks.append((f"{kernel.name} (arrays)", lambda k=kernel: elementwise_source(k, False),
+                               cupy_options))
+                checks.append((f"{kernel.name} (scalars)", lambda k=kernel: elementwise_source(k, True),
+                               cupy_options))
     for ctype, dtype in (("float", "f32"), ("double", "f64")):
         source = f"typedef {ctype} T;\n" + cupy_kernels._CE_SOURCE.replace("NAME", f"gpunn_cross_entropy_{dtype}")
         checks.append((f"gpunn_cross_entropy_{dtype}", lambda s=source: s, ("-std=c++17",)))

@@ -726,20 +726,22 @@ def test_a_float64_gradient_on_a_float32_parameter_is_cast_like_the_reference_pa
 # --- gradients written straight into the buffer ---------------------------------------------------
 
 def test_linear_gradients_are_written_straight_into_the_buffer(monkeypatch):
-    """The cpu's into-rules put Linear's weight and bias gradients into their slots (no copy), with
-    the values of the ordinary rules; when accumulating they decline and the engine adds instead."""
+    """The cpu's into-rules put the weight and bias gradients of Linear (and of Linear fused with
+    its activation) into their slots (no copy), with the values of the ordinary rules; when
+    accumulating they decline and the engine adds instead."""
     cpu = gpunn.device("cpu")
-    linear = cpu.fast_paths["linear"]
     calls = []
 
-    def spy(i):
-        def rule(xp, g, out, x, w, b, dest, accumulate):
-            done = linear.into[i](xp, g, out, x, w, b, dest, accumulate)
+    def spy(primitive, i):
+        def rule(xp, g, out, x, w, b, dest, accumulate, **attrs):
+            done = primitive.into[i](xp, g, out, x, w, b, dest, accumulate, **attrs)
             calls.append((i, accumulate, done))
             return done
         return rule
 
-    monkeypatch.setitem(cpu.fast_paths, "linear", linear.override(into=(None, spy(1), spy(2))))
+    for name in ("linear", "linear_act"):
+        fast = cpu.fast_paths[name]
+        monkeypatch.setitem(cpu.fast_paths, name, fast.override(into=(None, spy(fast, 1), spy(fast, 2))))
     model, opt = fused_after_one_step()
     reference = make_model()
     reference.load_state_dict(model_copy(model))

@@ -51,6 +51,10 @@ def primitive_cases(cuda, dtype):
         ("matmul", (x, put(rng.standard_normal((5, 3)))), {}),
         ("matmul", (put(rng.standard_normal((5, 7))).T, put(rng.standard_normal((3, 5))).T), {}),
         ("matmul", (put(rng.standard_normal(5)), put(rng.standard_normal((5, 3)))), {}),  # 1-D: fallback
+        ("linear_act", (x, w, b), {"activation": "relu"}),
+        ("linear_act", (x, w, b), {"activation": "tanh"}),
+        ("linear_act", (x * 10, w, b), {"activation": "sigmoid"}),  # both tails of the sigmoid
+        ("linear_act", (x, w, None), {"activation": "relu"}),  # no bias: the generic composition
         ("relu", (x,), {}),
         ("tanh", (x,), {}),
         ("sigmoid", (x,), {}),

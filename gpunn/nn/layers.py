@@ -130,9 +130,24 @@ class Sequential(Module):
         super().add_module(name, module)
 
     def forward(self, x):
-        for module in self._modules.values():
-            x = module(x)
-        return x
+        """Each module in turn; a Linear followed by ReLU, Tanh or Sigmoid runs as one fused node
+        (the same numbers, one node and kernel fewer: F.linear_act)."""
+        modules = self._modules.values()
+        pending = None  # a Linear waiting to see whether an activation follows it
+        for module in modules:
+            if pending is not None:
+                activation = _FUSABLE.get(type(module))
+                if activation is not None:
+                    x = F.linear_act(x, pending.weight, pending.bias, activation)
+                    pending = None
+                    continue
+                x = pending(x)
+                pending = None
+            if type(module) is Linear:
+                pending = module
+            else:
+                x = module(x)
+        return x if pending is None else pending(x)
 
     def append(self, module):
         self.add_module(str(len(self._modules)), module)
@@ -315,6 +330,7 @@ class BCEWithLogitsLoss(_Loss):
 
 
 _ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
+_FUSABLE = {module: name for name, module in _ACTIVATIONS.items()}  # exact types: subclasses may differ
 
 
 class MLP(Sequential):
