@@ -58,6 +58,23 @@ def _anomaly():
         (x.sqrt() * 0).sum().backward()
 
 
+def _fused_on_strict():
+    model = nn.Linear(2, 2).to("strict")
+    opt = optim.SGD(model.parameters(), lr=0.1, fused=True)
+    model(gpunn.ones(1, 2, device="strict")).sum().backward()
+    opt.step()
+
+
+def _model_cast_after_fused_step():
+    model = nn.Linear(2, 2)
+    opt = optim.Adam(model.parameters(), fused=True)
+    model(gpunn.ones(1, 2)).sum().backward()
+    opt.step()
+    model.double()
+    model(gpunn.ones(1, 2, dtype="float64")).sum().backward()
+    opt.step()
+
+
 def _mixed_devices():
     return gpunn.ones(3) + gpunn.ones(3, device="strict:1")
 
@@ -81,6 +98,8 @@ CATALOGUE = [
     ("optimizer given a non-leaf tensor", lambda: optim.SGD([gpunn.ones(3, requires_grad=True) * 2], lr=0.1), ValueError, ["leaf"]),
     ("unknown device", lambda: gpunn.device("tpu:0"), gpunn.DeviceError, ["tpu:0", "'cpu'"]),
     ("CUDA where it cannot work", lambda: gpunn.device("cuda:7"), gpunn.DeviceError, ["cuda:7", "cpu"]),
+    ("fused optimizer on a device without views", _fused_on_strict, ValueError, ["fused=True", "strict", "fused=None"]),
+    ("model cast after a fused optimizer was built", _model_cast_after_fused_step, gpunn.DTypeError, ["float64", "model.to"]),
     ("tensors on two devices", _mixed_devices, gpunn.DeviceError, ["add", "cpu", "strict:1", ".to("]),
     ("second backward through a freed graph", _second_backward, gpunn.GraphError, ["second time", "retain_graph=True"]),
     ("backward without any gradient", lambda: gpunn.ones(2).sum().backward(), gpunn.GraphError, ["requires_grad"]),
