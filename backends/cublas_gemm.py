@@ -24,15 +24,23 @@ _SCALARS = {np.dtype(dt): (np.ones((), dt), np.zeros((), dt)) for dt in (np.floa
 
 
 def _library():
-    """The libcublas that CuPy loaded (same handle table), found in the process's own mappings."""
+    """The libcublas CuPy uses (same library, same handle table): found as CuPy finds it, else among
+    the process's mappings by the major version of CuPy's CUDA (torch may have mapped another)."""
+    try:
+        from cuda import pathfinder
+
+        return ctypes.CDLL(pathfinder.load_nvidia_dynamic_lib("cublas").abs_path)
+    except Exception:  # an older CuPy, or CUDA from the system: look at what is loaded
+        pass
+    major = cupy.cuda.runtime.runtimeGetVersion() // 1000
     try:
         with open("/proc/self/maps") as maps:
-            for line in maps:
-                path = line.rsplit(" ", 1)[-1].strip()
-                if "/libcublas.so" in path:
-                    return ctypes.CDLL(path)
+            paths = [line.rsplit(" ", 1)[-1].strip() for line in maps]
     except OSError:
-        pass
+        paths = []
+    loaded = sorted((p for p in paths if "/libcublas.so" in p), key=lambda p: f".so.{major}" not in p)
+    if loaded:
+        return ctypes.CDLL(loaded[0])
     found = ctypes.util.find_library("cublas")
     if found is None:
         raise ImportError("libcublas is not loaded and cannot be found; install CuPy with its CUDA libraries")
@@ -47,7 +55,6 @@ class _Handle:
         self.ptr = ctypes.c_void_p()
         self._check(lib.cublasCreate_v2(ctypes.byref(self.ptr)), "cublasCreate")
         self.workspace = cupy.empty(_WORKSPACE_BYTES, dtype=cupy.uint8)  # lives as long as the handle
-        self.stream = None
         self.math = None
 
     @staticmethod
@@ -56,12 +63,13 @@ class _Handle:
             raise RuntimeError(f"{what} failed with cuBLAS status {status}")
 
     def bind(self, tf32):
+        """Every call: the current stream (then the workspace, which setting a stream resets); cheap,
+        and never stale when streams change. gpunn queues all work on one stream, so the shared
+        workspace is never used by two products at once."""
         stream = cupy.cuda.get_current_stream().ptr
-        if stream != self.stream:  # setting the stream resets the workspace, so set both
-            self._check(self.lib.cublasSetStream_v2(self.ptr, ctypes.c_void_p(stream)), "cublasSetStream")
-            self._check(self.lib.cublasSetWorkspace_v2(self.ptr, ctypes.c_void_p(self.workspace.data.ptr),
-                                                       ctypes.c_size_t(_WORKSPACE_BYTES)), "cublasSetWorkspace")
-            self.stream = stream
+        self._check(self.lib.cublasSetStream_v2(self.ptr, ctypes.c_void_p(stream)), "cublasSetStream")
+        self._check(self.lib.cublasSetWorkspace_v2(self.ptr, ctypes.c_void_p(self.workspace.data.ptr),
+                                                   ctypes.c_size_t(_WORKSPACE_BYTES)), "cublasSetWorkspace")
         math = _TF32_TENSOR_OP_MATH if tf32 else _DEFAULT_MATH
         if math != self.math:
             self._check(self.lib.cublasSetMathMode(self.ptr, ctypes.c_int(math)), "cublasSetMathMode")

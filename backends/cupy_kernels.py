@@ -209,15 +209,18 @@ def _cross_entropy_forward(xp, logits, target, reduction="mean", ignore_index=-1
 
 # --- optimizer updates -------------------------------------------------------------------------
 
+# 1 - beta comes from the host in double precision, rounded once (as in the generic update and in
+# PyTorch): in float32, 1 - (float)0.999 is off by 1.3e-5 relative, enough to drift a trajectory
 _adam_kernel = cupy.ElementwiseKernel(
-    "T g, T beta1, T beta2, T eps, T step_size, T bias_correction2_sqrt, T weight_decay, T decay, T sign",
+    "T g, T beta1, T one_minus_beta1, T beta2, T one_minus_beta2, T eps, T step_size, T bias_correction2_sqrt, "
+    "T weight_decay, T decay, T sign",
     "T p, T m, T v",
     """
     T d = sign * g;
     p = p * decay;
     d = d + weight_decay * p;
-    m = m * beta1 + ((T)1 - beta1) * d;
-    v = v * beta2 + d * d * ((T)1 - beta2);
+    m = m * beta1 + one_minus_beta1 * d;
+    v = v * beta2 + d * d * one_minus_beta2;
     p = p - m / (sqrt(v) / bias_correction2_sqrt + eps) * step_size;
     """,
     "gpunn_adam_update")
@@ -233,7 +236,8 @@ def _adam_update(xp, p, g, m, v, v_max=None, *, beta1, beta2, eps, step_size, bi
                            maximize=maximize)
     dt = p.dtype.type
     scalars = [s if hasattr(s, "shape") else dt(s) for s in
-               (beta1, beta2, eps, step_size, bias_correction2_sqrt, weight_decay, decay, -1.0 if maximize else 1.0)]
+               (beta1, 1 - beta1, beta2, 1 - beta2, eps, step_size, bias_correction2_sqrt, weight_decay, decay,
+                -1.0 if maximize else 1.0)]
     _adam_kernel(g, *scalars, p, m, v)
 
 

@@ -53,6 +53,7 @@ class CompiledStep:
         self.device = params[0].device if params else None
         self.mode, self.reason = "eager", _why_not_capturable(self.device, optimizer)
         self._graphs = {}
+        self._pools = []
         self._calls = 0
         self._said = False
 
@@ -83,14 +84,19 @@ class CompiledStep:
         if graph is None and len(self._graphs) >= self.max_graphs:
             self._say_once(f"more than {self.max_graphs} batch shapes; this one runs eagerly")
             return None
+        opt = self.optimizer
+        if not all(opt._ready_to_capture(opt._flat.get(i), group) for i, group in enumerate(opt.param_groups)):
+            return None  # e.g. SGD's momentum buffers are not filled yet: one more eager step first
         if xb.device is not self.device or yb.device is not self.device:
             self._say_once(f"the batch is on {xb.device}, not on the model's {self.device}; move it with .to()")
             return None
         try:
             graph = self._graphs[key] = _Graph(self, xb, yb)
+            self._pools.append(graph.pool)  # arrays made inside a capture may outlive its graph
         except _CaptureFailed as failed:
             self.reason = f"the step could not be captured into a CUDA graph ({failed})"
             self._graphs.clear()
+            self.mode = "eager"
             return None
         self.mode = "graph"
         return graph
@@ -126,15 +132,16 @@ class _Graph:
         self.scalars = []
         for group, flat in self.flats:
             with _on(dev):
-                values = xp.zeros((len(names),), dtype=flat.dtype)
-            self.scalars.append(values)
-            # 0-d views into `values` (values[i] would be a copy on NumPy): uploads reach the graph
-            flat.device_scalars = {name: xp.reshape(values[i:i + 1], ()) for i, name in enumerate(names)}
-        self.constants = self._constants()
-        self._upload()
+                self.scalars.append(xp.zeros((len(names),), dtype=flat.dtype))
         saved_steps = [{id(p): opt.state[p].get("step") for p in flat.params} for _, flat in self.flats]
         try:
-            self.graph, self.pool, self.loss = dev.backend.capture(lambda: step._eager(self.x, self.y))
+            for (group, flat), values in zip(self.flats, self.scalars):
+                # 0-d views into `values` (values[i] would be a copy on NumPy): uploads reach the graph
+                flat.device_scalars = {name: xp.reshape(values[i:i + 1], ()) for i, name in enumerate(names)}
+            self.constants = self._constants()
+            with _on(dev):
+                self._upload()
+                self.graph, self.pool, self.loss = dev.backend.capture(lambda: step._eager(self.x, self.y))
         except Exception as exc:
             for (_, flat), steps in zip(self.flats, saved_steps):
                 for p in flat.params:
@@ -146,17 +153,29 @@ class _Graph:
         finally:  # the graph holds the scalars' addresses; eager steps keep using host floats
             for _, flat in self.flats:
                 flat.device_scalars = None
+        self.buffers = [dict(flat.buffers) for _, flat in self.flats]  # the state arrays the graph updates
         self._launched_once = False
 
     def _constants(self):
-        """The hyper-parameters baked into the graph (the scheduled ones are uploaded instead)."""
+        """What the graph baked in: the hyper-parameters that are not uploaded, and the precision."""
         opt = self.optimizer
-        return [{k: v for k, v in opt._flat_hyper(flat, group).items() if k not in opt._scheduled}
-                for group, flat in self.flats]
+        return [get_float32_matmul_precision()] + [
+            {k: v for k, v in opt._flat_hyper(flat, group).items() if k not in opt._scheduled}
+            for group, flat in self.flats]
 
     def stale(self):
-        """True when a baked-in hyper-parameter changed since the capture (then capture again)."""
-        return self._constants() != self.constants
+        """True when the graph no longer describes the step (then capture again): a baked-in
+        hyper-parameter changed, or the optimizer state was replaced by one without some entry
+        (a fresh state would make new buffers the graph never saw)."""
+        if self._constants() != self.constants:
+            return True
+        opt = self.optimizer
+        for (_, flat), buffers in zip(self.flats, self.buffers):
+            entries = [opt.state[p] for p in flat.params]
+            if any(flat.buffers.get(name) is not buffer or not all(name in e for e in entries)
+                   for name, buffer in buffers.items()):
+                return True
+        return False
 
     def _upload(self):
         """Write this step's scheduled scalars (computed on the host, as eager would) to the device."""

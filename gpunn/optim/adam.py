@@ -77,6 +77,10 @@ class Adam(Optimizer):
     def _flat_hyper(self, flat, group):
         return self._hyper(group, self.state[flat.params[0]].get("step", 0) + 1)
 
+    def _ready_to_capture(self, flat, group):
+        names = _names(group)
+        return flat is None or all(n in self.state[p] for p in flat.params for n in names)
+
     def _after_replay(self, flat, group):
         for p in flat.params:
             self.state[p]["step"] += 1

@@ -116,6 +116,11 @@ class Optimizer:
     def _after_replay(self, flat, group):
         """The host-side bookkeeping of a step that a graph replay did (e.g. step counters)."""
 
+    def _ready_to_capture(self, flat, group):
+        """False while the next step would create or first fill optimizer state: a graph recorded
+        then would replay that creation (zeroing the state) or first fill on every step."""
+        return True
+
     def _not_capturable(self):
         """Why a step with this optimizer cannot be captured into a CUDA graph, or None."""
         if not self._can_fuse:

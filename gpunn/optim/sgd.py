@@ -64,6 +64,9 @@ class SGD(Optimizer):
 
     _scheduled = ("lr",)
 
+    def _ready_to_capture(self, flat, group):
+        return not group["momentum"] or flat is None or all("momentum_buffer" in self.state[p] for p in flat.params)
+
     def _flat_hyper(self, flat, group):
         return _hyper(group)
 
