@@ -32,6 +32,7 @@ class CupyBackend:
 
     def __init__(self):
         self.fast_paths = {"getitem": ops.getitem.override(grads=(_index_add_grad,)), **cupy_kernels.fast_paths()}
+        self._rings = {}  # id(device array) -> [array, pinned host slots, events, next slot] for upload()
 
     def native_device(self, index):
         count = cupy.cuda.runtime.getDeviceCount()
@@ -91,8 +92,23 @@ class CupyBackend:
         graph.launch(cupy.cuda.get_current_stream())
 
     def upload(self, array, host):
-        """Copy a small host NumPy array into `array` in stream order (no device-wide sync)."""
-        array.set(host, stream=cupy.cuda.get_current_stream())
+        """Copy a small host NumPy array into `array` in stream order, without waiting for the GPU.
+
+        A copy from pageable memory may make the driver wait for the stream, which would stop
+        the host from running ahead of replays; so the values go through a small ring of pinned
+        buffers, each reused only once its previous copy has finished (an event says so)."""
+        ring = self._rings.get(id(array))
+        if ring is None or ring[0] is not array:
+            ring = self._rings[id(array)] = [array, cupyx.empty_pinned((4,) + array.shape, dtype=array.dtype),
+                                             [None] * 4, 0]
+        _, slots, events, i = ring
+        if events[i] is not None:
+            events[i].synchronize()  # in practice long done: it was queued four uploads ago
+        slots[i][...] = host
+        stream = cupy.cuda.get_current_stream()
+        array.set(slots[i], stream=stream)
+        events[i] = stream.record()
+        ring[3] = (i + 1) % 4
 
     def describe(self, native):
         props = cupy.cuda.runtime.getDeviceProperties(native.id)

@@ -324,6 +324,21 @@ def test_training_steps_make_no_host_sync(cuda):
     assert np.isfinite(loss.item())
 
 
+def test_uploads_reach_the_device_in_stream_order(cuda):
+    """compile_step's scalar uploads go through a ring of pinned buffers: many in a row, each read
+    by a kernel queued right after it, must each be seen with its own values."""
+    import cupy
+
+    target = cupy.zeros(3, dtype=cupy.float32)
+    seen = []
+    with cuda.ctx:
+        for k in range(11):
+            cuda.backend.upload(target, np.full(3, k, dtype=np.float32))
+            seen.append(target * 1)  # queued after the copy, before the next upload
+    assert [float(a[0]) for a in seen] == list(range(11))
+    assert np.array_equal(cupy.asnumpy(target), np.full(3, 10, np.float32))
+
+
 def test_fused_is_the_default_on_cuda(cuda):
     model = nn.Linear(4, 3).to(cuda)
     opt = optim.Adam(model.parameters())
