@@ -141,6 +141,8 @@ class _Graph:
             self.constants = self._constants()
             with _on(dev):
                 self._upload()
+                for group, flat in self.flats:
+                    opt._warm_kernels(flat, group, flat.device_scalars)  # compile outside the recording
                 self.graph, self.pool, self.loss = dev.backend.capture(lambda: step._eager(self.x, self.y))
         except Exception as exc:
             for (_, flat), steps in zip(self.flats, saved_steps):

@@ -77,6 +77,13 @@ class Adam(Optimizer):
     def _flat_hyper(self, flat, group):
         return self._hyper(group, self.state[flat.params[0]].get("step", 0) + 1)
 
+    def _warm_kernels(self, flat, group, scalars):
+        xp = flat.device.xp
+        with flat._ctx():
+            scratch = [xp.zeros((1,), dtype=flat.dtype) for _ in range(2 + len(_names(group)))]
+            update = flat.device.fast_paths.get("adam_update", adam_update)
+            update(xp, *scratch, **{**self._hyper(group, 1), **scalars})
+
     def _ready_to_capture(self, flat, group):
         names = _names(group)
         return flat is None or all(n in self.state[p] for p in flat.params for n in names)

@@ -121,6 +121,10 @@ class Optimizer:
         then would replay that creation (zeroing the state) or first fill on every step."""
         return True
 
+    def _warm_kernels(self, flat, group, scalars):
+        """Run the group's update once on scratch arrays with `scalars` (0-d device arrays), so the
+        kernels a capture records are compiled and loaded before it starts."""
+
     def _not_capturable(self):
         """Why a step with this optimizer cannot be captured into a CUDA graph, or None."""
         if not self._can_fuse:

@@ -64,6 +64,14 @@ class SGD(Optimizer):
 
     _scheduled = ("lr",)
 
+    def _warm_kernels(self, flat, group, scalars):
+        xp = flat.device.xp
+        with flat._ctx():
+            scratch = [xp.zeros((1,), dtype=flat.dtype) for _ in range(3)]
+            update = flat.device.fast_paths.get("sgd_update", sgd_update)
+            update(xp, scratch[0], scratch[1], scratch[2] if group["momentum"] else None, False,
+                   **{**_hyper(group), **scalars})
+
     def _ready_to_capture(self, flat, group):
         return not group["momentum"] or flat is None or all("momentum_buffer" in self.state[p] for p in flat.params)
 
