@@ -3,7 +3,8 @@
 `step = compile_step(model, loss_fn, optimizer)` then `loss = step(xb, yb)` runs forward, backward
 and the optimizer update. On a CUDA device, after two eager warm-up calls (they create the
 optimizer state and compile the kernels), the third call records the whole step into a CUDA graph
-and every later call replays it: the batch is copied into the graph's static input buffers, the
+(one graph per batch shape; a shape seen for the first time runs eagerly once) and every later
+call replays it: the batch is copied into the graph's static input buffers, the
 step's scheduled scalars (learning rate, Adam's bias corrections) are uploaded, and one launch
 does the rest, so the host cost no longer grows with the number of ops. Learning-rate schedules
 keep working because those scalars live on the device and are rewritten before every replay;
@@ -53,16 +54,20 @@ class CompiledStep:
         self.device = params[0].device if params else None
         self.mode, self.reason = "eager", _why_not_capturable(self.device, optimizer)
         self._graphs = {}
+        self._seen = set()
         self._pools = []
         self._calls = 0
         self._said = False
 
     def __call__(self, xb, yb):
         self._calls += 1
-        if self.reason is None and self._calls > self.warmup:
-            graph = self._graph_for(xb, yb)
-            if graph is not None:
-                return graph.replay(xb, yb)
+        if self.reason is None:
+            key = (tuple(xb.shape), xb.dtype.name, tuple(yb.shape), yb.dtype.name)
+            if self._calls > self.warmup and key in self._seen:
+                graph = self._graph_for(key, xb, yb)
+                if graph is not None:
+                    return graph.replay(xb, yb)
+            self._seen.add(key)  # every batch shape runs eagerly first: its kernels compile outside a capture
         if self.reason and not self._said:
             self._said = True
             warnings.warn(f"compile_step runs eagerly: {self.reason}", CompileWarning, stacklevel=2)
@@ -75,9 +80,8 @@ class CompiledStep:
         self.optimizer.step()
         return loss.detach()
 
-    def _graph_for(self, xb, yb):
+    def _graph_for(self, key, xb, yb):
         """The graph for this batch signature, recorded now if new (None: run this call eagerly)."""
-        key = (tuple(xb.shape), xb.dtype.name, tuple(yb.shape), yb.dtype.name)
         graph = self._graphs.get(key)
         if graph is not None and not graph.stale():
             return graph
