@@ -33,6 +33,16 @@ class CupyBackend:
     def __init__(self):
         self.fast_paths = {"getitem": ops.getitem.override(grads=(_index_add_grad,)), **cupy_kernels.fast_paths()}
         self._rings = {}  # id(device array) -> [array, pinned host slots, events, next slot] for upload()
+        from gpunn.compile import get_float32_matmul_precision
+
+        self.set_tf32(get_float32_matmul_precision() == "high")
+
+    def set_tf32(self, enabled):
+        """TF32 for CuPy's own float32 products too (batched ones, which gpunn's direct cuBLAS calls
+        do not cover), through CuPy's per-dtype compute type (cupy._core, not a public API)."""
+        from cupy._core import _routines_linalg as linalg
+
+        linalg.set_compute_type(cupy.float32, linalg.COMPUTE_TYPE_TF32 if enabled else linalg.COMPUTE_TYPE_DEFAULT)
 
     def native_device(self, index):
         count = cupy.cuda.runtime.getDeviceCount()

@@ -35,6 +35,10 @@ def set_float32_matmul_precision(precision):
     if precision not in _PRECISIONS:
         raise ValueError(f"float32 matmul precision must be one of {_PRECISIONS}, not {precision!r}")
     _matmul_precision = precision
+    from gpunn import backends
+
+    if "cuda" in backends._loaded:  # gpunn's own products read the setting; CuPy's are told
+        backends._loaded["cuda"].set_tf32(precision == "high")
 
 
 def get_float32_matmul_precision():

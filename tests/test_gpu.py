@@ -211,11 +211,14 @@ def test_tf32_switch_changes_float32_products_only_when_high(cuda):
     previous = gpunn.get_float32_matmul_precision()
     x = gpunn.tensor(cupy.asnumpy(a), device=cuda)
     w = gpunn.tensor(np.ascontiguousarray(cupy.asnumpy(b).T), device=cuda)  # linear takes (out, in)
+    batched_x = gpunn.tensor(cupy.asnumpy(a)[None].repeat(2, 0), device=cuda)  # CuPy's own matmul
     try:
         for precision, low, high in (("highest", 0, 1e-5), ("high", 1e-5, 1e-2)):
             gpunn.set_float32_matmul_precision(precision)
             error = np.abs(gpunn.functional.linear(x, w).numpy() - exact).max() / scale
             assert low <= error < high, f"{precision}: relative error {error:.2e}"
+            error = np.abs((batched_x @ w.T).numpy()[1] - exact).max() / scale
+            assert low <= error < high, f"{precision}, batched: relative error {error:.2e}"
     finally:
         gpunn.set_float32_matmul_precision(previous)
 
