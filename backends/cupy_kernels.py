@@ -3,7 +3,8 @@
 On a GPU a small model's step is bound by kernel launches (each costs the host 10-20 us), so
 every override here does the generic version's arithmetic in fewer launches:
 
-  linear, matmul        cuBLAS directly (cublas_gemm): no transpose copies, TF32 on request
+  linear, matmul        cuBLAS directly (cublas_gemm): no transpose copies, TF32 on request, bias
+                        gradients as a product with a row of ones (written into the optimizer's slot)
   linear_act            the product, then bias and activation in one elementwise kernel
   relu/tanh/sigmoid     the backward rule in one elementwise kernel instead of two or three
   cross_entropy         loss, softmax-minus-one-hot residual and reduction in one kernel
@@ -67,10 +68,30 @@ def _linear_grad_w_into(xp, g, out, x, w, b, dest, accumulate):
     return True
 
 
+_ones_rows = {}
+
+
+def _ones_row(n, dtype):
+    """A cached (1, n) row of ones: bias gradients as a product, ones @ g, instead of a reduction
+    (cuBLAS sums the columns of a tall g faster, and can add into a slot). Made outside any capture:
+    compile_step runs every batch shape eagerly once first."""
+    key = (n, dtype, cupy.cuda.Device().id)
+    row = _ones_rows.get(key)
+    if row is None:
+        row = _ones_rows[key] = cupy.ones((1, n), dtype=dtype)
+    return row
+
+
+def _linear_grad_b(xp, g, out, x, w, b):
+    if not _gemm_ok(g):
+        return ops.linear.grads[2](xp, g, out, x, w, b)
+    return cublas_gemm.gemm(_ones_row(g.shape[0], g.dtype), g, tf32=False)[0]
+
+
 def _linear_grad_b_into(xp, g, out, x, w, b, dest, accumulate):
-    if accumulate or g.ndim != 2 or g.dtype != dest.dtype:
+    if not (_gemm_ok(g) and dest.dtype == g.dtype and dest.flags.c_contiguous):
         return False
-    cupy.sum(g, axis=0, out=dest)
+    cublas_gemm.gemm(_ones_row(g.shape[0], g.dtype), g, out=dest.reshape(1, -1), accumulate=accumulate, tf32=False)
     return True
 
 
@@ -272,7 +293,7 @@ def _sgd_update(xp, p, g, buf, first, lr, momentum, dampening, nesterov, weight_
 
 def fast_paths():
     """{name: override} for the CuPy backend's Device.fast_paths."""
-    linear = ops.linear.override(forward=_linear_forward, grads=(_linear_grad_x, _linear_grad_w, ops.linear.grads[2]),
+    linear = ops.linear.override(forward=_linear_forward, grads=(_linear_grad_x, _linear_grad_w, _linear_grad_b),
                                  into=(None, _linear_grad_w_into, _linear_grad_b_into))
     activations = {
         "relu": ops.relu.override(grads=(_elementwise_rule(_relu_grad_kernel, ops.relu.grads[0]),)),

@@ -96,6 +96,33 @@ def test_fast_paths_match_generic_rules(cuda, dtype):
                                            rtol=rtol, atol=rtol, err_msg=f"{name} gradient of input {i}")
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_into_rules_write_and_add_the_generic_gradients(cuda, dtype):
+    """Weight and bias gradients written (accumulate=False) or added (True) straight into a slot of
+    a flat buffer, for linear and linear_act, equal the generic rules' gradients."""
+    rng = np.random.default_rng(6)
+    put = lambda a: cuda.put(np.asarray(a, dtype=dtype))  # noqa: E731
+    x, w, b = put(rng.standard_normal((7, 5))), put(rng.standard_normal((4, 5))), put(rng.standard_normal(4))
+    g = put(rng.standard_normal((7, 4)))
+    rtol = RTOL[dtype]
+    for name, attrs in (("linear", {}), ("linear_act", {"activation": "tanh"})):
+        fast, generic = cuda.fast_paths[name], getattr(ops, name)
+        with cuda.ctx:
+            saved_fast = fast.forward(cuda.xp, x, w, b, **attrs)
+            saved_gen = generic.forward(cuda.xp, x, w, b, **attrs)
+            if generic.saves:
+                saved_fast, saved_gen = saved_fast[1], saved_gen[1]
+            flat = cuda.xp.asarray(np.full(1 + w.size + b.size, 7.0, dtype=dtype))
+            slots = {1: flat[1:1 + w.size].reshape(w.shape), 2: flat[1 + w.size:]}
+            for i, slot in slots.items():
+                expected = host(cuda, generic.grads[i](cuda.xp, g, saved_gen, x, w, b, **attrs))
+                assert fast.into[i](cuda.xp, g, saved_fast, x, w, b, slot, False, **attrs)
+                np.testing.assert_allclose(host(cuda, slot), expected, rtol=rtol, atol=rtol, err_msg=f"{name} {i}")
+                assert fast.into[i](cuda.xp, g, saved_fast, x, w, b, slot, True, **attrs)
+                np.testing.assert_allclose(host(cuda, slot), 2 * expected, rtol=rtol, atol=rtol)
+            assert host(cuda, flat)[0] == 7.0  # nothing written outside the slots
+
+
 def test_cross_entropy_kernel_out_of_range_label_is_nan_not_a_crash(cuda):
     logits = gpunn.randn(4, 3, device=cuda)
     loss = cross_entropy(logits, gpunn.tensor([0, 1, 7, 2], device=cuda))
