@@ -7,7 +7,8 @@ every override here does the generic version's arithmetic in fewer launches:
                         gradients as a product with a row of ones (written into the optimizer's slot)
   linear_act            the product, then bias and activation in one elementwise kernel
   relu/tanh/sigmoid     the backward rule in one elementwise kernel instead of two or three
-  cross_entropy         loss, softmax-minus-one-hot residual and reduction in one kernel
+  cross_entropy         loss, softmax-minus-one-hot residual and reduction in one kernel (small
+                        batches) or three (large ones), instead of about twenty array ops
   sgd_update, adam_update
                         the whole (flat) optimizer update in one elementwise kernel
 
@@ -155,34 +156,35 @@ def _elementwise_rule(kernel, generic):
 # --- softmax cross-entropy ---------------------------------------------------------------------
 
 _CE_SOURCE = r"""
-extern "C" __global__ void NAME(const T* logits, const long long* target, long long n, long long c,
-                                long long ignore_index, int mean, T* loss, T* residual) {
-    // One block: each warp takes rows; per row the max, the sum of exponentials, the loss and the
-    // residual softmax - onehot; then the block sums the losses and the kept rows, and scales.
+// T is float or double (a typedef put in front). One warp per row of logits.
+
+// (softmax(x) - onehot(t)) * s into r; returns the row's loss, log(sum(exp(x))) - x[t] (valid in
+// every lane). An out-of-range label (checked on the host only on the cpu) gives a NaN loss: loud.
+__device__ T ce_row(const T* x, T* r, long long t, long long c, T s, int lane) {
+    T peak = x[0];
+    for (long long j = lane; j < c; j += 32) peak = max(peak, x[j]);
+    for (int o = 16; o > 0; o >>= 1) peak = max(peak, __shfl_xor_sync(0xffffffff, peak, o));
+    T total = 0;
+    for (long long j = lane; j < c; j += 32) total += exp(x[j] - peak);
+    for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(0xffffffff, total, o);
+    for (long long j = lane; j < c; j += 32) r[j] = (exp(x[j] - peak) / total - (j == t ? (T)1 : (T)0)) * s;
+    return (t >= 0 && t < c) ? log(total) - (x[t] - peak) : sqrt((T)-1);
+}
+
+// Small batches, in one launch: one block, its warps share the rows; then the block sums the
+// losses and the kept rows, writes the loss, and scales the residual for a mean.
+extern "C" __global__ void NAME_small(const T* logits, const long long* target, long long n, long long c,
+                                      long long ignore_index, int mean, T* loss, T* residual) {
     __shared__ T part_loss[32];
     __shared__ T part_kept[32];
     __shared__ T scale;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     T my_loss = 0, my_kept = 0;
     for (long long row = warp; row < n; row += warps) {
-        const T* x = logits + row * c;
-        T* r = residual + row * c;
         const long long t = target[row];
         const bool kept = t != ignore_index;
-        const bool valid = t >= 0 && t < c;
-        T peak = x[0];
-        for (long long j = lane; j < c; j += 32) peak = max(peak, x[j]);
-        for (int o = 16; o > 0; o >>= 1) peak = max(peak, __shfl_xor_sync(0xffffffff, peak, o));
-        T total = 0;
-        for (long long j = lane; j < c; j += 32) total += exp(x[j] - peak);
-        for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(0xffffffff, total, o);
-        for (long long j = lane; j < c; j += 32)
-            r[j] = kept ? exp(x[j] - peak) / total - (j == t ? (T)1 : (T)0) : (T)0;
-        if (lane == 0 && kept) {
-            // an out-of-range label (checked on the host only on the cpu) makes the loss NaN: loud
-            my_loss += valid ? log(total) - (x[t] - peak) : sqrt((T)-1);
-            my_kept += 1;
-        }
+        const T l = ce_row(logits + row * c, residual + row * c, t, c, kept ? (T)1 : (T)0, lane);
+        if (lane == 0 && kept) { my_loss += l; my_kept += 1; }
     }
     if (lane == 0) { part_loss[warp] = my_loss; part_kept[warp] = my_kept; }
     __syncthreads();
@@ -198,34 +200,75 @@ extern "C" __global__ void NAME(const T* logits, const long long* target, long l
         for (long long i = threadIdx.x; i < n * c; i += blockDim.x) residual[i] *= s;
     }
 }
+
+// Large batches: first the scale (1 / number of kept rows for a mean, else 1), by one block...
+extern "C" __global__ void NAME_scale(const long long* target, long long n, long long ignore_index, int mean,
+                                      T* scale) {
+    __shared__ T part[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    T kept = 0;
+    for (long long i = threadIdx.x; i < n; i += blockDim.x) kept += target[i] != ignore_index ? (T)1 : (T)0;
+    for (int o = 16; o > 0; o >>= 1) kept += __shfl_xor_sync(0xffffffff, kept, o);
+    if (lane == 0) part[warp] = kept;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        T count = 0;
+        for (int w = 0; w < warps; ++w) count += part[w];
+        scale[0] = mean ? (T)1 / count : (T)1;
+    }
+}
+
+// ...then every row, one warp each across many blocks, already scaled (the loss is their sum).
+extern "C" __global__ void NAME_rows(const T* logits, const long long* target, long long n, long long c,
+                                     long long ignore_index, const T* scale, T* row_loss, T* residual) {
+    const int lane = threadIdx.x & 31;
+    const long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    if (row >= n) return;  // whole warps: blockDim.x is a multiple of 32
+    const long long t = target[row];
+    const bool kept = t != ignore_index;
+    const T s = kept ? scale[0] : (T)0;
+    const T l = ce_row(logits + row * c, residual + row * c, t, c, s, lane);
+    if (lane == 0) row_loss[row] = kept ? l * s : (T)0;
+}
 """
-_ce_kernels = {}
-_CE_MAX_ELEMENTS = 1 << 18  # one block (one SM) is quickest for the small batches that are launch-bound
+_ce_modules = {}
+_CE_SMALL = 1 << 18  # up to this many logits one block (one SM, one launch) is quickest: launch-bound
 _CE_THREADS = 512
+_CE_ROW_THREADS = 256  # 8 rows per block for large batches
 
 
-def _ce_kernel(dtype):
-    kernel = _ce_kernels.get(dtype)
-    if kernel is None:
-        ctype, name = ("float", "gpunn_cross_entropy_f32") if dtype == cupy.float32 else ("double",
-                                                                                           "gpunn_cross_entropy_f64")
-        source = f"typedef {ctype} T;\n" + _CE_SOURCE.replace("NAME", name)
-        kernel = _ce_kernels[dtype] = cupy.RawKernel(source, name)
-    return kernel
+def _ce_functions(dtype):
+    """{"small", "scale", "rows"}: the cross-entropy kernels for float32 or float64."""
+    functions = _ce_modules.get(dtype)
+    if functions is None:
+        ctype, prefix = ("float", "gpunn_ce_f32") if dtype == cupy.float32 else ("double", "gpunn_ce_f64")
+        module = cupy.RawModule(code=f"typedef {ctype} T;\n" + _CE_SOURCE.replace("NAME", prefix))
+        functions = _ce_modules[dtype] = {k: module.get_function(f"{prefix}_{k}") for k in ("small", "scale", "rows")}
+    return functions
 
 
 def _cross_entropy_forward(xp, logits, target, reduction="mean", ignore_index=-100):
+    """Loss and residual (softmax - onehot, weighted as the reduction weighs each row, as the
+    generic forward saves it) in one launch for small batches, three for large ones."""
     n, c = logits.shape
-    if reduction == "none" or logits.dtype not in _FLOATS or n * c > _CE_MAX_ELEMENTS or n == 0 or c == 0:
+    if reduction == "none" or logits.dtype not in _FLOATS or n == 0 or c == 0:
         return ops.cross_entropy.forward(xp, logits, target, reduction=reduction, ignore_index=ignore_index)
+    kernels = _ce_functions(logits.dtype)
     logits = cupy.ascontiguousarray(logits)
     target = cupy.ascontiguousarray(target.astype(cupy.int64, copy=False))
-    loss = cupy.empty((), dtype=logits.dtype)
     residual = cupy.empty_like(logits)
-    _ce_kernel(logits.dtype)((1,), (_CE_THREADS,),
-                             (logits, target, cupy.int64(n), cupy.int64(c), cupy.int64(ignore_index),
-                              cupy.int32(reduction == "mean"), loss, residual))
-    return loss, residual
+    n_, c_, ignore, mean = cupy.int64(n), cupy.int64(c), cupy.int64(ignore_index), cupy.int32(reduction == "mean")
+    if n * c <= _CE_SMALL:
+        loss = cupy.empty((), dtype=logits.dtype)
+        kernels["small"]((1,), (_CE_THREADS,), (logits, target, n_, c_, ignore, mean, loss, residual))
+        return loss, residual
+    scale = cupy.empty((1,), dtype=logits.dtype)
+    row_loss = cupy.empty((n,), dtype=logits.dtype)
+    kernels["scale"]((1,), (_CE_THREADS,), (target, n_, ignore, mean, scale))
+    rows_per_block = _CE_ROW_THREADS // 32
+    kernels["rows"](((n + rows_per_block - 1) // rows_per_block,), (_CE_ROW_THREADS,),
+                    (logits, target, n_, c_, ignore, scale, row_loss, residual))
+    return row_loss.sum(), residual
 
 
 # --- optimizer updates -------------------------------------------------------------------------

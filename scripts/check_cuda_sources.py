@@ -69,8 +69,8 @@ def main(argv=None):
                 checks.append((f"{kernel.name} (scalars)", lambda k=kernel: elementwise_source(k, True),
                                cupy_options))
     for ctype, dtype in (("float", "f32"), ("double", "f64")):
-        source = f"typedef {ctype} T;\n" + cupy_kernels._CE_SOURCE.replace("NAME", f"gpunn_cross_entropy_{dtype}")
-        checks.append((f"gpunn_cross_entropy_{dtype}", lambda s=source: s, ("-std=c++17",)))
+        source = f"typedef {ctype} T;\n" + cupy_kernels._CE_SOURCE.replace("NAME", f"gpunn_ce_{dtype}")
+        checks.append((f"gpunn_ce_{dtype} (small, scale, rows)", lambda s=source: s, ("-std=c++17",)))
     for label, make, options in checks:
         try:
             nvrtc(make(), options, args.arch)

@@ -63,7 +63,10 @@ def primitive_cases(cuda, dtype):
         ("cross_entropy", (logits, labels), {"reduction": "none"}),
         ("cross_entropy", (logits, some_ignored), {"reduction": "mean"}),
         ("cross_entropy", (put(rng.standard_normal((700, 400))), cuda.put(rng.integers(0, 400, 700))),
-         {"reduction": "mean"}),  # above the one-block size: the generic fallback
+         {"reduction": "mean"}),  # above the one-block size: the row-per-warp kernels
+        ("cross_entropy", (put(rng.standard_normal((700, 400))),
+                           cuda.put(np.where(np.arange(700) % 7 == 0, -100, rng.integers(0, 400, 700)))),
+         {"reduction": "sum"}),
         ("getitem", (x,), {"index": cuda.put(np.array([0, 2, 2, 5]))}),
     ]
 
