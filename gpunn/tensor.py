@@ -110,7 +110,7 @@ def _explain(primitive, args, exc):
     if isinstance(exc, ValueError) or "shape" in str(exc) or "broadcast" in str(exc):
         if name == "matmul" and len(shapes) == 2:
             hint = "the last axis of the first must equal the second-to-last axis of the second"
-        elif name == "linear" and len(shapes) >= 2:
+        elif name in ("linear", "linear_act") and len(shapes) >= 2:
             hint = f"the input's last axis must be in_features = {shapes[1][-1]}"
         elif name in ("add", "sub", "mul", "div", "pow", "maximum", "minimum", "where"):
             hint = "broadcasting needs each pair of trailing axes to be equal or 1"

@@ -84,6 +84,7 @@ CATALOGUE = [
     ("matrix product shapes", lambda: gpunn.ones(2, 3) @ gpunn.ones(4, 5), gpunn.ShapeError, ["matmul", "(2, 3)", "(4, 5)"]),
     ("broadcast shapes", lambda: gpunn.ones(2, 3) + gpunn.ones(4), gpunn.ShapeError, ["add", "(2, 3)", "(4,)"]),
     ("Linear input width", lambda: nn.Linear(3, 2)(gpunn.ones(5, 4)), gpunn.ShapeError, ["linear", "in_features"]),
+    ("MLP input width", lambda: nn.MLP([3, 8, 2])(gpunn.ones(5, 4)), gpunn.ShapeError, ["linear", "in_features = 3"]),
     ("integer tensor where floats are needed", lambda: gpunn.tensor([1, 2]).exp(), gpunn.DTypeError, ["exp", "int64", ".float()"]),
     ("integer batch into a float model", lambda: nn.Linear(2, 2)(gpunn.tensor([[1, 2]])), gpunn.DTypeError, ["linear", "int64"]),
     ("gradient on a boolean tensor", lambda: gpunn.tensor([True], requires_grad=True), gpunn.DTypeError, ["floating-point", "bool"]),
