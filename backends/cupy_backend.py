@@ -38,8 +38,9 @@ class CupyBackend:
         self.set_tf32(get_float32_matmul_precision() == "high")
 
     def set_tf32(self, enabled):
-        """TF32 for CuPy's own float32 products too (batched ones, which gpunn's direct cuBLAS calls
-        do not cover), through CuPy's per-dtype compute type (cupy._core, not a public API)."""
+        """TF32 for CuPy's own 2-D float32 products too (dot, tensordot), through CuPy's per-dtype
+        compute type (cupy._core, not a public API). CuPy's batched products ignore it; gpunn's
+        linear runs batches as one 2-D product, so only matmul of 3-D operands stays full FP32."""
         from cupy._core import _routines_linalg as linalg
 
         linalg.set_compute_type(cupy.float32, linalg.COMPUTE_TYPE_TF32 if enabled else linalg.COMPUTE_TYPE_DEFAULT)

@@ -40,32 +40,46 @@ def _gemm_ok(*arrays):
 
 # --- matrix products ---------------------------------------------------------------------------
 
+def _rows(a):
+    """A 2-D view of a C-contiguous batch (..., n) as (rows, n): linear on (batch, seq, features)
+    inputs is one product too (and capturable, and under TF32). None where no view exists."""
+    if a.ndim == 2:
+        return a
+    if a.ndim > 2 and a.flags.c_contiguous:
+        return a.reshape(-1, a.shape[-1])
+    return None
+
+
 def _linear_forward(xp, x, w, b):
-    if not _gemm_ok(x, w):
+    x2 = _rows(x)
+    if x2 is None or not _gemm_ok(x2, w):
         return ops.linear.forward(xp, x, w, b)
-    y = cublas_gemm.gemm(x, w, trans_b=True, tf32=_tf32())
+    y = cublas_gemm.gemm(x2, w, trans_b=True, tf32=_tf32()).reshape(x.shape[:-1] + (w.shape[0],))
     if b is not None:
         y += b
     return y
 
 
 def _linear_grad_x(xp, g, out, x, w, b):
-    if not _gemm_ok(g, w):
+    g2 = _rows(g)
+    if g2 is None or not _gemm_ok(g2, w):
         return ops.linear.grads[0](xp, g, out, x, w, b)
-    return cublas_gemm.gemm(g, w, tf32=_tf32())
+    return cublas_gemm.gemm(g2, w, tf32=_tf32()).reshape(g.shape[:-1] + (w.shape[1],))
 
 
 def _linear_grad_w(xp, g, out, x, w, b):
-    if not _gemm_ok(g, x):
+    g2, x2 = _rows(g), _rows(x)
+    if g2 is None or x2 is None or not _gemm_ok(g2, x2):
         return ops.linear.grads[1](xp, g, out, x, w, b)
-    return cublas_gemm.gemm(g, x, trans_a=True, tf32=_tf32())
+    return cublas_gemm.gemm(g2, x2, trans_a=True, tf32=_tf32())
 
 
 def _linear_grad_w_into(xp, g, out, x, w, b, dest, accumulate):
     """The weight gradient's product written (or added: beta = 1) straight into its flat slot."""
-    if not (_gemm_ok(g, x) and dest.dtype == g.dtype and dest.flags.c_contiguous):
+    g2, x2 = _rows(g), _rows(x)
+    if g2 is None or x2 is None or not (_gemm_ok(g2, x2) and dest.dtype == g.dtype and dest.flags.c_contiguous):
         return False
-    cublas_gemm.gemm(g, x, trans_a=True, out=dest, accumulate=accumulate, tf32=_tf32())
+    cublas_gemm.gemm(g2, x2, trans_a=True, out=dest, accumulate=accumulate, tf32=_tf32())
     return True
 
 
@@ -84,15 +98,17 @@ def _ones_row(n, dtype):
 
 
 def _linear_grad_b(xp, g, out, x, w, b):
-    if not _gemm_ok(g):
+    g2 = _rows(g)
+    if g2 is None or not _gemm_ok(g2):
         return ops.linear.grads[2](xp, g, out, x, w, b)
-    return cublas_gemm.gemm(_ones_row(g.shape[0], g.dtype), g, tf32=False)[0]
+    return cublas_gemm.gemm(_ones_row(g2.shape[0], g.dtype), g2, tf32=False)[0]
 
 
 def _linear_grad_b_into(xp, g, out, x, w, b, dest, accumulate):
-    if not (_gemm_ok(g) and dest.dtype == g.dtype and dest.flags.c_contiguous):
+    g2 = _rows(g)
+    if g2 is None or not (_gemm_ok(g2) and dest.dtype == g.dtype and dest.flags.c_contiguous):
         return False
-    cublas_gemm.gemm(_ones_row(g.shape[0], g.dtype), g, out=dest.reshape(1, -1), accumulate=accumulate, tf32=False)
+    cublas_gemm.gemm(_ones_row(g2.shape[0], g.dtype), g2, out=dest.reshape(1, -1), accumulate=accumulate, tf32=False)
     return True
 
 
@@ -130,11 +146,12 @@ _bias_act_kernels = {
 
 def _linear_act_forward(xp, x, w, b, activation):
     """One product and one elementwise kernel (the generic: a product, a bias add, an activation)."""
-    if b is None or b.ndim != 1 or not _gemm_ok(x, w) or b.dtype != x.dtype:
+    x2 = _rows(x)
+    if b is None or b.ndim != 1 or x2 is None or not _gemm_ok(x2, w) or b.dtype != x.dtype:
         return ops.ACTIVATIONS[activation].forward(xp, _linear_forward(xp, x, w, b))
-    y = cublas_gemm.gemm(x, w, trans_b=True, tf32=_tf32())
+    y = cublas_gemm.gemm(x2, w, trans_b=True, tf32=_tf32())
     _bias_act_kernels[activation](b, y)
-    return y
+    return y.reshape(x.shape[:-1] + (w.shape[0],))
 
 
 # the same arithmetic as the generic rules in gpunn.ops (multiply by the 0/1 mask: NaN stays NaN)
@@ -226,9 +243,11 @@ extern "C" __global__ void NAME_rows(const T* logits, const long long* target, l
     if (row >= n) return;  // whole warps: blockDim.x is a multiple of 32
     const long long t = target[row];
     const bool kept = t != ignore_index;
-    const T s = kept ? scale[0] : (T)0;
+    // an ignored row weighs 0 * scale: 0, or NaN when every row is ignored (a mean of nothing), as
+    // in the generic forward and in PyTorch
+    const T s = kept ? scale[0] : (T)0 * scale[0];
     const T l = ce_row(logits + row * c, residual + row * c, t, c, s, lane);
-    if (lane == 0) row_loss[row] = kept ? l * s : (T)0;
+    if (lane == 0) row_loss[row] = kept ? l * s : s;
 }
 """
 _ce_modules = {}

@@ -17,6 +17,7 @@ from gpunn.errors import AnomalyError, GraphError, OutOfMemoryError, is_out_of_m
 class _Mode:
     grad_enabled = True
     anomaly = False
+    backward_pass = 0  # counts backward() calls
 
 
 mode = _Mode()
@@ -116,6 +117,7 @@ def backward(root, grad, retain_graph=False):
     if root._node is None:  # a leaf: its gradient is the seed itself
         _accumulate(root, grad, Tensor)
         return
+    mode.backward_pass += 1  # rules that remember work per incoming gradient key it on this too
     pending = {id(root): grad}
     for tensor in reversed(topological_order(root)):
         g = pending.pop(id(tensor), None)

@@ -59,7 +59,7 @@ class CompiledStep:
         self.mode, self.reason = "eager", _why_not_capturable(self.device, optimizer)
         self._graphs = {}
         self._seen = set()
-        self._pools = []
+        self._not_ready = 0  # calls in a row whose optimizer state was not ready to be recorded
         self._calls = 0
         self._said = False
 
@@ -94,13 +94,18 @@ class CompiledStep:
             return None
         opt = self.optimizer
         if not all(opt._ready_to_capture(opt._flat.get(i), group) for i, group in enumerate(opt.param_groups)):
-            return None  # e.g. SGD's momentum buffers are not filled yet: one more eager step first
+            self._not_ready += 1  # e.g. SGD's momentum buffers are not filled yet: one more eager step first
+            if self._not_ready > self.warmup + 2:
+                self.reason = ("the optimizer's state stays incomplete (a parameter that never gets a gradient?), "
+                               "so no step can be recorded")
+                self.mode = "eager"
+            return None
+        self._not_ready = 0
         if xb.device is not self.device or yb.device is not self.device:
             self._say_once(f"the batch is on {xb.device}, not on the model's {self.device}; move it with .to()")
             return None
         try:
             graph = self._graphs[key] = _Graph(self, xb, yb)
-            self._pools.append(graph.pool)  # arrays made inside a capture may outlive its graph
         except _CaptureFailed as failed:
             self.reason = f"the step could not be captured into a CUDA graph ({failed})"
             self._graphs.clear()
@@ -120,7 +125,10 @@ class _CaptureFailed(Exception):
 
 
 class _Graph:
-    """One recorded step for one batch signature: static inputs, device scalars and the graph."""
+    """One recorded step for one batch signature: static inputs, device scalars and the graph.
+
+    The optimizer's param groups are read afresh at every use (load_state_dict replaces their
+    dicts; a schedule changes their lr); the flat buffers are the graph's own."""
 
     def __init__(self, step, xb, yb):
         from gpunn.tensor import Tensor
@@ -132,28 +140,26 @@ class _Graph:
             self.x = Tensor._wrap(xp.asarray(xb.data, copy=True), dev)
             self.y = Tensor._wrap(xp.asarray(yb.data, copy=True), dev)
         opt = self.optimizer
-        self.flats = [(group, opt._flat.get(i)) for i, group in enumerate(opt.param_groups)]
-        for i, (_, flat) in enumerate(self.flats):
+        self.flats = [opt._flat.get(i) for i in range(len(opt.param_groups))]
+        for i, flat in enumerate(self.flats):
             if flat is None:
                 raise _CaptureFailed(f"param group {i} has no flat buffer (its parameters mix devices or dtypes)")
         names = opt._scheduled
-        self.scalars = []
-        for group, flat in self.flats:
-            with _on(dev):
-                self.scalars.append(xp.zeros((len(names),), dtype=flat.dtype))
-        saved_steps = [{id(p): opt.state[p].get("step") for p in flat.params} for _, flat in self.flats]
+        with _on(dev):
+            self.scalars = [xp.zeros((len(names),), dtype=flat.dtype) for flat in self.flats]
+        saved_steps = [{id(p): opt.state[p].get("step") for p in flat.params} for flat in self.flats]
         try:
-            for (group, flat), values in zip(self.flats, self.scalars):
+            for flat, values in zip(self.flats, self.scalars):
                 # 0-d views into `values` (values[i] would be a copy on NumPy): uploads reach the graph
                 flat.device_scalars = {name: xp.reshape(values[i:i + 1], ()) for i, name in enumerate(names)}
             self.constants = self._constants()
             with _on(dev):
                 self._upload()
-                for group, flat in self.flats:
+                for group, flat in self._groups():
                     opt._warm_kernels(flat, group, flat.device_scalars)  # compile outside the recording
                 self.graph, self.pool, self.loss = dev.backend.capture(lambda: step._eager(self.x, self.y))
         except Exception as exc:
-            for (_, flat), steps in zip(self.flats, saved_steps):
+            for flat, steps in zip(self.flats, saved_steps):
                 for p in flat.params:
                     if steps[id(p)] is None:
                         opt.state[p].pop("step", None)
@@ -161,26 +167,29 @@ class _Graph:
                         opt.state[p]["step"] = steps[id(p)]
             raise _CaptureFailed(f"{type(exc).__name__}: {exc}") from exc
         finally:  # the graph holds the scalars' addresses; eager steps keep using host floats
-            for _, flat in self.flats:
+            for flat in self.flats:
                 flat.device_scalars = None
-        self.buffers = [dict(flat.buffers) for _, flat in self.flats]  # the state arrays the graph updates
+        self.buffers = [dict(flat.buffers) for flat in self.flats]  # the state arrays the graph updates
         self._launched_once = False
+
+    def _groups(self):
+        return zip(self.optimizer.param_groups, self.flats)
 
     def _constants(self):
         """What the graph baked in: the hyper-parameters that are not uploaded, and the precision."""
         opt = self.optimizer
-        return [get_float32_matmul_precision()] + [
+        return [get_float32_matmul_precision(), len(opt.param_groups)] + [
             {k: v for k, v in opt._flat_hyper(flat, group).items() if k not in opt._scheduled}
-            for group, flat in self.flats]
+            for group, flat in self._groups()]
 
     def stale(self):
         """True when the graph no longer describes the step (then capture again): a baked-in
         hyper-parameter changed, or the optimizer state was replaced by one without some entry
         (a fresh state would make new buffers the graph never saw)."""
-        if self._constants() != self.constants:
-            return True
         opt = self.optimizer
-        for (_, flat), buffers in zip(self.flats, self.buffers):
+        if len(opt.param_groups) != len(self.flats) or self._constants() != self.constants:
+            return True
+        for flat, buffers in zip(self.flats, self.buffers):
             entries = [opt.state[p] for p in flat.params]
             if any(flat.buffers.get(name) is not buffer or not all(name in e for e in entries)
                    for name, buffer in buffers.items()):
@@ -192,7 +201,7 @@ class _Graph:
         import numpy as np
 
         opt = self.optimizer
-        for (group, flat), values in zip(self.flats, self.scalars):
+        for (group, flat), values in zip(self._groups(), self.scalars):
             hyper = opt._flat_hyper(flat, group)
             host = np.array([hyper[name] for name in opt._scheduled], dtype=values.dtype)
             self.device.backend.upload(values, host)
@@ -203,7 +212,7 @@ class _Graph:
         dev = self.device
         with _on(dev):
             if self._launched_once:  # the first launch is the captured call's own step, already counted
-                for (group, flat) in self.flats:
+                for flat in self.flats:
                     flat.sync_params()
                     flat.sync_state([self.optimizer.state[p] for p in flat.params])
                 self._upload()
@@ -211,7 +220,7 @@ class _Graph:
                 self.y.data[...] = yb.data
             dev.backend.replay(self.graph)
             if self._launched_once:
-                for group, flat in self.flats:
+                for group, flat in self._groups():
                     self.optimizer._after_replay(flat, group)
             self._launched_once = True
             return Tensor._wrap(self.loss.data.copy(), dev)

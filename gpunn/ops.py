@@ -9,6 +9,8 @@ and a backend may replace an entry by a faster one with the same name (`Device.f
 
 import math
 
+from gpunn.autograd import mode
+
 
 class Primitive:
     """An op as data: a name, a forward and a gradient rule per input (None: no gradient).
@@ -186,13 +188,14 @@ def linear_act_primitive(linear, activations, forward=None):
 
     def forward_and_save(xp, x, w, b, activation):
         y = run(xp, x, w, b, activation)
-        return y, [y, None, None]  # saved: the output, and which g the remembered gradient is for
+        return y, [y, None, None]  # saved: the output, and for which g (in which backward) g_pre is
 
     def pre_activation(xp, g, saved, activation):
         y, seen, g_pre = saved
-        if seen is not g:
+        key = (g, mode.backward_pass)
+        if seen is None or seen[0] is not g or seen[1] != key[1]:
             g_pre = activations[activation].grads[0](xp, g, y, None)
-            saved[1], saved[2] = g, g_pre
+            saved[1], saved[2] = key, g_pre
         return g_pre
 
     def rule(k):

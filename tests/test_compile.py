@@ -11,6 +11,8 @@ copies, recapture on changed hyper-parameters, rollback after a failed capture) 
 tests/test_gpu.py checks the real graphs.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -245,3 +247,64 @@ def test_capturing_a_step_that_creates_state_is_caught(emulate, monkeypatch):
     with pytest.warns(CompileWarning, match="created while recording"):
         _, _, step, _, _ = train(OPTIMIZERS["adam"], True, emulate, hook=reset, data=batches((32,)))
     assert step.mode == "eager"
+
+
+def test_optimizer_state_loaded_between_replays_is_followed(emulate):
+    """load_state_dict replaces the param-group dicts: replays must read the new ones (the lr a
+    scheduler keeps changing), not the dicts the graph was recorded with."""
+    snapshot = {}
+
+    def save_then_load(k, model, opt):
+        if k == 4:
+            snapshot["state"] = opt.state_dict()
+            snapshot["state"] = {"state": {i: {n: (v.clone() if isinstance(v, gpunn.Tensor) else v)
+                                               for n, v in e.items()} for i, e in snapshot["state"]["state"].items()},
+                                 "param_groups": [dict(g) for g in snapshot["state"]["param_groups"]]}
+        if k == 7:
+            opt.load_state_dict(snapshot["state"])
+
+    losses, params, step, _, _ = train(OPTIMIZERS["adam"], True, emulate, hook=save_then_load, steps=16,
+                                       data=batches((32,)))
+    ref_losses, ref_params, *_ = train(OPTIMIZERS["adam"], False, hook=save_then_load, steps=16, data=batches((32,)))
+    assert step.mode == "graph"
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
+    for a, b in zip(params, ref_params):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+class WithUnused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.used, self.unused = nn.MLP([6, 16, 3]), nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.used(x)
+
+
+@pytest.mark.parametrize("name, phrase", [("sgd", "cannot take the fused update"), ("adam", "stays incomplete")])
+def test_a_parameter_without_gradient_keeps_the_step_eager_and_says_why(emulate, name, phrase):
+    """The per-parameter fallback would bake host values into a graph: it is refused, with a reason."""
+    results = []
+    for compiled in (True, False):
+        gpunn.manual_seed(0)
+        model = WithUnused()
+        opt = OPTIMIZERS[name](model.parameters())
+        emulate(opt)
+        step = gpunn.compile_step(model, F.cross_entropy, opt) if compiled else None
+        losses = []
+        for k in range(10):
+            x, y = batches((32,))[0]
+            if step is not None:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    losses.append(step(x, y).item())
+            else:
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+        results.append(losses)
+        if compiled:
+            assert step.mode == "eager" and phrase in step.reason
+    assert results[0] == results[1]

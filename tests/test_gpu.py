@@ -47,7 +47,9 @@ def primitive_cases(cuda, dtype):
         ("linear", (x, w, None), {}),
         ("linear", (put(rng.standard_normal((5, 7))).T, w, b), {}),  # an F-contiguous input
         ("linear", (x[::2], w, b), {}),  # a strided one
-        ("linear", (put(rng.standard_normal((2, 3, 5))), w, b), {}),  # batched: the generic fallback
+        ("linear", (put(rng.standard_normal((2, 3, 5))), w, b), {}),  # batched: one 2-D product
+        ("linear", (put(rng.standard_normal((3, 2, 5))).transpose(1, 0, 2), w, b), {}),  # not contiguous: generic
+        ("linear_act", (put(rng.standard_normal((2, 3, 5))), w, b), {"activation": "relu"}),
         ("matmul", (x, put(rng.standard_normal((5, 3)))), {}),
         ("matmul", (put(rng.standard_normal((5, 7))).T, put(rng.standard_normal((3, 5))).T), {}),
         ("matmul", (put(rng.standard_normal(5)), put(rng.standard_normal((5, 3)))), {}),  # 1-D: fallback
@@ -241,13 +243,13 @@ def test_tf32_switch_changes_float32_products_only_when_high(cuda):
     previous = gpunn.get_float32_matmul_precision()
     x = gpunn.tensor(cupy.asnumpy(a), device=cuda)
     w = gpunn.tensor(np.ascontiguousarray(cupy.asnumpy(b).T), device=cuda)  # linear takes (out, in)
-    batched_x = gpunn.tensor(cupy.asnumpy(a)[None].repeat(2, 0), device=cuda)  # CuPy's own matmul
+    batched_x = gpunn.tensor(cupy.asnumpy(a)[None].repeat(2, 0), device=cuda)  # (2, 512, 512): one 2-D product
     try:
         for precision, low, high in (("highest", 0, 1e-5), ("high", 1e-5, 1e-2)):
             gpunn.set_float32_matmul_precision(precision)
             error = np.abs(gpunn.functional.linear(x, w).numpy() - exact).max() / scale
             assert low <= error < high, f"{precision}: relative error {error:.2e}"
-            error = np.abs((batched_x @ w.T).numpy()[1] - exact).max() / scale
+            error = np.abs(gpunn.functional.linear(batched_x, w).numpy()[1] - exact).max() / scale
             assert low <= error < high, f"{precision}, batched: relative error {error:.2e}"
     finally:
         gpunn.set_float32_matmul_precision(previous)

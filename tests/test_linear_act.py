@@ -117,3 +117,16 @@ def test_sequential_ending_in_linear_or_with_a_lone_activation():
         for module in model:
             by_hand = module(by_hand)
         np.testing.assert_allclose(model(x).numpy(), by_hand.numpy(), rtol=1e-6)
+
+
+def test_a_seed_changed_in_place_between_two_backwards_is_used():
+    """The remembered pre-activation gradient belongs to one backward pass: the same seed array,
+    changed in place for a second backward(retain_graph=True), gives the new gradient."""
+    x, w, b = inputs("cpu")
+    out = F.linear_act(x, w, b, "sigmoid")
+    seed = gpunn.ones(*out.shape, dtype="float64")
+    out.backward(seed, retain_graph=True)
+    first = w.grad.numpy().copy()
+    seed.data[...] = 3.0  # the same array object, new values
+    out.backward(seed)
+    np.testing.assert_allclose(w.grad.numpy(), 4 * first, rtol=1e-12)

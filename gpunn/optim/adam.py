@@ -80,7 +80,8 @@ class Adam(Optimizer):
     def _warm_kernels(self, flat, group, scalars):
         xp = flat.device.xp
         with flat._ctx():
-            scratch = [xp.zeros((1,), dtype=flat.dtype) for _ in range(2 + len(_names(group)))]
+            n = min(2, flat.size)  # 1 or many elements pick different (contiguous) kernel variants
+            scratch = [xp.zeros((n,), dtype=flat.dtype) for _ in range(2 + len(_names(group)))]
             update = flat.device.fast_paths.get("adam_update", adam_update)
             update(xp, *scratch, **{**self._hyper(group, 1), **scalars})
 

@@ -95,6 +95,10 @@ class Optimizer:
         for index, group in enumerate(self.param_groups):
             flat = self._flat_group(index, group)
             if flat is None or not self._flat_step(flat, group):
+                if flat is not None and flat.device_scalars is not None:  # a CUDA graph is being recorded
+                    raise RuntimeError(f"param group {index} cannot take the fused update this step (a parameter "
+                                       "without a gradient, or state that differs between parameters); the "
+                                       "per-parameter path would bake this step's learning rate into the graph")
                 self._param_step(group)
         return loss
 

@@ -67,7 +67,8 @@ class SGD(Optimizer):
     def _warm_kernels(self, flat, group, scalars):
         xp = flat.device.xp
         with flat._ctx():
-            scratch = [xp.zeros((1,), dtype=flat.dtype) for _ in range(3)]
+            n = min(2, flat.size)  # 1 or many elements pick different (contiguous) kernel variants
+            scratch = [xp.zeros((n,), dtype=flat.dtype) for _ in range(3)]
             update = flat.device.fast_paths.get("sgd_update", sgd_update)
             update(xp, scratch[0], scratch[1], scratch[2] if group["momentum"] else None, False,
                    **{**_hyper(group), **scalars})
