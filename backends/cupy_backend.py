@@ -35,7 +35,8 @@ class CupyBackend:
         self._rings = {}  # id(device array) -> [array, pinned host slots, events, next slot] for upload()
         from gpunn.compile import get_float32_matmul_precision
 
-        self.set_tf32(get_float32_matmul_precision() == "high")
+        if get_float32_matmul_precision() == "high":  # else leave CuPy as configured (CUPY_TF32)
+            self.set_tf32(True)
 
     def set_tf32(self, enabled):
         """TF32 for CuPy's own 2-D float32 products too (dot, tensordot), through CuPy's per-dtype
