@@ -380,3 +380,19 @@ def test_cpu_step_script_still_runs_and_checks_its_losses(tmp_path):
     results = json.loads(out.read_text())["results"]
     assert len(results) == len(cpu_step.CONFIGS)
     assert all(r["loss_check_ok"] and r["gpunn"]["median_ms"] > 0 for r in results.values())
+
+
+def test_fused_step_script_runs(capsys):
+    """benchmarks/fused_step.py: one block per version (nothing is timed against a limit; only its
+    output is read, so the script keeps working)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "fused_step.py"
+    spec = importlib.util.spec_from_file_location("fused_step", path)
+    fused_step = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fused_step)
+    fused_step.CONFIGS = [((8, 16, 3), 4, 2)]
+    assert fused_step.main(["--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("fused") >= 2 and "host cost" in out
