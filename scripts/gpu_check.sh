@@ -18,8 +18,11 @@
 # interpreter (default python3).
 #
 # The GPU machine has numpy, cupy, torch, pytest, hypothesis, safetensors, tqdm and matplotlib but
-# no network and no array-api-compat: put its wheel (and array-api-strict's) in .whl/ first, e.g.
-#   pip download --no-deps -d .whl array-api-compat array-api-strict
+# no network and no array-api-compat: put its wheel (and array-api-strict's, and a recent
+# setuptools and wheel for the editable install) in .whl/ first, e.g.
+#   pip download --no-deps -d .whl array-api-compat array-api-strict setuptools wheel
+# If the editable install still fails, gpunn runs from this tree, with a link gpunn/backends ->
+# ../backends standing in for the installed package's layout (a fallback for a lent machine).
 set -o pipefail
 set -u
 
@@ -76,6 +79,10 @@ else
     skip wheels "no .whl/ folder: using the packages already installed"
 fi
 step install "$PY" -m pip install -q --no-deps --no-build-isolation -e .
+if ! "$PY" -c "import gpunn.backends" >/dev/null 2>&1; then  # not installed: run from the tree itself
+    ln -sfn ../backends gpunn/backends  # where the installed package has it (remove it afterwards)
+    echo "gpunn is not installed; running from this tree with the link gpunn/backends -> ../backends"
+fi
 
 # --- the GPU itself -------------------------------------------------------------------------------
 if ! cuda_reason=$("$PY" -c "import gpunn; print(gpunn.cuda.why_unavailable() or '')" 2>"$LOGDIR/cuda-probe.err"); then
