@@ -56,6 +56,8 @@ class CompiledStep:
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         params = list(model.parameters())
         self.device = params[0].device if params else None
+        if example_batch is not None:
+            _check_example(example_batch, self.device)
         self.mode, self.reason = "eager", _why_not_capturable(self.device, optimizer)
         self._graphs = {}
         self._seen = set()
@@ -226,6 +228,22 @@ class _Graph:
             return Tensor._wrap(self.loss.data.copy(), dev)
 
 
+def _check_example(example_batch, device):
+    """An (inputs, targets) pair of tensors on the model's device: checked now, so a misplaced
+    batch fails at compile_step() with a clear message rather than inside the first step."""
+    from gpunn.errors import DeviceError
+    from gpunn.tensor import Tensor
+
+    if not (isinstance(example_batch, (tuple, list)) and len(example_batch) == 2
+            and all(isinstance(t, Tensor) for t in example_batch)):
+        raise TypeError("compile_step: example_batch must be an (inputs, targets) pair of gpunn tensors, "
+                        f"got {type(example_batch).__name__}")
+    for name, t in zip(("inputs", "targets"), example_batch):
+        if device is not None and t.device is not device:
+            raise DeviceError(f"compile_step: the example {name} are on {t.device} but the model is on {device}; "
+                              f"move the batches with .to('{device}') (a DataLoader takes device=)")
+
+
 def _on(dev):
     return dev.ctx if dev.ctx is not None else nullcontext()
 
@@ -243,5 +261,8 @@ def _why_not_capturable(device, optimizer):
 
 
 def compile_step(model, loss_fn, optimizer, example_batch=None):
-    """A training step for `model`, `loss_fn(output, target)` and `optimizer` (see module doc)."""
+    """A training step for `model`, `loss_fn(output, target)` and `optimizer` (see module doc).
+
+    `example_batch`, an (inputs, targets) pair, is checked against the model's device at once;
+    nothing is run on it (a step on it would train)."""
     return CompiledStep(model, loss_fn, optimizer, example_batch)

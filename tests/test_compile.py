@@ -289,3 +289,14 @@ def test_a_parameter_without_gradient_keeps_the_step_eager_and_says_why(emulate,
     assert losses == ref_losses
     for a, b in zip(params, ref_params):
         assert np.array_equal(a, b)
+
+
+def test_example_batch_is_checked_at_once():
+    model = nn.MLP([6, 16, 3])
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    x, y = batches()[0]
+    assert gpunn.compile_step(model, F.cross_entropy, opt, (x, y)).reason  # accepted (eager on the cpu)
+    with pytest.raises(gpunn.DeviceError, match="strict.*model is on cpu"):
+        gpunn.compile_step(model, F.cross_entropy, opt, (x.to("strict"), y.to("strict")))
+    with pytest.raises(TypeError, match="pair"):
+        gpunn.compile_step(model, F.cross_entropy, opt, x)
