@@ -135,7 +135,7 @@ class _Graph:
     def __init__(self, step, xb, yb):
         from gpunn.tensor import Tensor
 
-        self.step, self.optimizer = step, step.optimizer
+        self.optimizer = step.optimizer  # not the step itself: no reference cycle keeps a graph alive
         dev = self.device = step.device
         xp = dev.xp
         with _on(dev):
