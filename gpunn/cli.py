@@ -13,6 +13,7 @@ import os
 import platform
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 import gpunn
@@ -23,7 +24,8 @@ from gpunn.train import (ACTIVATIONS, CHECKPOINT, DATASETS, DEFAULT_LR, DTYPES, 
 DEFAULTS = TrainConfig()
 # the train options that are TrainConfig fields (the rest steer the command, not the run)
 CONFIG_OPTIONS = ("dataset", "data_root", "download", "hidden", "activation", "optimizer", "lr", "momentum",
-                  "weight_decay", "clip_norm", "epochs", "batch_size", "device", "seed", "restarts", "dtype")
+                  "weight_decay", "clip_norm", "epochs", "batch_size", "device", "seed", "restarts", "dtype",
+                  "compile")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -161,6 +163,9 @@ def _add_train(commands):
                      help=f"continue the run that wrote CHECKPOINT (its {CHECKPOINT}, or its folder) with its saved "
                           "settings, in its folder; only --device, --data-root, --download and (single runs) "
                           "--epochs may differ")
+    run.add_argument("--compile", action="store_true", default=None,
+                     help="on CUDA, record each training step into a CUDA graph and replay it (gpunn.compile_step): "
+                          "much faster for small models; elsewhere the steps run as usual, with a warning")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (the bar goes to stderr)")
 
 
@@ -202,6 +207,11 @@ def main(argv=None):
         return _fail(f"out of memory ({exc or 'no details'}); try a smaller --batch-size or --hidden", 1)
 
 
+def _note(message, category, filename, lineno, file=None, line=None):
+    """Warnings during `gpunn train` as one line each: `gpunn: note: ...`."""
+    print(f"gpunn: note: {message}", file=sys.stderr)
+
+
 def _fail(exc, status):
     message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
     print(f"gpunn: error: {message or type(exc).__name__}", file=sys.stderr)
@@ -219,7 +229,9 @@ def _train(args):
         folder = Path(args.out) if args.out is not None else _fresh_folder()
         run = lambda: fit(TrainConfig(**given), out=folder, **options)  # noqa: E731
     try:
-        summary = run()
+        with warnings.catch_warnings():
+            warnings.showwarning = _note  # compile_step's fallback is news, not a traceback
+            summary = run()
     except TrainingInterrupted as stop:
         return _interrupted(stop.checkpoint)
     except KeyboardInterrupt:  # a second Ctrl-C: the last end-of-epoch checkpoint, if any, is intact

@@ -52,9 +52,10 @@ class CompiledStep:
     warmup = 2  # eager calls before capturing: they create optimizer state and compile kernels
     max_graphs = 4  # distinct (shape, dtype) signatures of the batch that get a graph each
 
-    def __init__(self, model, loss_fn, optimizer, example_batch=None):
+    def __init__(self, model, loss_fn, optimizer, example_batch=None, *, max_grad_norm=None, return_output=False):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
-        params = list(model.parameters())
+        self.max_grad_norm, self.return_output = max_grad_norm, return_output
+        params = self._params = list(model.parameters())
         self.device = params[0].device if params else None
         if example_batch is not None:
             _check_example(example_batch, self.device)
@@ -80,11 +81,16 @@ class CompiledStep:
         return self._eager(xb, yb)
 
     def _eager(self, xb, yb):
-        loss = self.loss_fn(self.model(xb), yb)
+        output = self.model(xb)
+        loss = self.loss_fn(output, yb)
         self.optimizer.zero_grad()
         loss.backward()
+        if self.max_grad_norm is not None:
+            from gpunn.nn.utils import clip_grad_norm_
+
+            clip_grad_norm_(self._params, self.max_grad_norm)
         self.optimizer.step()
-        return loss.detach()
+        return (loss.detach(), output.detach()) if self.return_output else loss.detach()
 
     def _graph_for(self, key, xb, yb):
         """The graph for this batch signature, recorded now if new (None: run this call eagerly)."""
@@ -145,7 +151,8 @@ class _Graph:
         self.flats = [opt._flat.get(i) for i in range(len(opt.param_groups))]
         for i, flat in enumerate(self.flats):
             if flat is None:
-                raise _CaptureFailed(f"param group {i} has no flat buffer (its parameters mix devices or dtypes)")
+                raise _CaptureFailed(f"param group {i} has no flat buffer: build the optimizer with fused=True "
+                                     "(the default on CUDA) over parameters of one device and dtype")
         names = opt._scheduled
         with _on(dev):
             self.scalars = [xp.zeros((len(names),), dtype=flat.dtype) for flat in self.flats]
@@ -159,7 +166,7 @@ class _Graph:
                 self._upload()
                 for group, flat in self._groups():
                     opt._warm_kernels(flat, group, flat.device_scalars)  # compile outside the recording
-                self.graph, self.pool, self.loss = dev.backend.capture(lambda: step._eager(self.x, self.y))
+                self.graph, self.pool, self.result = dev.backend.capture(lambda: step._eager(self.x, self.y))
         except Exception as exc:
             for flat, steps in zip(self.flats, saved_steps):
                 for p in flat.params:
@@ -225,7 +232,9 @@ class _Graph:
                 for group, flat in self._groups():
                     self.optimizer._after_replay(flat, group)
             self._launched_once = True
-            return Tensor._wrap(self.loss.data.copy(), dev)
+            if isinstance(self.result, tuple):  # (loss, output): copies, as the next replay overwrites both
+                return tuple(Tensor._wrap(t.data.copy(), dev) for t in self.result)
+            return Tensor._wrap(self.result.data.copy(), dev)
 
 
 def _check_example(example_batch, device):
@@ -260,9 +269,12 @@ def _why_not_capturable(device, optimizer):
     return why
 
 
-def compile_step(model, loss_fn, optimizer, example_batch=None):
+def compile_step(model, loss_fn, optimizer, example_batch=None, *, max_grad_norm=None, return_output=False):
     """A training step for `model`, `loss_fn(output, target)` and `optimizer` (see module doc).
 
     `example_batch`, an (inputs, targets) pair, is checked against the model's device at once;
-    nothing is run on it (a step on it would train)."""
-    return CompiledStep(model, loss_fn, optimizer, example_batch)
+    nothing is run on it (a step on it would train). `max_grad_norm` clips the gradients' total
+    2-norm before the update (nn.utils.clip_grad_norm_, inside the graph); `return_output=True`
+    makes a step return (loss, model output), both detached."""
+    return CompiledStep(model, loss_fn, optimizer, example_batch, max_grad_norm=max_grad_norm,
+                        return_output=return_output)

@@ -50,7 +50,7 @@ RUN_FILES = ("config.json", "metrics.csv", "checkpoint.safetensors", "model.safe
 CHECKPOINT = "checkpoint.safetensors"
 EVAL_BATCH = 1024
 # What a resumed run may change: where it runs, where its data lives, and (single runs) how long.
-RESUMABLE_CHANGES = ("device", "epochs", "data_root", "download")
+RESUMABLE_CHANGES = ("device", "epochs", "data_root", "download", "compile")
 
 
 class ConfigError(GpunnError, ValueError):
@@ -89,6 +89,7 @@ class TrainConfig:
     seed: int = 0
     restarts: int = 1
     dtype: str = "float32"
+    compile: bool = False  # record each training step into a CUDA graph (gpunn.compile_step); eager elsewhere
     val_fraction: float = 0.2  # of the training split, carved out only when restarts > 1
     test_fraction: float = 0.25  # held out from digits and the synthetic sets (MNIST has its own test split)
 
@@ -302,6 +303,10 @@ class _Run:
         optimizer = _make_optimizer(c, model.parameters())
         loader = gpunn.data.DataLoader(self.data.X_train, self.data.y_train, batch_size=c.batch_size, shuffle=True,
                                        device=self.device, seed=c.seed + restart, dtype=c.dtype)
+        self.step = None
+        if c.compile:
+            self.step = gpunn.compile_step(model, gpunn.functional.cross_entropy, optimizer,
+                                           max_grad_norm=c.clip_norm, return_output=True)
         return model, optimizer, loader
 
     # --- the loop
@@ -356,13 +361,16 @@ class _Run:
         started = time.perf_counter()
         batch = start_batch
         for xb, yb in loader:
-            logits = model(xb)
-            loss = gpunn.functional.cross_entropy(logits, yb)
-            optimizer.zero_grad()
-            loss.backward()
-            if c.clip_norm is not None:
-                gpunn.nn.utils.clip_grad_norm_(params, c.clip_norm)
-            optimizer.step()
+            if self.step is not None:  # the same step, recorded into a CUDA graph (eager elsewhere)
+                loss, logits = self.step(xb, yb)
+            else:
+                logits = model(xb)
+                loss = gpunn.functional.cross_entropy(logits, yb)
+                optimizer.zero_grad()
+                loss.backward()
+                if c.clip_norm is not None:
+                    gpunn.nn.utils.clip_grad_norm_(params, c.clip_norm)
+                optimizer.step()
             with gpunn.no_grad():  # running sums stay on the device: no host sync per batch
                 n = yb.shape[0]
                 loss_sum += loss.detach().to("float64") * n
@@ -491,6 +499,9 @@ def _make_optimizer(c, params):
     kwargs = {"lr": c.lr, "weight_decay": c.weight_decay}
     if c.optimizer in DEFAULT_MOMENTUM:
         kwargs["momentum"] = c.momentum
+    params = list(params)
+    if c.compile and cls._can_fuse and getattr(params[0].device.backend, "views", False):
+        kwargs["fused"] = True  # a recorded step needs the flat buffers (the same numbers)
     return cls(params, **kwargs)
 
 

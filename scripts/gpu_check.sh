@@ -120,12 +120,14 @@ if [ -z "$cuda_reason" ]; then
     step parity "$PY" benchmarks/parity.py --devices cpu,cuda --steps 50
     step fused "$PY" benchmarks/fused_step.py --device cuda --repeats 7
     step train "${gpunn_cli[@]}" train --device cuda --epochs 2 --no-progress --out "$LOGDIR/train-$run_id"
+    step train-compile "${gpunn_cli[@]}" train --device cuda --epochs 2 --no-progress --compile \
+        --out "$LOGDIR/train-compile-$run_id"
     step bench "${gpunn_cli[@]}" bench --devices cpu,cuda --sizes 784-256-256-10,784-1024-1024-1024-10 \
         --batch-sizes 128,512 --out "$LOGDIR/bench-$run_id"
     step bench-4096 "${gpunn_cli[@]}" bench "${big[@]}" --out "$LOGDIR/bench-4096-$run_id"
     step bench-4096-tf32 "${gpunn_cli[@]}" bench "${big[@]}" --tf32 --out "$LOGDIR/bench-4096-tf32-$run_id"
 else
-    for name in pytest-gpu parity fused train bench bench-4096 bench-4096-tf32; do
+    for name in pytest-gpu parity fused train train-compile bench bench-4096 bench-4096-tf32; do
         skip "$name" "no usable CUDA device: $cuda_reason"
     done
 fi
