@@ -151,7 +151,7 @@ def test_train_digits(tmp_path, device):
 
 
 def test_compare_devices(tmp_path):
-    stdout, out = run_example("compare_devices", tmp_path, "--devices", "cpu,strict,cuda")
+    stdout, out = run_example("compare_devices", tmp_path, "--devices", "cpu,strict,cuda", "--compile")
     assert_png(out / "compare_devices.png")
     assert re.search(r"cpu\s+[\d.]+ ms/step", stdout)
     assert re.search(r"strict\s+[\d.]+ ms/step", stdout)
@@ -159,8 +159,9 @@ def test_compare_devices(tmp_path):
     if reason is None:
         assert re.search(r"cuda:0\s+[\d.]+ ms/step", stdout)
     else:
-        assert f"cuda     skipped: {reason}" in stdout
+        assert re.search(rf"cuda\s+skipped: {re.escape(reason)}", stdout)
     assert "speed-up of strict over cpu" in stdout
+    assert re.search(r"cpu graph\s+[\d.]+ ms/step .*ran eagerly: CUDA graphs need a CUDA device", stdout)
 
 
 def test_png_check_rejects_what_is_not_a_figure(tmp_path):
