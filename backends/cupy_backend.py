@@ -44,7 +44,8 @@ class CupyBackend:
         linear runs batches as one 2-D product, so only matmul of 3-D operands stays full FP32."""
         from cupy._core import _routines_linalg as linalg
 
-        linalg.set_compute_type(cupy.float32, linalg.COMPUTE_TYPE_TF32 if enabled else linalg.COMPUTE_TYPE_DEFAULT)
+        # off: "to be decided", which hands the choice back to CuPy's own CUPY_TF32 variable
+        linalg.set_compute_type(cupy.float32, linalg.COMPUTE_TYPE_TF32 if enabled else linalg.COMPUTE_TYPE_TBD)
 
     def native_device(self, index):
         count = cupy.cuda.runtime.getDeviceCount()

@@ -69,7 +69,7 @@ class CompiledStep:
     def __call__(self, xb, yb):
         self._calls += 1
         if self.reason is None:
-            key = (tuple(xb.shape), xb.dtype.name, tuple(yb.shape), yb.dtype.name)
+            key = (tuple(xb.shape), xb.dtype.name, tuple(yb.shape), yb.dtype.name, xb.device, yb.device)
             if self._calls > self.warmup and key in self._seen:
                 graph = self._graph_for(key, xb, yb)
                 if graph is not None:
@@ -95,8 +95,11 @@ class CompiledStep:
     def _graph_for(self, key, xb, yb):
         """The graph for this batch signature, recorded now if new (None: run this call eagerly)."""
         graph = self._graphs.get(key)
-        if graph is not None and not graph.stale():
-            return graph
+        if graph is not None:
+            if not graph.stale():
+                return graph
+            del self._graphs[key]  # one eager step first: it makes the state the new graph will update
+            return None
         if graph is None and len(self._graphs) >= self.max_graphs:
             self._say_once(f"more than {self.max_graphs} batch shapes; this one runs eagerly")
             return None

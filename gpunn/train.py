@@ -499,10 +499,7 @@ def _make_optimizer(c, params):
     kwargs = {"lr": c.lr, "weight_decay": c.weight_decay}
     if c.optimizer in DEFAULT_MOMENTUM:
         kwargs["momentum"] = c.momentum
-    params = list(params)
-    if c.compile and cls._can_fuse and getattr(params[0].device.backend, "views", False):
-        kwargs["fused"] = True  # a recorded step needs the flat buffers (the same numbers)
-    return cls(params, **kwargs)
+    return cls(params, **kwargs)  # fused by default on CUDA, which a recorded step needs
 
 
 def _bar(progress, total, initial, label):
