@@ -760,3 +760,23 @@ def test_linear_gradients_are_written_straight_into_the_buffer(monkeypatch):
     assert calls and all(accumulate and not done for _, accumulate, done in calls)
     assert_identical([p.grad.numpy() for p in model.parameters()],
                      [p.grad.numpy() for p in reference.parameters()])
+
+
+def test_clipping_across_two_fused_groups_scales_the_gradients_in_their_buffers():
+    """No one buffer holds every gradient here, so clipping goes gradient by gradient; those in a
+    fused buffer are scaled in place and stay views, with the reference path's numbers."""
+    results = []
+    for fused in (True, False):
+        model = make_model()
+        params = list(model.parameters())
+        opt = optim.SGD([{"params": params[:2]}, {"params": params[2:], "lr": 0.01}], lr=0.1, fused=fused)
+        for k in range(3):
+            opt.zero_grad()
+            backward(model, k)
+            clip_grad_norm_(model.parameters(), 0.05)
+            if fused and k:
+                assert all(p.grad.data is p._grad_slot for p in model.parameters())
+            opt.step()
+        results.append(values(model))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-6)

@@ -107,12 +107,16 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         with _ctx(dev):
             flat.grad *= dev.xp.astype(coef, flat.grad.dtype)  # in place: the gradients are views of it
         return total
+    in_slots = {id(p.grad) for p in params if p.grad is not None and p.grad.data is getattr(p, "_grad_slot", None)}
     for g in grads:
         with _ctx(g.device):
             c = g.device.put(coef)
             if c.dtype != g.data.dtype:
                 c = g.device.xp.astype(c, g.data.dtype)
-            g.data = g.data * c  # rebinds: the old array may be shared with another gradient
+            if id(g) in in_slots:
+                g.data *= c  # in its fused optimizer's buffer, which only this gradient uses
+            else:
+                g.data = g.data * c  # rebinds: the old array may be shared with another gradient
     return total
 
 
