@@ -547,17 +547,24 @@ def test_clip_grad_norm_on_a_fused_model_is_one_reduction_over_the_buffer():
     assert_views(model, flat)
 
 
-def test_clip_grad_norm_without_covering_rebinds_each_gradient(monkeypatch):
-    """Negative control: the per-gradient path leaves the buffer, so the view check above can fail."""
-    monkeypatch.setattr(nn_utils, "covering", lambda params: None)
+@pytest.mark.parametrize("covered", [True, False])
+def test_clip_grad_norm_reduces_the_buffer_once_when_it_holds_every_gradient(monkeypatch, covered):
+    """With one fused buffer holding every gradient the norm is one reduction over it; without
+    (covering disabled: the negative control) it goes gradient by gradient. Both scale in place."""
+    reduced = []
+    original = nn_utils._total_norm
+    monkeypatch.setattr(nn_utils, "_total_norm", lambda grads, norm_type: reduced.append(len(grads)) or
+                        original(grads, norm_type))
+    if not covered:
+        monkeypatch.setattr(nn_utils, "covering", lambda params: None)
     model, opt = fused_after_one_step()
     opt.zero_grad()
     backward(model, 5)
-    flat = flat_of(opt)
     expected = numpy_norm([p.grad.numpy() for p in model.parameters()])
     total = clip_grad_norm_(model.parameters(), expected / 4)
     np.testing.assert_allclose(total.item(), expected, rtol=1e-6)
-    assert not any(np.shares_memory(p.grad.data, flat.grad) for p in model.parameters())
+    assert reduced == [1 if covered else len(list(model.parameters()))]
+    assert_views(model, flat_of(opt))
 
 
 def test_clip_grad_norm_below_the_limit_leaves_the_buffer_unchanged():
