@@ -177,27 +177,30 @@ def _written_into(node, i, leaf, g, Tensor):
     if slot is None or mode.anomaly:
         return False
     grad = leaf.grad
-    if grad is not None and grad.data is not slot:
+    if grad is not None and grad.data is not slot.array:
         return False
+    if grad is None:
+        slot.claim()
     into, ctx = node.primitive.into[i], node.device.ctx
     if ctx is None:
-        done = into(node.device.xp, g, node.out, *node.arrays, slot, grad is not None, **node.attrs)
+        done = into(node.device.xp, g, node.out, *node.arrays, slot.array, grad is not None, **node.attrs)
     else:
         with ctx:
-            done = into(node.device.xp, g, node.out, *node.arrays, slot, grad is not None, **node.attrs)
+            done = into(node.device.xp, g, node.out, *node.arrays, slot.array, grad is not None, **node.attrs)
     if done and grad is None:
-        leaf.grad = Tensor._wrap(slot, leaf.device)
+        leaf.grad = slot.hand_out()
     return done
 
 
 def _accumulate(leaf, g, Tensor):
     slot = getattr(leaf, "_grad_slot", None)
-    if slot is not None and (leaf.grad is None or leaf.grad.data is slot):  # a flat optimizer's buffer
+    if slot is not None and (leaf.grad is None or leaf.grad.data is slot.array):  # a fused optimizer's buffer
         if leaf.grad is None:
-            slot[...] = g
-            leaf.grad = Tensor._wrap(slot, leaf.device)
+            slot.claim()
+            slot.array[...] = g
+            leaf.grad = slot.hand_out()
         else:
-            slot += g
+            slot.array += g
         return
     if leaf.grad is None:
         leaf.grad = Tensor._wrap(g, leaf.device)

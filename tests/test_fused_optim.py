@@ -782,8 +782,23 @@ def test_clipping_across_two_fused_groups_scales_the_gradients_in_their_buffers(
             backward(model, k)
             clip_grad_norm_(model.parameters(), 0.05)
             if fused and k:
-                assert all(p.grad.data is p._grad_slot for p in model.parameters())
+                assert all(p.grad.data is p._grad_slot.array for p in model.parameters())
             opt.step()
         results.append(values(model))
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+@pytest.mark.parametrize("zero", ["optimizer", "module"])
+def test_a_held_gradient_survives_the_next_backward_whoever_zeroed(zero):
+    """A gradient kept across zero_grad() keeps its values however the gradients were dropped
+    (the optimizer's zero_grad or the model's): the slot is claimed before it is written."""
+    model, opt = fused_after_one_step()
+    opt.zero_grad()
+    backward(model, 5)
+    kept = [p.grad for p in model.parameters()]
+    snapshot = [g.numpy() for g in kept]
+    (opt if zero == "optimizer" else model).zero_grad()
+    backward(model, 6)
+    assert_identical([g.numpy() for g in kept], snapshot)
+    assert_views(model, flat_of(opt))  # the new gradients are the buffer's again

@@ -107,7 +107,8 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         with _ctx(dev):
             flat.grad *= dev.xp.astype(coef, flat.grad.dtype)  # in place: the gradients are views of it
         return total
-    in_slots = {id(p.grad) for p in params if p.grad is not None and p.grad.data is getattr(p, "_grad_slot", None)}
+    in_slots = {id(p.grad) for p in params
+                if p.grad is not None and p.grad.data is getattr(getattr(p, "_grad_slot", None), "array", None)}
     for g in grads:
         with _ctx(g.device):
             c = g.device.put(coef)

@@ -1,7 +1,7 @@
 """Flat buffers: a parameter group's parameters, gradients and optimizer state each as one array.
 
 Every parameter's `.data` becomes a view of one contiguous buffer, every gradient a view of a
-second (the backward pass writes into it: `Tensor._grad_slot`), and every state entry (momentum,
+second (the backward pass writes into it: `Tensor._grad_slot`, a GradSlot), and every state entry (momentum,
 moment estimates) a view of one buffer per name. An optimizer step is then a few whole-buffer ops
 (one kernel with a backend fast path) instead of a few ops per parameter, and clip_grad_norm_
 is one reduction. On a GPU that is the difference between ~10 and ~100 kernel launches per step.
@@ -14,7 +14,6 @@ buffers (`Backend.views`: NumPy and CuPy; the array API standard does not promis
 """
 
 import math
-import sys
 import weakref
 from contextlib import nullcontext
 
@@ -37,6 +36,36 @@ def covering(params):
             if all(p.grad is not None and p.grad.data is slot for p, slot in zip(params, flat._views["grad"])):
                 return flat
     return None
+
+
+class GradSlot:
+    """Where backward writes one parameter's gradient: its view of the flat buffer (`array`), and
+    the gradient tensor last handed out around it, held weakly. A backward that overwrites the
+    slot first `claim`s it: if someone still holds that tensor (say `g = p.grad` before
+    `zero_grad()`), it gets a copy of its values, as in PyTorch, where each backward after
+    zero_grad() makes a new tensor. Nobody holding it (the usual case) costs nothing."""
+
+    __slots__ = ("array", "device", "_handed")
+
+    def __init__(self, array, device):
+        self.array, self.device, self._handed = array, device, None
+
+    def claim(self):
+        held = self._handed() if self._handed is not None else None
+        if held is not None and held.data is self.array:
+            with self.device.ctx if self.device.ctx is not None else nullcontext():
+                held.data = self.device.xp.asarray(held.data, copy=True)
+        self._handed = None
+
+    def hand_out(self):
+        """A new gradient tensor around the slot (after the slot was claimed and written)."""
+        return self.adopt(Tensor._wrap(self.array, self.device))
+
+    def adopt(self, tensor):
+        """Make `tensor` (a parameter's current gradient) a view of the slot, keeping it."""
+        tensor.data = self.array
+        self._handed = weakref.ref(tensor)
+        return tensor
 
 
 class FlatGroup:
@@ -64,11 +93,12 @@ class FlatGroup:
             for p, view in zip(self.params, self._views["param"]):
                 view[...] = p.data
                 p.data = view
-            for p, slot in zip(self.params, self._views["grad"]):
+            self.slots = [GradSlot(view, self.device) for view in self._views["grad"]]
+            for p, slot in zip(self.params, self.slots):
                 p._grad_slot = slot
                 if p.grad is not None:
-                    slot[...] = p.grad.data
-                    p.grad.data = slot
+                    slot.array[...] = p.grad.data
+                    slot.adopt(p.grad)
 
     def _ctx(self):
         return self.device.ctx if self.device.ctx is not None else nullcontext()
@@ -77,19 +107,14 @@ class FlatGroup:
         xp = self.device.xp
         return [xp.reshape(flat[a:b], shape) for (a, b), shape in zip(self.bounds, self.shapes)]
 
-    def release(self):
-        """Stop writing gradients into the buffer (the parameters keep their views)."""
-        for p in self.params:
-            p._grad_slot = None
-
     def zero_grads(self):
         """zero_grad(set_to_none=False): one fill; each existing gradient a view of the zeroed buffer."""
         with self._ctx():
             self.grad[...] = 0
-        for p, slot in zip(self.params, self._views["grad"]):
+        for p, slot in zip(self.params, self.slots):
             p._grad_slot = slot
             if p.grad is not None:  # zeroed in place, as in PyTorch; a parameter without one keeps none
-                p.grad.data = slot
+                slot.adopt(p.grad)
 
     # --- keeping the per-parameter tensors and the buffers the same arrays --------------------
 
@@ -104,16 +129,16 @@ class FlatGroup:
     def sync_grads(self):
         """True when every parameter has a gradient, each then a view of `grad`; False if any is
         None (the step then falls back to the per-parameter path, which skips those)."""
-        slots = self._views["grad"]
-        for p, slot in zip(self.params, slots):
-            if p.grad is None:
-                return False
-        for i, (p, slot) in enumerate(zip(self.params, slots)):
+        if any(p.grad is None for p in self.params):
+            return False
+        for i, (p, slot) in enumerate(zip(self.params, self.slots)):
             p._grad_slot = slot
-            if p.grad.data is not slot:  # assigned by hand, or rebound: copy it in (cast if need be)
+            if p.grad.data is not slot.array:  # assigned by hand, or rebound: copy it in (cast if need be)
                 self._check(p.grad, p.grad.data, i, f"the gradient of parameter {i}", dtype=False)
-                slot[...] = p.grad.data
-                p.grad = Tensor._wrap(slot, self.device)  # a new tensor: the user's may be shared
+                given = p.grad.data
+                slot.claim()
+                slot.array[...] = given
+                p.grad = slot.hand_out()  # a new tensor: the user's may be shared
         return True
 
     def state(self, name, entries):
@@ -151,15 +176,6 @@ class FlatGroup:
         """Re-pack every state buffer from `entries` (after optimizer.load_state_dict, say)."""
         for name in self.buffers:
             self.state(name, entries)
-
-    def release_grads(self):
-        """zero_grad(set_to_none=True): drop the gradients. The next backward writes into the same
-        slots, so a gradient tensor that someone still holds gets a copy of its values first."""
-        for p in self.params:
-            grad = p.grad
-            if grad is not None and grad.data is p._grad_slot and sys.getrefcount(grad) > 3:
-                grad.data = self.device.xp.asarray(grad.data, copy=True)  # 3: p.grad, `grad`, the call
-            p.grad = None
 
     def _check(self, owner, array, index, what, dtype=True):
         dev = getattr(owner, "device", self.device)

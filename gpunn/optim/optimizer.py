@@ -178,9 +178,8 @@ class Optimizer:
     def zero_grad(self, set_to_none=True):
         for index, group in enumerate(self.param_groups):
             flat = self._flat.get(index)
-            if flat is not None:
-                with flat._ctx():
-                    flat.release_grads() if set_to_none else flat.zero_grads()  # no per-parameter fills
+            if flat is not None and not set_to_none:
+                flat.zero_grads()  # one fill, not one per parameter
                 continue
             for p in group["params"]:
                 if set_to_none:
