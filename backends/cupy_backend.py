@@ -32,7 +32,6 @@ class CupyBackend:
 
     def __init__(self):
         self.fast_paths = {"getitem": ops.getitem.override(grads=(_index_add_grad,)), **cupy_kernels.fast_paths()}
-        self._rings = {}  # id(device array) -> [array, pinned host slots, events, next slot] for upload()
         from gpunn.compile import get_float32_matmul_precision
 
         if get_float32_matmul_precision() == "high":  # else leave CuPy as configured (CUPY_TF32)
@@ -104,30 +103,43 @@ class CupyBackend:
     def replay(self, graph):
         graph.launch(cupy.cuda.get_current_stream())
 
-    def upload(self, array, host):
-        """Copy a small host NumPy array into `array` in stream order, without waiting for the GPU.
-
-        A copy from pageable memory may make the driver wait for the stream, which would stop
-        the host from running ahead of replays; so the values go through a small ring of pinned
-        buffers, each reused only once its previous copy has finished (an event says so)."""
-        ring = self._rings.get(id(array))
-        if ring is None or ring[0] is not array:
-            ring = self._rings[id(array)] = [array, cupyx.empty_pinned((4,) + array.shape, dtype=array.dtype),
-                                             [None] * 4, 0]
-        _, slots, events, i = ring
-        if events[i] is not None:
-            events[i].synchronize()  # in practice long done: it was queued four uploads ago
-        slots[i][...] = host
-        stream = cupy.cuda.get_current_stream()
-        array.set(slots[i], stream=stream)
-        events[i] = stream.record()
-        ring[3] = (i + 1) % 4
+    def uploader(self, array):
+        """A function writing small host NumPy arrays into `array` in stream order (see Uploader)."""
+        return Uploader(array)
 
     def describe(self, native):
         props = cupy.cuda.runtime.getDeviceProperties(native.id)
         name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
         free, total = native.mem_info
         return f"{name}, {total / 2**30:.1f} GiB ({free / 2**30:.1f} GiB free), CuPy {cupy.__version__}"
+
+
+class Uploader:
+    """Writes small host arrays (compile_step's per-step scalars) into one device array, in stream
+    order, without waiting for the GPU.
+
+    A copy from pageable memory may make the driver wait for the stream, which would stop the host
+    from running ahead of graph replays; so the values go through a ring of pinned buffers, each
+    reused only once its previous copy has finished (an event says so). Owned by the graph that
+    reads the array, so it lives exactly as long."""
+
+    slots = 4
+
+    def __init__(self, array):
+        self.array = array
+        self.pinned = cupyx.empty_pinned((self.slots,) + array.shape, dtype=array.dtype)
+        self.events = [None] * self.slots
+        self.next = 0
+
+    def __call__(self, host):
+        i = self.next
+        if self.events[i] is not None:
+            self.events[i].synchronize()  # in practice long done: it was queued `slots` uploads ago
+        self.pinned[i][...] = host
+        stream = cupy.cuda.get_current_stream()
+        self.array.set(self.pinned[i], stream=stream)
+        self.events[i] = stream.record()
+        self.next = (i + 1) % self.slots
 
 
 BACKEND = CupyBackend()

@@ -18,6 +18,7 @@ class _Mode:
     grad_enabled = True
     anomaly = False
     backward_pass = 0  # counts backward() calls
+    recording = False  # a CUDA graph is being recorded (compile_step): no one-off work may be queued
 
 
 mode = _Mode()

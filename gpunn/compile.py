@@ -19,6 +19,8 @@ is a detached tensor: reading it (`.item()`) is the only host sync.
 import warnings
 from contextlib import nullcontext
 
+from gpunn.autograd import _mode
+
 _PRECISIONS = ("highest", "high")
 _matmul_precision = "highest"
 
@@ -159,6 +161,7 @@ class _Graph:
         names = opt._scheduled
         with _on(dev):
             self.scalars = [xp.zeros((len(names),), dtype=flat.dtype) for flat in self.flats]
+        self.uploaders = [dev.backend.uploader(values) for values in self.scalars]
         saved_steps = [{id(p): opt.state[p].get("step") for p in flat.params} for flat in self.flats]
         try:
             for flat, values in zip(self.flats, self.scalars):
@@ -169,7 +172,8 @@ class _Graph:
                 self._upload()
                 for group, flat in self._groups():
                     opt._warm_kernels(flat, group, flat.device_scalars)  # compile outside the recording
-                self.graph, self.pool, self.result = dev.backend.capture(lambda: step._eager(self.x, self.y))
+                with _mode("recording", True):
+                    self.graph, self.pool, self.result = dev.backend.capture(lambda: step._eager(self.x, self.y))
         except Exception as exc:
             for flat, steps in zip(self.flats, saved_steps):
                 for p in flat.params:
@@ -213,10 +217,9 @@ class _Graph:
         import numpy as np
 
         opt = self.optimizer
-        for (group, flat), values in zip(self._groups(), self.scalars):
+        for (group, flat), values, upload in zip(self._groups(), self.scalars, self.uploaders):
             hyper = opt._flat_hyper(flat, group)
-            host = np.array([hyper[name] for name in opt._scheduled], dtype=values.dtype)
-            self.device.backend.upload(values, host)
+            upload(np.array([hyper[name] for name in opt._scheduled], dtype=values.dtype))
 
     def replay(self, xb, yb):
         from gpunn.tensor import Tensor

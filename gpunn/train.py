@@ -357,7 +357,7 @@ class _Run:
             correct += partial["correct"]
             count, seconds, start_batch = partial["count"], partial["seconds"], partial["batch"]
         bar = _bar(progress, len(loader), start_batch, self._label(restart, epoch))
-        refresh = max(1, len(loader) // 10)
+        shown = time.perf_counter()  # the bar's running numbers cost a host sync: twice a second at most
         started = time.perf_counter()
         batch = start_batch
         for xb, yb in loader:
@@ -379,8 +379,9 @@ class _Run:
             batch += 1
             if bar is not None:
                 bar.update(1)
-                if batch % refresh == 0 or batch == len(loader):
+                if batch == len(loader) or time.perf_counter() - shown >= 0.5:
                     bar.set_postfix(loss=f"{loss_sum.item() / count:.4f}", acc=f"{correct.item() / count:.4f}")
+                    shown = time.perf_counter()
             if batch < len(loader) and stop(restart, epoch, batch):
                 dev.synchronize()
                 partial = {"loss_sum": loss_sum.item(), "correct": int(correct.item()), "count": count,

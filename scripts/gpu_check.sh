@@ -120,8 +120,8 @@ if [ -z "$cuda_reason" ]; then
     step parity "$PY" benchmarks/parity.py --devices cpu,cuda --steps 50
     step fused "$PY" benchmarks/fused_step.py --device cuda --repeats 7
     step train "${gpunn_cli[@]}" train --device cuda --epochs 2 --no-progress --out "$LOGDIR/train-$run_id"
-    step train-compile "${gpunn_cli[@]}" train --device cuda --epochs 2 --no-progress --compile \
-        --out "$LOGDIR/train-compile-$run_id"
+    step train-compile "${gpunn_cli[@]}" train --device cuda --epochs 2 --no-progress --compile --clip-norm 1.0 \
+        --out "$LOGDIR/train-compile-$run_id"  # a "gpunn: note: compile_step runs eagerly" line means no graph
     step bench "${gpunn_cli[@]}" bench --devices cpu,cuda --sizes 784-256-256-10,784-1024-1024-1024-10 \
         --batch-sizes 128,512 --out "$LOGDIR/bench-$run_id"
     step bench-4096 "${gpunn_cli[@]}" bench "${big[@]}" --out "$LOGDIR/bench-4096-$run_id"

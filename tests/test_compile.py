@@ -51,7 +51,7 @@ class EmulatedGraph:
 
 
 class EmulatedBackend:
-    """capture/replay/upload for the cpu backend, with the CUDA graph contract (module doc)."""
+    """capture/replay/uploader for the cpu backend, with the CUDA graph contract (module doc)."""
 
     def __init__(self, optimizer, fail_with=None):
         self.optimizer, self.fail_with, self.captures = optimizer, fail_with, 0
@@ -74,8 +74,10 @@ class EmulatedBackend:
     def replay(self, graph):
         graph.replay(graph.output)
 
-    def upload(self, array, host):
-        array[...] = host
+    def uploader(self, array):
+        def upload(host):
+            array[...] = host
+        return upload
 
 
 @pytest.fixture
@@ -86,7 +88,7 @@ def emulate(monkeypatch):
     def install(optimizer, fail_with=None):
         emulated = EmulatedBackend(optimizer, fail_with)
         monkeypatch.setattr(type(backend), "fuse_by_default", True)  # as on CUDA
-        for name in ("capture", "replay", "upload"):
+        for name in ("capture", "replay", "uploader"):
             monkeypatch.setattr(type(backend), name, lambda self, *a, _n=name: getattr(emulated, _n)(*a),
                                 raising=False)
         return emulated
@@ -328,10 +330,10 @@ def test_clipping_and_outputs_inside_the_step(emulate):
                 if clip is not None:
                     nn.utils.clip_grad_norm_(model.parameters(), clip)
                 opt.step()
-            losses.append(loss.item())
-            outputs.append(out.numpy())
+            losses.append(loss)  # read after the loop: each step must hand back its own copies
+            outputs.append(out)
         assert not compiled or step.mode == "graph"
-        return losses, outputs + [p.numpy() for p in model.parameters()]
+        return [l.item() for l in losses], [o.numpy() for o in outputs] + [p.numpy() for p in model.parameters()]
 
     (l1, a1), (l2, a2) = run(True, 0.1), run(False, 0.1)
     np.testing.assert_allclose(l1, l2, rtol=1e-6)
@@ -361,5 +363,5 @@ def test_gpunn_train_compile_records_its_steps_and_matches_the_eager_run(emulate
         runs[compiled] = fit(TrainConfig(**config, compile=compiled), out=tmp_path / str(compiled))
     assert len(made) == 1 and made[0].mode == "graph"
     a, b = runs[True], runs[False]
-    for key in ("test_accuracy", "test_loss", "train_loss"):
+    for key in ("test_accuracy", "test_loss", "train_loss", "train_accuracy"):  # the last from returned outputs
         np.testing.assert_allclose(a[key], b[key], rtol=1e-5)

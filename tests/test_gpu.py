@@ -365,13 +365,43 @@ def test_uploads_reach_the_device_in_stream_order(cuda):
     import cupy
 
     target = cupy.zeros(3, dtype=cupy.float32)
+    upload = cuda.backend.uploader(target)
     seen = []
     with cuda.ctx:
         for k in range(11):
-            cuda.backend.upload(target, np.full(3, k, dtype=np.float32))
+            upload(np.full(3, k, dtype=np.float32))
             seen.append(target * 1)  # queued after the copy, before the next upload
     assert [float(a[0]) for a in seen] == list(range(11))
     assert np.array_equal(cupy.asnumpy(target), np.full(3, 10, np.float32))
+
+
+def test_clipping_and_outputs_are_recorded_into_the_graph(cuda):
+    """compile_step(max_grad_norm=, return_output=) as `gpunn train --compile --clip-norm` uses it:
+    the step is recorded (clipping makes no host sync) and follows the eager trajectory."""
+    batches = _batches(cuda)
+    runs = []
+    for compiled in (True, False):
+        gpunn.manual_seed(0)
+        model = nn.MLP([784, 256, 256, 10]).to(cuda)
+        opt = optim.Adam(model.parameters(), lr=1e-3)
+        step = gpunn.compile_step(model, cross_entropy, opt, max_grad_norm=0.5, return_output=True)
+        losses = []
+        for _ in range(12):
+            x, y = batches[0]
+            if compiled:
+                loss, out = step(x, y)
+            else:
+                out = model(x)
+                loss = cross_entropy(out, y)
+                opt.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+                opt.step()
+            losses.append(loss)
+        if compiled:
+            assert step.mode == "graph", step.reason
+        runs.append(np.array([l.item() for l in losses]))
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-5)
 
 
 def test_fused_is_the_default_on_cuda(cuda):

@@ -102,7 +102,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
                 "gradients were left as they are. Find the source with gpunn.detect_anomaly(), lower the "
                 "learning rate, or pass error_if_nonfinite=False to clip anyway")
     with _ctx(dev):
-        coef = dev.xp.clip(max_norm / (total.data + 1e-6), max=1.0)
+        coef = dev.xp.minimum(max_norm / (total.data + 1e-6), 1.0)  # not xp.clip: see ops._clip
     if flat is not None:
         with _ctx(dev):
             flat.grad *= dev.xp.astype(coef, flat.grad.dtype)  # in place: the gradients are views of it
@@ -129,4 +129,4 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
         raise ValueError(f"clip_grad_value_: clip_value must be >= 0, got {clip_value}")
     for g in grads:
         with _ctx(g.device):
-            g.data = g.device.xp.clip(g.data, -clip_value, clip_value)
+            g.data = g.device.xp.minimum(g.device.xp.maximum(g.data, -clip_value), clip_value)

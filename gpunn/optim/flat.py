@@ -17,6 +17,7 @@ import math
 import weakref
 from contextlib import nullcontext
 
+from gpunn.autograd import mode
 from gpunn.errors import DeviceError, DTypeError, ShapeError
 from gpunn.tensor import Tensor
 
@@ -52,7 +53,8 @@ class GradSlot:
 
     def claim(self):
         held = self._handed() if self._handed is not None else None
-        if held is not None and held.data is self.array:
+        if held is not None and held.data is self.array and not mode.recording:  # (a recorded copy would
+            # run on every replay, so a gradient held across a captured step is not protected)
             with self.device.ctx if self.device.ctx is not None else nullcontext():
                 held.data = self.device.xp.asarray(held.data, copy=True)
         self._handed = None
