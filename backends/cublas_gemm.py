@@ -16,6 +16,8 @@ import numpy as np
 from cupy_backends.cuda.libs import cublas as _loads_libcublas  # noqa: F401 (imported for its side effect)
 
 _OP_N, _OP_T = 0, 1
+_STATUS = {1: "NOT_INITIALIZED", 7: "INVALID_VALUE", 8: "ARCH_MISMATCH", 13: "EXECUTION_FAILED",
+           14: "INTERNAL_ERROR", 15: "NOT_SUPPORTED"}
 _DEFAULT_MATH, _TF32_TENSOR_OP_MATH = 0, 3
 _WORKSPACE_BYTES = 32 * 2**20  # cuBLAS's recommendation for Hopper
 
@@ -59,8 +61,14 @@ class _Handle:
 
     @staticmethod
     def _check(status, what):
+        if status == 3:  # CUBLAS_STATUS_ALLOC_FAILED
+            from gpunn.errors import OutOfMemoryError
+
+            raise OutOfMemoryError(f"{what}: cuBLAS could not allocate memory; use a smaller batch or model")
         if status != 0:
-            raise RuntimeError(f"{what} failed with cuBLAS status {status}")
+            name = _STATUS.get(status, "unknown")
+            raise RuntimeError(f"{what} failed with cuBLAS status {status} ({name}); check that the arrays are on "
+                               "the current device and the CUDA installation matches CuPy's")
 
     def bind(self, tf32):
         """Every call: the current stream (then the workspace, which setting a stream resets); cheap,

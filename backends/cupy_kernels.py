@@ -87,14 +87,15 @@ _ones_rows = {}
 
 
 def _ones_row(n, dtype):
-    """A cached (1, n) row of ones: bias gradients as a product, ones @ g, instead of a reduction
-    (cuBLAS sums the columns of a tall g faster, and can add into a slot). Made outside any capture:
-    compile_step runs every batch shape eagerly once first."""
-    key = (n, dtype, cupy.cuda.Device().id)
+    """A (1, n) row of ones: bias gradients as a product, ones @ g, instead of a reduction (cuBLAS
+    sums the columns of a tall g faster, and can add into a slot). One row per dtype and device,
+    grown when a longer one is needed, sliced otherwise (a view, still C-contiguous); grown outside
+    any capture, as compile_step runs every batch shape eagerly once first."""
+    key = (dtype, cupy.cuda.Device().id)
     row = _ones_rows.get(key)
-    if row is None:
-        row = _ones_rows[key] = cupy.ones((1, n), dtype=dtype)
-    return row
+    if row is None or row.shape[1] < n:
+        row = _ones_rows[key] = cupy.ones((1, max(n, 2 * (row.shape[1] if row is not None else 0))), dtype=dtype)
+    return row[:, :n]
 
 
 def _linear_grad_b(xp, g, out, x, w, b):

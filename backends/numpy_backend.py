@@ -34,7 +34,7 @@ def _cross_entropy_forward(xp_, logits, target, reduction="mean", ignore_index=-
 
 
 def _linear_grad_w_into(xp, g, out, x, w, b, dest, accumulate):
-    """x.T-weighted gradient written by BLAS straight into a fused optimizer's slot (no copy)."""
+    """The weight gradient g.T @ x written by BLAS straight into a fused optimizer's slot (no copy)."""
     if accumulate or g.ndim != 2 or x.ndim != 2 or not g.dtype == x.dtype == dest.dtype:
         return False
     np.matmul(g.T, x, out=dest)
@@ -48,8 +48,8 @@ def _linear_grad_b_into(xp, g, out, x, w, b, dest, accumulate):
     return True
 
 
-# activations applied in place to linear_act's freshly made product (nobody else holds it)
-_IN_PLACE = {"relu": ops.relu.override(forward=lambda xp, y: np.maximum(y, 0, out=y)),
+# linear_act's activations: relu and tanh in place on the freshly made product (nobody else holds it)
+_ACTIVATIONS = {"relu": ops.relu.override(forward=lambda xp, y: np.maximum(y, 0, out=y)),
              "tanh": ops.tanh.override(forward=lambda xp, y: np.tanh(y, out=y)),
              "sigmoid": ops.sigmoid}
 
@@ -66,7 +66,7 @@ class NumpyBackend:
             "cross_entropy": ops.cross_entropy.override(forward=_cross_entropy_forward),
         }
         linear = self.fast_paths["linear"] = ops.linear.override(into=(None, _linear_grad_w_into, _linear_grad_b_into))
-        self.fast_paths["linear_act"] = ops.linear_act_primitive(linear, _IN_PLACE)
+        self.fast_paths["linear_act"] = ops.linear_act_primitive(linear, _ACTIVATIONS)
 
     def native_device(self, index):
         return "cpu"

@@ -207,9 +207,18 @@ def main(argv=None):
         return _fail(f"out of memory ({exc or 'no details'}); try a smaller --batch-size or --hidden", 1)
 
 
+_show_warning = warnings.showwarning
+
+
 def _note(message, category, filename, lineno, file=None, line=None):
-    """Warnings during `gpunn train` as one line each: `gpunn: note: ...`."""
-    print(f"gpunn: note: {message}", file=sys.stderr)
+    """compile_step's fallback during `gpunn train` as one line, `gpunn: note: ...`; other warnings
+    as Python shows them."""
+    from gpunn.compile import CompileWarning
+
+    if issubclass(category, CompileWarning):
+        print(f"gpunn: note: {message}", file=sys.stderr)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
 
 
 def _fail(exc, status):

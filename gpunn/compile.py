@@ -252,7 +252,8 @@ def _check_example(example_batch, device):
     if not (isinstance(example_batch, (tuple, list)) and len(example_batch) == 2
             and all(isinstance(t, Tensor) for t in example_batch)):
         raise TypeError("compile_step: example_batch must be an (inputs, targets) pair of gpunn tensors, "
-                        f"got {type(example_batch).__name__}")
+                        f"got {type(example_batch).__name__}; call compile_step(model, loss_fn, optimizer, "
+                        "example_batch=(xb, yb))")
     for name, t in zip(("inputs", "targets"), example_batch):
         if device is not None and t.device is not device:
             raise DeviceError(f"compile_step: the example {name} are on {t.device} but the model is on {device}; "
@@ -278,7 +279,7 @@ def _why_not_capturable(device, optimizer):
 def compile_step(model, loss_fn, optimizer, example_batch=None, *, max_grad_norm=None, return_output=False):
     """A training step for `model`, `loss_fn(output, target)` and `optimizer` (see module doc).
 
-    `example_batch`, an (inputs, targets) pair, is checked against the model's device at once;
+    `example_batch` (optional): an (inputs, targets) pair checked for its device only, at once;
     nothing is run on it (a step on it would train). `max_grad_norm` clips the gradients' total
     2-norm before the update (nn.utils.clip_grad_norm_, inside the graph); `return_output=True`
     makes a step return (loss, model output), both detached."""

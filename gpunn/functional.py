@@ -114,7 +114,8 @@ def linear(x, weight, bias=None):
 
 def linear_act(x, weight, bias, activation):
     """activation(x @ weight.T + bias) as one node, for activation "relu", "tanh" or "sigmoid":
-    what nn.Sequential runs for a Linear followed by that activation (fewer nodes and kernels)."""
+    what nn.Sequential runs for a Linear followed by that activation (fewer nodes and kernels).
+    A model written by hand, e.g. F.relu(self.fc(x)), calls it directly to get the same."""
     if activation not in ops.ACTIVATIONS:
         raise ValueError(f"linear_act: activation must be one of {', '.join(ops.ACTIVATIONS)}, not {activation!r}")
     return apply(ops.linear_act, x, weight, bias, activation=activation)

@@ -80,7 +80,8 @@ else
 fi
 step install "$PY" -m pip install -q --no-deps --no-build-isolation -e .
 if ! "$PY" -c "import gpunn.backends" >/dev/null 2>&1; then  # not installed: run from the tree itself
-    ln -sfn ../backends gpunn/backends  # where the installed package has it (remove it afterwards)
+    ln -sfn ../backends gpunn/backends  # where the installed package has it; removed when the script ends
+    trap 'rm -f gpunn/backends' EXIT
     echo "gpunn is not installed; running from this tree with the link gpunn/backends -> ../backends"
 fi
 

@@ -50,7 +50,7 @@ class Adam(Optimizer):
                 if name not in entries:
                     entries[name] = Tensor._wrap(xp.zeros_like(p.data), p.device)
             entries["step"] = t = entries["step"] + 1
-            update = p.device.fast_paths.get("adam_update", adam_update)
+            update = _update(p.device)
             update(xp, p.data, g, *(entries[n].data for n in names), **self._hyper(group, t))
 
     def _flat_step(self, flat, group):
@@ -65,11 +65,10 @@ class Adam(Optimizer):
         if any(b is None for b in buffers):
             return False
         hyper = {**self._flat_hyper(flat, group), **(flat.device_scalars or {})}
-        for e in entries:
-            e["step"] += 1
         with flat._ctx():
-            update = flat.device.fast_paths.get("adam_update", adam_update)
-            update(flat.device.xp, flat.param, flat.grad, *buffers, **hyper)
+            _update(flat.device)(flat.device.xp, flat.param, flat.grad, *buffers, **hyper)
+        for e in entries:  # after the update: a failed one (out of memory) leaves the count as it was
+            e["step"] += 1
         return True
 
     _scheduled = ("step_size", "bias_correction2_sqrt", "decay")
@@ -78,12 +77,9 @@ class Adam(Optimizer):
         return self._hyper(group, self.state[flat.params[0]].get("step", 0) + 1)
 
     def _warm_kernels(self, flat, group, scalars):
-        xp = flat.device.xp
+        scratch = flat.scratch(2 + len(_names(group)))
         with flat._ctx():
-            n = min(2, flat.size)  # 1 or many elements pick different (contiguous) kernel variants
-            scratch = [xp.zeros((n,), dtype=flat.dtype) for _ in range(2 + len(_names(group)))]
-            update = flat.device.fast_paths.get("adam_update", adam_update)
-            update(xp, *scratch, **{**self._hyper(group, 1), **scalars})
+            _update(flat.device)(flat.device.xp, *scratch, **{**self._hyper(group, 1), **scalars})
 
     def _ready_to_capture(self, flat, group):
         names = _names(group)
@@ -95,7 +91,8 @@ class Adam(Optimizer):
 
     def _not_capturable(self):
         if any(group["amsgrad"] for group in self.param_groups):
-            return f"{type(self).__name__}(amsgrad=True) keeps a running maximum that the fused kernel does not cover"
+            return (f"{type(self).__name__}(amsgrad=True) keeps a running maximum that the fused kernel does not "
+                    "cover; use amsgrad=False for a recorded step")
         return super()._not_capturable()
 
     def _hyper(self, group, t):
@@ -106,6 +103,11 @@ class Adam(Optimizer):
                     weight_decay=0 if self._decoupled else group["weight_decay"],
                     decay=1 - lr * group["weight_decay"] if self._decoupled else 1,
                     maximize=group["maximize"])
+
+
+def _update(device):
+    """The device's fast adam_update if it has one, else the generic one below."""
+    return device.fast_paths.get("adam_update", adam_update)
 
 
 def _names(group):

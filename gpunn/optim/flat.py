@@ -109,6 +109,12 @@ class FlatGroup:
         xp = self.device.xp
         return [xp.reshape(flat[a:b], shape) for (a, b), shape in zip(self.bounds, self.shapes)]
 
+    def scratch(self, count):
+        """`count` zeroed arrays shaped like a small flat buffer (two elements: a one-element array
+        would pick another kernel variant), for compiling the update before a graph is recorded."""
+        with self._ctx():
+            return [self.device.xp.zeros((min(2, self.size),), dtype=self.dtype) for _ in range(count)]
+
     def zero_grads(self):
         """zero_grad(set_to_none=False): one fill; each existing gradient a view of the zeroed buffer."""
         with self._ctx():

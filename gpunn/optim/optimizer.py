@@ -97,8 +97,10 @@ class Optimizer:
             if flat is None or not self._flat_step(flat, group):
                 if flat is not None and flat.device_scalars is not None:  # a CUDA graph is being recorded
                     raise RuntimeError(f"param group {index} cannot take the fused update this step (a parameter "
-                                       "without a gradient, or state that differs between parameters); the "
-                                       "per-parameter path would bake this step's learning rate into the graph")
+                                       "without a gradient, or state that differs between parameters), and the "
+                                       "per-parameter path would bake this step's learning rate into the graph; "
+                                       "give every parameter a gradient each step, or leave unused ones out of "
+                                       "the optimizer")
                 self._param_step(group)
         return loss
 

@@ -42,7 +42,7 @@ class SGD(Optimizer):
             if first:
                 entries["momentum_buffer"] = Tensor._wrap(p.device.xp.zeros_like(p.data), p.device)
             buf = entries["momentum_buffer"].data if group["momentum"] else None
-            update = p.device.fast_paths.get("sgd_update", sgd_update)
+            update = _update(p.device)
             update(p.device.xp, p.data, g, buf, first, **_hyper(group))
 
     def _flat_step(self, flat, group):
@@ -57,7 +57,7 @@ class SGD(Optimizer):
             if buf is None:
                 return False
         with flat._ctx():
-            update = flat.device.fast_paths.get("sgd_update", sgd_update)
+            update = _update(flat.device)
             hyper = {**self._flat_hyper(flat, group), **(flat.device_scalars or {})}
             update(flat.device.xp, flat.param, flat.grad, buf, first, **hyper)
         return True
@@ -65,19 +65,21 @@ class SGD(Optimizer):
     _scheduled = ("lr",)
 
     def _warm_kernels(self, flat, group, scalars):
-        xp = flat.device.xp
+        p, g, buf = flat.scratch(3)
         with flat._ctx():
-            n = min(2, flat.size)  # 1 or many elements pick different (contiguous) kernel variants
-            scratch = [xp.zeros((n,), dtype=flat.dtype) for _ in range(3)]
-            update = flat.device.fast_paths.get("sgd_update", sgd_update)
-            update(xp, scratch[0], scratch[1], scratch[2] if group["momentum"] else None, False,
-                   **{**_hyper(group), **scalars})
+            _update(flat.device)(flat.device.xp, p, g, buf if group["momentum"] else None, False,
+                                 **{**_hyper(group), **scalars})
 
     def _ready_to_capture(self, flat, group):
         return not group["momentum"] or flat is None or all("momentum_buffer" in self.state[p] for p in flat.params)
 
     def _flat_hyper(self, flat, group):
         return _hyper(group)
+
+
+def _update(device):
+    """The device's fast sgd_update if it has one, else the generic one below."""
+    return device.fast_paths.get("sgd_update", sgd_update)
 
 
 def _hyper(group):
