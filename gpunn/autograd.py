@@ -17,7 +17,6 @@ from gpunn.errors import AnomalyError, GraphError, OutOfMemoryError, is_out_of_m
 class _Mode:
     grad_enabled = True
     anomaly = False
-    backward_pass = 0  # counts backward() calls
     recording = False  # a CUDA graph is being recorded (compile_step): no one-off work may be queued
 
 
@@ -118,7 +117,6 @@ def backward(root, grad, retain_graph=False):
     if root._node is None:  # a leaf: its gradient is the seed itself
         _accumulate(root, grad, Tensor)
         return
-    mode.backward_pass += 1  # rules that remember work per incoming gradient key it on this too
     pending = {id(root): grad}
     for tensor in reversed(topological_order(root)):
         g = pending.pop(id(tensor), None)
@@ -138,6 +136,12 @@ def backward(root, grad, retain_graph=False):
 def _run_rules(node, g, pending, Tensor):
     xp, prim, arrays, out, attrs = node.device.xp, node.primitive, node.arrays, node.out, node.attrs
     ctx = node.device.ctx
+    if prim.prepare is not None:  # a fused primitive's common first step, once for all its rules
+        if ctx is None:
+            g = prim.prepare(xp, g, out, *arrays, **attrs)
+        else:
+            with ctx:
+                g = prim.prepare(xp, g, out, *arrays, **attrs)
     for i, parent in enumerate(node.inputs):
         if not (isinstance(parent, Tensor) and parent.requires_grad):
             continue

@@ -9,8 +9,6 @@ and a backend may replace an entry by a faster one with the same name (`Device.f
 
 import math
 
-from gpunn.autograd import mode
-
 
 class Primitive:
     """An op as data: a name, a forward and a gradient rule per input (None: no gradient).
@@ -20,16 +18,19 @@ class Primitive:
     A primitive that `saves` returns `(out, saved)` from its forward, and its rules receive
     `saved` in place of `out`: values computed once in the forward pass and reused backward.
 
-    A fast path may also give `into` rules, `(xp, g, out, *inputs, dest, accumulate, **attrs)
-    -> bool`: they write (or add) the gradient straight into `dest`, a leaf's slot in a fused
-    optimizer's flat buffer, saving the copy, and return False where they cannot.
+    A fused primitive may `prepare` the incoming gradient once for all its rules,
+    `(xp, g, out, *inputs, **attrs) -> g'` (linear_act: the activation's backward), and a fast path
+    may give `into` rules, `(xp, g, out, *inputs, dest, accumulate, **attrs) -> bool`: they write
+    (or add) the gradient straight into `dest`, a leaf's slot in a fused optimizer's flat buffer,
+    saving the copy, and return False where they cannot.
     """
 
-    __slots__ = ("name", "forward", "grads", "variadic", "floats", "saves", "into")
+    __slots__ = ("name", "forward", "grads", "variadic", "floats", "saves", "into", "prepare")
 
-    def __init__(self, name, forward, *grads, variadic=False, floats=(), saves=False, into=None):
+    def __init__(self, name, forward, *grads, variadic=False, floats=(), saves=False, into=None, prepare=None):
         self.name, self.forward, self.grads = name, forward, grads
         self.variadic, self.floats, self.saves, self.into = variadic, floats, saves, into
+        self.prepare = prepare
 
     def rule(self, i):
         if self.variadic:
@@ -40,7 +41,8 @@ class Primitive:
     def override(self, forward=None, grads=None, into=None):
         """A copy with a faster forward, rules and/or into-rules: how a backend's fast path is made."""
         return Primitive(self.name, forward or self.forward, *(grads or self.grads),
-                         variadic=self.variadic, floats=self.floats, saves=self.saves, into=into or self.into)
+                         variadic=self.variadic, floats=self.floats, saves=self.saves, into=into or self.into,
+                         prepare=self.prepare)
 
     def __repr__(self):
         return f"<primitive {self.name}>"
@@ -176,39 +178,28 @@ relu = Primitive("relu", lambda xp, x: xp.maximum(x, 0),
 
 def linear_act_primitive(linear, activations, forward=None):
     """`act(x @ w.T + b)` as one node, built from a linear primitive and {name: activation
-    primitive}: one node and one saved output instead of two. The activation's rule turns g into
-    the pre-activation gradient once per backward (remembered for the input rules) and the linear
-    primitive's rules and into-rules take it from there. Backends build their fast version from
-    their fast parts; `forward(xp, x, w, b, activation) -> y` may replace the composed forward."""
+    primitive}: one node and one saved output instead of two. The activation's rule `prepare`s the
+    incoming gradient once (the engine then hands the pre-activation gradient to every rule), and
+    the linear primitive's rules and into-rules take it from there. Backends build their fast
+    version from their fast parts; `forward(xp, x, w, b, activation) -> y` may replace the
+    composed forward."""
 
     def composed(xp, x, w, b, activation):
         return activations[activation].forward(xp, linear.forward(xp, x, w, b))
 
-    run = forward or composed
-
-    def forward_and_save(xp, x, w, b, activation):
-        y = run(xp, x, w, b, activation)
-        return y, [y, None, None]  # saved: the output, and for which g (in which backward) g_pre is
-
-    def pre_activation(xp, g, saved, activation):
-        y, seen, g_pre = saved
-        key = (g, mode.backward_pass)
-        if seen is None or seen[0] is not g or seen[1] != key[1]:
-            g_pre = activations[activation].grads[0](xp, g, y, None)
-            saved[1], saved[2] = key, g_pre
-        return g_pre
+    def pre_activation(xp, g, out, x, w, b, activation):
+        return activations[activation].grads[0](xp, g, out, None)  # the activation rules read only out
 
     def rule(k):
-        return lambda xp, g, saved, x, w, b, activation: linear.grads[k](
-            xp, pre_activation(xp, g, saved, activation), saved[0], x, w, b)
+        return lambda xp, g, out, x, w, b, activation: linear.grads[k](xp, g, out, x, w, b)
 
     def into_rule(k):
-        return lambda xp, g, saved, x, w, b, dest, accumulate, activation: linear.into[k](
-            xp, pre_activation(xp, g, saved, activation), saved[0], x, w, b, dest, accumulate)
+        return lambda xp, g, out, x, w, b, dest, accumulate, activation: linear.into[k](
+            xp, g, out, x, w, b, dest, accumulate)
 
     into = linear.into and tuple(None if r is None else into_rule(k) for k, r in enumerate(linear.into))
-    return Primitive("linear_act", forward_and_save, rule(0), rule(1), rule(2), floats=(0, 1, 2), saves=True,
-                     into=into)
+    return Primitive("linear_act", forward or composed, rule(0), rule(1), rule(2), floats=(0, 1, 2), into=into,
+                     prepare=pre_activation)
 
 
 ACTIVATIONS = {"relu": relu, "tanh": tanh, "sigmoid": sigmoid}

@@ -93,11 +93,17 @@ def test_fast_paths_match_generic_rules(cuda, dtype):
             np.testing.assert_allclose(host(cuda, out_fast), host(cuda, out_gen), rtol=rtol, atol=rtol,
                                        err_msg=f"{name} forward")
             g = cuda.xp.asarray(np.random.default_rng(1).standard_normal(out_gen.shape), dtype=out_gen.dtype)
+            g_fast, g_gen = g, g  # what the engine hands the rules: prepared once, for fused primitives
+            if generic.prepare is not None:
+                g_fast = fast.prepare(cuda.xp, g, saved_fast, *arrays, **attrs)
+                g_gen = generic.prepare(cuda.xp, g, saved_gen, *arrays, **attrs)
+                np.testing.assert_allclose(host(cuda, g_fast), host(cuda, g_gen), rtol=rtol, atol=rtol,
+                                           err_msg=f"{name} prepared gradient")
             for i, (rule_f, rule_g) in enumerate(zip(fast.grads, generic.grads)):
                 if rule_f is None or arrays[i] is None:
                     continue
-                np.testing.assert_allclose(host(cuda, rule_f(cuda.xp, g, saved_fast, *arrays, **attrs)),
-                                           host(cuda, rule_g(cuda.xp, g, saved_gen, *arrays, **attrs)),
+                np.testing.assert_allclose(host(cuda, rule_f(cuda.xp, g_fast, saved_fast, *arrays, **attrs)),
+                                           host(cuda, rule_g(cuda.xp, g_gen, saved_gen, *arrays, **attrs)),
                                            rtol=rtol, atol=rtol, err_msg=f"{name} gradient of input {i}")
 
 
@@ -119,6 +125,11 @@ def test_into_rules_write_and_add_the_generic_gradients(cuda, dtype):
                 saved_fast, saved_gen = saved_fast[1], saved_gen[1]
             flat = cuda.xp.asarray(np.full(1 + w.size + b.size, 7.0, dtype=dtype))
             slots = {1: flat[1:1 + w.size].reshape(w.shape), 2: flat[1 + w.size:]}
+            if generic.prepare is not None:  # the engine prepares g once; the rules get the result
+                g_in = g
+                g = generic.prepare(cuda.xp, g_in, saved_gen, x, w, b, **attrs)
+                np.testing.assert_allclose(host(cuda, fast.prepare(cuda.xp, g_in, saved_fast, x, w, b, **attrs)),
+                                           host(cuda, g), rtol=rtol, atol=rtol)
             for i, slot in slots.items():
                 expected = host(cuda, generic.grads[i](cuda.xp, g, saved_gen, x, w, b, **attrs))
                 assert fast.into[i](cuda.xp, g, saved_fast, x, w, b, slot, False, **attrs)
