@@ -74,6 +74,9 @@ class Optimizer:
                 raise ValueError(f"{name}: parameter {i} of group {index} is the same tensor as parameter {where[1]} "
                                  f"of group {where[0]}; each parameter may appear only once")
             seen[id(p)] = (index, i)
+        if self.fused and _fuse_problem(params):  # at once, as PyTorch does, not at the first step
+            raise ValueError(f"{name}(fused=True): param group {index} cannot be fused: {_fuse_problem(params)}; "
+                             "pass fused=None to fall back to the per-parameter path")
         group = dict(param_group)
         group["params"] = params
         for key, value in self.defaults.items():
@@ -143,16 +146,13 @@ class Optimizer:
         if index in self._flat:
             return self._flat[index]
         params = group["params"]
-        first = params[0]
-        same = all(p.device is first.device and p.data.dtype == first.data.dtype for p in params)
-        usable = self._can_fuse and same and supports_flat(first.device)
-        if self.fused and not usable:
-            why = ("its parameters mix devices or dtypes" if not same else
-                   f"device {first.device} keeps no views of one buffer (use cpu or cuda)")
-            raise ValueError(f"{type(self).__name__}(fused=True): param group {index} cannot be fused: {why}; "
+        problem = _fuse_problem(params)
+        if self.fused and problem:  # (checked when the group was added; the model may have moved since)
+            raise ValueError(f"{type(self).__name__}(fused=True): param group {index} cannot be fused: {problem}; "
                              "pass fused=None to fall back to the per-parameter path")
-        wanted = self.fused if self.fused is not None else getattr(first.device.backend, "fuse_by_default", False)
-        flat = self._flat[index] = FlatGroup(params) if usable and wanted else None
+        device = params[0].device
+        wanted = self.fused if self.fused is not None else getattr(device.backend, "fuse_by_default", False)
+        flat = self._flat[index] = FlatGroup(params) if wanted and not problem else None
         return flat
 
     @staticmethod
@@ -251,6 +251,16 @@ class Optimizer:
             lines.extend(f"    {k}: {group[k]}" for k in sorted(group) if k != "params")
         lines.append(")")
         return "\n".join(lines)
+
+
+def _fuse_problem(params):
+    """Why these parameters cannot share flat buffers, or None."""
+    first = params[0]
+    if not all(p.device is first.device and p.data.dtype == first.data.dtype for p in params):
+        return "its parameters mix devices or dtypes"
+    if not supports_flat(first.device):
+        return f"device {first.device} keeps no views of one buffer (use cpu or cuda)"
+    return None
 
 
 def _check_param(owner, p, group, i):
