@@ -88,7 +88,7 @@ _ones_rows = {}
 
 def _ones_row(n, dtype):
     """A (1, n) row of ones: bias gradients as a product, ones @ g, instead of a reduction (cuBLAS
-    sums the columns of a tall g faster, and can add into a slot). One row per dtype and device,
+    sums the columns of a tall g in one call, and can add into a slot; not yet timed against a sum). One row per dtype and device,
     grown when a longer one is needed, sliced otherwise (a view, still C-contiguous); grown outside
     any capture, as compile_step runs every batch shape eagerly once first."""
     key = (dtype, cupy.cuda.Device().id)
@@ -252,7 +252,7 @@ extern "C" __global__ void NAME_rows(const T* logits, const long long* target, l
 }
 """
 _ce_modules = {}
-_CE_SMALL = 1 << 18  # up to this many logits one block (one SM, one launch) is quickest: launch-bound
+_CE_SMALL = 1 << 18  # up to this many logits: one block, one launch (small batches are launch-bound; to be tuned on a GPU)
 _CE_THREADS = 512
 _CE_ROW_THREADS = 256  # 8 rows per block for large batches
 

@@ -164,8 +164,8 @@ def _add_train(commands):
                           "settings, in its folder; only --device, --data-root, --download and (single runs) "
                           "--epochs may differ")
     run.add_argument("--compile", action="store_true", default=None,
-                     help="on CUDA, record each training step into a CUDA graph and replay it (gpunn.compile_step): "
-                          "much faster for small models; elsewhere the steps run as usual, with a warning")
+                     help="on CUDA, record each training step into a CUDA graph and replay it with one launch "
+                          "(gpunn.compile_step); elsewhere the steps run as usual, with a note")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (the bar goes to stderr)")
 
 
