@@ -17,7 +17,6 @@ is a detached tensor: reading it (`.item()`) is the only host sync.
 """
 
 import warnings
-from contextlib import nullcontext
 
 from gpunn.autograd import _mode
 
@@ -149,7 +148,7 @@ class _Graph:
         self.optimizer = step.optimizer  # not the step itself: no reference cycle keeps a graph alive
         dev = self.device = step.device
         xp = dev.xp
-        with _on(dev):
+        with dev.scope:
             self.x = Tensor._wrap(xp.asarray(xb.data, copy=True), dev)
             self.y = Tensor._wrap(xp.asarray(yb.data, copy=True), dev)
         opt = self.optimizer
@@ -159,7 +158,7 @@ class _Graph:
                 raise _CaptureFailed(f"param group {i} has no flat buffer: build the optimizer with fused=True "
                                      "(the default on CUDA) over parameters of one device and dtype")
         names = opt._scheduled
-        with _on(dev):
+        with dev.scope:
             self.scalars = [xp.zeros((len(names),), dtype=flat.dtype) for flat in self.flats]
         self.uploaders = [dev.backend.uploader(values) for values in self.scalars]
         saved_steps = [{id(p): opt.state[p].get("step") for p in flat.params} for flat in self.flats]
@@ -168,7 +167,7 @@ class _Graph:
                 # 0-d views into `values` (values[i] would be a copy on NumPy): uploads reach the graph
                 flat.device_scalars = {name: xp.reshape(values[i:i + 1], ()) for i, name in enumerate(names)}
             self.constants = self._constants()
-            with _on(dev):
+            with dev.scope:
                 self._upload()
                 for group, flat in self._groups():
                     opt._warm_kernels(flat, group, flat.device_scalars)  # compile outside the recording
@@ -225,7 +224,7 @@ class _Graph:
         from gpunn.tensor import Tensor
 
         dev = self.device
-        with _on(dev):
+        with dev.scope:
             if self._launched_once:  # the first launch is the captured call's own step, already counted
                 for flat in self.flats:
                     flat.sync_params()
@@ -258,10 +257,6 @@ def _check_example(example_batch, device):
         if device is not None and t.device is not device:
             raise DeviceError(f"compile_step: the example {name} are on {t.device} but the model is on {device}; "
                               f"move the batches with .to('{device}') (a DataLoader takes device=)")
-
-
-def _on(dev):
-    return dev.ctx if dev.ctx is not None else nullcontext()
 
 
 def _why_not_capturable(device, optimizer):

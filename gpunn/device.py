@@ -7,23 +7,26 @@ belongs to the data.
 """
 
 import sys
+from contextlib import nullcontext
 
 from gpunn import backends
 from gpunn.errors import DeviceError, DTypeError
 
 _interned = {}
+_NO_CONTEXT = nullcontext()  # reusable and reentrant: the scope of devices without a context
 _auto_said = False
 
 
 class Device:
-    __slots__ = ("type", "index", "backend", "xp", "native", "fast_paths", "ctx", "_dtypes")
+    __slots__ = ("type", "index", "backend", "xp", "native", "fast_paths", "ctx", "scope", "_dtypes")
 
     def __init__(self, type, index, backend):
         self.type, self.index, self.backend = type, index, backend
         self.xp = backend.xp
         self.native = backend.native_device(index)
         self.fast_paths = backend.fast_paths
-        self.ctx = backend.context(index) if hasattr(backend, "context") else None
+        self.ctx = backend.context(index) if hasattr(backend, "context") else None  # None: hot paths skip `with`
+        self.scope = self.ctx if self.ctx is not None else _NO_CONTEXT  # always usable in a `with`
         self._dtypes = {}
 
     @property

@@ -6,7 +6,6 @@ PyTorch would name them, so checkpoints and code move between the two.
 """
 
 from collections import OrderedDict, namedtuple
-from contextlib import nullcontext
 
 from gpunn import backends
 from gpunn.device import Device, device as as_device
@@ -345,7 +344,7 @@ def _copy_into(target, value):
         array = value
     else:
         array = tensor(value).data
-    with _on(dev):
+    with dev.scope:
         moved = dev.put(array)
         if moved.dtype != target.data.dtype:
             moved = dev.xp.astype(moved, target.data.dtype)  # astype copies
@@ -359,10 +358,7 @@ def _move(t, dev, dt):
         t.data = dev.put(t.data)
         t.device = dev
     if dt is not None and t.dtype.is_floating_point and t.dtype != dt:
-        with _on(t.device):
+        with t.device.scope:
             t.data = t.device.xp.astype(t.data, t.device.dtype(dt))
 
 
-def _on(dev):
-    """The device's context (CuPy creates arrays on the current device), or a no-op."""
-    return dev.ctx if dev.ctx is not None else nullcontext()

@@ -1,7 +1,6 @@
 """Gradient clipping (torch.nn.utils.clip_grad_norm_ / clip_grad_value_), on the device, no host syncs."""
 
 import math
-from contextlib import nullcontext
 
 from gpunn.errors import AnomalyError
 from gpunn.optim.flat import covering
@@ -19,10 +18,6 @@ def _grads(parameters):
             raise TypeError(f"expected gpunn Tensors (e.g. model.parameters()), item {i} is a {type(p).__name__}")
     return params, [p.grad for p in params if p.grad is not None]
 
-
-def _ctx(dev):
-    """The device's context (CuPy computes on the current device), or a no-op."""
-    return dev.ctx if dev.ctx is not None else nullcontext()
 
 
 def _by_device(grads):
@@ -48,30 +43,30 @@ def _total_norm(grads, norm_type):
     dev, xp = grads[0].device, grads[0].device.xp
     groups = _by_device(grads)
     if not groups:
-        with _ctx(dev):
+        with dev.scope:
             return xp.zeros((), dtype=grads[0].data.dtype)
     scale = None
     for d, arrays in groups.items():
-        with _ctx(d):
+        with d.scope:
             for a in arrays:
                 peak = dev.put(d.xp.maximum(d.xp.max(a), -d.xp.min(a)))
-                with _ctx(dev):
+                with dev.scope:
                     scale = peak if scale is None else xp.maximum(scale, peak)
     if norm_type == math.inf:
         return scale
-    with _ctx(dev):
+    with dev.scope:
         usable = xp.isfinite(scale) & (scale > 0)  # else divide by 1: all zero, or inf/NaN decided below
         divisor = xp.where(usable, scale, xp.ones_like(scale))
     total = None
     for d, arrays in groups.items():
-        with _ctx(d):
+        with d.scope:
             local = d.put(divisor)
             for a in arrays:
                 r = a / local
                 part = dev.put(d.xp.sum(r * r) if norm_type == 2.0 else d.xp.sum(d.xp.abs(r) ** norm_type))
-                with _ctx(dev):
+                with dev.scope:
                     total = part if total is None else total + part
-    with _ctx(dev):
+    with dev.scope:
         return xp.where(xp.isfinite(scale), scale * total ** (1.0 / norm_type), scale)
 
 
@@ -101,16 +96,16 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
                 f"clip_grad_norm_: the total norm of the gradients is {value} (an inf or NaN gradient); "
                 "gradients were left as they are. Find the source with gpunn.detect_anomaly(), lower the "
                 "learning rate, or pass error_if_nonfinite=False to clip anyway")
-    with _ctx(dev):
+    with dev.scope:
         coef = dev.xp.minimum(max_norm / (total.data + 1e-6), 1.0)  # not xp.clip: see ops._clip
     if flat is not None:
-        with _ctx(dev):
+        with dev.scope:
             flat.grad *= dev.xp.astype(coef, flat.grad.dtype)  # in place: the gradients are views of it
         return total
     in_slots = {id(p.grad) for p in params
                 if p.grad is not None and p.grad.data is getattr(getattr(p, "_grad_slot", None), "array", None)}
     for g in grads:
-        with _ctx(g.device):
+        with g.device.scope:
             c = g.device.put(coef)
             if c.dtype != g.data.dtype:
                 c = g.device.xp.astype(c, g.data.dtype)
@@ -128,5 +123,5 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
     if clip_value < 0:
         raise ValueError(f"clip_grad_value_: clip_value must be >= 0, got {clip_value}")
     for g in grads:
-        with _ctx(g.device):
+        with g.device.scope:
             g.data = g.device.xp.minimum(g.device.xp.maximum(g.data, -clip_value), clip_value)

@@ -65,7 +65,7 @@ class Adam(Optimizer):
         if any(b is None for b in buffers):
             return False
         hyper = {**self._flat_hyper(flat, group), **(flat.device_scalars or {})}
-        with flat._ctx():
+        with flat.device.scope:
             _update(flat.device)(flat.device.xp, flat.param, flat.grad, *buffers, **hyper)
         for e in entries:  # after the update: a failed one (out of memory) leaves the count as it was
             e["step"] += 1
@@ -78,7 +78,7 @@ class Adam(Optimizer):
 
     def _warm_kernels(self, flat, group, scalars):
         scratch = flat.scratch(2 + len(_names(group)))
-        with flat._ctx():
+        with flat.device.scope:
             _update(flat.device)(flat.device.xp, *scratch, **{**self._hyper(group, 1), **scalars})
 
     def _ready_to_capture(self, flat, group):

@@ -15,7 +15,6 @@ buffers (`Backend.views`: NumPy and CuPy; the array API standard does not promis
 
 import math
 import weakref
-from contextlib import nullcontext
 
 from gpunn.autograd import mode
 from gpunn.errors import DeviceError, DTypeError, ShapeError
@@ -55,7 +54,7 @@ class GradSlot:
         held = self._handed() if self._handed is not None else None
         if held is not None and held.data is self.array and not mode.recording:  # (a recorded copy would
             # run on every replay, so a gradient held across a captured step is not protected)
-            with self.device.ctx if self.device.ctx is not None else nullcontext():
+            with self.device.scope:
                 held.data = self.device.xp.asarray(held.data, copy=True)
         self._handed = None
 
@@ -86,7 +85,7 @@ class FlatGroup:
         self.device_scalars = None  # {name: 0-d device array} replacing host floats while a graph is captured
         self.buffers = {}  # state name -> flat array
         self._views = {}  # "param", "grad" or a state name -> per-parameter views
-        with self._ctx():
+        with self.device.scope:
             xp = self.device.xp
             self.param = xp.empty((self.size,), dtype=self.dtype)
             self.grad = xp.zeros((self.size,), dtype=self.dtype)
@@ -102,9 +101,6 @@ class FlatGroup:
                     slot.array[...] = p.grad.data
                     slot.adopt(p.grad)
 
-    def _ctx(self):
-        return self.device.ctx if self.device.ctx is not None else nullcontext()
-
     def _split(self, flat):
         xp = self.device.xp
         return [xp.reshape(flat[a:b], shape) for (a, b), shape in zip(self.bounds, self.shapes)]
@@ -112,12 +108,12 @@ class FlatGroup:
     def scratch(self, count):
         """`count` zeroed arrays shaped like a small flat buffer (two elements: a one-element array
         would pick another kernel variant), for compiling the update before a graph is recorded."""
-        with self._ctx():
+        with self.device.scope:
             return [self.device.xp.zeros((min(2, self.size),), dtype=self.dtype) for _ in range(count)]
 
     def zero_grads(self):
         """zero_grad(set_to_none=False): one fill; each existing gradient a view of the zeroed buffer."""
-        with self._ctx():
+        with self.device.scope:
             self.grad[...] = 0
         for p, slot in zip(self.params, self.slots):
             p._grad_slot = slot
@@ -160,7 +156,7 @@ class FlatGroup:
         if not all(present):
             if any(present):
                 return None
-            with self._ctx():
+            with self.device.scope:
                 buffer = self.device.xp.zeros_like(self.param)
             self.buffers[name] = buffer
             self._views[name] = views = self._split(buffer)
@@ -169,7 +165,7 @@ class FlatGroup:
             return buffer
         buffer = self.buffers.get(name)
         if buffer is None:
-            with self._ctx():
+            with self.device.scope:
                 buffer = self.buffers[name] = self.device.xp.empty_like(self.param)
             self._views[name] = self._split(buffer)
         for i, (e, view) in enumerate(zip(entries, self._views[name])):

@@ -8,7 +8,6 @@ buffers, moment estimates) live on their parameter's device; step counters are P
 """
 
 from collections import defaultdict
-from contextlib import nullcontext
 
 from gpunn.autograd import enable_grad
 from gpunn.errors import DTypeError
@@ -287,7 +286,7 @@ def _restore(key, value, param):
         return value
     dev = param.device
     array = value.data if isinstance(value, Tensor) else value
-    with dev.ctx if dev.ctx is not None else nullcontext():
+    with dev.scope:
         moved = dev.put(array)
         xp = dev.xp
         if xp.isdtype(moved.dtype, "real floating") and moved.dtype != param.data.dtype:

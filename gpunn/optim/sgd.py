@@ -56,7 +56,7 @@ class SGD(Optimizer):
             buf = flat.state("momentum_buffer", entries)
             if buf is None:
                 return False
-        with flat._ctx():
+        with flat.device.scope:
             update = _update(flat.device)
             hyper = {**self._flat_hyper(flat, group), **(flat.device_scalars or {})}
             update(flat.device.xp, flat.param, flat.grad, buf, first, **hyper)
@@ -66,7 +66,7 @@ class SGD(Optimizer):
 
     def _warm_kernels(self, flat, group, scalars):
         p, g, buf = flat.scratch(3)
-        with flat._ctx():
+        with flat.device.scope:
             _update(flat.device)(flat.device.xp, p, g, buf if group["momentum"] else None, False,
                                  **{**_hyper(group), **scalars})
 
