@@ -166,9 +166,10 @@ class _Graph:
             for flat, values in zip(self.flats, self.scalars):
                 # 0-d views into `values` (values[i] would be a copy on NumPy): uploads reach the graph
                 flat.device_scalars = {name: xp.reshape(values[i:i + 1], ()) for i, name in enumerate(names)}
-            self.constants = self._constants()
+            hypers = self._hypers()
+            self.constants = self._constants(hypers)
             with dev.scope:
-                self._upload()
+                self._upload(hypers)
                 for group, flat in self._groups():
                     opt._warm_kernels(flat, group, flat.device_scalars)  # compile outside the recording
                 with _mode("recording", True):
@@ -190,19 +191,25 @@ class _Graph:
     def _groups(self):
         return zip(self.optimizer.param_groups, self.flats)
 
-    def _constants(self):
+    def _hypers(self):
+        """Each group's update scalars for the next step, as the eager step would compute them."""
+        return [self.optimizer._flat_hyper(flat, group) for group, flat in self._groups()]
+
+    def _constants(self, hypers):
         """What the graph baked in: the hyper-parameters that are not uploaded, and the precision."""
-        opt = self.optimizer
-        return [get_float32_matmul_precision(), len(opt.param_groups)] + [
-            {k: v for k, v in opt._flat_hyper(flat, group).items() if k not in opt._scheduled}
-            for group, flat in self._groups()]
+        scheduled = self.optimizer._scheduled
+        return [get_float32_matmul_precision(), len(self.flats)] + [
+            {k: v for k, v in hyper.items() if k not in scheduled} for hyper in hypers]
 
     def stale(self):
         """True when the graph no longer describes the step (then capture again): a baked-in
         hyper-parameter changed, or the optimizer state was replaced by one without some entry
         (a fresh state would make new buffers the graph never saw)."""
         opt = self.optimizer
-        if len(opt.param_groups) != len(self.flats) or self._constants() != self.constants:
+        if len(opt.param_groups) != len(self.flats):
+            return True
+        self._next = self._hypers()  # computed once per call: replay() uploads these
+        if self._constants(self._next) != self.constants:
             return True
         for flat, buffers in zip(self.flats, self.buffers):
             entries = [opt.state[p] for p in flat.params]
@@ -211,14 +218,13 @@ class _Graph:
                 return True
         return False
 
-    def _upload(self):
-        """Write this step's scheduled scalars (computed on the host, as eager would) to the device."""
+    def _upload(self, hypers):
+        """Write this step's scheduled scalars (from `hypers`, one dict per group) to the device."""
         import numpy as np
 
-        opt = self.optimizer
-        for (group, flat), values, upload in zip(self._groups(), self.scalars, self.uploaders):
-            hyper = opt._flat_hyper(flat, group)
-            upload(np.array([hyper[name] for name in opt._scheduled], dtype=values.dtype))
+        scheduled = self.optimizer._scheduled
+        for hyper, values, upload in zip(hypers, self.scalars, self.uploaders):
+            upload(np.array([hyper[name] for name in scheduled], dtype=values.dtype))
 
     def replay(self, xb, yb):
         from gpunn.tensor import Tensor
@@ -229,7 +235,7 @@ class _Graph:
                 for flat in self.flats:
                     flat.sync_params()
                     flat.sync_state([self.optimizer.state[p] for p in flat.params])
-                self._upload()
+                self._upload(self._next)  # stale() computed them for this call
                 self.x.data[...] = xb.data
                 self.y.data[...] = yb.data
             dev.backend.replay(self.graph)
