@@ -1,11 +1,22 @@
 """Backends: an array namespace plus the few things the array API standard lacks.
 
-A backend knows nothing of Tensor. It gives:
-  xp                 the array namespace (array-api-compat's view of the library)
+A backend knows nothing of Tensor. Every backend gives:
+  name, xp           its device type ("cpu", "cuda", "strict") and array namespace (array-api-compat's)
+  native_device(i), device_count(), describe(native)
   to_host(a)         a NumPy copy of an array of this backend
   from_host(h, dev)  a NumPy array moved onto native device `dev`
   synchronize(dev)   wait until queued work on `dev` is done
-  fast_paths         {primitive name: Primitive} overrides of the generic ops
+  fast_paths         {name: override} of generic functions written against xp, looked up by name:
+                     primitives of gpunn.ops and the updates of gpunn.optim.updates
+and may give:
+  views              True when slices are writable views (then optimizers may keep flat buffers)
+  fuse_by_default    optimizers built with fused=None use flat buffers here
+  context(i)         a context entered around every op on device i
+  copy_between(a, i), from_dlpack(obj)
+                     direct transfers between two of its devices, and DLPack import
+  capture(run), replay(graph), uploader(array)
+                     CUDA-graph recording for gpunn.compile_step
+  set_tf32(enabled)  told by gpunn.set_float32_matmul_precision
 
 Backends are loaded lazily: importing gpunn never imports CuPy.
 """
@@ -22,6 +33,11 @@ def get(kind):
         module = importlib.import_module(f"{__name__}.{_MODULES[kind]}")
         _loaded[kind] = module.BACKEND
     return _loaded[kind]
+
+
+def loaded():
+    """{device type: backend} for the backends imported so far."""
+    return dict(_loaded)
 
 
 def owner(array):

@@ -11,6 +11,7 @@ import cupyx
 import array_api_compat.cupy as xp
 
 from gpunn import ops
+from gpunn.precision import get_float32_matmul_precision
 
 from . import cupy_kernels
 
@@ -32,8 +33,6 @@ class CupyBackend:
 
     def __init__(self):
         self.fast_paths = {"getitem": ops.getitem.override(grads=(_index_add_grad,)), **cupy_kernels.fast_paths()}
-        from gpunn.compile import get_float32_matmul_precision
-
         if get_float32_matmul_precision() == "high":  # else leave CuPy as configured (CUPY_TF32)
             self.set_tf32(True)
 

@@ -20,9 +20,8 @@ against it.
 import cupy
 
 from gpunn import ops
-from gpunn.compile import get_float32_matmul_precision
-from gpunn.optim.adam import adam_update
-from gpunn.optim.sgd import sgd_update
+from gpunn.optim.updates import adam_update, sgd_update
+from gpunn.precision import get_float32_matmul_precision
 
 from . import cublas_gemm
 

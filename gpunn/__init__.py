@@ -20,6 +20,7 @@ from gpunn.ops_api import (abs, cat, clamp, clip, concat, exp, log, log_softmax,
                            mean, min, minimum, permute, relu, reshape, sigmoid, softmax, sqrt, stack, sum, tanh,
                            transpose, where)
 from gpunn.tensor import apply
-from gpunn.compile import compile_step, get_float32_matmul_precision, set_float32_matmul_precision
+from gpunn.compile import compile_step
+from gpunn.precision import get_float32_matmul_precision, set_float32_matmul_precision
 from gpunn.io import load, load_checkpoint, save, save_checkpoint
 from gpunn import data, datasets, functional, nn, optim, testing, viz

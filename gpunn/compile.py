@@ -1,4 +1,4 @@
-"""Whole training steps as one callable (CUDA-graph capture), and the float32 matmul precision switch.
+"""Whole training steps as one callable, recorded into a CUDA graph where the device allows it.
 
 `step = compile_step(model, loss_fn, optimizer)` then `loss = step(xb, yb)` runs forward, backward
 and the optimizer update. On a CUDA device, after two eager warm-up calls (they create the
@@ -19,31 +19,11 @@ is a detached tensor: reading it (`.item()`) is the only host sync.
 import warnings
 
 from gpunn.autograd import _mode
-
-_PRECISIONS = ("highest", "high")
-_matmul_precision = "highest"
+from gpunn.precision import get_float32_matmul_precision
 
 
 class CompileWarning(UserWarning):
     """A compiled step fell back to eager execution (the message says why)."""
-
-
-def set_float32_matmul_precision(precision):
-    """"highest" (default, as in PyTorch) keeps full float32 products; "high" lets CUDA devices use
-    TF32 tensor cores for float32 matrix products (10-bit mantissa inputs, float32 accumulation).
-    Never affects the CPU."""
-    global _matmul_precision
-    if precision not in _PRECISIONS:
-        raise ValueError(f"float32 matmul precision must be one of {_PRECISIONS}, not {precision!r}")
-    _matmul_precision = precision
-    from gpunn import backends
-
-    if "cuda" in backends._loaded:  # gpunn's own products read the setting; CuPy's are told
-        backends._loaded["cuda"].set_tf32(precision == "high")
-
-
-def get_float32_matmul_precision():
-    return _matmul_precision
 
 
 class CompiledStep:

@@ -4,6 +4,7 @@ import math
 
 from gpunn.optim import _checks
 from gpunn.optim.optimizer import Optimizer
+from gpunn.optim.updates import adam_update
 from gpunn.tensor import Tensor
 
 
@@ -106,40 +107,12 @@ class Adam(Optimizer):
 
 
 def _update(device):
-    """The device's fast adam_update if it has one, else the generic one below."""
+    """The device's fast adam_update if it has one, else the generic one."""
     return device.fast_paths.get("adam_update", adam_update)
 
 
 def _names(group):
     return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if group["amsgrad"] else ("exp_avg", "exp_avg_sq")
-
-
-def adam_update(xp, p, g, m, v, v_max=None, *, beta1, beta2, eps, step_size, bias_correction2_sqrt,
-                weight_decay, decay, maximize):
-    """One Adam(W) update of array `p` in place, with moment buffers m, v (and v_max for amsgrad).
-    Any shape: one parameter or a flat buffer of many. `decay` is AdamW's 1 - lr * weight_decay,
-    `weight_decay` Adam's coupled one. Never writes `g`."""
-    if maximize:
-        g = -g
-    if decay != 1:
-        p *= decay
-    if weight_decay:
-        g = g + weight_decay * p
-    m *= beta1
-    m += (1 - beta1) * g
-    square = g * g
-    square *= 1 - beta2
-    v *= beta2
-    v += square
-    if v_max is not None:
-        v_max[...] = xp.maximum(v_max, v)
-        v = v_max
-    denom = xp.sqrt(v)
-    denom /= bias_correction2_sqrt
-    denom += eps
-    update = m / denom
-    update *= step_size
-    p -= update
 
 
 class AdamW(Adam):

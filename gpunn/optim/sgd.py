@@ -2,6 +2,7 @@
 
 from gpunn.optim import _checks
 from gpunn.optim.optimizer import Optimizer
+from gpunn.optim.updates import sgd_update
 from gpunn.tensor import Tensor
 
 
@@ -78,27 +79,9 @@ class SGD(Optimizer):
 
 
 def _update(device):
-    """The device's fast sgd_update if it has one, else the generic one below."""
+    """The device's fast sgd_update if it has one, else the generic one."""
     return device.fast_paths.get("sgd_update", sgd_update)
 
 
 def _hyper(group):
     return {k: group[k] for k in ("lr", "momentum", "dampening", "nesterov", "weight_decay", "maximize")}
-
-
-def sgd_update(xp, p, g, buf, first, lr, momentum, dampening, nesterov, weight_decay, maximize):
-    """One SGD update of array `p` (in place) from gradient `g`, with momentum buffer `buf` (None
-    without momentum; `first`: fill it from this gradient, as PyTorch does). Any shape: one
-    parameter or a flat buffer of many. Never writes `g`."""
-    if maximize:
-        g = -g
-    if weight_decay:
-        g = g + weight_decay * p
-    if momentum:
-        if first:
-            buf[...] = g
-        else:
-            buf *= momentum
-            buf += g if dampening == 0 else (1 - dampening) * g
-        g = g + momentum * buf if nesterov else buf
-    p -= lr * g
