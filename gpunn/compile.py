@@ -84,8 +84,7 @@ class CompiledStep:
         if graph is None and len(self._graphs) >= self.max_graphs:
             self._say_once(f"more than {self.max_graphs} batch shapes; this one runs eagerly")
             return None
-        opt = self.optimizer
-        if not all(opt._ready_to_capture(opt._flat.get(i), group) for i, group in enumerate(opt.param_groups)):
+        if not self.optimizer._ready_to_capture():
             self._not_ready += 1  # e.g. SGD's momentum buffers are not filled yet: one more eager step first
             if self._not_ready > self.warmup + 2:
                 self.reason = ("the optimizer's state stays incomplete (a parameter that never gets a gradient?), "
@@ -132,7 +131,7 @@ class _Graph:
             self.x = Tensor._wrap(xp.asarray(xb.data, copy=True), dev)
             self.y = Tensor._wrap(xp.asarray(yb.data, copy=True), dev)
         opt = self.optimizer
-        self.flats = [opt._flat.get(i) for i in range(len(opt.param_groups))]
+        self.flats = opt._flat_groups()
         for i, flat in enumerate(self.flats):
             if flat is None:
                 raise _CaptureFailed(f"param group {i} has no flat buffer: build the optimizer with fused=True "
@@ -141,62 +140,39 @@ class _Graph:
         with dev.scope:
             self.scalars = [xp.zeros((len(names),), dtype=flat.dtype) for flat in self.flats]
         self.uploaders = [dev.backend.uploader(values) for values in self.scalars]
-        saved_steps = [{id(p): opt.state[p].get("step") for p in flat.params} for flat in self.flats]
+        # 0-d views into `values` (values[i] would be a copy on NumPy): uploads reach the graph
+        device_scalars = [{name: xp.reshape(values[i:i + 1], ()) for i, name in enumerate(names)}
+                          for values in self.scalars]
+        hypers = opt._next_hypers()
+        self.constants = self._constants(hypers)
         try:
-            for flat, values in zip(self.flats, self.scalars):
-                # 0-d views into `values` (values[i] would be a copy on NumPy): uploads reach the graph
-                flat.device_scalars = {name: xp.reshape(values[i:i + 1], ()) for i, name in enumerate(names)}
-            hypers = self._hypers()
-            self.constants = self._constants(hypers)
             with dev.scope:
                 self._upload(hypers)
-                for group, flat in self._groups():
-                    opt._warm_kernels(flat, group, flat.device_scalars)  # compile outside the recording
-                with _mode("recording", True):
+                with opt._recording(device_scalars), _mode("recording", True):
                     self.graph, self.pool, self.result = dev.backend.capture(lambda: step._eager(self.x, self.y))
         except Exception as exc:
-            for flat, steps in zip(self.flats, saved_steps):
-                for p in flat.params:
-                    if steps[id(p)] is None:
-                        opt.state[p].pop("step", None)
-                    else:
-                        opt.state[p]["step"] = steps[id(p)]
             raise _CaptureFailed(f"{type(exc).__name__}: {exc}") from exc
-        finally:  # the graph holds the scalars' addresses; eager steps keep using host floats
-            for flat in self.flats:
-                flat.device_scalars = None
-        self.buffers = [dict(flat.buffers) for flat in self.flats]  # the state arrays the graph updates
+        self.recorded_state = opt._recorded_state()  # the state arrays the graph updates
         self._launched_once = False
-
-    def _groups(self):
-        return zip(self.optimizer.param_groups, self.flats)
-
-    def _hypers(self):
-        """Each group's update scalars for the next step, as the eager step would compute them."""
-        return [self.optimizer._flat_hyper(flat, group) for group, flat in self._groups()]
 
     def _constants(self, hypers):
         """What the graph baked in: the hyper-parameters that are not uploaded, and the precision."""
         scheduled = self.optimizer._scheduled
-        return [get_float32_matmul_precision(), len(self.flats)] + [
+        return [get_float32_matmul_precision(), len(hypers)] + [
             {k: v for k, v in hyper.items() if k not in scheduled} for hyper in hypers]
 
     def stale(self):
-        """True when the graph no longer describes the step (then capture again): a baked-in
-        hyper-parameter changed, or the optimizer state was replaced by one without some entry
-        (a fresh state would make new buffers the graph never saw)."""
+        """True when the graph no longer describes the step (then capture again): the param groups
+        or a baked-in hyper-parameter changed, or the optimizer state was replaced by one the next
+        step would have to create or re-make (the graph only knows the buffers it recorded)."""
         opt = self.optimizer
-        if len(opt.param_groups) != len(self.flats):
+        if opt._flat_groups() != self.flats or not opt._ready_to_capture():
             return True
-        self._next = self._hypers()  # computed once per call: replay() uploads these
+        self._next = opt._next_hypers()  # computed once per call: replay() uploads these
         if self._constants(self._next) != self.constants:
             return True
-        for flat, buffers in zip(self.flats, self.buffers):
-            entries = [opt.state[p] for p in flat.params]
-            if any(flat.buffers.get(name) is not buffer or not all(name in e for e in entries)
-                   for name, buffer in buffers.items()):
-                return True
-        return False
+        return any(now.keys() != then.keys() or any(now[k] is not then[k] for k in now)
+                   for now, then in zip(opt._recorded_state(), self.recorded_state))
 
     def _upload(self, hypers):
         """Write this step's scheduled scalars (from `hypers`, one dict per group) to the device."""
@@ -212,16 +188,13 @@ class _Graph:
         dev = self.device
         with dev.scope:
             if self._launched_once:  # the first launch is the captured call's own step, already counted
-                for flat in self.flats:
-                    flat.sync_params()
-                    flat.sync_state([self.optimizer.state[p] for p in flat.params])
+                self.optimizer._before_replay()
                 self._upload(self._next)  # stale() computed them for this call
                 self.x.data[...] = xb.data
                 self.y.data[...] = yb.data
             dev.backend.replay(self.graph)
             if self._launched_once:
-                for group, flat in self._groups():
-                    self.optimizer._after_replay(flat, group)
+                self.optimizer._after_replay()
             self._launched_once = True
             if isinstance(self.result, tuple):  # (loss, output): copies, as the next replay overwrites both
                 return tuple(Tensor._wrap(t.data.copy(), dev) for t in self.result)

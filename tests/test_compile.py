@@ -19,7 +19,6 @@ import gpunn.functional as F
 import gpunn.nn as nn
 import gpunn.optim as optim
 from gpunn.compile import CompileWarning
-from gpunn.optim import flat as flat_module
 
 STEPS = 12
 
@@ -27,21 +26,19 @@ STEPS = 12
 class EmulatedGraph:
     def __init__(self, run, optimizer):
         self.run, self.optimizer = run, optimizer
-        self.flats = [f for f in list(flat_module._live) if f.device_scalars is not None]
-        self.scalars = {f: f.device_scalars for f in self.flats}
+        self.flats = optimizer._flat_groups()
+        self.scalars = optimizer._device_scalars  # what the recorded updates read
 
     def arrays(self):
         return [a for f in self.flats for a in (f.param, f.grad, *f.buffers.values())]
 
     def replay(self, output):
         steps = {id(p): e.get("step") for p, e in self.optimizer.state.items()}
-        for f in self.flats:
-            f.device_scalars = self.scalars[f]
+        self.optimizer._device_scalars = self.scalars
         try:
             loss = self.run()
         finally:
-            for f in self.flats:
-                f.device_scalars = None
+            self.optimizer._device_scalars = None
         for p, e in self.optimizer.state.items():  # a replay runs no Python: undo its bookkeeping
             if steps.get(id(p)) is not None:
                 e["step"] = steps[id(p)]
@@ -151,7 +148,7 @@ def test_replayed_steps_equal_eager_steps(emulate, name):
 def test_replay_without_host_bookkeeping_is_caught(emulate, monkeypatch):
     """Negative control: if replays did not advance Adam's step counters, the bias corrections
     would go stale and the comparison above fails."""
-    monkeypatch.setattr(optim.Adam, "_after_replay", lambda self, flat, group: None)
+    monkeypatch.setattr(optim.Adam, "_after_replay", lambda self: None)
     losses, params, *_ = train(OPTIMIZERS["adam"], True, emulate)
     _, ref_params, *_ = train(OPTIMIZERS["adam"], False)
     assert not all(np.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(params, ref_params))
@@ -165,6 +162,26 @@ def test_a_changed_hyper_parameter_records_a_new_graph(emulate):
     losses, params, step, _, backend = train(OPTIMIZERS["adam"], True, emulate, hook=change, data=batches((32,)))
     ref_losses, ref_params, *_ = train(OPTIMIZERS["adam"], False, hook=change, data=batches((32,)))
     assert backend.captures == 2
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
+    for a, b in zip(params, ref_params):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("at", [2, 6], ids=["before-the-first-graph", "between-replays"])
+@pytest.mark.parametrize("name", ["sgd-momentum", "adam"])
+def test_a_param_group_added_late_is_followed(emulate, name, at):
+    """add_param_group before or after the first graph: one eager step builds the new group's
+    buffers and state, then a graph updates both groups (the new one at its own learning rate)."""
+    def head_only(params):
+        return OPTIMIZERS[name](list(params)[:2])
+
+    def add(k, model, opt):
+        if k == at:
+            opt.add_param_group({"params": list(model.parameters())[2:], "lr": 0.05})
+
+    losses, params, step, _, backend = train(head_only, True, emulate, hook=add, data=batches((32,)))
+    ref_losses, ref_params, *_ = train(head_only, False, hook=add, data=batches((32,)))
+    assert step.mode == "graph" and step.reason is None and backend.captures == (2 if at == 6 else 1)
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
     for a, b in zip(params, ref_params):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
@@ -242,7 +259,7 @@ def test_optimizer_state_reset_between_replays_is_followed(emulate, name, at):
 def test_capturing_a_step_that_creates_state_is_caught(emulate, monkeypatch):
     """Negative control for the test above: without the readiness check a reset just before the
     first capture gets recorded, state creation included, and the emulated capture refuses it."""
-    monkeypatch.setattr(optim.Adam, "_ready_to_capture", lambda self, flat, group: True)
+    monkeypatch.setattr(optim.Adam, "_state_ready", lambda self, flat, group: True)
 
     def reset(k, model, opt):
         if k == 2:

@@ -54,7 +54,7 @@ class Adam(Optimizer):
             update = _update(p.device)
             update(xp, p.data, g, *(entries[n].data for n in names), **self._hyper(group, t))
 
-    def _flat_step(self, flat, group):
+    def _flat_step(self, flat, group, scalars):
         flat.sync_params()
         if not flat.sync_grads():
             return False
@@ -65,7 +65,7 @@ class Adam(Optimizer):
         buffers = [flat.state(n, entries) for n in _names(group)]
         if any(b is None for b in buffers):
             return False
-        hyper = {**self._flat_hyper(flat, group), **(flat.device_scalars or {})}
+        hyper = {**self._flat_hyper(flat, group), **(scalars or {})}
         with flat.device.scope:
             _update(flat.device)(flat.device.xp, flat.param, flat.grad, *buffers, **hyper)
         for e in entries:  # after the update: a failed one (out of memory) leaves the count as it was
@@ -82,13 +82,14 @@ class Adam(Optimizer):
         with flat.device.scope:
             _update(flat.device)(flat.device.xp, *scratch, **{**self._hyper(group, 1), **scalars})
 
-    def _ready_to_capture(self, flat, group):
+    def _state_ready(self, flat, group):
         names = _names(group)
-        return flat is None or all(n in self.state[p] for p in flat.params for n in names)
+        return all(n in self.state[p] for p in flat.params for n in names)
 
-    def _after_replay(self, flat, group):
-        for p in flat.params:
-            self.state[p]["step"] += 1
+    def _after_replay(self):
+        for flat in self._flat_groups():
+            for p in flat.params:
+                self.state[p]["step"] += 1
 
     def _not_capturable(self):
         if any(group["amsgrad"] for group in self.param_groups):

@@ -82,7 +82,6 @@ class FlatGroup:
         self.bounds = [(sum(sizes[:i]), sum(sizes[:i + 1])) for i in range(len(sizes))]
         self.size = sum(sizes)
         _live.add(self)
-        self.device_scalars = None  # {name: 0-d device array} replacing host floats while a graph is captured
         self.buffers = {}  # state name -> flat array
         self._views = {}  # "param", "grad" or a state name -> per-parameter views
         with self.device.scope:

@@ -3,11 +3,12 @@
 Subclasses write their update once, on raw arrays with in-place operators, so it records nothing
 in the graph, allocates little and never asks the host for a value. The base class runs it per
 parameter (the reference path) or, with `fused`, once per parameter group over flat buffers
-(`gpunn.optim.flat`): `_param_step(group)` and `_flat_step(flat, group)`. State tensors (momentum
+(`gpunn.optim.flat`): `_param_step(group)` and `_flat_step(flat, group, scalars)`. State tensors (momentum
 buffers, moment estimates) live on their parameter's device; step counters are Python ints.
 """
 
 from collections import defaultdict
+from contextlib import contextmanager
 
 from gpunn.autograd import enable_grad
 from gpunn.errors import DTypeError
@@ -27,6 +28,7 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__} has no fused implementation; leave fused=None")
         self.fused = fused
         self._flat = {}  # param group index -> FlatGroup, or None for the per-parameter path
+        self._device_scalars = None  # per group {name: 0-d device array} while compile_step records
         self.defaults = dict(defaults)
         self.state = defaultdict(dict)  # param -> {name: value}, filled by the first step()
         self.param_groups = []
@@ -96,8 +98,9 @@ class Optimizer:
         loss = self._closure(closure)
         for index, group in enumerate(self.param_groups):
             flat = self._flat_group(index, group)
-            if flat is None or not self._flat_step(flat, group):
-                if flat is not None and flat.device_scalars is not None:  # a CUDA graph is being recorded
+            scalars = self._device_scalars[index] if self._device_scalars is not None else None
+            if flat is None or not self._flat_step(flat, group, scalars):
+                if scalars is not None:
                     raise RuntimeError(f"param group {index} cannot take the fused update this step (a parameter "
                                        "without a gradient, or state that differs between parameters), and the "
                                        "per-parameter path would bake this step's learning rate into the graph; "
@@ -110,34 +113,89 @@ class Optimizer:
         """The reference path: update each parameter of `group` that has a gradient."""
         raise NotImplementedError
 
-    def _flat_step(self, flat, group):
-        """Update the whole group at once; return False to ask for the per-parameter path."""
+    def _flat_step(self, flat, group, scalars):
+        """Update the whole group at once; return False to ask for the per-parameter path.
+        `scalars` (None outside a recording) replace the host floats named in `_scheduled`."""
         return False
 
-    # --- what compile_step needs to replay a captured fused step ------------------------------
+    # --- compile_step's protocol: all that gpunn.compile uses of an optimizer --------------------
+    # A recorded step runs every group's fused update with 0-d device arrays in place of the host
+    # floats named in `_scheduled` (uploaded before each replay); the rest is baked into the graph.
+    # Subclasses give the per-group parts: _flat_hyper, _state_ready, _warm_kernels, _after_replay.
+
     _scheduled = ()  # hyper-parameter names that may change every step: device scalars in a graph
+
+    def _not_capturable(self):
+        """Why a step with this optimizer can never be captured into a CUDA graph, or None."""
+        if not self._can_fuse:
+            return f"{type(self).__name__} has no fused update; use SGD, Adam or AdamW"
+        return None
+
+    def _flat_groups(self):
+        """Each param group's FlatGroup (None for a per-parameter group), or None while some group
+        has not taken its first step (its buffers are made then)."""
+        if any(i not in self._flat for i in range(len(self.param_groups))):
+            return None
+        return [self._flat[i] for i in range(len(self.param_groups))]
+
+    def _ready_to_capture(self):
+        """False while the next step would build buffers, or create or first fill state: a graph
+        recorded then would replay that creation (zeroing the state) or first fill on every step."""
+        flats = self._flat_groups()
+        return flats is not None and all(
+            flat is None or self._state_ready(flat, group) for flat, group in zip(flats, self.param_groups))
+
+    def _next_hypers(self):
+        """Each group's update scalars for its next step, as host floats."""
+        return [self._flat_hyper(flat, group) for flat, group in zip(self._flat_groups(), self.param_groups)]
+
+    def _recorded_state(self):
+        """The state buffers a recorded step updates: a graph is stale once these are replaced."""
+        return [dict(flat.buffers) for flat in self._flat_groups()]
+
+    @contextmanager
+    def _recording(self, scalars):
+        """Steps inside use `scalars` (per group, {name in _scheduled: 0-d device array}). On entry
+        each update runs once on scratch arrays, so its kernels are compiled before a capture
+        starts; if the body fails, the host-side state (step counters) is put back as it was."""
+        flats = self._flat_groups()
+        kept = {p: {k: v for k, v in self.state[p].items() if not isinstance(v, Tensor)}
+                for flat in flats for p in flat.params}
+        for flat, group, values in zip(flats, self.param_groups, scalars):
+            self._warm_kernels(flat, group, values)
+        self._device_scalars = scalars
+        try:
+            yield
+        except BaseException:
+            for p, numbers in kept.items():
+                entries = self.state[p]
+                for k in [k for k, v in entries.items() if not isinstance(v, Tensor) and k not in numbers]:
+                    del entries[k]
+                entries.update(numbers)
+            raise
+        finally:
+            self._device_scalars = None
+
+    def _before_replay(self):
+        """Copy whatever was rebound since the last step (parameters, loaded state) into the
+        buffers a replay reads and writes."""
+        for flat in self._flat_groups():
+            flat.sync_params()
+            flat.sync_state([self.state[p] for p in flat.params])
+
+    def _after_replay(self):
+        """The host-side bookkeeping of a step that a replay did (e.g. Adam's step counters)."""
 
     def _flat_hyper(self, flat, group):
         """The update's scalars for the group's next step (host floats)."""
         raise NotImplementedError
 
-    def _after_replay(self, flat, group):
-        """The host-side bookkeeping of a step that a graph replay did (e.g. step counters)."""
-
-    def _ready_to_capture(self, flat, group):
-        """False while the next step would create or first fill optimizer state: a graph recorded
-        then would replay that creation (zeroing the state) or first fill on every step."""
+    def _state_ready(self, flat, group):
+        """True when the group's next step neither creates nor first fills state."""
         return True
 
     def _warm_kernels(self, flat, group, scalars):
-        """Run the group's update once on scratch arrays with `scalars` (0-d device arrays), so the
-        kernels a capture records are compiled and loaded before it starts."""
-
-    def _not_capturable(self):
-        """Why a step with this optimizer cannot be captured into a CUDA graph, or None."""
-        if not self._can_fuse:
-            return f"{type(self).__name__} has no fused update; use SGD, Adam or AdamW"
-        return None
+        """Run the group's update once on scratch arrays with `scalars` (0-d device arrays)."""
 
     def _flat_group(self, index, group):
         """The group's FlatGroup, made on first use, when fused allows it (None means per-parameter:

@@ -46,7 +46,7 @@ class SGD(Optimizer):
             update = _update(p.device)
             update(p.device.xp, p.data, g, buf, first, **_hyper(group))
 
-    def _flat_step(self, flat, group):
+    def _flat_step(self, flat, group, scalars):
         flat.sync_params()
         if not flat.sync_grads():
             return False
@@ -59,7 +59,7 @@ class SGD(Optimizer):
                 return False
         with flat.device.scope:
             update = _update(flat.device)
-            hyper = {**self._flat_hyper(flat, group), **(flat.device_scalars or {})}
+            hyper = {**self._flat_hyper(flat, group), **(scalars or {})}
             update(flat.device.xp, flat.param, flat.grad, buf, first, **hyper)
         return True
 
@@ -71,8 +71,8 @@ class SGD(Optimizer):
             _update(flat.device)(flat.device.xp, p, g, buf if group["momentum"] else None, False,
                                  **{**_hyper(group), **scalars})
 
-    def _ready_to_capture(self, flat, group):
-        return not group["momentum"] or flat is None or all("momentum_buffer" in self.state[p] for p in flat.params)
+    def _state_ready(self, flat, group):
+        return not group["momentum"] or all("momentum_buffer" in self.state[p] for p in flat.params)
 
     def _flat_hyper(self, flat, group):
         return _hyper(group)
