@@ -32,6 +32,7 @@ class CompiledStep:
 
     warmup = 2  # eager calls before capturing: they create optimizer state and compile kernels
     max_graphs = 4  # distinct (shape, dtype) signatures of the batch that get a graph each
+    churn = (4, 64)  # graphs gone stale this many times within this many calls: eager for that many calls
 
     def __init__(self, model, loss_fn, optimizer, example_batch=None, *, max_grad_norm=None, return_output=False):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
@@ -44,6 +45,8 @@ class CompiledStep:
         self._graphs = {}
         self._seen = set()
         self._not_ready = 0  # calls in a row whose optimizer state was not ready to be recorded
+        self._stale_at = []  # the calls on which a graph went stale, lately
+        self._eager_until = 0
         self._calls = 0
         self._said = False
 
@@ -51,7 +54,7 @@ class CompiledStep:
         self._calls += 1
         if self.reason is None:
             key = (tuple(xb.shape), xb.dtype.name, tuple(yb.shape), yb.dtype.name, xb.device, yb.device)
-            if self._calls > self.warmup and key in self._seen:
+            if self._calls > max(self.warmup, self._eager_until) and key in self._seen:
                 graph = self._graph_for(key, xb, yb)
                 if graph is not None:
                     return graph.replay(xb, yb)
@@ -80,6 +83,14 @@ class CompiledStep:
             if not graph.stale():
                 return graph
             del self._graphs[key]  # one eager step first: it makes the state the new graph will update
+            times, window = self.churn
+            self._stale_at = [c for c in self._stale_at if c > self._calls - window] + [self._calls]
+            if len(self._stale_at) >= times:  # recording every few steps costs more than it saves
+                self._eager_until = self._calls + window
+                self._say_once(f"the graph went stale {times} times within {window} steps, so the next {window} "
+                               "steps run eagerly: a hyper-parameter other than the learning rate (momentum, "
+                               "weight decay, betas, eps) or the matmul precision keeps changing, and those are "
+                               "recorded into the graph")
             return None
         if graph is None and len(self._graphs) >= self.max_graphs:
             self._say_once(f"more than {self.max_graphs} batch shapes; this one runs eagerly")

@@ -187,6 +187,24 @@ def test_a_param_group_added_late_is_followed(emulate, name, at):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+def test_a_hyper_parameter_changed_every_step_runs_eagerly_after_a_few_recaptures(emulate):
+    """Recording a new graph each step costs more than it saves: after `churn` stale graphs the
+    step says so once and runs eagerly for a while, with the same numbers."""
+    def schedule(k, model, opt):
+        opt.param_groups[0]["momentum"] = 0.5 + 0.02 * k
+
+    steps = 40
+    with pytest.warns(CompileWarning, match="went stale 4 times"):
+        losses, params, step, _, backend = train(OPTIMIZERS["sgd-momentum"], True, emulate, steps=steps,
+                                                 hook=schedule, data=batches((32,)))
+    ref_losses, ref_params, *_ = train(OPTIMIZERS["sgd-momentum"], False, steps=steps, hook=schedule,
+                                       data=batches((32,)))
+    assert backend.captures == 4 and step._eager_until > steps
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
+    for a, b in zip(params, ref_params):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
 def test_parameters_loaded_between_replays_are_used(emulate):
     gpunn.manual_seed(7)
     other = {k: v.clone() for k, v in nn.MLP([6, 16, 3]).state_dict().items()}
