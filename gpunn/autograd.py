@@ -134,14 +134,18 @@ def backward(root, grad, retain_graph=False):
 
 
 def _run_rules(node, g, pending, Tensor):
-    xp, prim, arrays, out, attrs = node.device.xp, node.primitive, node.arrays, node.out, node.attrs
     ctx = node.device.ctx
+    if ctx is None:
+        _run_rules_here(node, g, pending, Tensor)
+    else:
+        with ctx:  # CuPy computes on the current device: make it the node's, once for all its rules
+            _run_rules_here(node, g, pending, Tensor)
+
+
+def _run_rules_here(node, g, pending, Tensor):
+    xp, prim, arrays, out, attrs = node.device.xp, node.primitive, node.arrays, node.out, node.attrs
     if prim.prepare is not None:  # a fused primitive's common first step, once for all its rules
-        if ctx is None:
-            g = prim.prepare(xp, g, out, *arrays, **attrs)
-        else:
-            with ctx:
-                g = prim.prepare(xp, g, out, *arrays, **attrs)
+        g = prim.prepare(xp, g, out, *arrays, **attrs)
     for i, parent in enumerate(node.inputs):
         if not (isinstance(parent, Tensor) and parent.requires_grad):
             continue
@@ -151,11 +155,7 @@ def _run_rules(node, g, pending, Tensor):
         if prim.into is not None and prim.into[i] is not None and _written_into(node, i, parent, g, Tensor):
             continue
         try:
-            if ctx is None:
-                gi = rule(xp, g, out, *arrays, **attrs)
-            else:
-                with ctx:
-                    gi = rule(xp, g, out, *arrays, **attrs)
+            gi = rule(xp, g, out, *arrays, **attrs)
         except Exception as exc:
             if is_out_of_memory(exc):
                 raise OutOfMemoryError(f"backward of '{prim.name}': {node.device} ran out of memory ({exc}); "
@@ -163,17 +163,26 @@ def _run_rules(node, g, pending, Tensor):
             raise
         if mode.anomaly:
             _check_finite(node, g, parent.device.xp, gi)
-        target = parent.data
-        if gi.shape != target.shape:
-            gi = sum_to_shape(xp, gi, target.shape)
-        if gi.dtype != target.dtype:
-            gi = xp.astype(gi, target.dtype)
-        if parent._node is None:
-            _accumulate(parent, gi, Tensor)
-        else:
-            key = id(parent)
-            previous = pending.get(key)
-            pending[key] = gi if previous is None else previous + gi
+        if parent.device is node.device:
+            _deliver(parent, gi, pending, Tensor)
+        else:  # across a .to(): the gradient is on the parent's device already, and is handled there
+            with parent.device.scope:
+                _deliver(parent, gi, pending, Tensor)
+
+
+def _deliver(parent, gi, pending, Tensor):
+    """Add `gi` to what `parent` has received: its .grad for a leaf, else the pending sum."""
+    target = parent.data
+    if gi.shape != target.shape:
+        gi = sum_to_shape(parent.device.xp, gi, target.shape)
+    if gi.dtype != target.dtype:
+        gi = parent.device.xp.astype(gi, target.dtype)
+    if parent._node is None:
+        _accumulate(parent, gi, Tensor)
+    else:
+        key = id(parent)
+        previous = pending.get(key)
+        pending[key] = gi if previous is None else previous + gi
 
 
 def _written_into(node, i, leaf, g, Tensor):
@@ -186,12 +195,8 @@ def _written_into(node, i, leaf, g, Tensor):
         return False
     if grad is None:
         slot.claim()
-    into, ctx = node.primitive.into[i], node.device.ctx
-    if ctx is None:
-        done = into(node.device.xp, g, node.out, *node.arrays, slot.array, grad is not None, **node.attrs)
-    else:
-        with ctx:
-            done = into(node.device.xp, g, node.out, *node.arrays, slot.array, grad is not None, **node.attrs)
+    done = node.primitive.into[i](node.device.xp, g, node.out, *node.arrays, slot.array, grad is not None,
+                                  **node.attrs)
     if done and grad is None:
         leaf.grad = slot.hand_out()
     return done

@@ -314,7 +314,8 @@ class Tensor:
             if self.numel() != 1:
                 raise GraphError(f"backward() without a gradient needs a scalar, this tensor has shape {self.shape}; "
                                  "pass grad= of the same shape, or reduce with .sum() first")
-            seed = self.device.xp.ones_like(self.data)
+            with self.device.scope:
+                seed = self.device.xp.ones_like(self.data)
         else:
             grad = grad if isinstance(grad, Tensor) else tensor(grad, dtype=self.dtype, device=self.device)
             if grad.device is not self.device:
@@ -357,21 +358,22 @@ class Tensor:
         if mode.grad_enabled and (self.requires_grad or getattr(value, "requires_grad", False)):
             raise GraphError("item assignment is not differentiable: do it under gpunn.no_grad(), or build the "
                              "tensor with gpunn.where / gpunn.concat so the gradient can flow")
-        xp = self.device.xp
-        updated = xp.asarray(self.data, copy=True)
         value = _operand(value, self)
         if isinstance(value, Tensor) and value.device is not self.device:
             _mismatch("setitem", (self, value))
-        updated[_full_index(_index(index, self.device), self.ndim)] = value.data if isinstance(value, Tensor) else value
+        with self.device.scope:
+            updated = self.device.xp.asarray(self.data, copy=True)
+            updated[_full_index(_index(index, self.device), self.ndim)] = (
+                value.data if isinstance(value, Tensor) else value)
         self._assign(updated)
 
     def zero_(self):
-        self._assign(self.device.xp.zeros_like(self.data))
-        return self
+        with self.device.scope:
+            return self._assign(self.device.xp.zeros_like(self.data))
 
     def fill_(self, value):
-        self._assign(self.device.xp.full_like(self.data, value))
-        return self
+        with self.device.scope:
+            return self._assign(self.device.xp.full_like(self.data, value))
 
     def copy_(self, other):
         """Overwrite the values with `other`'s (moved and cast to this tensor's device and dtype)."""
@@ -379,14 +381,15 @@ class Tensor:
         if mode.grad_enabled and (self.requires_grad or other.requires_grad):
             raise GraphError("copy_ is not differentiable: do it under gpunn.no_grad()")
         array = self.device.put(other.data)
-        if array.dtype != self.data.dtype:
-            array = self.device.xp.astype(array, self.data.dtype)
-        try:
-            array = self.device.xp.broadcast_to(array, self.data.shape)
-        except ValueError:
-            raise ShapeError(f"copy_: values of shape {other.shape} do not broadcast to {self.shape}") from None
-        self._assign(self.device.xp.asarray(array, copy=True))
-        return self
+        xp = self.device.xp
+        with self.device.scope:
+            if array.dtype != self.data.dtype:
+                array = xp.astype(array, self.data.dtype)
+            try:
+                array = xp.broadcast_to(array, self.data.shape)
+            except ValueError:
+                raise ShapeError(f"copy_: values of shape {other.shape} do not broadcast to {self.shape}") from None
+            return self._assign(xp.asarray(array, copy=True))
 
     # --- arithmetic ------------------------------------------------------------------------------
 
@@ -440,7 +443,8 @@ class Tensor:
         other = _operand(other, self)
         if isinstance(other, Tensor) and other.device is not self.device:
             _mismatch("comparison", (self, other))
-        return Tensor._wrap(fn(self.data, other.data if isinstance(other, Tensor) else other), self.device)
+        with self.device.scope:
+            return Tensor._wrap(fn(self.data, other.data if isinstance(other, Tensor) else other), self.device)
 
     def __lt__(self, other):
         return self._compare(other, lambda a, b: a < b)
@@ -523,18 +527,21 @@ class Tensor:
         return apply(ops.logsumexp, self, **_reduction(axis, dim, keepdims, keepdim))
 
     def argmax(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        kw = _reduction(axis, dim, keepdims, keepdim)
-        return Tensor._wrap(self.device.xp.argmax(self.data, **kw), self.device)
+        return self._untracked("argmax", **_reduction(axis, dim, keepdims, keepdim))
 
     def argmin(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        kw = _reduction(axis, dim, keepdims, keepdim)
-        return Tensor._wrap(self.device.xp.argmin(self.data, **kw), self.device)
+        return self._untracked("argmin", **_reduction(axis, dim, keepdims, keepdim))
 
     def any(self):
-        return Tensor._wrap(self.device.xp.any(self.data), self.device)
+        return self._untracked("any")
 
     def all(self):
-        return Tensor._wrap(self.device.xp.all(self.data), self.device)
+        return self._untracked("all")
+
+    def _untracked(self, name, **kw):
+        """xp.<name>(self.data): a result without gradient, computed on this tensor's device."""
+        with self.device.scope:
+            return Tensor._wrap(getattr(self.device.xp, name)(self.data, **kw), self.device)
 
     def reshape(self, *shape):
         shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
@@ -646,8 +653,8 @@ def extremum(primitive, x, dim, keepdim, axis, keepdims):
         raise TypeError(f"{primitive.name}: pass one int dim= (PyTorch: returns values and indices) "
                         "or axis= (array API: values, any axes), not both")
     values = apply(primitive, x, axis=dim, keepdims=bool(keepdim))
-    find = x.device.xp.argmax if primitive.name == "max" else x.device.xp.argmin
-    return ValuesIndices(values, Tensor._wrap(find(x.data, axis=dim, keepdims=bool(keepdim)), x.device))
+    indices = x._untracked("argmax" if primitive.name == "max" else "argmin", axis=dim, keepdims=bool(keepdim))
+    return ValuesIndices(values, indices)
 
 
 def _reduction(axis, dim, keepdims, keepdim):
