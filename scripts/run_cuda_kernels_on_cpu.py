@@ -1,0 +1,715 @@
+"""Run the CUDA kernels of backends/cupy_kernels.py on the CPU (g++) and check their numbers.
+
+    /tmp/cupyenv/bin/python scripts/run_cuda_kernels_on_cpu.py [--fmad]
+
+check_cuda_sources.py only compiles the kernels; this executes their exact sources, called by the
+exact Python wrappers (the cupy module inside backends.cupy_kernels is swapped for a NumPy
+stand-in), so indexing, reduction, argument-mapping and formula bugs show before GPU time is
+spent. Needs CuPy (for the kernel objects and ElementwiseKernel's type rules; no GPU or driver)
+and g++. A developer's check, not a test: one line per check, exit status 1 on any failure.
+
+How CUDA is emulated: each block runs alone, its threads as cooperative fibers (ucontext) that
+switch only at __syncthreads (all live threads of the block) and __shfl_xor_sync (all 32 lanes of
+the warp); a deadlock (e.g. a shuffle some lanes never reach) is reported. Every raw-kernel case
+runs twice, fibers scheduled forward and in reverse: different results mean a race between
+barriers. __shared__ is a function static (one block at a time), NaN-filled before each block.
+Emulated device memory is NaN inside (as if uninitialised) with NaN guard zones either side, so
+reading outside an array or leaving an output unwritten shows as NaN, and writing outside one is
+caught. The launcher checks each argument's size and kind against the kernel's parameter.
+--fmad compiles with contracted multiply-adds (NVRTC's default, though not its exact choices);
+without it the arithmetic is NumPy's, operation for operation. Last come a check that every
+kernel ran and negative controls: broken kernels that the checks must catch.
+
+What it cannot show: timing, coalescing, bank conflicts, occupancy, the GPU's exp/log/tanh (glibc's
+are used), or races that the fixed switch points hide (e.g. between threads of one warp).
+"""
+
+import argparse
+import contextlib
+import ctypes
+import hashlib
+import io
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import types
+import weakref
+
+import cupy
+import numpy as np
+
+from gpunn import ops
+from gpunn.backends import cupy_kernels
+from gpunn.optim.adam import Adam, adam_update
+from gpunn.optim.sgd import sgd_update
+
+SHIM = r"""
+// CUDA on the CPU: one block at a time, its threads as fibers that switch at barriers only.
+#include <math.h>
+#include <string.h>
+#include <ucontext.h>
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+struct dim3 { unsigned x = 1, y = 1, z = 1; };
+typedef dim3 uint3;
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+// One block runs at a time: a function's statics are its shared memory, in a section of their own
+// that the launcher fills with 0xff bytes (NaN, -1) before each block, as if left uninitialised.
+#define __shared__ static __attribute__((section("emu_shared")))
+extern "C" char __start_emu_shared[] __attribute__((weak)), __stop_emu_shared[] __attribute__((weak));
+
+inline float max(float a, float b) { return fmaxf(a, b); }  // CUDA's: a NaN operand loses
+inline double max(double a, double b) { return fmax(a, b); }
+inline float min(float a, float b) { return fminf(a, b); }
+inline double min(double a, double b) { return fmin(a, b); }
+
+namespace emu {
+enum State { READY, AT_SYNCTHREADS, AT_SHUFFLE, DONE };
+struct Fiber { ucontext_t context; uint3 index; int warp, lane, parity; State state; };
+
+static std::vector<Fiber> fibers;
+static Fiber* current;
+static ucontext_t scheduler;
+static uint3 block_index;
+static dim3 block_dim, grid_dim;
+static int live, at_syncthreads;
+static std::vector<int> warp_arrived, warp_size;
+static std::vector<unsigned long long> slots;  // shuffle values: [warp][parity][lane]
+static std::function<void()> body;
+static const char* failure;
+
+inline void yield() { swapcontext(&current->context, &scheduler); }
+
+inline void release(State state, int first, int count) {
+  for (int i = first; i < first + count; ++i) if (fibers[i].state == state) fibers[i].state = READY;
+}
+
+inline void syncthreads() {  // the last live thread to arrive releases all; every arrival yields
+  current->state = AT_SYNCTHREADS;
+  if (++at_syncthreads == live) { at_syncthreads = 0; release(AT_SYNCTHREADS, 0, (int)fibers.size()); }
+  yield();
+}
+
+inline void syncwarp() {  // all lanes of the warp, exited ones included: a full mask needs them all
+  const int w = current->warp;
+  current->state = AT_SHUFFLE;
+  if (++warp_arrived[w] == warp_size[w]) { warp_arrived[w] = 0; release(AT_SHUFFLE, w * 32, warp_size[w]); }
+  yield();
+}
+
+[[noreturn]] inline void fail(const char* why) { failure = why; current->state = DONE; yield(); abort(); }
+
+static void fiber_main() {
+  body();
+  current->state = DONE;  // an exited thread no longer counts at __syncthreads
+  if (--live > 0 && at_syncthreads == live) { at_syncthreads = 0; release(AT_SYNCTHREADS, 0, (int)fibers.size()); }
+  yield();
+}
+
+template <typename A> constexpr long long size_of() { return sizeof(std::remove_pointer_t<A>); }
+template <typename A> char kind_of() {  // NumPy's dtype.kind; upper case: a pointer to such elements
+  using V = std::remove_cv_t<std::remove_pointer_t<A>>;
+  const char k = std::is_same_v<V, bool> ? 'b' : std::is_floating_point_v<V> ? 'f' : std::is_unsigned_v<V> ? 'u' : 'i';
+  return std::is_pointer_v<A> ? (char)toupper(k) : k;
+}
+template <typename... A, size_t... I> std::tuple<A...> unpack(void** params, std::index_sequence<I...>) {
+  return std::tuple<A...>{*static_cast<A*>(params[I])...};
+}
+
+// cuLaunchKernel's convention (params[i] points at argument i), with sizes and kinds to check.
+template <typename... A>
+int launch(void (*kernel)(A...), const unsigned* grid, const unsigned* block, void** params, const long long* sizes,
+           const char* kinds, int count, int reverse, char* message, int capacity) {
+  constexpr int n = sizeof...(A);
+  const long long want_sizes[n + 1] = {size_of<A>()..., 0};
+  const char want_kinds[n + 1] = {kind_of<A>()..., 0};
+  if (count != n) return snprintf(message, capacity, "the kernel takes %d arguments, %d were passed", n, count), 1;
+  for (int i = 0; i < n; ++i)
+    if (sizes[i] != want_sizes[i] || kinds[i] != want_kinds[i])
+      return snprintf(message, capacity, "argument %d: the kernel takes kind '%c' of %lld bytes, got '%c' of %lld "
+                      "(upper case: a pointer to such elements)",
+                      i, want_kinds[i], want_sizes[i], kinds[i], sizes[i]), 1;
+  std::tuple<A...> args = unpack<A...>(params, std::index_sequence_for<A...>{});
+  body = [&] { std::apply(kernel, args); };
+  grid_dim = {grid[0], grid[1], grid[2]};
+  block_dim = {block[0], block[1], block[2]};
+  const int threads = block[0] * block[1] * block[2], warps = (threads + 31) / 32;
+  const size_t stack = 128 << 10;
+  std::unique_ptr<char[]> stacks(new char[threads * stack]);
+  fibers.assign(threads, Fiber{});
+  slots.assign(warps * 64, 0);
+  warp_size.assign(warps, 32);
+  if (threads % 32) warp_size[warps - 1] = threads % 32;
+  failure = nullptr;
+  for (unsigned bz = 0; bz < grid[2]; ++bz)
+  for (unsigned by = 0; by < grid[1]; ++by)
+  for (unsigned bx = 0; bx < grid[0]; ++bx) {
+    block_index = {bx, by, bz};
+    live = threads;
+    at_syncthreads = 0;
+    warp_arrived.assign(warps, 0);
+    if (__start_emu_shared) memset(__start_emu_shared, 0xff, __stop_emu_shared - __start_emu_shared);
+    for (int i = 0; i < threads; ++i) {
+      Fiber& f = fibers[i];
+      f.index = {i % block[0], i / block[0] % block[1], i / (block[0] * block[1])};
+      f.warp = i / 32, f.lane = i % 32, f.parity = 0, f.state = READY;
+      getcontext(&f.context);
+      f.context.uc_stack.ss_sp = stacks.get() + i * stack;
+      f.context.uc_stack.ss_size = stack;
+      f.context.uc_link = nullptr;
+      makecontext(&f.context, fiber_main, 0);
+    }
+    while (live > 0) {
+      bool ran = false;
+      for (int k = 0; k < threads; ++k) {
+        const int i = reverse ? threads - 1 - k : k;
+        if (fibers[i].state != READY) continue;
+        current = &fibers[i];
+        ran = true;
+        swapcontext(&scheduler, &fibers[i].context);
+        if (failure)
+          return snprintf(message, capacity, "block (%u, %u, %u), thread %d: %s", bx, by, bz, i, failure), 1;
+      }
+      if (!ran) {
+        int at_barrier = 0, at_shuffle = 0;
+        for (const Fiber& f : fibers) at_barrier += f.state == AT_SYNCTHREADS, at_shuffle += f.state == AT_SHUFFLE;
+        return snprintf(message, capacity, "deadlock in block (%u, %u, %u): %d threads wait at __syncthreads, %d at a "
+                        "shuffle, %d have returned", bx, by, bz, at_barrier, at_shuffle, threads - live), 1;
+      }
+    }
+  }
+  return 0;
+}
+}  // namespace emu
+
+#define threadIdx (emu::current->index)
+#define blockIdx (emu::block_index)
+#define blockDim (emu::block_dim)
+#define gridDim (emu::grid_dim)
+
+inline void __syncthreads() { emu::syncthreads(); }
+
+template <typename V> V __shfl_xor_sync(unsigned mask, V value, int lane_mask, int width = 32) {
+  static_assert(sizeof(V) <= 8, "a shuffle moves at most 8 bytes");
+  if (mask != 0xffffffffu || width != 32 || lane_mask < 0 || lane_mask > 31)
+    emu::fail("__shfl_xor_sync: only a full mask, width 32 and lane masks 0..31 are emulated");
+  emu::Fiber& me = *emu::current;
+  unsigned long long* row = &emu::slots[(me.warp * 2 + me.parity) * 32];  // two sets: no second barrier
+  memcpy(&row[me.lane], &value, sizeof(V));
+  me.parity ^= 1;
+  emu::syncwarp();
+  const int other = me.lane ^ lane_mask;
+  if (other < emu::warp_size[me.warp]) memcpy(&value, &row[other], sizeof(V));
+  return value;
+}
+"""
+
+_C_TYPES = {np.dtype(t): c for t, c in ((np.float32, "float"), (np.float64, "double"), (np.bool_, "bool"),
+                                        (np.int32, "int"), (np.int64, "long long"), (np.uint32, "unsigned int"),
+                                        (np.uint64, "unsigned long long"))}
+_BUILD_DIR = os.path.join(tempfile.gettempdir(), "gpunn_kernel_emulation")
+FLAGS = ["-O2", "-std=c++20", "-fPIC", "-shared", "-ffp-contract=off"]
+SCHEDULE = {"reverse": 0}  # fiber order of the next raw launch
+KERNELS = {"present": set(), "ran": set()}  # names, so that a kernel without a check shows
+
+
+def compile_library(source):
+    """g++ `source` into a shared library, cached by its hash and the flags; loaded with ctypes."""
+    key = hashlib.sha256((source + " ".join(FLAGS)).encode()).hexdigest()[:20]
+    path = os.path.join(_BUILD_DIR, f"{key}.so")
+    if not os.path.exists(path):
+        os.makedirs(_BUILD_DIR, exist_ok=True)
+        with open(path[:-3] + ".cpp", "w") as f:
+            f.write(source)
+        done = subprocess.run(["g++", *FLAGS, path[:-3] + ".cpp", "-o", path + ".tmp"], capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"g++ failed on {path[:-3]}.cpp:\n{done.stderr[-4000:]}")
+        os.replace(path + ".tmp", path)
+    return ctypes.CDLL(path)
+
+
+# --- emulated device memory: poisoned, with guard zones -------------------------------------------
+
+_GUARD = 64  # elements either side of every emulated device array
+_buffers = weakref.WeakValueDictionary()  # id(buffer) -> buffer, for the guard check
+
+
+def _poison(dtype):
+    return np.nan if dtype.kind == "f" else True if dtype.kind == "b" else np.iinfo(dtype).min
+
+
+def device_empty(shape, dtype):
+    """An uninitialised device array, emulated: NaN (or the most negative integer) inside and around it."""
+    dtype, shape = np.dtype(dtype), tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
+    buffer = np.full(math.prod(shape) + 2 * _GUARD, _poison(dtype), dtype)
+    _buffers[id(buffer)] = buffer
+    return buffer[_GUARD:_GUARD + math.prod(shape)].reshape(shape)
+
+
+def to_device(host):
+    out = device_empty(host.shape, host.dtype)
+    out[...] = host
+    return out
+
+
+def check_guards(arrays):
+    """Raise if a launch wrote into the guard zones of any of its arrays."""
+    for a in arrays:
+        buffer = _buffers.get(id(a.base)) if isinstance(a, np.ndarray) else None
+        if buffer is not None:
+            poison = np.full(_GUARD, _poison(buffer.dtype), buffer.dtype).tobytes()
+            if buffer[:_GUARD].tobytes() != poison or buffer[-_GUARD:].tobytes() != poison:
+                raise RuntimeError("the kernel wrote outside an array")
+
+
+# --- raw kernels: cupy.RawModule on fibers ----------------------------------------------------------
+
+class EmulatedRawModule:
+    """cupy.RawModule(code=...) compiled by g++ behind the CUDA shim."""
+
+    def __init__(self, code, options=(), **_):
+        names = re.findall(r"__global__\s+void\s+(\w+)\s*\(", code)
+        launchers = "".join(
+            f'\nextern "C" int emu_launch_{k}(const unsigned* emu_g, const unsigned* emu_b, void** emu_p, '
+            "const long long* emu_s, const char* emu_k, int emu_n, int emu_r, char* emu_m, int emu_c) "
+            f"{{ return emu::launch(::{k}, emu_g, emu_b, emu_p, emu_s, emu_k, emu_n, emu_r, emu_m, emu_c); }}"
+            for k in names)
+        self.library = compile_library(SHIM + code + launchers)
+        KERNELS["present"].update(names)
+
+    def get_function(self, name):
+        return EmulatedKernel(name, getattr(self.library, f"emu_launch_{name}"))
+
+
+class EmulatedKernel:
+    """kernel(grid, block, args): NumPy arrays are device pointers, NumPy scalars values, as in CuPy."""
+
+    def __init__(self, name, launcher):
+        self.name, self.launcher = name, launcher
+
+    def __call__(self, grid, block, args, shared_mem=0, stream=None):
+        if shared_mem:
+            raise NotImplementedError("dynamic shared memory is not emulated")
+        KERNELS["ran"].add(self.name)
+        holders, sizes, kinds = [], [], ""
+        for a in args:
+            if isinstance(a, np.ndarray):
+                holders.append(ctypes.c_void_p(a.ctypes.data))
+                kinds += a.dtype.kind.upper()
+            elif isinstance(a, np.generic):
+                holders.append(np.array(a))
+                kinds += a.dtype.kind
+            else:
+                raise TypeError(f"pass NumPy scalars, not {type(a).__name__}: Python numbers' C types are CuPy's guess")
+            sizes.append(a.dtype.itemsize)
+        pointers = [ctypes.addressof(h) if isinstance(h, ctypes.c_void_p) else h.ctypes.data for h in holders]
+        dims = [(ctypes.c_uint * 3)(*(tuple(d) + (1, 1))[:3]) for d in (grid, block)]
+        message = ctypes.create_string_buffer(500)
+        failed = self.launcher(dims[0], dims[1], (ctypes.c_void_p * len(args))(*pointers),
+                               (ctypes.c_longlong * len(args))(*sizes), kinds.encode(), len(args),
+                               SCHEDULE["reverse"], message, len(message))
+        if failed:
+            raise RuntimeError(message.value.decode())
+        check_guards(args)
+
+
+# --- elementwise kernels: cupy.ElementwiseKernel as a C++ loop --------------------------------------
+
+class EmulatedElementwise:
+    """CuPy's ElementwiseKernel semantics: placeholder types bound by CuPy's own rule, all arrays
+    broadcast together, outputs given (of the broadcast shape) or allocated, `i` the flat index."""
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+
+    def __call__(self, *args):
+        k = self.kernel
+        KERNELS["ran"].add(k.name)
+        if len(args) not in (k.nin, k.nargs):
+            raise TypeError(f"{k.name} takes {k.nin} or {k.nargs} arguments, got {len(args)}")
+        ins, outs = args[:k.nin], list(args[k.nin:])
+        in_types, out_types, type_map = k._decide_params_type(
+            tuple(a.dtype if isinstance(a, np.ndarray) else None for a in ins), tuple(o.dtype for o in outs))
+        shape = np.broadcast_shapes(*(a.shape for a in args if isinstance(a, np.ndarray)))
+        if any(o.shape != shape for o in outs):
+            raise ValueError(f"{k.name}: out shape is mismatched")
+        outs += [device_empty(shape, t) for t in out_types[len(outs):]]
+        is_array = [isinstance(a, np.ndarray) for a in ins] + [True] * k.nout
+        library = compile_library(self.source(type_map._pairs, is_array))
+        alive, c_args = [], []
+        for a, t in zip(ins, in_types):
+            if isinstance(a, np.ndarray):
+                a = a if a.shape == shape and a.flags.c_contiguous else np.ascontiguousarray(np.broadcast_to(a, shape))
+                alive.append(a)
+                c_args.append(ctypes.c_void_p(a.ctypes.data))
+            else:
+                c_args.append(np.ctypeslib.as_ctypes_type(t)(t.type(a)))
+        work = [o if o.flags.c_contiguous else np.ascontiguousarray(o) for o in outs]
+        c_args += [ctypes.c_void_p(o.ctypes.data) for o in work] + [ctypes.c_longlong(math.prod(shape))]
+        getattr(library, k.name)(*c_args)
+        for o, w in zip(outs, work):
+            if w is not o:
+                o[...] = w
+        check_guards(list(args) + outs)
+        return outs[0] if k.nout == 1 else tuple(outs)
+
+    def source(self, type_pairs, is_array):
+        k = self.kernel
+        params, refs = [], []
+        for p, array in zip(k.in_params + k.out_params, is_array):
+            const = "const " if p.is_const else ""
+            if p.raw:
+                raise NotImplementedError(f"{k.name}: raw parameters are not emulated")
+            if array:
+                params.append(f"{const}{p.ctype}* _raw_{p.name}")
+                refs.append(f"{const}{p.ctype} &{p.name} = _raw_{p.name}[i];")
+            else:
+                params.append(f"const {p.ctype} {p.name}")
+        typedefs = "".join(f"typedef {_C_TYPES[np.dtype(t)]} {name};\n" for name, t in type_pairs)
+        return (f"{SHIM}{typedefs}{k.preamble}\n"
+                f'extern "C" void {k.name}({", ".join(params)}, long long _n) {{\n'
+                "  struct { long long n; long long size() const { return n; } } _ind{_n};\n"
+                f"  for (ptrdiff_t i = 0; i < _n; ++i) {{\n    {' '.join(refs)}\n    {k.operation};\n  }}\n}}\n")
+
+
+def host_gemm(a, b, trans_a=False, trans_b=False, out=None, accumulate=False, tf32=False):
+    """cuBLAS stand-in (cuBLAS is not under test here): op(a) @ op(b), a fresh device array."""
+    if out is not None:
+        raise NotImplementedError("host_gemm: out= is not emulated")
+    return to_device((a.T if trans_a else a) @ (b.T if trans_b else b))
+
+
+def emulate_cupy_kernels():
+    """Point backends.cupy_kernels at the emulation: its cupy module, its kernel objects, cuBLAS."""
+    cupy_kernels.cupy = types.SimpleNamespace(
+        RawModule=EmulatedRawModule, float32=np.float32, float64=np.float64, int32=np.int32, int64=np.int64,
+        empty=lambda shape, dtype=np.float64: device_empty(shape, dtype),
+        empty_like=lambda a: device_empty(a.shape, a.dtype),
+        ascontiguousarray=lambda a: a if a.flags.c_contiguous else to_device(a))
+    cupy_kernels.cublas_gemm = types.SimpleNamespace(gemm=host_gemm)
+    for name, found in vars(cupy_kernels).items():  # kernels, and tables of them
+        table = found if isinstance(found, dict) else {name: found}
+        for key, kernel in table.items():
+            if isinstance(kernel, cupy.ElementwiseKernel):
+                KERNELS["present"].add(kernel.name)
+                table[key] = EmulatedElementwise(kernel)
+        if not isinstance(found, dict) and table[name] is not found:
+            setattr(cupy_kernels, name, table[name])
+    cupy_kernels._ce_modules.clear()
+    return cupy_kernels.fast_paths()
+
+
+# --- comparisons and reporting ------------------------------------------------------------------
+
+TOL = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-12}
+results = []  # (passed, detail) per check
+
+
+def error(got, want):
+    """max |got - want| / max |want| over the finite entries; inf where NaNs or infinities differ."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    if got.shape != want.shape:
+        return math.inf
+    finite = np.isfinite(want)
+    if not np.array_equal(got[~finite], want[~finite], equal_nan=True) or not np.isfinite(got[finite]).all():
+        return math.inf
+    if not finite.any():
+        return 0.0
+    return float(np.max(np.abs(got - want)[finite]) / max(np.max(np.abs(want[finite])), 1e-300))
+
+
+def report(name, measured):
+    """One line: each measurement is (label, error, tolerance); passes if every error is within."""
+    ok = all(err <= tol for _, err, tol in measured)
+    detail = "  ".join(f"{label} {err:.1e}" + ("" if err <= tol else f" > {tol:.0e}") for label, err, tol in measured)
+    results.append((ok, detail))
+    print(f"{'ok  ' if ok else 'FAIL'}  {name:<58} {detail}", flush=True)
+
+
+def failure(name, exc):
+    results.append((False, f"{type(exc).__name__}: {exc}"))
+    print(f"FAIL  {name:<58} {results[-1][1]}", flush=True)
+
+
+def reference_cross_entropy(logits, target, reduction, ignore_index):
+    """Float64 softmax cross-entropy, PyTorch's semantics; an out-of-range label: a NaN loss."""
+    x = logits.astype(np.float64)
+    n, c = x.shape
+    with np.errstate(all="ignore"):
+        peak = x.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(x - peak).sum(axis=1)) + peak[:, 0]
+        kept = target != ignore_index
+        valid = (target >= 0) & (target < c)
+        picked = x[np.arange(n), np.clip(target, 0, c - 1)]
+        per_row = np.where(kept, np.where(valid, lse - picked, np.nan), 0.0)
+        onehot = valid[:, None] & (target[:, None] == np.arange(c))
+        weight = kept / kept.sum() if reduction == "mean" else kept.astype(np.float64)
+        residual = (np.exp(x - lse[:, None]) - onehot) * weight[:, None]
+        loss = per_row.sum() / kept.sum() if reduction == "mean" else per_row.sum()
+    return loss, residual
+
+
+def check_cross_entropy(name, logits, target, reduction, ignore_index=-100):
+    """The wrapper's kernels, both fiber orders, against float64 and against the generic forward."""
+    path = "small" if logits.size <= cupy_kernels._CE_SMALL else "rows"
+    label = f"ce[{path}] {name} n={logits.shape[0]} c={logits.shape[1]} {reduction} {logits.dtype}"
+    try:
+        runs = []
+        for reverse in (0, 1):
+            SCHEDULE["reverse"] = reverse
+            loss, residual = cupy_kernels._cross_entropy_forward(np, to_device(logits), to_device(target),
+                                                                 reduction=reduction, ignore_index=ignore_index)
+            runs.append((np.asarray(loss).copy(), residual.copy()))
+        SCHEDULE["reverse"] = 0
+    except RuntimeError as exc:
+        return failure(label, exc)
+    (loss, residual), (loss_r, residual_r) = runs
+    same = np.array_equal(loss, loss_r, equal_nan=True) and np.array_equal(residual, residual_r, equal_nan=True)
+    want_loss, want_residual = reference_cross_entropy(logits, target, reduction, ignore_index)
+    with np.errstate(all="ignore"):
+        gen_loss, gen_residual = ops.cross_entropy.forward(np, logits, target, reduction=reduction,
+                                                           ignore_index=ignore_index)
+    tol = TOL[logits.dtype]
+    measured = [("ref loss", error(loss, want_loss), tol), ("ref resid", error(residual, want_residual), tol),
+                ("orders", 0.0 if same else math.inf, 0.0)]
+    if ((target == ignore_index) | ((target >= 0) & (target < logits.shape[1]))).all():  # the generic's domain
+        measured += [("gen loss", error(loss, gen_loss), tol), ("gen resid", error(residual, gen_residual), tol)]
+    report(label, measured)
+
+
+def cross_entropy_checks(dtype):
+    rng = np.random.default_rng(0)
+
+    def case(name, n, c, reduction, ignored=(), ignore_index=-100, scale=3.0, labels=None, order="C"):
+        logits = (rng.standard_normal((n, c)) * scale).astype(dtype)
+        target = rng.integers(0, c, n) if labels is None else np.asarray(labels)
+        target[list(ignored)] = ignore_index
+        check_cross_entropy(name, np.asarray(logits, order=order), target, reduction, ignore_index)
+
+    case("one row", 1, 5, "mean")
+    case("c<32, n%8!=0, ignored", 7, 31, "mean", ignored=(2, 5))
+    case("c=32", 8, 32, "sum")
+    case("c=33, ignored", 13, 33, "mean", ignored=(0, 12))
+    case("c=100, ignored, int32 labels, F-order", 64, 100, "sum", ignored=(3, 4, 63),
+         labels=rng.integers(0, 100, 64).astype(np.int32), order="F")
+    case("one class", 3, 1, "mean")
+    logits = (rng.standard_normal((5, 40)) * 3).astype(dtype)
+    logits[2, 17] = np.nan
+    check_cross_entropy("a NaN logit", logits, np.arange(5), "sum")
+    case("wide rows", 16, 1000, "mean", scale=30.0)
+    case("all ignored", 5, 7, "mean", ignored=range(5))
+    case("all ignored", 5, 7, "sum", ignored=range(5))
+    case("label == c", 6, 40, "mean", labels=[0, 1, 40, 2, 3, 4])
+    case("label -1", 6, 40, "sum", labels=[0, 1, -1, 2, 3, 4])
+    case("ignore_index=2", 20, 9, "mean", ignore_index=2, labels=np.arange(20) % 9)
+    logits = (rng.standard_normal((9, 50)) * 3).astype(dtype)
+    logits[[0, 4], [7, 30]] = -np.inf  # masked classes (not the targets)
+    check_cross_entropy("-inf logits", logits, np.arange(9), "mean")
+    case("n%8!=0, ignored", 2049, 129, "mean", ignored=range(0, 2049, 97))
+    case("c<32", 9000, 30, "sum", ignored=(5,))
+    case("all ignored", 2100, 130, "mean", ignored=range(2100))
+    case("label == c", 2100, 130, "mean", labels=np.r_[np.zeros(2099, np.int64), 130])
+
+
+# --- elementwise checks ---------------------------------------------------------------------------
+
+def activation_checks(fast, dtype):
+    rng = np.random.default_rng(1)
+    tol = TOL[np.dtype(dtype)]
+    for shape in ((7, 5), (2, 3, 5)):
+        x = (rng.standard_normal(shape) * 10).astype(dtype)
+        x.reshape(-1, 5)[0] = [np.nan, np.inf, -np.inf, 1e30, -1e30]
+        w, b = rng.standard_normal((4, 5)).astype(dtype), rng.standard_normal(4).astype(dtype)
+        w[:, 0] = np.abs(w[:, 0])  # so the inf row gives infinities, not NaN, in every column
+        for act in ("relu", "tanh", "sigmoid"):
+            label = f"linear_act {act} forward x{shape} {np.dtype(dtype)}"
+            try:
+                got = fast["linear_act"].forward(np, to_device(x), to_device(w), to_device(b), activation=act)
+            except RuntimeError as exc:
+                failure(label, exc)
+                continue
+            with np.errstate(all="ignore"):
+                want = ops.linear_act.forward(np, x, w, b, activation=act)
+            report(label, [("gen", error(got, want), tol)])
+    for act in ("relu", "tanh", "sigmoid"):
+        x = (rng.standard_normal(4099) * 4).astype(dtype)
+        x[:6] = [0.0, -0.0, np.inf, -np.inf, 1.0, -1.0]
+        with np.errstate(all="ignore"):
+            out = ops.ACTIVATIONS[act].forward(np, x)
+        g = rng.standard_normal(4099).astype(dtype)
+        g[4:6] = np.nan  # NaN stays NaN, also at a dead unit
+        got = fast[act].grads[0](np, to_device(g), to_device(out), None)
+        with np.errstate(all="ignore"):
+            want = ops.ACTIVATIONS[act].grads[0](np, g, out, None)
+        report(f"{act} grad {np.dtype(dtype)}", [("gen", error(got, want), tol)])
+
+
+def trajectory(update, dtype, steps, state_names, hyper_at, rng_seed=3, n=4099):
+    """`steps` updates of a parameter pulled towards a target with noisy gradients; final state."""
+    rng = np.random.default_rng(rng_seed)
+    target = rng.standard_normal(n)
+    state = {"p": rng.standard_normal(n).astype(dtype), **{k: np.zeros(n, dtype) for k in state_names}}
+    state = {k: to_device(v) for k, v in state.items()}
+    for t in range(1, steps + 1):
+        g = to_device((0.1 * (state["p"] - target) + rng.standard_normal(n)).astype(dtype))
+        update(state["p"], g, *(state[k] for k in state_names), t=t, **hyper_at(t))
+    return {k: v.copy() for k, v in state.items()}
+
+
+def optimizer_checks(fast, dtype, adam_only=False):
+    dt = np.dtype(dtype)
+    tol = TOL[dt]
+
+    def device_scalars(hyper, names):  # as compile_step uploads them: 0-d arrays of the flat dtype
+        return {k: (to_device(np.asarray(v, dt)) if k in names else v) for k, v in hyper.items()}
+
+    adam_cases = {"adam": dict(weight_decay=0.0), "adam wd maximize": dict(weight_decay=0.01, maximize=True),
+                  "adamw": dict(weight_decay=0.01, decoupled=True)}
+    for name, case in adam_cases.items():
+        group = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=case["weight_decay"],
+                     maximize=case.get("maximize", False))
+        owner = types.SimpleNamespace(_decoupled=case.get("decoupled", False))
+        hyper_at = lambda t: Adam._hyper(owner, group, t)  # noqa: E731  the optimizer's own host values
+        generic = lambda p, g, m, v, t, **h: adam_update(np, p, g, m, v, None, **h)  # noqa: E731
+        want = trajectory(generic, dtype, 50, ("m", "v"), hyper_at)
+        for on_device in ((), Adam._scheduled):
+            label = f"adam_update {name} 50 steps{' device scalars' if on_device else ''} {dt}"
+            kernel = lambda p, g, m, v, t, **h: fast["adam_update"](np, p, g, m, v, None,  # noqa: E731
+                                                                    **device_scalars(h, on_device))
+            try:
+                got = trajectory(kernel, dtype, 50, ("m", "v"), hyper_at)
+            except RuntimeError as exc:
+                failure(label, exc)
+                continue
+            report(label, [(k, error(got[k], want[k]), tol) for k in ("p", "m", "v")])
+
+    if adam_only:
+        return
+    sgd_cases = {"plain": dict(momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False),
+                 "plain wd maximize": dict(momentum=0.0, dampening=0.0, nesterov=False, weight_decay=1e-3,
+                                           maximize=True),
+                 "momentum": dict(momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False),
+                 "nesterov wd": dict(momentum=0.9, dampening=0.0, nesterov=True, weight_decay=1e-3, maximize=False),
+                 "dampening maximize": dict(momentum=0.5, dampening=0.25, nesterov=False, weight_decay=0.0,
+                                            maximize=True)}
+    for name, case in sgd_cases.items():
+        names = ("buf",) if case["momentum"] else ()
+
+        def stepper(update, on_device=()):  # the momentum buffer's first fill is step 1, as in SGD
+            return lambda p, g, *buf, t, **h: update(np, p, g, buf[0] if buf else None, bool(buf) and t == 1,
+                                                     **device_scalars(h, on_device))
+
+        hyper_at = lambda t: dict(lr=0.05, **case)  # noqa: E731
+        want = trajectory(stepper(sgd_update), dtype, 50, names, hyper_at)
+        for on_device in ((), ("lr",)):
+            label = f"sgd_update {name} 50 steps{' device lr' if on_device else ''} {dt}"
+            try:
+                got = trajectory(stepper(fast["sgd_update"], on_device), dtype, 50, names, hyper_at)
+            except RuntimeError as exc:
+                failure(label, exc)
+                continue
+            report(label, [(k, error(got[k], want[k]), tol) for k in ("p", *names)])
+
+
+# --- negative controls: broken kernels the checks above must catch ----------------------------------
+
+def expect_caught(name, run):
+    """Run `run` (which reports checks) quietly; passes if one of its checks failed."""
+    before = len(results)
+    with contextlib.redirect_stdout(io.StringIO()):
+        run()
+    how = next((detail for ok, detail in results[before:] if not ok), None)
+    del results[before:]
+    results.append((how is not None, how))
+    print(f"{'ok  ' if how else 'FAIL'}  control: {name:<49} {'caught: ' + how if how else 'NOT caught'}")
+
+
+def with_ce_source(old, new, run, small=None):
+    """`run` with _CE_SOURCE edited (and, if given, another small-batch threshold)."""
+    source, threshold = cupy_kernels._CE_SOURCE, cupy_kernels._CE_SMALL
+    assert old in source, f"control out of date: {old!r} is no longer in _CE_SOURCE"
+    cupy_kernels._CE_SOURCE, cupy_kernels._CE_SMALL = source.replace(old, new), small or threshold
+    cupy_kernels._ce_modules.clear()
+    try:
+        run()
+    finally:
+        cupy_kernels._CE_SOURCE, cupy_kernels._CE_SMALL = source, threshold
+        cupy_kernels._ce_modules.clear()
+
+
+def controls(fast):
+    rng = np.random.default_rng(4)
+    logits, target = rng.standard_normal((13, 20)).astype(np.float32), rng.integers(0, 20, 13)
+    target[[1, 6]] = -100
+    ce = lambda: check_cross_entropy("control", logits, target, "mean")  # noqa: E731
+    expect_caught("no barrier before the scale is read", lambda: with_ce_source(
+        "    __syncthreads();\n    if (mean) {", "    if (mean) {", ce))
+    expect_caught("rows kernel: one warp past the last row", lambda: with_ce_source(
+        "if (row >= n) return;", "if (row > n) return;", ce, small=1))
+    expect_caught("rows kernel: a lane leaves before a shuffle", lambda: with_ce_source(
+        "if (row >= n) return;", "if (row >= n || lane == 31) return;", ce, small=1))
+
+    def int32_rows():
+        kernel = cupy_kernels._ce_functions(np.float32)["small"]
+        try:
+            kernel((1,), (512,), (to_device(logits), to_device(target), np.int32(13), np.int64(20), np.int64(-100),
+                                  np.int32(1), device_empty((), np.float32), device_empty(logits.shape, np.float32)))
+            report("int32 row count", [])
+        except RuntimeError as exc:
+            failure("int32 row count", exc)
+    expect_caught("an int32 passed for a long long", int32_rows)
+
+    adam = cupy_kernels._adam_kernel
+    broken = cupy.ElementwiseKernel(", ".join(f"{p.ctype} {p.name}" for p in adam.kernel.in_params),
+                                    ", ".join(f"{p.ctype} {p.name}" for p in adam.kernel.out_params),
+                                    adam.kernel.operation.replace("one_minus_beta2", "((T)1 - beta2)"), "broken_adam")
+
+    def float32_one_minus_beta2():
+        cupy_kernels._adam_kernel = EmulatedElementwise(broken)
+        try:
+            optimizer_checks(fast, np.float32, adam_only=True)
+        finally:
+            cupy_kernels._adam_kernel = adam
+    expect_caught("Adam with 1 - beta2 rounded in float32", float32_one_minus_beta2)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fmad", action="store_true",
+                        help="contract a * b + c into one rounding, as NVRTC does by default (-mfma)")
+    args = parser.parse_args(argv)
+    if args.fmad:
+        FLAGS[FLAGS.index("-ffp-contract=off")] = "-ffp-contract=fast"
+        FLAGS.append("-mfma")
+    fast = emulate_cupy_kernels()
+    for dtype in (np.float32, np.float64):
+        cross_entropy_checks(dtype)
+        activation_checks(fast, dtype)
+        optimizer_checks(fast, dtype)
+    unchecked = sorted(KERNELS["present"] - KERNELS["ran"])
+    results.append((not unchecked, unchecked))
+    coverage = f"never ran: {', '.join(unchecked)}" if unchecked else f"{len(KERNELS['ran'])} kernels"
+    print(f"{'ok  ' if not unchecked else 'FAIL'}  {'every kernel ran':<58} {coverage}")
+    controls(fast)
+    failed = [ok for ok, _ in results].count(False)
+    print(f"{len(results) - failed} of {len(results)} checks pass"
+          f" ({'contracted' if args.fmad else 'uncontracted'} multiply-adds)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
