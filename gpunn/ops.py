@@ -462,7 +462,8 @@ def _cross_entropy(xp, logits, target, reduction="mean", ignore_index=-100):
     total = xp.sum(e, axis=1, keepdims=True)
     onehot = _onehot(xp, target, logits.shape[1], logits.dtype)
     kept = xp.astype(target != ignore_index, logits.dtype)
-    per_row = (xp.log(total[:, 0]) - xp.sum(shifted * onehot, axis=1)) * kept
+    picked = xp.sum(xp.where(onehot != 0, shifted, 0.0), axis=1)  # not shifted * onehot: -inf * 0 is NaN
+    per_row = (xp.log(total[:, 0]) - picked) * kept
     if reduction == "mean":
         count = xp.sum(kept)
         return xp.sum(per_row) / count, (e / total - onehot) * (kept / count)[:, None]

@@ -538,6 +538,23 @@ def test_cross_entropy_with_huge_logits(device, dtype, reduction, no_float_warni
     assert_close(x.grad, grad / 2 if reduction == "mean" else grad, dtype=dtype, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_with_a_minus_infinity_logit(device, reduction, no_float_warnings):
+    """A masked-out class (logit -inf) has probability 0 and a finite loss, as in PyTorch: the
+    target's logit must not be picked as logits * onehot (-inf * 0 is NaN)."""
+    logits = np.array([[0.0, 1.0, -np.inf], [2.0, 0.0, 1.0]])
+    target = np.array([0, 1])
+    x = to_device(logits, device, requires_grad=True)
+    loss = F.cross_entropy(x, to_device(target, device), reduction=reduction)
+    finite = np.where(np.isinf(logits), -1e30, logits)
+    per_row = np.log(np.exp(finite).sum(axis=1)) - finite[[0, 1], target]
+    expected = {"mean": per_row.mean(), "sum": per_row.sum(), "none": per_row}[reduction]
+    assert_close(loss, expected, device=device, rtol=1e-6)
+    loss.sum().backward()
+    grad = softmax_ref(finite, axis=1) - np.eye(3)[target]
+    assert_close(x.grad, grad / 2 if reduction == "mean" else grad, rtol=1e-6, atol=1e-7)
+
+
 def test_bce_with_logits_at_extremes(device, no_float_warnings):
     x = to_device([-1000.0, 1000.0, -1000.0, 1000.0], device, requires_grad=True)
     t = to_device([1.0, 0.0, 0.0, 1.0], device)
