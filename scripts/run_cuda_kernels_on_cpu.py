@@ -43,8 +43,8 @@ import numpy as np
 
 from gpunn import ops
 from gpunn.backends import cupy_kernels
-from gpunn.optim.adam import Adam, adam_update
-from gpunn.optim.sgd import sgd_update
+from gpunn.optim.adam import Adam
+from gpunn.optim.updates import adam_update, sgd_update
 
 SHIM = r"""
 // CUDA on the CPU: one block at a time, its threads as fibers that switch at barriers only.
