@@ -146,7 +146,8 @@ class _Graph:
         for i, flat in enumerate(self.flats):
             if flat is None:
                 raise _CaptureFailed(f"param group {i} has no flat buffer: build the optimizer with fused=True "
-                                     "(the default on CUDA) over parameters of one device and dtype")
+                                     "(the default on CUDA) over parameters of one device and dtype, and leave "
+                                     "groups whose parameters are all frozen out of it")
         names = opt._scheduled
         with dev.scope:
             self.scalars = [xp.zeros((len(names),), dtype=flat.dtype) for flat in self.flats]

@@ -205,6 +205,22 @@ def test_a_hyper_parameter_changed_every_step_runs_eagerly_after_a_few_recapture
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("name", ["sgd-momentum", "adam"])
+def test_frozen_parameters_stay_out_of_the_recorded_step(emulate, name):
+    def frozen_mlp():
+        model = nn.MLP([6, 16, 3])
+        for p in list(model.parameters())[:2]:
+            p.requires_grad = False
+        return model
+
+    losses, params, step, *_ = train(OPTIMIZERS[name], True, emulate, make_model=frozen_mlp)
+    ref_losses, ref_params, *_ = train(OPTIMIZERS[name], False, make_model=frozen_mlp)
+    assert step.mode == "graph" and step.reason is None
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
+    for a, b in zip(params, ref_params):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
 def test_parameters_loaded_between_replays_are_used(emulate):
     gpunn.manual_seed(7)
     other = {k: v.clone() for k, v in nn.MLP([6, 16, 3]).state_dict().items()}

@@ -805,3 +805,75 @@ def test_a_held_gradient_survives_the_next_backward_whoever_zeroed(zero):
     backward(model, 6)
     assert_identical([g.numpy() for g in kept], snapshot)
     assert_views(model, flat_of(opt))  # the new gradients are the buffer's again
+
+
+# --- frozen parameters (requires_grad=False), as in PyTorch's fine-tuning idiom -------------------
+
+def freeze(model, count):
+    """Freeze the first `count` parameters (PyTorch: p.requires_grad = False)."""
+    for p in list(model.parameters())[:count]:
+        p.requires_grad = False
+
+
+@pytest.mark.parametrize("name", ["sgd_momentum", "adam", "adamw_maximize"])
+def test_frozen_parameters_are_accepted_left_alone_and_out_of_the_buffer(name, update_calls):
+    runs = {}
+    for fused in (True, False):
+        model = make_model()
+        freeze(model, 2)
+        before = values(model)[:2]
+        opt = factory(name)(model.parameters(), fused)
+        train(model, opt, STEPS)
+        assert_identical(values(model)[:2], before)  # frozen: never updated
+        runs[fused] = values(model), list(update_calls)
+        update_calls.clear()
+    assert_identical(runs[True][0], runs[False][0])
+    trainable = sum(p.numel() for p in list(make_model().parameters())[2:])
+    assert runs[True][1] == [(trainable,)] * STEPS  # one flat update over the trainable ones only
+    assert len(runs[False][1]) == (len(list(make_model().parameters())) - 2) * STEPS  # reference: one per trainable
+
+
+@pytest.mark.parametrize("name", ["sgd_momentum", "adam"])
+def test_unfreezing_mid_training_matches_the_reference_path(name):
+    def unfreeze(k, model, opt):
+        if k == 3:
+            for p in model.parameters():
+                p.requires_grad = True
+
+    results = []
+    for fused in (True, False):
+        model = make_model()
+        freeze(model, 4)
+        opt = factory(name)(model.parameters(), fused)
+        losses = train(model, opt, STEPS + 3, hook=unfreeze)
+        results.append((losses, values(model)))
+    assert results[0][0] == results[1][0]
+    assert_identical(results[0][1], results[1][1])
+
+
+def test_a_group_whose_parameters_are_all_frozen_is_updated_once_unfrozen():
+    model = make_model()
+    params = list(model.parameters())
+    for p in params[:2]:
+        p.requires_grad = False
+    opt = optim.SGD([{"params": params[:2]}, {"params": params[2:]}], lr=0.1, momentum=0.9, fused=True)
+    train(model, opt, 2)
+    assert opt._flat[0] is None and opt._flat[1] is not None
+    frozen = [p.numpy() for p in params[:2]]
+    for p in params[:2]:
+        p.requires_grad = True
+    train(model, opt, 2, start=2)
+    assert opt._flat[0] is not None and opt._flat[0].holds_exactly(params[:2])
+    assert not any(np.array_equal(p.numpy(), v) for p, v in zip(params[:2], frozen))
+
+
+def test_zero_grad_keeps_zeroing_a_gradient_outside_the_buffer():
+    model = make_model()
+    freeze(model, 1)
+    opt = optim.SGD(model.parameters(), lr=0.1, fused=True)
+    train(model, opt, 1)
+    frozen = next(iter(model.parameters()))
+    frozen.grad = gpunn.ones(*frozen.shape)  # set by hand on a frozen parameter
+    opt.zero_grad(set_to_none=False)
+    assert float(frozen.grad.abs().sum()) == 0.0
+    assert all(float(p.grad.abs().sum()) == 0.0 for p in list(model.parameters())[1:])

@@ -81,6 +81,7 @@ class FlatGroup:
         sizes = [math.prod(s) for s in self.shapes]
         self.bounds = [(sum(sizes[:i]), sum(sizes[:i + 1])) for i in range(len(sizes))]
         self.size = sum(sizes)
+        self._ids = {id(p) for p in self.params}
         _live.add(self)
         self.buffers = {}  # state name -> flat array
         self._views = {}  # "param", "grad" or a state name -> per-parameter views
@@ -99,6 +100,13 @@ class FlatGroup:
                 if p.grad is not None:
                     slot.array[...] = p.grad.data
                     slot.adopt(p.grad)
+
+    def holds(self, p):
+        return id(p) in self._ids
+
+    def holds_exactly(self, params):
+        """True when `params` are this group's parameters, in order."""
+        return len(params) == len(self.params) and all(a is b for a, b in zip(params, self.params))
 
     def _split(self, flat):
         xp = self.device.xp

@@ -29,6 +29,7 @@ class Optimizer:
         self.fused = fused
         self._flat = {}  # param group index -> FlatGroup, or None for the per-parameter path
         self._device_scalars = None  # per group {name: 0-d device array} while compile_step records
+        self._all_frozen = set()  # indices of groups that would be fused but have no trainable parameter
         self.defaults = dict(defaults)
         self.state = defaultdict(dict)  # param -> {name: value}, filled by the first step()
         self.param_groups = []
@@ -200,16 +201,26 @@ class Optimizer:
     def _flat_group(self, index, group):
         """The group's FlatGroup, made on first use, when fused allows it (None means per-parameter:
         the default on backends without views, and for groups mixing devices or dtypes)."""
-        if index in self._flat:
-            return self._flat[index]
         params = group["params"]
+        trainable = [p for p in params if p.requires_grad]  # frozen ones get no gradient: not in the buffers
+        if index in self._flat:
+            flat = self._flat[index]
+            if flat is None and (index not in self._all_frozen or not trainable):
+                return None
+            if flat is not None and flat.holds_exactly(trainable):
+                return flat
+            # parameters were frozen or unfrozen since: lay the buffers out again (state is re-packed)
         problem = _fuse_problem(params)
         if self.fused and problem:  # (checked when the group was added; the model may have moved since)
             raise ValueError(f"{type(self).__name__}(fused=True): param group {index} cannot be fused: {problem}; "
                              "pass fused=None to fall back to the per-parameter path")
         device = params[0].device
         wanted = self.fused if self.fused is not None else getattr(device.backend, "fuse_by_default", False)
-        flat = self._flat[index] = FlatGroup(params) if wanted and not problem else None
+        if wanted and not trainable:
+            self._all_frozen.add(index)  # per-parameter (nothing to update) until one is unfrozen
+        else:
+            self._all_frozen.discard(index)
+        flat = self._flat[index] = FlatGroup(trainable) if wanted and not problem and trainable else None
         return flat
 
     @staticmethod
@@ -239,8 +250,9 @@ class Optimizer:
             flat = self._flat.get(index)
             if flat is not None and not set_to_none:
                 flat.zero_grads()  # one fill, not one per parameter
-                continue
             for p in group["params"]:
+                if flat is not None and not set_to_none and flat.holds(p):
+                    continue
                 if set_to_none:
                     p.grad = None
                 elif p.grad is not None:
@@ -330,9 +342,6 @@ def _check_param(owner, p, group, i):
     if p._node is not None:
         raise ValueError(f"{where} is not a leaf: it was computed by '{p.grad_fn}' and gets no .grad of its own; "
                          "optimize the tensor it was computed from, or use t.detach().requires_grad_()")
-    if not p.requires_grad:
-        raise ValueError(f"{where} does not require grad, so it would never get a gradient; call "
-                         "p.requires_grad_() or leave it out, e.g. [p for p in model.parameters() if p.requires_grad]")
 
 
 def _restore(key, value, param):
