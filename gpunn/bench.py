@@ -72,20 +72,31 @@ LIBRARIES = ("gpunn", "numpy", "array-api-compat", "array-api-strict", "torch", 
 
 
 def parse_sizes(text):
-    """'784-256-256-10,784-1024-10' -> [(784, 256, 256, 10), (784, 1024, 10)]: layer widths."""
+    """'784-256-256-10,784-1024x3-10' -> [(784, 256, 256, 10), (784, 1024, 1024, 1024, 10)]: layer
+    widths per model; a width followed by xN stands for N layers of that width (the notation of
+    BENCHMARKS.md)."""
     models = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         try:
-            sizes = tuple(int(n) for n in part.split("-"))
+            sizes = tuple(n for field in part.split("-") for n in _widths(field))
         except ValueError:
             sizes = ()
         if len(sizes) < 2 or min(sizes) < 1:
             raise argparse.ArgumentTypeError(
-                f"{part!r} is not a model: give layer widths joined by '-', at least two, e.g. 784-256-256-10")
+                f"{part!r} is not a model: give positive layer widths joined by '-', at least two, e.g. "
+                f"784-256-256-10; WxN repeats width W N times (N >= 1), e.g. 784-1024x3-10")
         models.append(sizes)
     if not models:
-        raise argparse.ArgumentTypeError("no model given; e.g. --sizes 784-256-256-10,784-1024-1024-10")
+        raise argparse.ArgumentTypeError("no model given; e.g. --sizes 784-256-256-10,784-1024x3-10")
     return models
+
+
+def _widths(field):
+    """'1024x3' -> [1024, 1024, 1024]; '256' -> [256]. ValueError when it is neither."""
+    width, times = field.split("x") if "x" in field else (field, "1")
+    if int(times) < 1:
+        raise ValueError(f"{field!r} repeats a width {times} times")
+    return [int(width)] * int(times)
 
 
 def parse_batch_sizes(text):
@@ -109,8 +120,8 @@ def add_arguments(parser):
                         help="devices to time gpunn on, comma-separated; unusable ones are skipped "
                              "with a note (default: cpu,cuda)")
     parser.add_argument("--sizes", type=parse_sizes, default=None,
-                        help=f"MLP layer widths, comma-separated models (default: {DEFAULT_SIZES}; "
-                             f"--quick: {QUICK_SIZES})")
+                        help=f"MLP layer widths joined by '-' (WxN: N layers of width W, e.g. 784-1024x3-10), "
+                             f"comma-separated models (default: {DEFAULT_SIZES}; --quick: {QUICK_SIZES})")
     parser.add_argument("--batch-sizes", type=parse_batch_sizes, default=None,
                         help=f"batch sizes (default: {DEFAULT_BATCHES}; --quick: {QUICK_BATCHES})")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")

@@ -165,6 +165,29 @@ def test_sizes_and_batch_sizes_parse_and_bad_ones_say_what_is_wrong():
         _args("--batch-sizes", "0")
 
 
+def test_sizes_accept_the_repeat_shorthand_of_the_docs():
+    assert bench.parse_sizes("784-1024x3-10") == [(784, 1024, 1024, 1024, 10)]
+    assert bench.parse_sizes("4096x4-1000,64x1-10") == [(4096,) * 4 + (1000,), (64, 10)]
+    assert _args("--sizes", "784-256x2-10").sizes == [(784, 256, 256, 10)]
+    for bad in ("784-1024x0-10", "784-1024xfoo-10", "784-x3-10", "784-1024x-10", "784-1024x3x2-10", "10x1"):
+        with pytest.raises(Exception, match="is not a model.*784-1024x3-10"):
+            bench.parse_sizes(bad)
+
+
+def test_every_shorthand_model_in_the_benchmark_docs_parses():
+    """BENCHMARKS.md and benchmarks/README.md name models like 784-1024x3-10; --sizes takes each one."""
+    import re
+
+    width = r"\d+(?:x\d+)?"
+    shorthand = re.compile(rf"\b(?:{width}-)*\d+x\d+(?:-{width})*\b")
+    named = set()
+    for doc in ("BENCHMARKS.md", "benchmarks/README.md"):
+        named |= {m.group() for m in shorthand.finditer((ROOT / doc).read_text()) if "-" in m.group()}  # not 8x10
+    assert {"784-1024x3-10", "4096x4-1000"} <= named
+    for model in named:
+        assert len(bench.parse_sizes(model)[0]) >= 2, model
+
+
 def test_unusable_cuda_is_skipped_with_gpunn_reason():
     reason = gpunn.cuda.why_unavailable()
     if reason is None:
