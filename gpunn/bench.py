@@ -48,7 +48,9 @@ from pathlib import Path
 import numpy as np
 
 import gpunn
+from gpunn.cli import non_negative_float, non_negative_int, positive_float, positive_int
 from gpunn.compile import CompileWarning
+from gpunn.device import _parse as parse_device_spec
 from gpunn.errors import DeviceError
 
 DEFAULT_SIZES = "784-128-10,784-256-256-10,784-512-512-10,784-1024-1024-1024-10"
@@ -114,9 +116,34 @@ def parse_names(text):
     return [p.strip() for p in text.split(",") if p.strip()]
 
 
+def parse_devices(text):
+    """'cpu,cuda' -> ['cpu', 'cuda']. A name that is no device at all (a typo) is a usage error; a
+    device that exists but cannot run here (cuda without a GPU) is skipped later, with a note."""
+    specs = parse_names(text)
+    if not specs:
+        raise argparse.ArgumentTypeError("no device given; e.g. --devices cpu,cuda")
+    for spec in specs:
+        if spec.lower() != "auto":
+            try:
+                parse_device_spec(spec)
+            except DeviceError as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from None
+    return specs
+
+
+def parse_baselines(text):
+    """'numpy,torch' -> ['numpy', 'torch']; 'none' -> []."""
+    names = parse_names(text)
+    unknown = sorted(set(names) - {"numpy", "torch", "none"})
+    if unknown or not names:
+        what = f"unknown baseline {', '.join(unknown)}" if unknown else "no baseline given"
+        raise argparse.ArgumentTypeError(f"{what}; choose from numpy, torch, or none")
+    return [name for name in names if name != "none"]
+
+
 def add_arguments(parser):
     """The options of `gpunn bench` (shared by the CLI and `python -m gpunn.bench`)."""
-    parser.add_argument("--devices", type=parse_names, default=parse_names("cpu,cuda"),
+    parser.add_argument("--devices", type=parse_devices, default=parse_devices("cpu,cuda"),
                         help="devices to time gpunn on, comma-separated; unusable ones are skipped "
                              "with a note (default: cpu,cuda)")
     parser.add_argument("--sizes", type=parse_sizes, default=None,
@@ -125,45 +152,42 @@ def add_arguments(parser):
     parser.add_argument("--batch-sizes", type=parse_batch_sizes, default=None,
                         help=f"batch sizes (default: {DEFAULT_BATCHES}; --quick: {QUICK_BATCHES})")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--baselines", type=parse_names, default=parse_names("numpy,torch"),
+    parser.add_argument("--baselines", type=parse_baselines, default=parse_baselines("numpy,torch"),
                         help="baselines to time alongside gpunn: numpy, torch, or none (default: numpy,torch)")
     parser.add_argument("--quick", action="store_true",
                         help="a few seconds: small models, one batch size, few repeats")
-    parser.add_argument("--repeats", type=int, default=None,
+    parser.add_argument("--repeats", type=positive_int, default=None,
                         help="timed blocks per contender (default 10; --quick: 3)")
-    parser.add_argument("--warmup", type=int, default=None,
+    parser.add_argument("--warmup", type=non_negative_int, default=None,
                         help="untimed steps per contender before timing (default 3; --quick: 1)")
-    parser.add_argument("--block-ms", type=float, default=None,
+    parser.add_argument("--block-ms", type=non_negative_float, default=None,
                         help="shortest timed block, in milliseconds (default 50; --quick: 10)")
-    parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default 0.01)")
+    parser.add_argument("--lr", type=positive_float, default=0.01, help="SGD learning rate, > 0 (default 0.01)")
     parser.add_argument("--tf32", action="store_true",
                         help="TF32 tensor cores for float32 matrix products on CUDA, in gpunn and PyTorch "
                              "(set_float32_matmul_precision('high')); the loss checks then allow rtol "
                              f"{TF32_RTOL:g} on CUDA")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="limit NumPy's BLAS and PyTorch to this many CPU threads (default: as configured)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the weights and the batch")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="limit NumPy's BLAS and PyTorch to this many CPU threads (needs threadpoolctl; "
+                             "default: as configured)")
     parser.add_argument("--out", default=None, help="output folder (default: bench-<timestamp>)")
     parser.add_argument("--no-plot", action="store_true", help="skip bench.png")
     return parser
 
 
 def _settings(args):
-    """The effective settings: --quick and the defaults filled in."""
+    """The effective settings: --quick and the defaults filled in (the values were checked when
+    the arguments were parsed)."""
     quick = args.quick
     repeats = args.repeats if args.repeats is not None else (3 if quick else 10)
     warmup = args.warmup if args.warmup is not None else (1 if quick else 3)
     block_ms = args.block_ms if args.block_ms is not None else (10.0 if quick else 50.0)
-    if repeats < 1 or warmup < 0 or block_ms < 0 or (args.threads is not None and args.threads < 1):
-        raise ValueError("--repeats must be >= 1, --warmup >= 0, --block-ms >= 0 and --threads >= 1")
-    unknown = set(args.baselines) - {"numpy", "torch", "none"}
-    if unknown:
-        raise ValueError(f"--baselines: unknown {', '.join(sorted(unknown))}; choose from numpy, torch, none")
     return {
         "sizes": [list(s) for s in (args.sizes or parse_sizes(QUICK_SIZES if quick else DEFAULT_SIZES))],
         "batch_sizes": args.batch_sizes or parse_batch_sizes(QUICK_BATCHES if quick else DEFAULT_BATCHES),
         "devices": list(args.devices),
-        "baselines": [b for b in args.baselines if b != "none"],
+        "baselines": list(args.baselines),
         "dtype": args.dtype,
         "repeats": repeats,
         "warmup": warmup,
@@ -509,18 +533,18 @@ def limit_threads(n, torch=None):
 
 
 def usable_devices(specs):
-    """(the usable Devices among `specs`, a one-line note for each one skipped and why)."""
-    devices, notes = [], []
+    """(the usable Devices among `specs`, {spec: why it cannot be used} for the others)."""
+    devices, skipped = [], {}
     for spec in specs:
         try:
             dev = gpunn.device(spec)
         except DeviceError as exc:
             reason = gpunn.cuda.why_unavailable() if spec.strip().lower().startswith("cuda") else None
-            notes.append(f"skipping device {spec}: {reason or exc}")
+            skipped[spec] = reason or str(exc)
             continue
         if dev not in devices:
             devices.append(dev)
-    return devices, notes
+    return devices, skipped
 
 
 def import_torch():
@@ -697,16 +721,18 @@ TABLE_HEAD = (f"{'model':<26}{'params':>11}{'batch':>7}  {'device':<8}{'impl':<1
 def table_lines(rows):
     """One line per gpunn contender (eager, and graph on CUDA) per (model, batch, device): its
     time, NumPy's (on the cpu), the time of PyTorch of the same kind and the ratio, the GPU
-    speed-up over gpunn's cpu run."""
+    speed-up over gpunn's cpu run. Where no gpunn contender ran, the baselines' own lines, so
+    that what was timed is shown."""
     by_key = {(r["model"], r["batch"], r["device"], r["impl"]): r for r in rows}
+    with_gpunn = {(r["model"], r["batch"]) for r in rows if r["impl"] in TORCH_PEER}
     lines = []
     for r in rows:
-        if r["impl"] not in TORCH_PEER:
-            continue
         model, batch, device, impl = r["model"], r["batch"], r["device"], r["impl"]
+        if impl not in TORCH_PEER and (model, batch) in with_gpunn:
+            continue
         numpy_row = by_key.get((model, batch, "cpu", "numpy")) if device == "cpu" and impl == "gpunn" else None
-        torch_row = by_key.get((model, batch, device, TORCH_PEER[impl]))  # gpunn and torch both say "cuda:0"
-        cpu_row = by_key.get((model, batch, "cpu", "gpunn")) if device != "cpu" else None
+        torch_row = by_key.get((model, batch, device, TORCH_PEER.get(impl)))  # gpunn and torch both say "cuda:0"
+        cpu_row = by_key.get((model, batch, "cpu", "gpunn")) if device != "cpu" and impl in TORCH_PEER else None
         spread = f"[{_ms(r['min_ms'])} .. {_ms(r['max_ms'])}]"
         cells = [f"{model:<26}{r['params']:>11,}{batch:>7}  {device:<8}{impl:<12}{_ms(r['median_ms']):>9}{spread:>20}"
                  f"{r['samples_per_s']:>12,.0f}"]
@@ -818,15 +844,11 @@ def bench_conditions(tf32, torch=None):
 
 
 def main(args):
-    """Run the sweep described by parsed `args`; 0 when every loss check passed."""
-    try:
-        settings = _settings(args)
-    except ValueError as exc:
-        print(f"gpunn bench: {exc}", file=sys.stderr)
-        return 2
-    out = Path(args.out or f"bench-{datetime.datetime.now():%Y%m%d-%H%M%S}")
-    out.mkdir(parents=True, exist_ok=True)
-    devices, notes = usable_devices(settings["devices"])
+    """Run the sweep described by parsed `args`: 0 when gpunn ran on some device and every loss
+    check passed, else 1 (after printing and writing what was timed)."""
+    settings = _settings(args)
+    devices, skipped = usable_devices(settings["devices"])
+    notes = [f"skipping device {spec}: {reason}" for spec, reason in skipped.items()]
     torch = None
     if "torch" in settings["baselines"]:
         torch, note = import_torch()
@@ -850,6 +872,8 @@ def main(args):
                      "other processes will disturb the timings")
     for note in notes:
         print(f"note: {note}")
+    out = Path(args.out or f"bench-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    out.mkdir(parents=True, exist_ok=True)
     print(f"gpunn bench: {settings['dtype']}{' with TF32 products on CUDA' if settings['tf32'] else ''}, "
           f"{len(settings['sizes'])} model(s) x {len(settings['batch_sizes'])} "
           f"batch size(s) on {', '.join(d.spec for d in devices) or 'no gpunn device'}; "
@@ -896,6 +920,11 @@ def main(args):
     eager_graphs = [r for r in rows if r["impl"] in EAGER_SIBLING and r["note"]]
     for r in eager_graphs:  # a graph contender that never replayed a graph was not what was asked for
         print(f"WARNING: {r['impl']} on {r['device']} ({r['model']} @{r['batch']}) {r['note']}")
+    if not devices:  # a benchmark of gpunn that never ran gpunn must not pass for one that did
+        reasons = "; ".join(f"{spec}: {reason}" for spec, reason in skipped.items())
+        print(f"gpunn bench: error: gpunn was timed on no device, only the baselines were; {reasons}; "
+              f"choose a usable device, e.g. --devices cpu", file=sys.stderr)
+        return 1
     return 0 if report["loss_checks_ok"] and not eager_graphs else 1
 
 

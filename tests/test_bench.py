@@ -6,6 +6,7 @@ No assertion here is about speed: timings only have to be positive and consisten
 import csv
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -192,9 +193,78 @@ def test_unusable_cuda_is_skipped_with_gpunn_reason():
     reason = gpunn.cuda.why_unavailable()
     if reason is None:
         pytest.skip("CUDA is usable here: nothing to skip")
-    devices, notes = bench.usable_devices(["cpu", "cuda"])
+    devices, skipped = bench.usable_devices(["cpu", "cuda"])
     assert devices == [gpunn.device("cpu")]
-    assert notes == [f"skipping device cuda: {reason}"]
+    assert skipped == {"cuda": reason}
+
+
+def _bench_cli(capsys, *argv):
+    """`gpunn bench ARGV` through the real command line: (exit status, stdout, stderr)."""
+    from gpunn import cli
+
+    try:
+        status = cli.main(["bench", *argv])
+    except SystemExit as stop:  # argparse's usage errors
+        status = stop.code
+    printed = capsys.readouterr()
+    return status, printed.out, printed.err
+
+
+@pytest.mark.parametrize("argv, named", [
+    (("--devices", "tpu"), "--devices: unknown device 'tpu'"),
+    (("--devices", "cpu,cuda:x"), "--devices: unknown device 'cuda:x'"),
+    (("--devices", ","), "--devices: no device given"),
+    (("--lr", "-1"), "--lr: must be > 0"),
+    (("--lr", "0"), "--lr: must be > 0"),
+    (("--lr", "nan"), "--lr: expected a finite number"),
+    (("--repeats", "0"), "--repeats"),
+    (("--warmup", "-1"), "--warmup"),
+    (("--block-ms", "-1"), "--block-ms"),
+    (("--threads", "0"), "--threads"),
+    (("--seed", "-1"), "--seed"),
+    (("--baselines", "nump"), "--baselines: unknown baseline nump"),
+    (("--sizes", "784-1024x0-10"), "--sizes"),
+])
+def test_bad_option_values_are_usage_errors_before_anything_runs(tmp_path, capsys, argv, named):
+    out = tmp_path / "bench"
+    status, printed, error = _bench_cli(capsys, "--quick", "--out", str(out), *argv)
+    assert status == 2 and printed == ""
+    assert error.startswith(f"gpunn bench: error: argument {named}") and error.count("\n") == 1, error
+    assert not out.exists()
+
+
+def test_known_devices_and_sane_values_parse():
+    """Negative control for the usage errors: what a user may write is accepted as given."""
+    args = _args("--devices", "cpu, cuda,cuda:1,strict:1,auto", "--lr", "0.5", "--repeats", "1", "--warmup", "0",
+                 "--block-ms", "0", "--threads", "2", "--seed", "0", "--baselines", "none")
+    assert args.devices == ["cpu", "cuda", "cuda:1", "strict:1", "auto"]  # cuda stays: it may be usable
+    assert (args.lr, args.repeats, args.warmup, args.block_ms, args.threads, args.seed) == (0.5, 1, 0, 0.0, 2, 0)
+    assert args.baselines == [] and _args("--baselines", "torch,numpy").baselines == ["torch", "numpy"]
+
+
+def test_a_run_where_gpunn_ran_on_no_device_prints_the_baselines_and_fails(tmp_path, capsys):
+    # cuda:99 is a well-formed device that exists nowhere: a note while running, not a usage error
+    out = tmp_path / "bench"
+    status, printed, error = _bench_cli(capsys, "--quick", "--devices", "cuda:99", "--baselines", "numpy",
+                                        "--repeats", "1", "--block-ms", "1", "--no-plot", "--out", str(out))
+    assert status == 1
+    assert "note: skipping device cuda:99: " in printed
+    for model in bench.parse_sizes(bench.QUICK_SIZES):
+        name = "-".join(map(str, model))
+        assert any(line.startswith(name) and " numpy " in line for line in printed.splitlines()), printed
+    assert error.startswith("gpunn bench: error: gpunn was timed on no device") and "cuda:99" in error
+    report = json.loads((out / "bench.json").read_text())
+    assert {r["impl"] for r in report["results"]} == {"numpy"}
+
+
+def test_a_run_with_a_usable_device_next_to_an_unusable_one_passes(tmp_path, capsys):
+    """Negative control: one device that runs is enough, and the table keeps to gpunn's lines."""
+    status, printed, error = _bench_cli(capsys, "--quick", "--devices", "cpu,cuda:99", "--baselines", "numpy",
+                                        "--sizes", "10-5-3", "--repeats", "1", "--block-ms", "1", "--no-plot",
+                                        "--out", str(tmp_path / "bench"))
+    assert status == 0 and "error" not in error
+    table = [line for line in printed.splitlines() if line.startswith("10-5-3")]
+    assert len(table) == 1 and " gpunn " in table[0]  # NumPy's time is a column of gpunn's line
 
 
 def test_tf32_flag_parses_is_recorded_and_is_undone_after_the_run(tmp_path, monkeypatch):
@@ -252,6 +322,9 @@ def test_vs_torch_pairs_eager_with_eager_and_graph_with_graph_on_the_same_device
     cpu_line = next(line for line in lines if " cpu " in line)
     assert "3.000" in cpu_line and "1.00x" in cpu_line and "3.00x" in cpu_line  # numpy, g/np, vs torch
     assert not any(line.startswith("784-10") and "torch-graph" in line for line in lines)
+    assert not any(" numpy " in line or " torch " in line for line in lines)  # baselines are columns here...
+    alone = bench.table_lines([_row("numpy", "cpu", 3.0), _row("torch", "cpu", 1.0)])
+    assert [line.split()[4] for line in alone] == ["numpy", "torch"]  # ...and lines where gpunn did not run
     bench.plot(rows, bench.speedups(rows), tmp_path / "bench.png")  # graph rows plot too
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
 
