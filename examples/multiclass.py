@@ -82,7 +82,7 @@ def main():
 
     X, y = load_digits()
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, seed=args.seed)
-    loader = DataLoader(X_train, y_train, batch_size=64, device=dev, seed=args.seed)
+    loader = DataLoader(X_train, y_train, batch_size=64, shuffle=True, device=dev, seed=args.seed)
     X_test, y_test = gpunn.tensor(X_test, device=dev), gpunn.tensor(y_test, device=dev)
     print(f"digits ({len(y_train)} train, {len(y)-len(y_train)} test), Adam, batch 64, {epochs} epochs: "
           "test accuracy")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn.data import DataLoader
+from gpunn.data import DataLoader, TensorDataset
 from gpunn.errors import ShapeError
 
 DEVICES = ["cpu", "strict", "strict:1"]
@@ -32,33 +32,33 @@ def _covers_each_row_once(rows, n):
 
 def test_same_seed_and_epoch_give_the_same_order():
     X, y = _data()
-    a, b = DataLoader(X, y, batch_size=5, seed=3), DataLoader(X, y, batch_size=5, seed=3)
+    a, b = DataLoader(X, y, batch_size=5, shuffle=True, seed=3), DataLoader(X, y, batch_size=5, shuffle=True, seed=3)
     for _ in range(3):
         assert np.array_equal(_epoch_rows(a), _epoch_rows(b))
     assert a.epoch == b.epoch == 3
 
 
-def test_order_ignores_the_global_generator():
+def test_an_explicit_seed_ignores_the_global_generator():
     X, y = _data()
     gpunn.manual_seed(1)
-    first = _epoch_rows(DataLoader(X, y, batch_size=5, seed=3))
+    first = _epoch_rows(DataLoader(X, y, batch_size=5, shuffle=True, seed=3))
     gpunn.manual_seed(2)
     np.random.seed(99)
     gpunn.randn(10)
-    assert np.array_equal(_epoch_rows(DataLoader(X, y, batch_size=5, seed=3)), first)
+    assert np.array_equal(_epoch_rows(DataLoader(X, y, batch_size=5, shuffle=True, seed=3)), first)
 
 
 def test_order_differs_across_epochs_and_seeds():
     X, y = _data(n=50)
-    loader = DataLoader(X, y, batch_size=8, seed=0)
+    loader = DataLoader(X, y, batch_size=8, shuffle=True, seed=0)
     epoch0, epoch1 = _epoch_rows(loader), _epoch_rows(loader)
     assert not np.array_equal(epoch0, epoch1)
-    assert not np.array_equal(epoch0, _epoch_rows(DataLoader(X, y, batch_size=8, seed=1)))
+    assert not np.array_equal(epoch0, _epoch_rows(DataLoader(X, y, batch_size=8, shuffle=True, seed=1)))
 
 
 def test_set_epoch_replays_an_epoch():
     X, y = _data(n=50)
-    loader = DataLoader(X, y, batch_size=8)
+    loader = DataLoader(X, y, batch_size=8, shuffle=True)
     orders = [_epoch_rows(loader) for _ in range(3)]
     loader.set_epoch(1)
     assert np.array_equal(_epoch_rows(loader), orders[1])
@@ -69,7 +69,7 @@ def test_set_epoch_replays_an_epoch():
 @pytest.mark.parametrize("n,batch_size", [(23, 5), (20, 5), (1, 4), (7, 1), (7, 100)])
 def test_every_row_exactly_once_per_epoch(n, batch_size):
     X, y = _data(n=n)
-    loader = DataLoader(X, y, batch_size=batch_size, seed=5)
+    loader = DataLoader(X, y, batch_size=batch_size, shuffle=True, seed=5)
     for _ in range(2):
         rows, labels = [], []
         for xb, yb in loader:
@@ -99,7 +99,7 @@ def test_partial_last_batch_and_len():
 
 def test_drop_last():
     X, y = _data(n=23)
-    loader = DataLoader(X, y, batch_size=5, drop_last=True)
+    loader = DataLoader(X, y, batch_size=5, shuffle=True, drop_last=True)
     batches = list(loader)
     assert len(loader) == len(batches) == 4
     assert all(len(xb) == len(yb) == 5 for xb, yb in batches)
@@ -107,6 +107,72 @@ def test_drop_last():
     assert len(set(rows.tolist())) == 20
     assert np.array_equal(np.sort(rows), np.sort(loader.order(0)[:20]))  # the dropped rows are the last ones
     assert len(DataLoader(X, y, batch_size=5, drop_last=False)) == 5
+
+
+def test_the_default_keeps_the_order_like_pytorch():
+    """An evaluation loader written the PyTorch way must not scramble predictions against labels."""
+    X, y = _data(n=23)
+    loader = DataLoader(X, y, batch_size=4)
+    assert not loader.shuffle
+    for _ in range(2):
+        assert np.array_equal(_epoch_rows(loader), np.arange(23))
+
+
+def test_without_a_seed_the_order_follows_manual_seed():
+    X, y = _data(n=40)
+
+    def first_epoch(global_seed):
+        gpunn.manual_seed(global_seed)
+        return _epoch_rows(DataLoader(X, y, batch_size=8, shuffle=True))
+
+    assert np.array_equal(first_epoch(1), first_epoch(1))
+    assert not np.array_equal(first_epoch(1), first_epoch(2))
+
+
+def test_a_loader_built_again_without_a_seed_reshuffles():
+    """Scripts that build the loader inside the epoch loop must not see one order every epoch."""
+    X, y = _data(n=40)
+    gpunn.manual_seed(0)
+    orders = [_epoch_rows(DataLoader(X, y, batch_size=8, shuffle=True)) for _ in range(3)]
+    assert not np.array_equal(orders[0], orders[1]) and not np.array_equal(orders[1], orders[2])
+
+
+def test_an_unshuffled_loader_leaves_the_generator_alone():
+    gpunn.manual_seed(3)
+    expected = gpunn.randn(4).numpy()
+    gpunn.manual_seed(3)
+    DataLoader(*_data(n=10), batch_size=4)
+    np.testing.assert_array_equal(gpunn.randn(4).numpy(), expected)
+
+
+def test_state_dict_keeps_a_drawn_seed_across_rebuilding():
+    """A resumed script builds its loader under another generator state; the saved state wins."""
+    X, y = _data(n=23)
+    gpunn.manual_seed(0)
+    loader = DataLoader(X, y, batch_size=5, shuffle=True)
+    expected = [_rows(xb) for _ in range(2) for xb, _ in loader]
+    loader.set_epoch(0)
+    seen = []
+    for xb, _ in loader:
+        seen.append(_rows(xb))
+        if len(seen) == 3:
+            break
+    state = loader.state_dict()
+    gpunn.manual_seed(99)
+    fresh = DataLoader(X, y, batch_size=5, shuffle=True)
+    assert fresh.seed != loader.seed  # control: rebuilt alone, it would serve another order
+    fresh.load_state_dict(state)
+    while len(seen) < 10:
+        seen.extend(_rows(xb) for xb, _ in fresh)
+    assert len(seen) == 10 and all(np.array_equal(a, b) for a, b in zip(seen, expected))
+
+
+def test_a_state_without_a_seed_keeps_the_loaders_own():
+    X, y = _data(n=23)
+    loader = DataLoader(X, y, batch_size=5, shuffle=True, seed=6)
+    loader.load_state_dict({"epoch": 2, "batch": 1})  # as saved before states carried the seed
+    assert loader.seed == 6
+    assert np.array_equal(np.concatenate([_rows(xb) for xb, _ in loader]), loader.order(2)[5:])
 
 
 def test_no_shuffle_keeps_the_order():
@@ -128,7 +194,7 @@ def test_x_only_yields_tensors():
 def test_batches_on_device_with_dtypes(device, source):
     X, y = _data(n=11)
     Xs = X if source == "numpy" else gpunn.tensor(X, device="strict:1")
-    loader = DataLoader(Xs, y, batch_size=4, device=device, dtype="float32", seed=2)
+    loader = DataLoader(Xs, y, batch_size=4, shuffle=True, device=device, dtype="float32", seed=2)
     # everything small moves to the loader's device once, up front (the cpu keeps NumPy arrays)
     assert isinstance(loader.X, np.ndarray) == (device == "cpu")
     order = loader.order(0)
@@ -160,9 +226,9 @@ def test_batches_do_not_alias_the_data():
 
 def test_state_dict_resumes_mid_epoch():
     X, y = _data(n=23)
-    loader = DataLoader(X, y, batch_size=5, seed=4)
+    loader = DataLoader(X, y, batch_size=5, shuffle=True, seed=4)
     expected = [_rows(xb) for _ in range(3) for xb, _ in loader]  # 15 batches over 3 epochs
-    loader = DataLoader(X, y, batch_size=5, seed=4)
+    loader = DataLoader(X, y, batch_size=5, shuffle=True, seed=4)
     seen = []
     for xb, _ in loader:
         seen.append(_rows(xb))
@@ -171,8 +237,8 @@ def test_state_dict_resumes_mid_epoch():
         if len(seen) == 7:
             break
     state = loader.state_dict()
-    assert state == {"epoch": 1, "batch": 2}
-    fresh = DataLoader(X, y, batch_size=5, seed=4)
+    assert state == {"epoch": 1, "batch": 2, "seed": 4}
+    fresh = DataLoader(X, y, batch_size=5, shuffle=True, seed=4)
     fresh.load_state_dict(state)
     while len(seen) < 15:
         seen.extend(_rows(xb) for xb, _ in fresh)
@@ -181,11 +247,11 @@ def test_state_dict_resumes_mid_epoch():
 
 def test_state_after_the_last_batch_points_to_the_next_epoch():
     X, y = _data(n=10)
-    loader = DataLoader(X, y, batch_size=5)
+    loader = DataLoader(X, y, batch_size=5, shuffle=True, seed=2)
     for i, _ in enumerate(loader):
         if i == 1:
-            assert loader.state_dict() == {"epoch": 1, "batch": 0}
-    assert loader.state_dict() == {"epoch": 1, "batch": 0}
+            assert loader.state_dict() == {"epoch": 1, "batch": 0, "seed": 2}
+    assert loader.state_dict() == {"epoch": 1, "batch": 0, "seed": 2}
     with pytest.raises(ValueError, match="batch 3"):
         loader.load_state_dict({"epoch": 0, "batch": 3})
 
@@ -193,7 +259,7 @@ def test_state_after_the_last_batch_points_to_the_next_epoch():
 def test_abandoned_iteration_restarts_the_epoch():
     """Peeking at one batch must not skip it in the training loop that follows."""
     X, y = _data(n=10)
-    loader = DataLoader(X, y, batch_size=5)
+    loader = DataLoader(X, y, batch_size=5, shuffle=True)
     first, _ = next(iter(loader))
     assert np.array_equal(_epoch_rows(loader), loader.order(0))
     assert np.array_equal(_rows(first), loader.order(0)[:5])
@@ -253,8 +319,8 @@ def test_check_finite_on_images_names_the_position():
 
 def test_data_moves_to_the_device_once_and_batches_match_the_host_path():
     X, y = _data(n=10)
-    on_device = DataLoader(X, y, batch_size=4, device="strict:1", seed=3)
-    on_host = DataLoader(X, y, batch_size=4, device="strict:1", seed=3, preload=False)
+    on_device = DataLoader(X, y, batch_size=4, shuffle=True, device="strict:1", seed=3)
+    on_host = DataLoader(X, y, batch_size=4, shuffle=True, device="strict:1", seed=3, preload=False)
     assert not isinstance(on_device.X, np.ndarray) and not isinstance(on_device.y, np.ndarray)
     assert isinstance(on_host.X, np.ndarray)  # control: the per-batch path keeps host arrays
     for (xa, ya), (xb, yb) in zip(on_device, on_host):
@@ -271,3 +337,64 @@ def test_data_larger_than_the_preload_limit_stays_on_the_host(monkeypatch):
     assert not isinstance(DataLoader(X, y, device="strict:1", preload=True).X, np.ndarray)
 
 
+# --- PyTorch habits ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [lambda X, y: (X, y), lambda X, y: (gpunn.tensor(X), gpunn.tensor(y)),
+                                  lambda X, y: (X, X)],
+                         ids=["arrays", "tensors", "equal-shapes"])
+def test_a_tuple_of_arrays_names_the_right_call(make):
+    X, y = _data(n=10)
+    with pytest.raises(ValueError, match=r"DataLoader\(X, y, batch_size=...\).*tuple of 2 arrays"):
+        DataLoader(make(X, y), batch_size=3)
+
+
+@pytest.mark.parametrize("container", [list, tuple])
+def test_a_list_of_samples_names_the_right_call(container):
+    X, y = _data(n=10)
+    for samples in ([(X[i], y[i]) for i in range(10)], [(X[i].tolist(), int(y[i])) for i in range(10)]):
+        with pytest.raises(ValueError, match=r"DataLoader\(X, y, batch_size=...\).*per-sample"):
+            DataLoader(container(samples), batch_size=3)
+
+
+def test_rows_given_as_lists_or_tuples_still_stack():
+    """Control: nested rows of equal length are data, not a data set of samples."""
+    rows = [(0.5, 1.0), (1.5, 2.0), (2.5, 3.0)]
+    loader = DataLoader(rows, [0, 1, 0], batch_size=2)
+    assert loader.X.shape == (3, 2) and len(loader) == 2
+    assert DataLoader([np.ones(2), np.zeros(2)]).X.shape == (2, 2)
+    with pytest.raises(ShapeError, match="different lengths"):  # a ragged list keeps its own message
+        DataLoader([[1.0, 2.0], [3.0]])
+
+
+def test_num_workers_and_pin_memory_are_accepted_and_change_nothing():
+    X, y = _data(n=11)
+    plain = DataLoader(X, y, batch_size=4, shuffle=True, seed=1)
+    pytorch_style = DataLoader(X, y, batch_size=4, shuffle=True, seed=1, num_workers=4, pin_memory=True)
+    for (xa, ya), (xb, yb) in zip(plain, pytorch_style, strict=True):
+        assert np.array_equal(xa.numpy(), xb.numpy()) and np.array_equal(ya.numpy(), yb.numpy())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_dataset_gives_the_samples_back_like_pytorch(device):
+    X, y = _data(n=11)
+    loader = DataLoader(X, y, batch_size=4, device=device)
+    dataset = loader.dataset
+    assert len(dataset) == 11 and len(dataset.tensors) == 2
+    assert all(isinstance(t, gpunn.Tensor) for t in dataset.tensors)
+    np.testing.assert_array_equal(dataset.tensors[0].numpy(), X)
+    xi, yi = dataset[3]
+    np.testing.assert_array_equal(xi.numpy(), X[3])
+    assert yi.item() == y[3]
+    assert len(DataLoader(X, batch_size=4).dataset.tensors) == 1
+
+
+def test_a_tensor_dataset_unpacks_into_x_and_y():
+    X, y = _data(n=11)
+    direct = list(DataLoader(X, y, batch_size=4))
+    for (xa, ya), (xb, yb) in zip(direct, DataLoader(TensorDataset(X, y), batch_size=4), strict=True):
+        assert np.array_equal(xa.numpy(), xb.numpy()) and np.array_equal(ya.numpy(), yb.numpy())
+    with pytest.raises(ShapeError, match="first axis"):
+        TensorDataset(X, y[:5])
+    with pytest.raises(ValueError, match="TensorDataset"):
+        DataLoader(TensorDataset(X, y), y)
