@@ -523,7 +523,8 @@ def limit_threads(n, torch=None):
     try:
         import threadpoolctl
     except ImportError:
-        raise SystemExit("--threads needs threadpoolctl (pip install threadpoolctl)") from None
+        raise SystemExit("gpunn bench: error: --threads needs threadpoolctl: pip install threadpoolctl "
+                         "(it comes with pip install 'gpunn[test]')") from None
     limit_threads.held = threadpoolctl.threadpool_limits(n)  # the limit lasts while this object lives
     if torch is not None:
         torch.set_num_threads(n)

@@ -267,6 +267,34 @@ def test_a_run_with_a_usable_device_next_to_an_unusable_one_passes(tmp_path, cap
     assert len(table) == 1 and " gpunn " in table[0]  # NumPy's time is a column of gpunn's line
 
 
+def test_threads_without_threadpoolctl_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # `import threadpoolctl` now fails
+    out = tmp_path / "bench"
+    with pytest.raises(SystemExit) as stop:
+        bench.main(_quick(out, "--threads", "1", "--no-plot"))
+    message = str(stop.value.code)
+    assert message.startswith("gpunn bench: error: --threads needs threadpoolctl") and "pip install" in message
+    assert not out.exists()  # refused before the output folder is made
+
+
+def test_threads_limits_blas_where_threadpoolctl_is_installed():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    bench.limit_threads(1)
+    try:
+        pools = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+        assert pools and all(p["num_threads"] == 1 for p in pools)
+    finally:
+        bench.limit_threads.held.restore_original_limits()
+
+
+def test_threadpoolctl_is_in_the_test_extra():
+    """--threads is recommended in benchmarks/README.md, so `pip install -e '.[test]'` brings it."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(req.startswith("threadpoolctl") for req in extras["test"])
+
+
 def test_tf32_flag_parses_is_recorded_and_is_undone_after_the_run(tmp_path, monkeypatch):
     assert _args().tf32 is False and _args("--tf32").tf32 is True
     torch = bench.import_torch()[0]
