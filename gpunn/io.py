@@ -27,24 +27,67 @@ _PARTS = ("model", "optimizer", "scheduler")
 def save(state_dict, path, metadata=None):
     """Write a dict of name -> Tensor (or NumPy/backend array) to a safetensors file.
 
-    `metadata` is an optional dict of str -> str stored in the file's header.
+    `metadata` is an optional dict of str -> str stored in the file's header. A file holds
+    tensors only: a training state (model, optimizer, epoch, ...) goes to `save_checkpoint`.
     """
     if not isinstance(state_dict, dict):
-        raise TypeError(f"save: expected a dict of name -> Tensor, got {type(state_dict).__name__}")
+        raise TypeError(f"save: expected a dict of name -> Tensor, got {type(state_dict).__name__}; "
+                        f"{_what_to_save_instead(state_dict)}")
+    if "state" in state_dict and "param_groups" in state_dict:
+        raise TypeError(f"save: this is an optimizer's state_dict, which holds more than tensors; {_CHECKPOINT_HINT}")
+    nested = next((name for name, value in state_dict.items() if isinstance(value, dict)), None)
+    if nested is not None:
+        raise TypeError(f"save: {nested!r} is a nested {type(state_dict[nested]).__name__}: gpunn.save writes one flat dict "
+                        f"of name -> tensor (such as model.state_dict()); for a training state, {_CHECKPOINT_HINT}")
     arrays = {}
     for name, value in state_dict.items():
         if not isinstance(name, str):
             raise TypeError(f"save: tensor names must be strings, got {name!r}")
         if not _is_array(value):
-            raise TypeError(f"save: {name!r} is a {type(value).__name__}, not a Tensor or array; "
-                            "store plain values in `metadata` (str -> str) or use save_checkpoint")
+            raise TypeError(f"save: {name!r} is a {type(value).__name__}, not a Tensor or array; store plain "
+                            f"values in `metadata` (str -> str), or, for a training state, {_CHECKPOINT_HINT}")
         arrays[name] = _to_host(value)
     safetensors_format.save_file(arrays, path, metadata)
 
 
-def load(path, device="cpu"):
-    """Read a safetensors file into a dict of name -> Tensor on `device`, dtypes kept."""
-    dev = as_device(device)
+_CHECKPOINT_HINT = ("use gpunn.save_checkpoint(path, model=model, optimizer=optimizer, epoch=epoch) "
+                    "(it takes the objects themselves) and gpunn.load_checkpoint to restore them")
+
+
+def _what_to_save_instead(obj):
+    """The call that saves `obj`, for torch.save habits (a whole model, an optimizer, swapped arguments)."""
+    if isinstance(obj, (str, bytes)) or hasattr(obj, "__fspath__"):
+        return "the dict comes first, as in torch.save: gpunn.save(model.state_dict(), path)"
+    if hasattr(obj, "parameters") and hasattr(obj, "state_dict"):
+        return (f"gpunn saves weights, not the {type(obj).__name__} itself: gpunn.save(model.state_dict(), path), "
+                "or with its optimizer and progress, " + _CHECKPOINT_HINT)
+    if hasattr(obj, "param_groups"):
+        return _CHECKPOINT_HINT
+    return "build one from name -> tensor, e.g. gpunn.save(model.state_dict(), path)"
+
+
+def load(path, device=None, *, map_location=None, weights_only=True):
+    """Read a safetensors file into a dict of name -> Tensor on `device` (default cpu), dtypes kept.
+
+    `map_location` is PyTorch's name for `device` (a device or its spec; a torch.device works
+    too). `weights_only` is accepted for PyTorch code: gpunn only ever reads tensors and never
+    unpickles, so True (or None) is what it always does and False is refused.
+    """
+    if weights_only is False:
+        raise ValueError("load: weights_only=False asks to unpickle arbitrary objects, which gpunn never does: "
+                         "its files hold tensors only. Drop weights_only=False (for a training state, "
+                         "use gpunn.load_checkpoint)")
+    if map_location is not None:
+        if isinstance(map_location, dict) or callable(map_location):
+            raise TypeError(f"load: map_location as a {type(map_location).__name__} is not supported; pass the "
+                            "device to load onto, e.g. map_location='cpu' or device='cuda:0'")
+        if type(map_location).__name__ == "device" and not isinstance(map_location, str):  # a torch.device
+            map_location = str(map_location)
+        if device is not None and as_device(device) != as_device(map_location):
+            raise ValueError(f"load: device={device!r} and map_location={map_location!r} disagree; "
+                             "pass one of them")
+        device = map_location
+    dev = as_device("cpu" if device is None else device)
     return {name: Tensor._wrap(dev.put(array), dev) for name, array in safetensors_format.load_file(path).items()}
 
 

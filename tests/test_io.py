@@ -85,6 +85,67 @@ def test_save_rejects_what_is_not_a_tensor(tmp_path):
     assert not (tmp_path / "t.safetensors").exists()
 
 
+@pytest.mark.parametrize("make, phrases", [
+    (lambda m, o: {"model": m.state_dict(), "optimizer": o.state_dict(), "epoch": 3},
+     ["'model' is a nested", "gpunn.save_checkpoint(path, model=model, optimizer=optimizer"]),
+    (lambda m, o: o.state_dict(), ["optimizer's state_dict", "gpunn.save_checkpoint(path, model=model, optimizer="]),
+    (lambda m, o: m, ["got MLP", "gpunn.save(model.state_dict(), path)", "gpunn.save_checkpoint(path, model="]),
+    (lambda m, o: o, ["got Adam", "gpunn.save_checkpoint(path, model=model, optimizer="]),
+], ids=["training-state", "optimizer-state", "module", "optimizer"])
+def test_save_given_a_torch_save_habit_names_the_call_to_use(tmp_path, make, phrases):
+    model = gpunn.nn.MLP([2, 3, 2])
+    optimizer = gpunn.optim.Adam(model.parameters())
+    model(gpunn.ones(1, 2)).sum().backward()
+    optimizer.step()  # so the optimizer's state holds tensors too
+    with pytest.raises(TypeError) as info:
+        io.save(make(model, optimizer), tmp_path / "t.pt")
+    for phrase in phrases:
+        assert phrase in str(info.value)
+    assert not (tmp_path / "t.pt").exists()
+
+
+def test_save_given_the_path_first_says_the_order(tmp_path):
+    with pytest.raises(TypeError, match=r"dict comes first.*gpunn.save\(model.state_dict\(\), path\)"):
+        io.save(str(tmp_path / "t.pt"), {"w": gpunn.zeros(2)})
+
+
+@pytest.mark.parametrize("target", DEVICES)
+def test_map_location_is_pytorchs_name_for_device(tmp_path, target):
+    arrays = _sample_arrays()
+    io.save(arrays, tmp_path / "t.safetensors")
+    _assert_same(io.load(tmp_path / "t.safetensors", map_location=target), arrays, target)
+    _assert_same(io.load(tmp_path / "t.safetensors", map_location=gpunn.device(target), device=target,
+                         weights_only=True), arrays, target)
+    _assert_same(io.load(tmp_path / "t.safetensors", target), arrays, target)  # positional, as torch.load(f, loc)
+
+
+def test_map_location_accepts_a_torch_device(tmp_path):
+    torch = pytest.importorskip("torch")
+    io.save({"w": gpunn.ones(2)}, tmp_path / "t.safetensors")
+    assert io.load(tmp_path / "t.safetensors", map_location=torch.device("cpu"))["w"].device == "cpu"
+
+
+@pytest.mark.parametrize("map_location", [{"cuda:0": "cpu"}, lambda storage, location: storage])
+def test_map_location_as_a_mapping_or_function_asks_for_a_device(tmp_path, map_location):
+    io.save({"w": gpunn.ones(2)}, tmp_path / "t.safetensors")
+    with pytest.raises(TypeError, match="pass the device to load onto, e.g. map_location='cpu'"):
+        io.load(tmp_path / "t.safetensors", map_location=map_location)
+
+
+def test_device_and_map_location_must_agree(tmp_path):
+    io.save({"w": gpunn.ones(2)}, tmp_path / "t.safetensors")
+    with pytest.raises(ValueError, match="disagree"):
+        io.load(tmp_path / "t.safetensors", device="cpu", map_location="strict")
+
+
+def test_weights_only_false_is_refused_because_gpunn_never_unpickles(tmp_path):
+    io.save({"w": gpunn.ones(2)}, tmp_path / "t.safetensors")
+    assert list(io.load(tmp_path / "t.safetensors", weights_only=True)) == ["w"]
+    assert list(io.load(tmp_path / "t.safetensors", weights_only=None)) == ["w"]
+    with pytest.raises(ValueError, match="weights_only=False.*never"):
+        io.load(tmp_path / "t.safetensors", weights_only=False)
+
+
 # --- hostile files ---------------------------------------------------------------------------------
 
 
