@@ -329,6 +329,21 @@ def test_loss_tolerance_is_loosened_for_tf32_float32_on_cuda_only():
     assert not bench.losses_agree(float("nan"), float("nan"), 1.0)
 
 
+def _as_written(x):
+    """1e-05 -> '1e-5', 0.0002 -> '2e-4': how the docs write a tolerance."""
+    mantissa, exponent = f"{x:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def test_the_docs_state_the_loss_tolerances_the_code_uses():
+    f32, f64, tf32 = (_as_written(bench.FIRST_LOSS_RTOL["float32"]), _as_written(bench.FIRST_LOSS_RTOL["float64"]),
+                      _as_written(bench.TF32_RTOL))
+    readme = " ".join((ROOT / "benchmarks" / "README.md").read_text().split())  # lines joined
+    assert f"({f32} relative in float32, {f64} in float64, {tf32} for float32 on CUDA under `--tf32`" in readme
+    benchmarks = " ".join((ROOT / "BENCHMARKS.md").read_text().split())
+    assert f"checked against NumPy at {f32} relative ({tf32} under TF32)" in benchmarks
+
+
 def _row(impl, device, ms, model="784-10", batch=8):
     return {"model": model, "params": 7850, "batch": batch, "device": device, "impl": impl, "median_ms": ms,
             "min_ms": ms, "max_ms": ms, "samples_per_s": batch / ms * 1e3, "gpunn_over_this": None, "note": None}
