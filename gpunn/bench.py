@@ -145,7 +145,7 @@ def add_arguments(parser):
     """The options of `gpunn bench` (shared by the CLI and `python -m gpunn.bench`)."""
     parser.add_argument("--devices", type=parse_devices, default=parse_devices("cpu,cuda"),
                         help="devices to time gpunn on, comma-separated; unusable ones are skipped "
-                             "with a note (default: cpu,cuda)")
+                             "with a note, and the run fails (exit 1) when none is usable (default: cpu,cuda)")
     parser.add_argument("--sizes", type=parse_sizes, default=None,
                         help=f"MLP layer widths joined by '-' (WxN: N layers of width W, e.g. 784-1024x3-10), "
                              f"comma-separated models (default: {DEFAULT_SIZES}; --quick: {QUICK_SIZES})")

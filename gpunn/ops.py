@@ -23,14 +23,22 @@ class Primitive:
     may give `into` rules, `(xp, g, out, *inputs, dest, accumulate, **attrs) -> bool`: they write
     (or add) the gradient straight into `dest`, a leaf's slot in a fused optimizer's flat buffer,
     saving the copy, and return False where they cannot.
+
+    `label(attrs) -> str`, if given, is what error messages call the op when its name is not
+    what the user wrote (linear_act: "Linear (fused with ReLU)").
     """
 
-    __slots__ = ("name", "forward", "grads", "variadic", "floats", "saves", "into", "prepare")
+    __slots__ = ("name", "forward", "grads", "variadic", "floats", "saves", "into", "prepare", "label")
 
-    def __init__(self, name, forward, *grads, variadic=False, floats=(), saves=False, into=None, prepare=None):
+    def __init__(self, name, forward, *grads, variadic=False, floats=(), saves=False, into=None, prepare=None,
+                 label=None):
         self.name, self.forward, self.grads = name, forward, grads
         self.variadic, self.floats, self.saves, self.into = variadic, floats, saves, into
-        self.prepare = prepare
+        self.prepare, self.label = prepare, label
+
+    def title(self, attrs):
+        """The op's name for an error message about a call with `attrs`."""
+        return self.label(attrs) if self.label is not None else self.name
 
     def rule(self, i):
         if self.variadic:
@@ -42,7 +50,7 @@ class Primitive:
         """A copy with a faster forward, rules and/or into-rules: how a backend's fast path is made."""
         return Primitive(self.name, forward or self.forward, *(grads or self.grads),
                          variadic=self.variadic, floats=self.floats, saves=self.saves, into=into or self.into,
-                         prepare=self.prepare)
+                         prepare=self.prepare, label=self.label)
 
     def __repr__(self):
         return f"<primitive {self.name}>"
@@ -199,10 +207,17 @@ def linear_act_primitive(linear, activations, forward=None):
 
     into = linear.into and tuple(None if r is None else into_rule(k) for k, r in enumerate(linear.into))
     return Primitive("linear_act", forward or composed, rule(0), rule(1), rule(2), floats=(0, 1, 2), into=into,
-                     prepare=pre_activation)
+                     prepare=pre_activation, label=_fused_label)
+
+
+def _fused_label(attrs):
+    """What the user wrote: nn.Sequential runs Linear followed by ReLU as linear_act."""
+    activation = attrs.get("activation")
+    return f"Linear (fused with {ACTIVATION_MODULES.get(activation, activation)})"
 
 
 ACTIVATIONS = {"relu": relu, "tanh": tanh, "sigmoid": sigmoid}
+ACTIVATION_MODULES = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid"}  # their nn class names
 linear_act = linear_act_primitive(linear, ACTIVATIONS)
 """relu/tanh/sigmoid(x @ w.T + b) in one node: how nn.Sequential runs Linear followed by one of them."""
 

@@ -39,27 +39,25 @@ def apply(primitive, *args, **attrs):
             if dev is None:
                 dev = a.device
             elif a.device is not dev:
-                _mismatch(primitive.name, args)
+                _mismatch(primitive.title(attrs), args)
             arrays.append(a.data)
             needs_grad = needs_grad or a.requires_grad
         else:
             arrays.append(a)
     if dev is None:
-        raise TypeError(f"{primitive.name}: at least one input must be a gpunn.Tensor")
+        raise TypeError(f"{primitive.title(attrs)}: at least one input must be a gpunn.Tensor")
     first = None
     for i in primitive.floats:
         if i < len(args) and isinstance(args[i], Tensor):
             if not _is_floating(arrays[i].dtype):
                 raise DTypeError(
-                    f"{primitive.name} needs floating-point tensors, but input {i} is {args[i].dtype} "
+                    f"{primitive.title(attrs)} needs floating-point tensors, but input {i} is {args[i].dtype} "
                     f"with shape {tuple(args[i].shape)}; convert it with .float() or .to('float32')")
             if first is None:
                 first = arrays[i].dtype
             elif arrays[i].dtype != first:
-                raise DTypeError(
-                    f"{primitive.name}: inputs have different dtypes ({as_dtype(first).name} and "
-                    f"{args[i].dtype.name}); convert the first to match, e.g. x.to('{args[i].dtype.name}') "
-                    "(PyTorch refuses this too)")
+                raise DTypeError(f"{primitive.title(attrs)}: inputs have different dtypes ({as_dtype(first).name} and "
+                                 f"{args[i].dtype.name}); {_cast_hint(args[i].dtype.name)} (PyTorch refuses this too)")
     primitive = dev.fast_paths.get(primitive.name, primitive)
     try:
         if dev.ctx is None:
@@ -70,7 +68,7 @@ def apply(primitive, *args, **attrs):
     except GpunnError:
         raise
     except Exception as exc:
-        raise _explain(primitive, args, exc) from exc
+        raise _explain(primitive, args, attrs, exc) from exc
     saved = out
     if primitive.saves:
         out, saved = out
@@ -93,20 +91,29 @@ def _mismatch(name, args):
         f"nothing moves implicitly: move one with .to('{devices[0]}')")
 
 
+def _cast_hint(target):
+    """How to bring the first input to `target`: usually a float64 batch meeting float32 weights."""
+    method = {"float32": "x.float()", "float64": "x.double()"}.get(target, f"x.to('{target}')")
+    hint = f"convert the first to match, e.g. {method}"
+    if target == "float32":
+        hint += ", or load the data as float32: DataLoader(..., dtype='float32')"
+    return hint
+
+
 def _describe(args):
     return ", ".join(f"{tuple(a.shape)} {a.dtype.name}" if isinstance(a, Tensor) else repr(a) for a in args)
 
 
-def _explain(primitive, args, exc):
+def _explain(primitive, args, attrs, exc):
     """Turn a backend's error into one that names the op, the shapes and the fix."""
-    name = primitive.name
+    name, title = primitive.name, primitive.title(attrs)
     if is_out_of_memory(exc):
         return OutOfMemoryError(
-            f"{name}: the device ran out of memory ({exc}) for inputs {_describe(args)}; "
+            f"{title}: the device ran out of memory ({exc}) for inputs {_describe(args)}; "
             "use a smaller batch or model, or free tensors you no longer need")
     shapes = [tuple(a.shape) for a in args if isinstance(a, Tensor)]
     if isinstance(exc, IndexError):
-        return IndexOutOfRangeError(f"{name}: {exc} (tensor of shape {shapes[0]})")
+        return IndexOutOfRangeError(f"{title}: {exc} (tensor of shape {shapes[0]})")
     if isinstance(exc, ValueError) or "shape" in str(exc) or "broadcast" in str(exc):
         if name == "matmul" and len(shapes) == 2:
             hint = "the last axis of the first must equal the second-to-last axis of the second"
@@ -116,9 +123,9 @@ def _explain(primitive, args, exc):
             hint = "broadcasting needs each pair of trailing axes to be equal or 1"
         else:
             hint = str(exc)
-        return ShapeError(f"{name}: shapes {', '.join(map(str, shapes))} do not fit: {hint}")
+        return ShapeError(f"{title}: shapes {', '.join(map(str, shapes))} do not fit: {hint}")
     if isinstance(exc, TypeError):
-        return DTypeError(f"{name}: cannot combine inputs ({_describe(args)}): {exc}; "
+        return DTypeError(f"{title}: cannot combine inputs ({_describe(args)}): {exc}; "
                           "convert with .to(dtype) so the dtypes match")
     return exc
 

@@ -360,6 +360,30 @@ def test_weights_are_float64_draws_rounded_to_float32():
     np.testing.assert_array_equal(w, rng.uniform(-bound, bound, size=(7, 10)).astype(np.float32))
 
 
+# --- error messages name the layers the user wrote ------------------------------------------------
+
+
+def test_float64_batch_into_a_fused_model_names_the_layers(device):
+    model = nn.Sequential(nn.Linear(2, 3, device=device), nn.ReLU())
+    batch = gpunn.tensor(np.ones((4, 2)), device=device)  # float64, as NumPy makes it
+    with pytest.raises(DTypeError) as info:
+        model(batch)
+    message = str(info.value)
+    assert message.startswith("Linear (fused with ReLU): inputs have different dtypes (float64 and float32)")
+    assert "x.float()" in message and "DataLoader(..., dtype='float32')" in message
+    assert "linear_act" not in message
+    with pytest.raises(ShapeError, match=r"^Linear \(fused with Tanh\): shapes"):  # through the fast path too
+        nn.Sequential(nn.Linear(2, 3, device=device), nn.Tanh())(gpunn.ones(4, 5, device=device))
+    with pytest.raises(DTypeError, match=r"^linear: inputs have different dtypes"):  # unfused: its own name
+        nn.Sequential(nn.Linear(2, 3, device=device), nn.GELU())(batch)
+
+
+def test_cast_hint_follows_the_target_dtype():
+    with pytest.raises(DTypeError, match=r"x\.double\(\)") as info:
+        nn.Linear(2, 2, dtype="float64")(gpunn.ones(1, 2))
+    assert "DataLoader" not in str(info.value)
+
+
 # --- init ----------------------------------------------------------------------------------------
 
 
