@@ -14,10 +14,11 @@ from gpunn.dtypes import bool_ as bool, float32 as float, float64 as double, int
 from gpunn.errors import (AnomalyError, DeviceError, DTypeError, GpunnError, GraphError, OutOfMemoryError,
                           ShapeError)
 from gpunn.random import get_rng_state, manual_seed, rand, randint, randn, randperm, set_rng_state
-from gpunn.tensor import (Tensor, arange, empty, eye, from_dlpack, from_numpy, full, full_like, ones, ones_like,
-                          tensor, zeros, zeros_like)
-from gpunn.ops_api import (abs, cat, clamp, clip, concat, exp, log, log_softmax, logsumexp, matmul, max, maximum,
-                           mean, min, minimum, permute, relu, reshape, sigmoid, softmax, sqrt, stack, sum, tanh,
+from gpunn.tensor import (Tensor, arange, empty, eye, from_dlpack, from_numpy, full, full_like, linspace, ones,
+                          ones_like, tensor, zeros, zeros_like)
+from gpunn.ops_api import (abs, allclose, argmax, argmin, cat, clamp, clip, concat, equal, exp, inference_mode,
+                           isclose, isfinite, isinf, isnan, log, log_softmax, logsumexp, matmul, max, maximum, mean,
+                           min, minimum, norm, permute, relu, reshape, sigmoid, softmax, sqrt, stack, sum, tanh,
                            transpose, where)
 from gpunn.tensor import apply
 from gpunn.compile import compile_step

@@ -1,6 +1,10 @@
-"""The differentiable ops as functions: gpunn.exp(x), gpunn.where(c, x, y), gpunn.concat([...])."""
+"""The ops as functions: gpunn.exp(x), gpunn.where(c, x, y), gpunn.concat([...]), and the rest of
+torch's everyday top level (argmax, allclose, isnan, norm, inference_mode, ...)."""
+
+import contextlib
 
 from gpunn import ops
+from gpunn.autograd import no_grad
 from gpunn.errors import ShapeError
 from gpunn.functional import log_softmax, relu, sigmoid, softmax, tanh  # noqa: F401 (re-exported)
 from gpunn.tensor import Tensor, _operand, _reduction, apply, extremum, tensor
@@ -104,3 +108,58 @@ cat = concat
 def stack(tensors, axis=0, *, dim=None):
     tensors = _tensor_list("stack", tensors)
     return apply(ops.stack, *tensors, axis=axis if dim is None else dim)
+
+
+def argmax(input, dim=None, keepdim=False):
+    """Index of the largest entry, over everything (dim=None) or along dim (no gradient)."""
+    return _t(input).argmax(dim=dim, keepdim=keepdim)
+
+
+def argmin(input, dim=None, keepdim=False):
+    return _t(input).argmin(dim=dim, keepdim=keepdim)
+
+
+def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
+    """The vector p-norm, differentiable: see Tensor.norm."""
+    return _t(input).norm(p, dim, keepdim, dtype)
+
+
+def isnan(input):
+    return _t(input).isnan()
+
+
+def isinf(input):
+    return _t(input).isinf()
+
+
+def isfinite(input):
+    return _t(input).isfinite()
+
+
+def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """Elementwise closeness as a bool tensor: see Tensor.isclose."""
+    return _t(input).isclose(other, rtol, atol, equal_nan)
+
+
+def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """Whether every entry of input is close to other's (a Python bool)."""
+    return _t(input).allclose(other, rtol, atol, equal_nan)
+
+
+def equal(input, other):
+    """Whether the two have the same shape and values (a Python bool)."""
+    return _t(input).equal(other)
+
+
+@contextlib.contextmanager
+def _unchanged():
+    yield
+
+
+def inference_mode(mode=True):
+    """torch.inference_mode: gpunn has no separate inference tensors, so this is no_grad()
+    (nothing is recorded); inference_mode(False) changes nothing. Works in a with-statement,
+    as @inference_mode() and as a bare @inference_mode."""
+    if callable(mode):  # @inference_mode without parentheses: mode is the function
+        return no_grad()(mode)
+    return no_grad() if mode else _unchanged()

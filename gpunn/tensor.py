@@ -268,10 +268,11 @@ class Tensor:
         self.requires_grad = requires_grad
         return self
 
-    def to(self, target=None, dtype=None, *, device=None):
+    def to(self, target=None, dtype=None, *, device=None, non_blocking=False):
         """Move to a device and/or cast to a dtype: `x.to('cuda')`, `x.to('float64')`.
 
-        A move is differentiable: the gradient flows back to the source device.
+        A move is differentiable: the gradient flows back to the source device. `non_blocking`
+        is accepted for PyTorch code; a move is ordered like any other op, so it needs no hint.
         """
         if target is not None:
             if _looks_like_dtype(target):
@@ -301,6 +302,26 @@ class Tensor:
 
     def long(self):
         return self.to(dtype="int64")
+
+    def int(self):
+        """int32, as torch.Tensor.int (use .long() for int64, gpunn's default integer type)."""
+        return self.to(dtype="int32")
+
+    def half(self):
+        """float16: NumPy and CuPy have it; array-api-strict (the standard) does not."""
+        return self.to(dtype="float16")
+
+    def cpu(self):
+        """This tensor on the cpu (itself when already there), as `x.cpu().numpy()` expects."""
+        return self.to("cpu")
+
+    def cuda(self, device=None, non_blocking=False):
+        """This tensor on a CUDA device: an index, "cuda:N" or a Device; None means cuda:0."""
+        return self.to(cuda_device(device))
+
+    @property
+    def is_cuda(self):
+        return self.device.type == "cuda"
 
     def __dlpack__(self, **kwargs):
         return self.data.__dlpack__(**kwargs)
@@ -342,12 +363,12 @@ class Tensor:
         self.data = array  # a new array: graphs that saved the old one stay correct
         return self
 
-    def _inplace(self, primitive, other):
-        if mode.grad_enabled and (self.requires_grad or getattr(other, "requires_grad", False)):
+    def _inplace(self, primitive, *others):
+        if mode.grad_enabled and (self.requires_grad or any(getattr(o, "requires_grad", False) for o in others)):
             raise GraphError(
                 f"in-place {primitive.name} on a tensor that requires grad would corrupt the graph; "
                 "write x = x + y, or do the update under gpunn.no_grad()")
-        return self._assign(apply(primitive, self, _operand(other, self)).data)
+        return self._assign(apply(primitive, self, *(_operand(o, self) for o in others)).data)
 
     def __iadd__(self, other):
         return self._inplace(ops.add, other)
@@ -360,6 +381,25 @@ class Tensor:
 
     def __itruediv__(self, other):
         return self._inplace(ops.div, other)
+
+    # PyTorch's spelling of the same edits: x.add_(y, alpha=a) is x += a * y
+    def add_(self, other, *, alpha=1):
+        return self._inplace(ops.add, self._scaled(other, alpha))
+
+    def sub_(self, other, *, alpha=1):
+        return self._inplace(ops.sub, self._scaled(other, alpha))
+
+    def mul_(self, other):
+        return self._inplace(ops.mul, other)
+
+    def div_(self, other):
+        return self._inplace(ops.div, other)
+
+    def exp_(self):
+        return self._inplace(ops.exp)
+
+    def _scaled(self, other, alpha):
+        return other if alpha == 1 else _operand(other, self) * alpha
 
     def __setitem__(self, index, value):
         if mode.grad_enabled and (self.requires_grad or getattr(value, "requires_grad", False)):
@@ -433,6 +473,28 @@ class Tensor:
     def __matmul__(self, other):
         return apply(ops.matmul, self, _operand(other, self, scalars=False))
 
+    def pow(self, exponent):
+        return self ** exponent
+
+    def matmul(self, other):
+        return self @ other
+
+    def mm(self, other):
+        """The product of two matrices (2-D only, as torch.mm; `@` also takes vectors and batches)."""
+        shapes = (self.shape, getattr(other, "shape", None))
+        if self.ndim != 2 or getattr(other, "ndim", None) != 2:
+            raise ShapeError(f"mm multiplies two matrices (2-D), got shapes {shapes[0]} and {shapes[1]}; "
+                             "use x @ y (matmul) for vectors and batches")
+        return self @ other
+
+    def __floordiv__(self, other):
+        a, b = _promoted(self, _operand(other, self))
+        return a._untracked_binary("floor_divide", b, lambda x, y: x // y)
+
+    def __rfloordiv__(self, other):
+        a, b = _promoted(_operand(other, self), self)
+        return b._untracked_binary("floor_divide", a, lambda y, x: x // y)
+
     def __rmatmul__(self, other):
         return apply(ops.matmul, _operand(other, self, scalars=False), self)
 
@@ -445,13 +507,17 @@ class Tensor:
     def __abs__(self):
         return apply(ops.abs, self)
 
-    # comparisons give tensors without gradient
-    def _compare(self, other, fn):
+    # comparisons (and floor division) give tensors without gradient
+    def _untracked_binary(self, name, other, fn):
+        """fn(self's array, other's array or number) on this tensor's device, outside the graph."""
         other = _operand(other, self)
         if isinstance(other, Tensor) and other.device is not self.device:
-            _mismatch("comparison", (self, other))
+            _mismatch(name, (self, other))
         with self.device.scope:
             return Tensor._wrap(fn(self.data, other.data if isinstance(other, Tensor) else other), self.device)
+
+    def _compare(self, other, fn):
+        return self._untracked_binary("comparison", other, fn)
 
     def __lt__(self, other):
         return self._compare(other, lambda a, b: a < b)
@@ -539,6 +605,78 @@ class Tensor:
     def argmin(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
         return self._untracked("argmin", **_reduction(axis, dim, keepdims, keepdim))
 
+    def norm(self, p="fro", dim=None, keepdim=False, dtype=None):
+        """The vector p-norm over `dim` (every entry when None), as torch.Tensor.norm: "fro" and 2
+        give the Euclidean norm, 1 the sum of magnitudes, inf / -inf the largest / smallest
+        magnitude, 0 the number of non-zeros (no gradient), other p (sum |x|**p) ** (1/p).
+
+        A composite of primitives, so it is differentiable; where a norm is 0 its gradient is 0
+        (PyTorch's choice) rather than the NaN a plain sqrt would give.
+        """
+        x = self if dtype is None else self.to(dtype=dtype)
+        if not x.dtype.is_floating_point:
+            raise DTypeError(f"norm needs a floating-point tensor, got {x.dtype}; convert it with .float()")
+        if p == "fro":
+            p = 2
+        elif isinstance(p, str) or isinstance(p, bool) or not isinstance(p, (int, float)):
+            raise ValueError(f"norm: p={p!r} is not supported; give a number, inf, -inf or 'fro' "
+                             "(the nuclear norm 'nuc' needs singular values, which gpunn does not have)")
+        over = _reduction(None, dim, False, keepdim)
+        if p == math.inf:
+            return apply(ops.max, x.abs(), **over)
+        if p == -math.inf:
+            return apply(ops.min, x.abs(), **over)
+        if p == 0:
+            return (x != 0).to(dtype=x.dtype).sum(**over)
+        if p == 1:
+            return x.abs().sum(**over)
+        total = (x * x if p == 2 else _power_at_zero_flat(x.abs(), p)).sum(**over)
+        return _power_at_zero_flat(total, 0.5 if p == 2 else 1.0 / p)
+
+    def isnan(self):
+        return self._untracked("isnan")
+
+    def isinf(self):
+        return self._untracked("isinf")
+
+    def isfinite(self):
+        return self._untracked("isfinite")
+
+    def isclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+        """Elementwise |self - other| <= atol + rtol * |other| (a bool tensor, no gradient), as
+        torch.isclose: infinities are close only to themselves, NaN only with equal_nan=True.
+        Integer tensors are compared in float64."""
+        other = other if isinstance(other, Tensor) else tensor(other, dtype=self.dtype, device=self.device)
+        if other.device is not self.device:
+            _mismatch("isclose", (self, other))
+        if other.dtype != self.dtype:
+            raise DTypeError(f"isclose: the tensors have different dtypes ({self.dtype.name} and {other.dtype.name}); "
+                             f"convert one, e.g. other.to('{self.dtype.name}') (PyTorch refuses this too)")
+        xp = self.device.xp
+        with self.device.scope:
+            a, b = self.data, other.data
+            if not self.dtype.is_floating_point:
+                wide = self.device.dtype(as_dtype("float64"))
+                a, b = xp.astype(a, wide), xp.astype(b, wide)
+            finite = xp.isfinite(a) & xp.isfinite(b)
+            a0, b0 = xp.where(finite, a, 0.0), xp.where(finite, b, 0.0)  # no inf - inf: no warnings
+            close = (a == b) | (finite & (xp.abs(a0 - b0) <= atol + rtol * xp.abs(b0)))
+            if equal_nan:
+                close = close | (xp.isnan(a) & xp.isnan(b))
+            return Tensor._wrap(close, self.device)
+
+    def allclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+        """Whether every entry isclose (a Python bool: one host sync)."""
+        return bool(self.isclose(other, rtol, atol, equal_nan).all())
+
+    def equal(self, other):
+        """Whether `other` has the same shape and the same values (a Python bool), as torch.equal."""
+        other = other if isinstance(other, Tensor) else tensor(other, device=self.device)
+        if other.shape != self.shape:
+            return False
+        a, b = _promoted(self, other)
+        return bool((a == b).all())
+
     def any(self):
         return self._untracked("any")
 
@@ -590,6 +728,13 @@ class Tensor:
         axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
         return apply(ops.permute, self, axes=tuple(axes))
 
+    def t(self):
+        """The transpose of a matrix; vectors and scalars as they are (torch.Tensor.t)."""
+        if self.ndim > 2:
+            raise ShapeError(f"t() transposes tensors of at most 2 dimensions, this one has shape {self.shape}; "
+                             "use .transpose(dim0, dim1) or .mT for the last two axes")
+        return self.T
+
     @property
     def T(self):
         return apply(ops.permute, self, axes=tuple(range(self.ndim))[::-1]) if self.ndim > 1 else self
@@ -600,6 +745,15 @@ class Tensor:
 
     def __getitem__(self, index):
         return apply(ops.getitem, self, index=_full_index(_index(index, self.device), self.ndim))
+
+
+def _power_at_zero_flat(a, p):
+    """a ** p for a >= 0 whose gradient is 0 where a == 0 (PyTorch's choice for norms): there the
+    true slope is 0 * inf or inf, which would spread NaN, so the power is taken at 1 instead and
+    its result replaced by 0 ** p (0, or inf for negative p)."""
+    zero = a == 0
+    safe = apply(ops.where, zero, 1.0, a)
+    return apply(ops.where, zero, 0.0 if p > 0 else math.inf, safe.sqrt() if p == 0.5 else safe ** p)
 
 
 _TRANSFER = ops.Primitive("to_device", None, lambda xp, g, out, source: source.put(g))
@@ -802,6 +956,28 @@ def full(shape, fill_value, dtype=None, device=None, requires_grad=False):
         dtype = "bool" if isinstance(fill_value, bool) else "int64" if isinstance(fill_value, int) else "float32"
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     return _create("full", shape, dtype, device, requires_grad, fill_value=fill_value)
+
+
+def cuda_device(device=None):
+    """The Device that `.cuda(device)` means: None is cuda:0, an int N is cuda:N."""
+    if device is None:
+        device = "cuda"
+    elif isinstance(device, int) and not isinstance(device, bool):
+        device = f"cuda:{device}"
+    dev = as_device(device)
+    if dev.type != "cuda":
+        raise DeviceError(f"cuda(device={device!r}): that is not a CUDA device; use .to({str(dev)!r}) to move there")
+    return dev
+
+
+def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False):
+    """`steps` evenly spaced values from start to end, both included (float32 unless `dtype`).
+
+    Computed on the host in float64, then cast (integer dtypes truncate), like arange."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ValueError(f"linspace: steps must be a non-negative int, got {steps!r}")
+    values = np.linspace(float(start), float(end), int(steps))
+    return tensor(values.astype(as_dtype(dtype or "float32").name), device=device, requires_grad=requires_grad)
 
 
 def arange(start, stop=None, step=1, dtype=None, device=None, requires_grad=False):
