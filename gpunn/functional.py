@@ -12,7 +12,9 @@ from gpunn.tensor import Tensor, apply, tensor
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def relu(x):
+def relu(x, inplace=False):
+    """max(x, 0). `inplace` is accepted for PyTorch code: the result is computed out of place (same
+    values), since gpunn never overwrites an array the graph may still need (so is leaky_relu's)."""
     return apply(ops.relu, x)
 
 
@@ -24,7 +26,7 @@ def sigmoid(x):
     return apply(ops.sigmoid, x)
 
 
-def leaky_relu(x, negative_slope=0.01):
+def leaky_relu(x, negative_slope=0.01, inplace=False):
     return apply(ops.leaky_relu, x, negative_slope=float(negative_slope))
 
 
@@ -43,8 +45,9 @@ def log_softmax(x, axis=-1, *, dim=None):
     return apply(ops.log_softmax, x, axis=axis if dim is None else dim)
 
 
-def dropout(x, p=0.5, training=True):
+def dropout(x, p=0.5, training=True, inplace=False):
     """Zero each entry with probability p and scale the rest by 1/(1-p), keeping the expectation.
+    (`inplace` is accepted and computes out of place, as relu's.)
 
     The mask is drawn on the host from gpunn's seeded generator (float64 uniforms compared with p)
     and enters as a constant factor, so one seed gives the same mask on every device and the

@@ -1,4 +1,4 @@
-"""PyTorch's everyday names: Tensor methods and top-level functions.
+"""PyTorch's everyday names: Tensor methods, top-level functions, Module hooks and containers.
 
 Values are checked against NumPy (and against PyTorch where it is installed), gradients against
 finite differences, and the error paths against the existing in-place (`+=`) rules.
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import gpunn
+import gpunn.nn as nn
 from gpunn.testing import gradcheck
 from helpers import assert_close, away_from_zero, distinct, rng, to_device
 
@@ -40,11 +41,33 @@ def test_cuda_without_a_gpu_says_why():
         pytest.skip("a CUDA device is usable here")
     with pytest.raises(gpunn.DeviceError, match="cannot be used"):
         gpunn.ones(2).cuda()
+    with pytest.raises(gpunn.DeviceError, match="cannot be used"):
+        nn.Linear(2, 2).cuda(0)
 
 
 def test_cuda_refuses_a_device_that_is_not_cuda():
     with pytest.raises(gpunn.DeviceError, match="not a CUDA device"):
         gpunn.ones(2).cuda("cpu")
+
+
+@pytest.mark.gpu
+def test_cuda_moves_tensors_and_modules():
+    x = gpunn.ones(2, 3).cuda()
+    assert x.is_cuda and x.device == gpunn.device("cuda:0")
+    assert gpunn.ones(2).cuda(0).device == x.device
+    model = nn.Linear(3, 2).cuda()
+    weight = model.weight
+    assert model.weight.is_cuda and model.weight is weight
+    assert model(x).is_cuda
+    assert not model.cpu().weight.is_cuda and model.weight is weight
+
+
+def test_module_cpu_moves_parameters_in_place():
+    model = nn.Linear(3, 2, device="strict")
+    weight, values = model.weight, model.weight.numpy()
+    assert model.cpu() is model
+    assert model.weight is weight and weight.device == gpunn.device("cpu")
+    np.testing.assert_array_equal(weight.numpy(), values)
 
 
 # --- casts ----------------------------------------------------------------------------------------------
@@ -429,3 +452,219 @@ def test_inference_mode_records_nothing_in_every_spelling():
     with pytest.raises(KeyError), gpunn.inference_mode():
         raise KeyError("x")
     assert gpunn.is_grad_enabled()  # restored after an exception
+
+
+# --- Module: forward hooks ---------------------------------------------------------------------------
+
+
+def _names_along(out):
+    names, node = [], out._node
+    while node is not None:
+        names.append(node.primitive.name)
+        node = getattr(node.inputs[0], "_node", None)
+    return names
+
+
+def test_forward_hook_sees_and_may_replace_the_output():
+    gpunn.manual_seed(0)
+    layer = nn.Linear(3, 2)
+    x = gpunn.tensor(rng(17).normal(size=(4, 3)), dtype="float32")
+    seen = []
+    handle = layer.register_forward_hook(lambda m, args, out: seen.append((m, args, out)))
+    y = layer(x)
+    assert len(seen) == 1 and seen[0][0] is layer and seen[0][1] == (x,) and seen[0][2] is y
+    handle.remove()
+    layer(x)
+    assert len(seen) == 1 and layer._hooks is None  # removed: back to the one-check path
+    handle.remove()  # twice is harmless
+    with layer.register_forward_hook(lambda m, args, out: out * 0):
+        assert_close(layer(x), np.zeros((4, 2)))
+    np.testing.assert_array_equal(layer(x).numpy(), y.numpy())
+
+
+def test_forward_pre_hook_may_replace_the_input_and_hooks_run_in_order():
+    layer = nn.Identity()
+    calls = []
+    layer.register_forward_pre_hook(lambda m, args: calls.append("pre") or args[0] + 1)  # one value: wrapped
+    layer.register_forward_hook(lambda m, args, out: calls.append("post") or out * 10)
+    layer.register_forward_hook(lambda m, args, out: calls.append("first"), prepend=True)
+    assert_close(layer(gpunn.tensor([1.0, 2.0])), [20.0, 30.0])
+    assert calls == ["pre", "first", "post"]
+
+
+def test_hooks_with_kwargs():
+    class Scale(nn.Module):
+        def forward(self, x, *, factor=1.0):
+            return x * factor
+
+    module = Scale()
+    module.register_forward_pre_hook(lambda m, args, kwargs: (args, {**kwargs, "factor": 3.0}), with_kwargs=True)
+    got = []
+    module.register_forward_hook(lambda m, args, kwargs, out: got.append(kwargs["factor"]), with_kwargs=True)
+    assert_close(module(gpunn.tensor([2.0]), factor=5.0), [6.0])
+    assert got == [3.0]
+    bad = Scale()
+    bad.register_forward_pre_hook(lambda m, args, kwargs: args, with_kwargs=True)
+    with pytest.raises(TypeError, match=r"\(args, kwargs\)"):
+        bad(gpunn.tensor([1.0]))
+    with pytest.raises(TypeError, match="callable"):
+        bad.register_forward_hook("not a function")
+
+
+def test_hooks_agree_with_torch():
+    torch = _torch()
+    ours, theirs = [], []
+    for lib, log in ((gpunn, ours), (torch, theirs)):
+        layer = lib.nn.Identity()
+        layer.register_forward_pre_hook(lambda m, args, log=log: log.append(("pre", len(args))) or args[0] * 2)
+        h = layer.register_forward_hook(lambda m, args, out, log=log: log.append(("post", float(out.sum()))))
+        layer.register_forward_hook(lambda m, args, out, log=log: out + 1, prepend=True)
+        log.append(float(layer(lib.tensor([1.0, 2.0])).sum()))
+        h.remove()
+        log.append(float(layer(lib.tensor([1.0, 2.0])).sum()))
+    assert ours == theirs
+
+
+def test_sequential_does_not_fuse_a_hooked_layer():
+    gpunn.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2), nn.Tanh())
+    x = gpunn.tensor(rng(18).normal(size=(5, 3)), dtype="float32")
+    fused = model(x)
+    assert _names_along(fused) == ["linear_act", "linear_act"]  # the control: both pairs fuse
+    seen = {}
+    handle = model[0].register_forward_hook(lambda m, args, out: seen.__setitem__("linear", out))
+    model[3].register_forward_hook(lambda m, args, out: seen.__setitem__("tanh", out))
+    hooked = model(x)
+    assert _names_along(hooked) == ["tanh", "linear", "relu", "linear"]
+    np.testing.assert_array_equal(hooked.numpy(), fused.numpy())
+    expected = x.numpy() @ model[0].weight.numpy().T + model[0].bias.numpy()
+    np.testing.assert_allclose(seen["linear"].numpy(), expected, rtol=1e-6)  # before the ReLU
+    handle.remove()
+    assert _names_along(model(x)) == ["tanh", "linear", "linear_act"]  # only the Tanh is still hooked
+
+
+# --- Module: inplace= and constructor errors --------------------------------------------------------
+
+
+def test_inplace_activations_compute_the_same_values_and_still_fuse():
+    gpunn.manual_seed(0)
+    x = gpunn.tensor(rng(19).normal(size=(4, 3)), dtype="float32")
+    plain = nn.Sequential(nn.Linear(3, 5), nn.ReLU())
+    inplace = nn.Sequential(nn.Linear(3, 5), nn.ReLU(inplace=True))
+    inplace.load_state_dict(plain.state_dict())
+    before = x.numpy()
+    out = inplace(x)
+    assert out.grad_fn == "linear_act"  # ReLU(inplace=True) is still a ReLU to the fusion
+    np.testing.assert_array_equal(out.numpy(), plain(x).numpy())
+    np.testing.assert_array_equal(x.numpy(), before)  # the input is never overwritten
+    y = gpunn.tensor(np.array([-1.0, 2.0]))
+    assert_close(nn.LeakyReLU(0.1, inplace=True)(y), [-0.1, 2.0])
+    assert_close(nn.Dropout(0.5, inplace=True).eval()(y), [-1.0, 2.0])
+    assert_close(nn.functional.relu(y, inplace=True), [0.0, 2.0])
+    assert y.tolist() == [-1.0, 2.0]
+
+
+def test_inplace_reprs_and_refusals_match_torch():
+    torch = _torch()
+    for ours, theirs in [(nn.ReLU(), torch.nn.ReLU()), (nn.ReLU(inplace=True), torch.nn.ReLU(inplace=True)),
+                         (nn.LeakyReLU(0.2, inplace=True), torch.nn.LeakyReLU(0.2, inplace=True)),
+                         (nn.LeakyReLU(), torch.nn.LeakyReLU()),
+                         (nn.Dropout(0.3), torch.nn.Dropout(0.3)), (nn.Dropout(inplace=True), torch.nn.Dropout(inplace=True))]:
+        assert repr(ours) == repr(theirs)
+    for name in ("Tanh", "Sigmoid"):  # PyTorch's Tanh and Sigmoid take no inplace=
+        with pytest.raises(TypeError):
+            getattr(torch.nn, name)(inplace=True)
+        with pytest.raises(TypeError, match=f"{name}\\(\\) got an unexpected keyword argument 'inplace'"):
+            getattr(nn, name)(inplace=True)
+
+
+# --- Module containers -----------------------------------------------------------------------------
+
+
+def test_module_dict_names_and_methods():
+    gpunn.manual_seed(0)
+    d = nn.ModuleDict({"enc": nn.Linear(3, 4), "dec": nn.Linear(4, 3)})
+    d["act"] = nn.ReLU()
+    d.update([("head", nn.Linear(3, 1))])
+    assert list(d) == ["enc", "dec", "act", "head"] and len(d) == 4 and "dec" in d and "x" not in d
+    assert list(d.state_dict()) == ["enc.weight", "enc.bias", "dec.weight", "dec.bias", "head.weight", "head.bias"]
+    assert [name for name, _ in d.items()] == list(d.keys())
+    head = d.pop("head")
+    assert isinstance(head, nn.Linear) and "head" not in d and len(list(d.parameters())) == 4
+    with pytest.raises(TypeError, match="not a Module"):
+        d["bad"] = 3
+    with pytest.raises(TypeError, match="no forward"):
+        d(gpunn.ones(1))
+    d.clear()
+    assert len(d) == 0 and not list(d.parameters())
+
+
+def test_module_dict_state_dict_matches_torch():
+    torch = _torch()
+
+    def build(lib):
+        class Net(lib.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.blocks = lib.nn.ModuleDict({"b": lib.nn.Linear(2, 3), "a": lib.nn.Linear(3, 1)})
+                self.scales = lib.nn.ParameterList([lib.nn.Parameter(lib.ones(3)), lib.ones(1)])
+
+            def forward(self, x):
+                return self.blocks["a"](self.blocks["b"](x) * self.scales[0]) * self.scales[1]
+        return Net()
+
+    ours, theirs = build(gpunn), build(torch)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    ours.load_state_dict({k: gpunn.tensor(v.detach().numpy()) for k, v in theirs.state_dict().items()})
+    host = rng(20).normal(size=(4, 2)).astype(np.float32)
+    out, out_t = ours(gpunn.tensor(host)), theirs(torch.tensor(host))
+    np.testing.assert_allclose(out.numpy(), out_t.detach().numpy(), rtol=1e-6)
+    out.sum().backward()
+    out_t.sum().backward()
+    np.testing.assert_allclose(ours.scales[0].grad.numpy(), theirs.scales[0].grad.numpy(), rtol=1e-5)
+    assert repr(ours.scales) == repr(theirs.scales).replace("torch.", "gpunn.")
+
+
+def test_parameter_list():
+    plist = nn.ParameterList([gpunn.ones(2)])
+    plist.append(nn.Parameter(gpunn.zeros(3)))
+    plist += [gpunn.full((1,), 2.0)]
+    assert len(plist) == 3 and [name for name, _ in plist.named_parameters()] == ["0", "1", "2"]
+    assert all(isinstance(p, nn.Parameter) and p.requires_grad for p in plist)
+    assert plist[-1].tolist() == [2.0] and len(plist[1:]) == 2 and plist[1:][0] is plist[1]
+    plist[0] = gpunn.full((2,), 5.0)
+    assert plist[0].tolist() == [5.0, 5.0] and len(plist) == 3
+    with pytest.raises(IndexError):
+        plist[3] = gpunn.ones(1)
+    with pytest.raises(gpunn.DTypeError):
+        plist.append(gpunn.tensor([1, 2]))  # integers cannot be parameters
+
+
+# --- nn.utils: parameters as one vector --------------------------------------------------------------
+
+
+def test_parameters_to_vector_and_back(device):
+    gpunn.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2, device=device), nn.Linear(2, 1, device=device))
+    params = list(model.parameters())
+    vec = nn.utils.parameters_to_vector(model.parameters())
+    assert_close(vec, np.concatenate([p.numpy().ravel() for p in params]), device=device)
+    vec.sum().backward()  # differentiable: each parameter gets ones
+    for p in params:
+        assert_close(p.grad, np.ones(p.shape))
+    new = np.arange(vec.numel(), dtype=np.float32)
+    nn.utils.vector_to_parameters(gpunn.tensor(new, device=device), model.parameters())
+    assert_close(nn.utils.parameters_to_vector(model.parameters()), new)
+    assert [p is q for p, q in zip(model.parameters(), params)] == [True] * 4
+    with pytest.raises(gpunn.ShapeError, match="10 entries, the parameters 11"):
+        nn.utils.vector_to_parameters(gpunn.zeros(10, device=device), model.parameters())
+
+
+def test_parameters_to_vector_matches_torch():
+    torch = _torch()
+    gpunn.manual_seed(0)
+    ours = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 1))
+    theirs = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+    theirs.load_state_dict({k: torch.tensor(v.numpy()) for k, v in ours.state_dict().items()})
+    np.testing.assert_array_equal(nn.utils.parameters_to_vector(ours.parameters()).numpy(),
+                                  torch.nn.utils.parameters_to_vector(theirs.parameters()).detach().numpy())

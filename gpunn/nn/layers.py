@@ -137,13 +137,13 @@ class Sequential(Module):
         for module in modules:
             if pending is not None:
                 activation = _FUSABLE.get(type(module))
-                if activation is not None:
+                if activation is not None and module._hooks is None:
                     x = F.linear_act(x, pending.weight, pending.bias, activation)
                     pending = None
                     continue
                 x = pending(x)
                 pending = None
-            if type(module) is Linear:
+            if type(module) is Linear and module._hooks is None:  # hooks must see the Linear's own output
                 pending = module
             else:
                 x = module(x)
@@ -185,9 +185,123 @@ class ModuleList(Sequential):
     def forward(self, *args):
         raise TypeError("ModuleList has no forward of its own: iterate over it in your module's forward")
 
+
+class ModuleDict(Module):
+    """Modules by name, in insertion order, as torch.nn.ModuleDict: `d["encoder"]`, keys, items,
+    update; state_dict keys are "name.weight", ...."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def __getitem__(self, key):
+        return self._modules[key]
+
+    def __setitem__(self, key, module):
+        if not isinstance(module, Module):
+            raise TypeError(f"ModuleDict: entry {key!r} is a {type(module).__name__}, not a Module")
+        self.add_module(key, module)
+
+    def __delitem__(self, key):
+        del self._modules[key]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def __contains__(self, key):
+        return key in self._modules
+
+    def keys(self):
+        return self._modules.keys()
+
+    def items(self):
+        return self._modules.items()
+
+    def values(self):
+        return self._modules.values()
+
+    def pop(self, key):
+        return self._modules.pop(key)
+
+    def clear(self):
+        self._modules.clear()
+
+    def update(self, modules):
+        """Add or replace entries from a mapping or from (name, module) pairs, in their order."""
+        for key, module in (modules.items() if hasattr(modules, "items") else modules):
+            self[key] = module
+
+    def forward(self, *args):
+        raise TypeError("ModuleDict has no forward of its own: look its modules up by name in your module's forward")
+
+
+class ParameterList(Module):
+    """Parameters in a list, registered as "0", "1", ... (as torch.nn.ParameterList); a plain
+    tensor added to it becomes a Parameter sharing its data."""
+
+    def __init__(self, values=None):
+        super().__init__()
+        if values is not None:
+            self.extend(values)
+
+    def __getitem__(self, index):
+        values = list(self._parameters.values())
+        return ParameterList(values[index]) if isinstance(index, slice) else values[index]
+
+    def __setitem__(self, index, value):
+        index = operator.index(index)
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} is out of range for ParameterList of length {len(self)}")
+        self.register_parameter(str(index % len(self)), _as_parameter(value))
+
+    def __len__(self):
+        return len(self._parameters)
+
+    def __iter__(self):
+        return iter(self._parameters.values())
+
+    def append(self, value):
+        self.register_parameter(str(len(self)), _as_parameter(value))
+        return self
+
+    def extend(self, values):
+        for value in values:
+            self.append(value)
+        return self
+
+    def __iadd__(self, values):
+        return self.extend(values)
+
+    def forward(self, *args):
+        raise TypeError("ParameterList has no forward of its own: use its parameters in your module's forward")
+
+    def extra_repr(self):
+        return "\n".join(f"  ({name}): Parameter containing: [{p.dtype!r} of size {'x'.join(map(str, p.shape))}]"
+                         for name, p in self._parameters.items())  # indented twice, as PyTorch prints it
+
+
+def _as_parameter(value):
+    return value if isinstance(value, Parameter) else Parameter(value)
+
+
+# The activations below accept PyTorch's `inplace=` so copied model code runs; they compute out of
+# place (the same values): gpunn never overwrites an array the graph may still need.
+
+
 class ReLU(Module):
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = inplace
+
     def forward(self, x):
         return F.relu(x)
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
 
 
 class Tanh(Module):
@@ -201,15 +315,15 @@ class Sigmoid(Module):
 
 
 class LeakyReLU(Module):
-    def __init__(self, negative_slope=0.01):
+    def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()
-        self.negative_slope = negative_slope
+        self.negative_slope, self.inplace = negative_slope, inplace
 
     def forward(self, x):
         return F.leaky_relu(x, self.negative_slope)
 
     def extra_repr(self):
-        return f"negative_slope={self.negative_slope}"
+        return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
 
 
 class GELU(Module):
@@ -227,19 +341,20 @@ class GELU(Module):
 
 
 class Dropout(Module):
-    """Zeroes entries with probability p while training (scaling the rest by 1/(1-p)); identity in eval()."""
+    """Zeroes entries with probability p while training (scaling the rest by 1/(1-p)); identity in eval().
+    `inplace=True` is accepted and computes out of place, as the activations above."""
 
-    def __init__(self, p=0.5):
+    def __init__(self, p=0.5, inplace=False):
         super().__init__()
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
             raise ValueError(f"Dropout: p is the probability of zeroing an entry and must lie in [0, 1], got {p!r}")
-        self.p = p
+        self.p, self.inplace = p, inplace
 
     def forward(self, x):
         return F.dropout(x, self.p, self.training)
 
     def extra_repr(self):
-        return f"p={self.p}"
+        return f"p={self.p}, inplace={self.inplace}"
 
 
 class Identity(Module):

@@ -5,6 +5,7 @@ of `named_parameters()` and `state_dict()` ("0.weight", "encoder.fc.bias", ...) 
 PyTorch would name them, so checkpoints and code move between the two.
 """
 
+import itertools
 from collections import OrderedDict, namedtuple
 
 from gpunn import backends
@@ -12,7 +13,7 @@ from gpunn.device import Device, device as as_device
 from gpunn.dtypes import as_dtype
 from gpunn.errors import GpunnError, ShapeError
 from gpunn.nn.parameter import Parameter
-from gpunn.tensor import Tensor, _looks_like_dtype, tensor
+from gpunn.tensor import Tensor, _looks_like_dtype, cuda_device, tensor
 
 
 class StateDictError(GpunnError, ValueError):
@@ -29,7 +30,12 @@ IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_k
 class Module:
     """Base class of every layer and model: subclass it, assign layers in __init__, write forward."""
 
-    def __init__(self):
+    _hooks = None  # (pre-hooks, hooks) once a forward hook is registered: all that __call__ checks
+
+    def __init__(self, *args, **kwargs):
+        if args or kwargs:  # a layer without an __init__ of its own was given arguments: name the layer
+            what = f"keyword argument {next(iter(kwargs))!r}" if kwargs else f"{len(args)} positional argument(s)"
+            raise TypeError(f"{type(self).__name__}() got an unexpected {what}")
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
@@ -40,7 +46,58 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} has no forward(); define forward(self, x) in the subclass")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        if self._hooks is None:
+            return self.forward(*args, **kwargs)
+        return self._call_with_hooks(args, kwargs)
+
+    # --- forward hooks ----------------------------------------------------------------------------
+
+    def register_forward_pre_hook(self, hook, *, prepend=False, with_kwargs=False):
+        """Call `hook(module, args)` before each forward; a non-None result replaces the positional
+        arguments (a tuple, or one value). With with_kwargs=True: `hook(module, args, kwargs)`,
+        returning None or (args, kwargs). Returns a handle whose .remove() unregisters the hook."""
+        return self._add_hook(0, hook, prepend, with_kwargs)
+
+    def register_forward_hook(self, hook, *, prepend=False, with_kwargs=False):
+        """Call `hook(module, args, output)` after each forward (args: the positional arguments);
+        a non-None result replaces the output. With with_kwargs=True: `hook(module, args, kwargs,
+        output)`. Returns a handle whose .remove() unregisters the hook.
+
+        nn.Sequential does not fuse a Linear or an activation that has hooks, so they always run."""
+        return self._add_hook(1, hook, prepend, with_kwargs)
+
+    def _add_hook(self, kind, hook, prepend, with_kwargs):
+        if not callable(hook):
+            raise TypeError(f"a forward hook must be callable, got {type(hook).__name__}")
+        if self._hooks is None:
+            object.__setattr__(self, "_hooks", (OrderedDict(), OrderedDict()))
+        handle = RemovableHandle(self, kind)
+        table = self._hooks[kind]
+        table[handle.id] = (hook, with_kwargs)
+        if prepend:
+            table.move_to_end(handle.id, last=False)
+        return handle
+
+    def _call_with_hooks(self, args, kwargs):
+        pre, post = self._hooks
+        for hook, with_kwargs in list(pre.values()):
+            if with_kwargs:
+                result = hook(self, args, kwargs)
+                if result is not None:
+                    if not (isinstance(result, tuple) and len(result) == 2):
+                        raise TypeError("a forward pre-hook registered with with_kwargs=True must return None or "
+                                        f"(args, kwargs), got {type(result).__name__}")
+                    args, kwargs = result
+            else:
+                result = hook(self, args)
+                if result is not None:
+                    args = result if isinstance(result, tuple) else (result,)
+        output = self.forward(*args, **kwargs)
+        for hook, with_kwargs in list(post.values()):
+            result = hook(self, args, kwargs, output) if with_kwargs else hook(self, args, output)
+            if result is not None:
+                output = result
+        return output
 
     # --- registration ---------------------------------------------------------------------------
 
@@ -292,6 +349,13 @@ class Module:
     def double(self):
         return self.to(dtype="float64")
 
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, device=None):
+        """Move to a CUDA device: an index, "cuda:N" or a Device; None means cuda:0."""
+        return self.to(cuda_device(device))
+
     # --- printing -------------------------------------------------------------------------------
 
     def extra_repr(self):
@@ -307,9 +371,35 @@ class Module:
             text = repr(module).replace("\n", "\n  ")
             lines.append(f"({name}): {text}")
         name = type(self).__name__
-        if not self._modules:
+        if not self._modules and "\n" not in extra:
             return f"{name}({extra})"
         return name + "(\n  " + "\n  ".join(lines) + "\n)"
+
+
+class RemovableHandle:
+    """What register_forward_hook returns: .remove() unregisters the hook (so does leaving a
+    `with handle:` block); removing twice is harmless."""
+
+    _ids = itertools.count()
+
+    def __init__(self, module, kind):
+        self.id = next(RemovableHandle._ids)
+        self._module, self._kind = module, kind
+
+    def remove(self):
+        module = self._module
+        hooks = module.__dict__.get("_hooks")
+        if hooks is None:
+            return
+        hooks[self._kind].pop(self.id, None)
+        if not hooks[0] and not hooks[1]:
+            object.__setattr__(module, "_hooks", None)  # back to the one-check fast path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
 
 
 def _shape_of(value):

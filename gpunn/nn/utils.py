@@ -1,10 +1,13 @@
-"""Gradient clipping (torch.nn.utils.clip_grad_norm_ / clip_grad_value_), on the device, no host syncs."""
+"""Gradient clipping (torch.nn.utils.clip_grad_norm_ / clip_grad_value_), on the device, no host syncs;
+parameters as one vector and back (parameters_to_vector / vector_to_parameters)."""
 
 import math
 
-from gpunn.errors import AnomalyError
+from gpunn import ops
+from gpunn.autograd import no_grad
+from gpunn.errors import AnomalyError, ShapeError
 from gpunn.optim.flat import covering
-from gpunn.tensor import Tensor, tensor
+from gpunn.tensor import Tensor, apply, tensor
 
 
 class NonFiniteGradientError(AnomalyError):
@@ -125,3 +128,38 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
     for g in grads:
         with g.device.scope:
             g.data = g.device.xp.minimum(g.device.xp.maximum(g.data, -clip_value), clip_value)
+
+
+def parameters_to_vector(parameters):
+    """Every parameter flattened and concatenated, in order, into one 1-D tensor (differentiable)."""
+    params = _tensors("parameters_to_vector", parameters)
+    return apply(ops.concat, *(p.reshape(-1) for p in params), axis=0)
+
+
+def vector_to_parameters(vec, parameters):
+    """Copy consecutive pieces of the 1-D `vec` into the parameters (no gradient): the inverse of
+    parameters_to_vector. The lengths must add up exactly."""
+    params = _tensors("vector_to_parameters", parameters)
+    if not isinstance(vec, Tensor) or vec.ndim != 1:
+        raise TypeError(f"vector_to_parameters: expected a 1-D gpunn Tensor, got "
+                        f"{vec.shape if isinstance(vec, Tensor) else type(vec).__name__}")
+    needed = sum(p.numel() for p in params)
+    if vec.numel() != needed:
+        raise ShapeError(f"vector_to_parameters: the vector has {vec.numel()} entries, the parameters {needed}")
+    offset = 0
+    with no_grad():
+        for p in params:
+            n = p.numel()
+            p.copy_(vec[offset:offset + n].reshape(p.shape))
+            offset += n
+
+
+def _tensors(owner, parameters):
+    params = [parameters] if isinstance(parameters, Tensor) else list(parameters)
+    for i, p in enumerate(params):
+        if not isinstance(p, Tensor):
+            raise TypeError(f"{owner}: expected gpunn Tensors (e.g. model.parameters()), item {i} is a "
+                            f"{type(p).__name__}")
+    if not params:
+        raise ValueError(f"{owner}: no parameters given (was the generator already consumed?)")
+    return params
