@@ -119,7 +119,8 @@ def device(spec="cpu"):
 
             reason = cuda.why_unavailable(index)
             if reason:
-                raise DeviceError(f"device {spec!r} cannot be used: {reason}. Use --device cpu or 'auto'.")
+                raise DeviceError(f"device {spec!r} cannot be used: {reason}. Use 'cpu' or 'auto' "
+                                  "(on the command line: --device cpu or --device auto).")
         try:
             backend = backends.get(kind)
         except ImportError as exc:

@@ -206,6 +206,8 @@ def test_load_mnist_missing_file_says_how_to_fix(tmp_path):
     message = str(err.value)
     assert "t10k-images-idx3-ubyte" in message
     assert "download=True" in message and "--data-root" in message
+    # both audiences: the Python argument and the command-line option, each for both fixes
+    assert "root=" in message and "--download" in message
 
 
 def test_load_mnist_count_mismatch(mnist_dir):

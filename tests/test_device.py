@@ -52,6 +52,8 @@ def test_cuda_without_a_gpu_says_why_and_what_to_use(spec):
     message = str(info.value)
     assert spec in message and reason in message
     assert "'auto'" in message and "cpu" in message
+    # a script has no --device: the Python spelling comes first, the command line's after it
+    assert "Use 'cpu' or 'auto'" in message and "on the command line: --device cpu" in message
     with pytest.raises(gpunn.DeviceError):
         gpunn.zeros(2, device=spec)
 

@@ -81,7 +81,8 @@ def load_mnist(root, kind: str = "mnist", train: bool = True, download: bool = F
         if path is None:
             raise FileNotFoundError(
                 f"{kind} file {name}.gz (or unpacked {name}) not found in {root}. "
-                f"Pass download=True to fetch it, or point --data-root at the "
+                f"Fetch it with download=True (on the command line: --download), "
+                f"or point root= (on the command line: --data-root) at the "
                 f"folder that holds the {kind} IDX files."
             )
         paths.append(path)
