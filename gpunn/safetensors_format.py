@@ -48,6 +48,7 @@ from gpunn.errors import GpunnError
 
 __all__ = [
     "SafetensorsError",
+    "NotSafetensorsError",
     "save_file",
     "load_file",
     "load_file_with_metadata",
@@ -89,10 +90,20 @@ _WRITE_DTYPES: dict[str, str] = {
 _PICKLE_PROTOCOLS = (2, 3, 4, 5)
 _ZIP_MAGIC = b"PK\x03\x04"
 _NPY_MAGIC = b"\x93NUMPY"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 class SafetensorsError(GpunnError, ValueError):
     """A file (or the data given to save) is not valid safetensors."""
+
+
+class NotSafetensorsError(SafetensorsError):
+    """The file is recognisably something else (`looks_like`: a pickle, a text file, ...), not a
+    damaged safetensors file: callers can point at the file the user meant instead."""
+
+    def __init__(self, message: str, looks_like: str) -> None:
+        super().__init__(message)
+        self.looks_like = looks_like
 
 
 class _DuplicateKey(Exception):
@@ -127,14 +138,36 @@ class _Entry:
         self.end = end
 
 
-def _describe_magic(head: bytes) -> str | None:
+_CONVERT = ("gpunn never unpickles or executes checkpoint contents, convert it to safetensors "
+            "with the tool that wrote it")
+
+
+def _describe_magic(head: bytes) -> tuple[str, str] | None:
+    """(what the file looks like, what to do) when its first bytes show another format, else None."""
     if len(head) >= 2 and head[0] == 0x80 and head[1] in _PICKLE_PROTOCOLS:
-        return f"a pickle (protocol {head[1]}, e.g. a legacy torch.save file)"
+        return f"a pickle (protocol {head[1]}, e.g. a legacy torch.save file)", _CONVERT
     if head.startswith(_ZIP_MAGIC):
-        return "a zip archive (e.g. a torch.save file)"
+        return "a zip archive (e.g. a torch.save file)", _CONVERT
     if head.startswith(_NPY_MAGIC):
-        return "a NumPy .npy file"
+        return "a NumPy .npy file", _CONVERT
+    if head.startswith(_PNG_MAGIC):
+        return "a PNG image", "give the path of a .safetensors file"
+    if _looks_like_text(head):
+        kind = "JSON text" if head.lstrip()[:1] in (b"{", b"[") else "a text file"
+        return kind, "give the path of a .safetensors file"
     return None
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """Printable UTF-8 (a multi-byte character cut at the end allowed). A safetensors file starts
+    with its header length, at most 100 MB, so its high bytes are 0, which text never holds."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.reason != "unexpected end of data":
+            return False
+        text = head[:e.start].decode("utf-8")
+    return bool(text) and all(c.isprintable() or c in "\t\n\r" for c in text)
 
 
 def _is_int(x: Any) -> bool:
@@ -234,10 +267,9 @@ def _read_header(f, path: str) -> tuple[list[_Entry], dict[str, str], int]:
 
     def not_safetensors() -> None:
         if magic is not None:
-            raise SafetensorsError(
-                f"{path}: not a safetensors file (looks like {magic}); gpunn "
-                "never unpickles or executes checkpoint contents, convert it "
-                "to safetensors with the tool that wrote it")
+            looks_like, advice = magic
+            raise NotSafetensorsError(f"{path}: not a safetensors file (looks like {looks_like}); {advice}",
+                                      looks_like)
 
     if size < _LEN:
         not_safetensors()

@@ -22,6 +22,7 @@ import math
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ import gpunn
 import gpunn.data
 import gpunn.io
 import gpunn.nn
-from gpunn import datasets
+from gpunn import datasets, safetensors_format
 from gpunn.errors import GpunnError
 
 __all__ = ["TrainConfig", "ConfigError", "TrainingInterrupted", "fit", "load_data", "RUN_FILES"]
@@ -274,8 +275,10 @@ class _Run:
             config = TrainConfig.from_dict(config)
         self.config = c = config.resolved()
         self.out = None if out is None else Path(out)
-        if self.out is not None and resume is None:
-            _check_out_free(self.out)
+        if self.out is not None:
+            if resume is None:
+                _check_out_free(self.out)
+            _check_out_writable(self.out)
         self.data = load_data(c)
         self.device = gpunn.device(c.device)
         self.resume_path, self.meta = resume, meta
@@ -525,12 +528,28 @@ def _checkpoint_path(path):
 
 
 def _read_meta(path):
+    """The run state saved in a checkpoint; an error naming the file to give instead when `path` is
+    another file (a run's config.json or model.safetensors, say)."""
+    try:
+        header = safetensors_format.read_metadata(path)
+    except safetensors_format.NotSafetensorsError as exc:
+        raise ValueError(f"{path} is not a safetensors checkpoint (it looks like {exc.looks_like}); "
+                         f"{_resume_hint(path)}") from None
+    if "meta" not in header:  # tensors only, as gpunn.save writes them (model.safetensors)
+        raise ValueError(f"{path} holds tensors but no training state; {_resume_hint(path)}")
     meta = gpunn.io.load_checkpoint(path)
     needed = ("config", "restart", "epoch", "loader", "history", "results", "best", "seconds")
     if not isinstance(meta, dict) or any(key not in meta for key in needed):
-        raise ValueError(f"{path}: a gpunn checkpoint, but not one written by gpunn train; "
-                         "resume from the checkpoint.safetensors of a gpunn train run")
+        raise ValueError(f"{path}: a gpunn checkpoint, but not one written by gpunn train; {_resume_hint(path)}")
     return meta
+
+
+def _resume_hint(path):
+    """What to resume from instead of `path`: its run folder's checkpoint when there is one."""
+    sibling = path.parent / CHECKPOINT
+    if sibling.is_file() and sibling.resolve() != path.resolve():
+        return f"give {sibling} or the run folder {path.parent}"
+    return f"give the {CHECKPOINT} (or the folder) of an earlier gpunn train run"
 
 
 def _merge_resumed(saved, changes, meta):
@@ -583,6 +602,20 @@ def _check_out_free(out):
     if taken:
         resume = f", or continue it with --resume {out / CHECKPOINT}" if CHECKPOINT in taken else ""
         raise ConfigError(f"--out {out} already holds a run ({', '.join(taken)}); pick a new folder{resume}")
+
+
+def _check_out_writable(out):
+    """Fail before training, not after the first epoch, when `out` cannot be created or written to.
+    Probes with a temporary folder it removes at once, so a run that fails later leaves no trace."""
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".gpunn-probe-", dir=existing))
+    except OSError as exc:
+        where = "written to" if existing == out else f"created in {existing}"
+        raise ConfigError(f"the output folder {out} (--out) cannot be {where} ({exc.strerror or exc}); "
+                          "give a folder you can write to") from None
 
 
 # --- files -------------------------------------------------------------------------------------------

@@ -279,6 +279,34 @@ def test_resume_rejects_files_that_are_not_train_checkpoints(tmp_path):
         assert str(path) in message
 
 
+def test_resume_given_another_file_of_the_run_names_its_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    assert_ok(train(out, "--dataset", "xor", "--epochs", 1))
+    for name, what in (("config.json", "is not a safetensors checkpoint (it looks like JSON text)"),
+                       ("metrics.csv", "is not a safetensors checkpoint (it looks like a text file)"),
+                       ("curves.png", "is not a safetensors checkpoint (it looks like a PNG image)"),
+                       ("model.safetensors", "holds tensors but no training state")):
+        message = assert_one_line_error(gpunn_cli("train", "--resume", out / name))
+        assert f"{out / name} {what}" in message
+        assert f"give {out / 'checkpoint.safetensors'} or the run folder {out}" in message
+        assert "header length" not in message
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "proc"])
+def test_out_that_cannot_be_created_is_refused_before_training(tmp_path, where):
+    if where == "proc":
+        if not os.path.isdir("/proc/self"):
+            pytest.skip("no /proc here")
+        out, parent = "/proc/gpunn-nope", "/proc"
+    else:
+        (tmp_path / "a-file").write_text("")
+        out, parent = tmp_path / "a-file" / "run", tmp_path / "a-file"
+    result = train(out, "--dataset", "xor", "--epochs", 1)
+    message = assert_one_line_error(result, 2)
+    assert f"the output folder {out} (--out) cannot be created in {parent}" in message
+    assert result.stdout == ""  # nothing trained: no summary line
+
+
 def test_resume_rejects_a_conflicting_architecture(tmp_path):
     out = tmp_path / "run"
     assert_ok(train(out, "--dataset", "xor", "--epochs", 1))

@@ -493,6 +493,30 @@ def test_tiny_pickle_and_zip_are_named(tmp_path):
     _expect_error(zpath, "zip", "never unpickles")
 
 
+@pytest.mark.parametrize("name, content, looks_like", [
+    ("config.json", b'{\n  "dataset": "digits",\n  "epochs": 30\n}\n', "JSON text"),
+    ("metrics.csv", b"epoch,train_loss,test_loss\n1,0.5,0.4\n", "a text file"),
+    ("notes.txt", "Gewichte für später\n".encode(), "a text file"),
+    ("short.txt", b"hi", "a text file"),
+    ("curves.png", b"\x89PNG\r\n\x1a\n" + bytes(40), "a PNG image"),
+])
+def test_text_json_and_images_are_named_as_what_they_are(tmp_path, name, content, looks_like):
+    """A run's config.json given as a checkpoint: say it is not safetensors, not 'header length 83860...'."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    err = _expect_error(path, f"not a safetensors file (looks like {looks_like})", "give the path of a .safetensors file")
+    assert isinstance(err, sf.NotSafetensorsError) and err.looks_like == looks_like
+    assert "header length" not in str(err) and "unpickle" not in str(err)
+
+
+def test_damaged_binary_files_are_not_called_text(tmp_path):
+    """Control: a safetensors file with a broken length is damaged, not some other format."""
+    err = _expect_error(_raw_file(tmp_path / "a.safetensors", {"w": T}, DATA48, n=2**64 - 1), "header length")
+    assert not isinstance(err, sf.NotSafetensorsError)
+    err = _expect_error(_raw_file(tmp_path / "b.safetensors", {"w": T}, DATA48, n=1000), "header length")
+    assert not isinstance(err, sf.NotSafetensorsError)
+
+
 def test_module_never_unpickles():
     src = Path(sf.__file__).read_text()
     tree = ast.parse(src)
