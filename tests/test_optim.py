@@ -549,6 +549,225 @@ def test_reduce_on_plateau_agrees_with_torch_and_round_trips():
             ours = resumed
 
 
+# --- LambdaLR, MultiplicativeLR, OneCycleLR ---------------------------------------------------------
+
+
+class Halving:
+    """A callable object (not a function): its attributes are what a LambdaLR state_dict saves."""
+
+    def __init__(self, every):
+        self.every = every
+
+    def __call__(self, epoch):
+        return 0.5 ** (epoch // self.every)
+
+
+def test_lambda_lr_and_multiplicative_lr_follow_their_definitions():
+    opt = _optimizer(groups=2)
+    lambdas = [lambda t: 1 / (1 + t), lambda t: 0.9 ** t]
+    seen = _lrs(lr_scheduler.LambdaLR(opt, lambdas), 12)
+    expected = np.array([[0.1 / (1 + t), 0.2 * 0.9 ** t] for t in range(12)])
+    np.testing.assert_allclose(seen, expected, rtol=1e-12)
+    with pytest.raises(AssertionError):  # negative control: one epoch late is caught
+        np.testing.assert_allclose(seen[1:], expected[:-1], rtol=1e-12)
+    factor = lambda t: 1.1 if t % 3 else 0.5  # noqa: E731
+    seen = _lrs(lr_scheduler.MultiplicativeLR(_optimizer(), factor), 12)[:, 0]
+    expected = [0.1]
+    for t in range(1, 12):
+        expected.append(expected[-1] * factor(t))  # construction keeps the lr; step t multiplies by factor(t)
+    np.testing.assert_allclose(seen, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["LambdaLR", "MultiplicativeLR"])
+def test_lambda_schedulers_agree_with_torch(name):
+    torch = pytest.importorskip("torch")
+    lambdas = [lambda t: 0.95 ** t + 0.01 * (t % 4), Halving(3)]
+    theirs_opt = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)], "lr": lr} for lr in (0.1, 0.2)])
+    theirs = getattr(torch.optim.lr_scheduler, name)(theirs_opt, lambdas)
+    expected = [theirs.get_last_lr()]
+    for _ in range(19):
+        theirs_opt.step()
+        theirs.step()
+        expected.append(theirs.get_last_lr())
+    ours = getattr(lr_scheduler, name)(_optimizer(groups=2), lambdas)
+    np.testing.assert_allclose(_lrs(ours, 20), expected, rtol=1e-12)
+
+
+def test_lambda_lr_state_dict_keeps_callable_objects_but_not_functions():
+    schedule = Halving(2)
+    first = lr_scheduler.LambdaLR(_optimizer(groups=2), [lambda t: 1.0, schedule])
+    _lrs(first, 5)
+    saved = first.state_dict()
+    assert saved["lr_lambdas"] == [None, {"every": 2}] and "optimizer" not in saved and saved["last_epoch"] == 4
+    schedule.every = 100  # load_state_dict restores the object's attributes
+    opt = _optimizer(groups=2)
+    opt.load_state_dict(first.optimizer.state_dict())
+    resumed = lr_scheduler.LambdaLR(opt, [lambda t: 1.0, schedule])
+    resumed.load_state_dict(saved)
+    assert schedule.every == 2 and saved["lr_lambdas"] == [None, {"every": 2}]  # the dict is not consumed
+    np.testing.assert_allclose(_lrs(resumed, 6), _lrs(first, 6), rtol=0)
+    multiplicative = lr_scheduler.MultiplicativeLR(_optimizer(), lambda t: 0.9)
+    _lrs(multiplicative, 4)
+    opt = _optimizer()
+    opt.load_state_dict(multiplicative.optimizer.state_dict())  # the recursive lr lives in the optimizer
+    again = lr_scheduler.MultiplicativeLR(opt, lambda t: 0.9)
+    again.load_state_dict(multiplicative.state_dict())
+    np.testing.assert_allclose(_lrs(again, 5), _lrs(multiplicative, 5), rtol=0)
+
+
+def test_lambda_schedulers_check_their_functions():
+    with pytest.raises(ValueError, match="3 lr_lambda values for 2 param groups"):
+        lr_scheduler.LambdaLR(_optimizer(groups=2), [abs, abs, abs])
+    with pytest.raises(TypeError, match="function of the epoch"):
+        lr_scheduler.MultiplicativeLR(_optimizer(), 0.9)
+    with pytest.raises(TypeError, match="gpunn Optimizer"):
+        lr_scheduler.LambdaLR(object(), lambda t: 1.0)
+
+
+def _one_cycle_trace(scheduler, steps):
+    """(lr, momentum) of group 0 that each of `steps` optimizer steps uses (schedule steps 0..steps-1)."""
+    group = scheduler.optimizer.param_groups[0]
+    trace = []
+    for k in range(steps):
+        momentum = group["betas"][0] if "betas" in group else group.get("momentum")
+        trace.append((group["lr"], momentum))
+        scheduler.optimizer.step()
+        if k < steps - 1:
+            scheduler.step()
+    return np.array(trace, dtype=float)
+
+
+ONE_CYCLE = {  # name: (optimizer name, its kwargs, OneCycleLR kwargs)
+    "sgd-momentum": ("SGD", {"lr": 0.1, "momentum": 0.9}, {"max_lr": 0.5, "total_steps": 40}),
+    "adam-betas": ("Adam", {"lr": 0.1}, {"max_lr": 0.01, "total_steps": 33, "pct_start": 0.25}),
+    "linear": ("SGD", {"lr": 0.1, "momentum": 0.9}, {"max_lr": 1.0, "total_steps": 30, "anneal_strategy": "linear"}),
+    "three-phase": ("Adam", {"lr": 0.1}, {"max_lr": 0.3, "epochs": 5, "steps_per_epoch": 7, "three_phase": True,
+                                         "div_factor": 10.0, "final_div_factor": 100.0}),
+    "no-momentum": ("Adagrad", {"lr": 0.1}, {"max_lr": 0.2, "total_steps": 20, "cycle_momentum": False}),
+    "rmsprop": ("RMSprop", {"lr": 0.1}, {"max_lr": 0.2, "total_steps": 24, "base_momentum": 0.5,
+                                         "max_momentum": 0.8}),
+}
+
+
+def _torch_one_cycle_trace(torch, name):
+    optimizer, opt_kwargs, kwargs = ONE_CYCLE[name]
+    opt = getattr(torch.optim, optimizer)([torch.zeros(1, requires_grad=True)], **opt_kwargs)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(opt, **kwargs)
+    return _one_cycle_trace(scheduler, scheduler.total_steps + 1), kwargs
+
+
+def _one_cycle(name, cls=None):
+    optimizer, opt_kwargs, kwargs = ONE_CYCLE[name]
+    opt = getattr(optim, optimizer)([gpunn.ones(1, requires_grad=True)], **opt_kwargs)
+    return (cls or lr_scheduler.OneCycleLR)(opt, **kwargs)
+
+
+class _OneCycleOneStepLate(lr_scheduler.OneCycleLR):
+    """A deliberately wrong schedule for the negative control: each step uses the previous step's values."""
+
+    def get_lr(self):
+        self.last_epoch -= 1
+        try:
+            return super().get_lr() if self.last_epoch >= 0 else [g["initial_lr"] for g in self.optimizer.param_groups]
+        finally:
+            self.last_epoch += 1
+
+
+@pytest.mark.parametrize("name", list(ONE_CYCLE))
+def test_one_cycle_agrees_with_torch_step_by_step(name):
+    torch = pytest.importorskip("torch")
+    expected, _ = _torch_one_cycle_trace(torch, name)
+    scheduler = _one_cycle(name)
+    np.testing.assert_allclose(_one_cycle_trace(scheduler, len(expected)), expected, rtol=1e-13, atol=0)
+    with pytest.raises(AssertionError):  # negative control: a schedule one step late is caught
+        np.testing.assert_allclose(_one_cycle_trace(_one_cycle(name, _OneCycleOneStepLate), len(expected)),
+                                   expected, rtol=1e-13, atol=0)
+
+
+def test_one_cycle_shape_without_torch():
+    """The documented shape: start at max_lr / div_factor with max_momentum, peak at step
+    pct_start * total_steps - 1 with base_momentum, end at start / final_div_factor."""
+    opt = optim.SGD([gpunn.ones(1, requires_grad=True)], lr=1.0, momentum=0.9)
+    scheduler = lr_scheduler.OneCycleLR(opt, max_lr=2.0, total_steps=50, pct_start=0.2)
+    trace = _one_cycle_trace(scheduler, 50)
+    lrs, momenta = trace[:, 0], trace[:, 1]
+    assert scheduler.last_epoch == 49
+    assert lrs[0] == pytest.approx(2.0 / 25) and momenta[0] == pytest.approx(0.95)
+    assert np.argmax(lrs) == 9 and lrs[9] == pytest.approx(2.0) and momenta[9] == pytest.approx(0.85)
+    assert lrs[-1] == pytest.approx(2.0 / 25 / 1e4) and momenta[-1] == pytest.approx(0.95)
+    assert np.all(np.diff(lrs[:10]) > 0) and np.all(np.diff(lrs[9:]) < 0)
+    assert np.all(np.diff(momenta[:10]) < 0) and np.all(np.diff(momenta[9:]) > 0)
+    assert [opt.param_groups[0][k] for k in ("initial_lr", "max_lr", "min_lr")] == pytest.approx([0.08, 2.0, 8e-6])
+    scheduler.step()  # step total_steps is the last one allowed, as in PyTorch
+    with pytest.raises(ValueError, match="beyond total_steps=50"):
+        scheduler.step()
+
+
+def test_one_cycle_per_group_values():
+    opt = optim.Adam([{"params": [gpunn.ones(1, requires_grad=True)]}, {"params": [gpunn.ones(1, requires_grad=True)]}])
+    lr_scheduler.OneCycleLR(opt, max_lr=[1.0, 0.1], total_steps=10, max_momentum=[0.9, 0.99], base_momentum=0.8)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1.0 / 25, 0.1 / 25])
+    assert [g["betas"][0] for g in opt.param_groups] == pytest.approx([0.9, 0.99])
+    assert all(g["betas"][1] == 0.999 for g in opt.param_groups)
+    with pytest.raises(ValueError, match="3 max_lr values for 2 param groups"):
+        lr_scheduler.OneCycleLR(opt, max_lr=[1.0, 1.0, 1.0], total_steps=10)
+
+
+def test_one_cycle_resume_is_exact():
+    """Build model, optimizer and scheduler, then load both states (PyTorch's recipe): the rest of
+    the run uses the same rates and momenta and ends at bit-identical parameters."""
+    target = gpunn.tensor(np.random.default_rng(3).normal(size=(5,)))
+
+    def run(steps, state=None):
+        w = gpunn.zeros(5, dtype="float64", requires_grad=True)
+        opt = optim.SGD([w], lr=0.1, momentum=0.9, nesterov=True)
+        scheduler = lr_scheduler.OneCycleLR(opt, max_lr=0.3, total_steps=30)
+        if state is not None:
+            with gpunn.no_grad():
+                w.copy_(state["w"])
+            opt.load_state_dict(state["opt"])
+            scheduler.load_state_dict(state["scheduler"])
+        used = []
+        for _ in range(steps):
+            opt.zero_grad()
+            ((w - target) ** 2).sum().backward()
+            used.append((opt.param_groups[0]["lr"], opt.param_groups[0]["momentum"]))
+            opt.step()
+            scheduler.step()
+        return w, used, {"w": w.detach().numpy(), "opt": opt.state_dict(), "scheduler": scheduler.state_dict()}
+
+    w_straight, used_straight, _ = run(30)
+    _, used_first, state = run(12)
+    w_resumed, used_rest, _ = run(18, state)
+    assert used_first + used_rest == used_straight
+    np.testing.assert_array_equal(w_resumed.numpy(), w_straight.numpy())
+
+
+def test_one_cycle_checks_its_arguments():
+    def sgd():
+        return optim.SGD([gpunn.ones(1, requires_grad=True)], lr=0.1, momentum=0.9)
+
+    with pytest.raises(ValueError, match="total_steps, or both epochs and steps_per_epoch"):
+        lr_scheduler.OneCycleLR(sgd(), max_lr=1.0, epochs=3)
+    with pytest.raises(ValueError, match="total_steps must be a positive int"):
+        lr_scheduler.OneCycleLR(sgd(), max_lr=1.0, total_steps=0)
+    with pytest.raises(ValueError, match="pct_start"):
+        lr_scheduler.OneCycleLR(sgd(), max_lr=1.0, total_steps=10, pct_start=1.5)
+    with pytest.raises(ValueError, match="zero steps long"):
+        lr_scheduler.OneCycleLR(sgd(), max_lr=1.0, total_steps=10, pct_start=0.1)
+    with pytest.raises(ValueError, match="anneal_strategy"):
+        lr_scheduler.OneCycleLR(sgd(), max_lr=1.0, total_steps=10, anneal_strategy="exp")
+    adagrad = optim.Adagrad([gpunn.ones(1, requires_grad=True)])
+    with pytest.raises(ValueError, match="cycle_momentum=False"):
+        lr_scheduler.OneCycleLR(adagrad, max_lr=1.0, total_steps=10)
+    with pytest.raises(ValueError, match="no initial_lr, max_lr, min_lr, max_momentum, base_momentum"):
+        lr_scheduler.OneCycleLR(sgd(), max_lr=1.0, total_steps=10, last_epoch=4)
+    opt = sgd()
+    opt.param_groups[0]["initial_lr"] = 0.1
+    with pytest.raises(ValueError, match="no max_lr, min_lr$|no max_lr, min_lr;"):
+        lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=10, cycle_momentum=False, last_epoch=4)
+
+
 def test_adam_trains_moons_with_a_schedule(device):
     from gpunn.datasets import moons
 

@@ -4,11 +4,13 @@ Each epoch-based scheduler computes lr(last_epoch) from the group's `initial_lr`
 resumed run (state_dict -> load_state_dict) continues with the same values and no drift; the
 values are PyTorch's (its recursive updates compute the same formulas). Construction records
 `initial_lr` in each param group and performs step 0, as in PyTorch: call `scheduler.step()`
-after each epoch's `optimizer.step()`.
+after each epoch's `optimizer.step()`. MultiplicativeLR is the exception, recursive by
+definition: it multiplies the group's current lr, which the optimizer's state_dict carries.
 """
 
 import bisect
 import math
+import types
 
 from gpunn.optim.optimizer import Optimizer
 
@@ -31,9 +33,7 @@ class LRScheduler(_SchedulerState):
     """Base class: subclasses define `_lr_at(base_lr, epoch)`."""
 
     def __init__(self, optimizer, last_epoch=-1):
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"{type(self).__name__}: expected a gpunn Optimizer, got {type(optimizer).__name__}")
-        self.optimizer = optimizer
+        self.optimizer = _checked(type(self).__name__, optimizer)
         if last_epoch == -1:
             for group in optimizer.param_groups:
                 group.setdefault("initial_lr", group["lr"])
@@ -66,6 +66,23 @@ class LRScheduler(_SchedulerState):
 
 
 _LRScheduler = LRScheduler
+
+
+def _checked(owner, optimizer):
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"{owner}: expected a gpunn Optimizer, got {type(optimizer).__name__}")
+    return optimizer
+
+
+def _per_group(owner, name, value, optimizer):
+    """One value per param group: a list or tuple of that length, or one value for all."""
+    groups = len(_checked(owner, optimizer).param_groups)
+    if isinstance(value, (list, tuple)):
+        if len(value) != groups:
+            raise ValueError(f"{owner}: {len(value)} {name} values for {groups} param groups; "
+                             "give one per group, or a single one for all")
+        return list(value)
+    return [value] * groups
 
 
 def _positive_int(owner, name, value):
@@ -138,6 +155,162 @@ class LinearLR(LRScheduler):
     def _lr_at(self, base_lr, epoch):
         done = min(epoch, self.total_iters) / self.total_iters
         return base_lr * (self.start_factor + (self.end_factor - self.start_factor) * done)
+
+
+class _Lambdas:
+    """Schedulers driven by user functions, one per group. Their state_dict keeps the attributes
+    of callable objects but nothing of plain functions and lambdas, whose code cannot be saved
+    (as PyTorch): build the scheduler with the same functions before load_state_dict."""
+
+    def _set_lambdas(self, optimizer, lr_lambda):
+        self.lr_lambdas = _per_group(type(self).__name__, "lr_lambda", lr_lambda, optimizer)
+        for fn in self.lr_lambdas:
+            if not callable(fn):
+                raise TypeError(f"{type(self).__name__}: lr_lambda must be a function of the epoch (or a list of "
+                                f"them, one per param group), got {type(fn).__name__}")
+
+    def state_dict(self):
+        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "lr_lambdas")}
+        state["lr_lambdas"] = [None if isinstance(fn, types.FunctionType) else dict(getattr(fn, "__dict__", {}))
+                               for fn in self.lr_lambdas]
+        return state
+
+    def load_state_dict(self, state_dict):
+        state = dict(state_dict)
+        saved = state.pop("lr_lambdas", [None] * len(self.lr_lambdas))
+        self.__dict__.update(state)
+        for fn, attributes in zip(self.lr_lambdas, saved):
+            if attributes is not None:
+                fn.__dict__.update(attributes)
+
+
+class LambdaLR(_Lambdas, LRScheduler):
+    """lr = initial_lr * lr_lambda(epoch): one function for every group, or a list of one per group."""
+
+    def __init__(self, optimizer, lr_lambda, last_epoch=-1):
+        self._set_lambdas(optimizer, lr_lambda)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        return [base * fn(self.last_epoch) for fn, base in zip(self.lr_lambdas, self.base_lrs)]
+
+
+class MultiplicativeLR(_Lambdas, LRScheduler):
+    """lr = previous lr * lr_lambda(epoch) at each step after construction (which keeps the lr)."""
+
+    def __init__(self, optimizer, lr_lambda, last_epoch=-1):
+        self._set_lambdas(optimizer, lr_lambda)
+        self._constructing = True
+        super().__init__(optimizer, last_epoch)
+        self._constructing = False
+
+    def get_lr(self):
+        groups = self.optimizer.param_groups
+        if self._constructing:
+            return [group["lr"] for group in groups]
+        return [group["lr"] * fn(self.last_epoch) for fn, group in zip(self.lr_lambdas, groups)]
+
+
+class OneCycleLR(LRScheduler):
+    """The 1cycle policy, stepped after every batch: the lr climbs from max_lr / div_factor to
+    max_lr over the first pct_start of total_steps, then anneals to that start / final_div_factor
+    (three_phase: back down to the start first, then to the minimum), by cosine or linearly;
+    momentum (SGD's and RMSprop's momentum, Adam's beta1) moves the other way between
+    max_momentum and base_momentum when cycle_momentum.
+
+    PyTorch's values: each step interpolates within its phase between per-group constants kept,
+    as PyTorch keeps them, in the param groups (initial_lr, max_lr, min_lr, max_momentum,
+    base_momentum), so the optimizer's state_dict carries them and a resumed run continues
+    exactly. Give total_steps, or epochs and steps_per_epoch; stepping beyond it raises.
+    """
+
+    def __init__(self, optimizer, max_lr, total_steps=None, epochs=None, steps_per_epoch=None, pct_start=0.3,
+                 anneal_strategy="cos", cycle_momentum=True, base_momentum=0.85, max_momentum=0.95,
+                 div_factor=25.0, final_div_factor=1e4, three_phase=False, last_epoch=-1):
+        _checked("OneCycleLR", optimizer)
+        if total_steps is not None:
+            self.total_steps = _positive_int("OneCycleLR", "total_steps", total_steps)
+        elif epochs is not None and steps_per_epoch is not None:
+            self.total_steps = (_positive_int("OneCycleLR", "epochs", epochs)
+                                * _positive_int("OneCycleLR", "steps_per_epoch", steps_per_epoch))
+        else:
+            raise ValueError("OneCycleLR: give total_steps, or both epochs and steps_per_epoch "
+                             "(the number of optimizer steps in the whole run)")
+        if isinstance(pct_start, bool) or not isinstance(pct_start, (int, float)) or not 0 <= pct_start <= 1:
+            raise ValueError(f"OneCycleLR: pct_start is the fraction of steps spent climbing and must lie in "
+                             f"[0, 1], got {pct_start!r}")
+        if pct_start * self.total_steps == 1:
+            raise ValueError(f"OneCycleLR: pct_start={pct_start} of total_steps={self.total_steps} makes the climb "
+                             "zero steps long (PyTorch divides by zero here); change pct_start")
+        if anneal_strategy not in ("cos", "linear"):
+            raise ValueError(f"OneCycleLR: anneal_strategy must be 'cos' or 'linear', not {anneal_strategy!r}")
+        self.anneal_strategy = anneal_strategy
+        # (last step of the phase, lr from, lr to, momentum from, momentum to): PyTorch's phases
+        climb = float(pct_start * self.total_steps) - 1
+        if three_phase:
+            self.phases = [(climb, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
+                           (float(2 * pct_start * self.total_steps) - 2, "max_lr", "initial_lr", "base_momentum",
+                            "max_momentum"),
+                           (self.total_steps - 1, "initial_lr", "min_lr", "max_momentum", "max_momentum")]
+        else:
+            self.phases = [(climb, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
+                           (self.total_steps - 1, "max_lr", "min_lr", "base_momentum", "max_momentum")]
+        groups = optimizer.param_groups
+        self.cycle_momentum = cycle_momentum
+        if cycle_momentum:
+            if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
+                raise ValueError(f"OneCycleLR: {type(optimizer).__name__} has no momentum or betas to cycle; "
+                                 "pass cycle_momentum=False")
+            self.use_beta1 = "betas" in optimizer.defaults
+        if last_epoch == -1:
+            for group, top in zip(groups, _per_group("OneCycleLR", "max_lr", max_lr, optimizer)):
+                group["initial_lr"] = top / div_factor
+                group["max_lr"] = top
+                group["min_lr"] = group["initial_lr"] / final_div_factor
+            if cycle_momentum:
+                for group, high, low in zip(groups, _per_group("OneCycleLR", "max_momentum", max_momentum, optimizer),
+                                            _per_group("OneCycleLR", "base_momentum", base_momentum, optimizer)):
+                    self._set_momentum(group, high)
+                    group["max_momentum"], group["base_momentum"] = high, low
+        else:
+            needed = ["initial_lr", "max_lr", "min_lr"] + (["max_momentum", "base_momentum"] if cycle_momentum else [])
+            for i, group in enumerate(groups):
+                missing = [k for k in needed if k not in group]
+                if missing:
+                    raise ValueError(f"OneCycleLR: last_epoch={last_epoch} resumes a schedule, but param group {i} "
+                                     f"has no {', '.join(missing)}; load the optimizer's state_dict first, or start "
+                                     "with last_epoch=-1")
+        super().__init__(optimizer, last_epoch)
+
+    def _set_momentum(self, group, value):
+        if self.use_beta1:
+            group["betas"] = (value, *group["betas"][1:])
+        else:
+            group["momentum"] = value
+
+    def _anneal(self, start, end, pct):
+        if self.anneal_strategy == "cos":
+            return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+        return (end - start) * pct + start
+
+    def get_lr(self):
+        """The rates for `last_epoch` (and, with cycle_momentum, the momentum written into each group)."""
+        step = self.last_epoch
+        if step > self.total_steps:
+            raise ValueError(f"OneCycleLR: step {step} is beyond total_steps={self.total_steps}; give total_steps "
+                             "(or epochs and steps_per_epoch) for every optimizer step of the run")
+        start = 0.0
+        for i, (end, lr_from, lr_to, momentum_from, momentum_to) in enumerate(self.phases):
+            if step <= end or i == len(self.phases) - 1:
+                pct = (step - start) / (end - start)
+                break
+            start = end
+        lrs = []
+        for group in self.optimizer.param_groups:
+            lrs.append(self._anneal(group[lr_from], group[lr_to], pct))
+            if self.cycle_momentum:
+                self._set_momentum(group, self._anneal(group[momentum_from], group[momentum_to], pct))
+        return lrs
 
 
 class ReduceLROnPlateau(_SchedulerState):
