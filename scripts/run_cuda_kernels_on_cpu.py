@@ -17,11 +17,21 @@ Emulated device memory is NaN inside (as if uninitialised) with NaN guard zones 
 reading outside an array or leaving an output unwritten shows as NaN, and writing outside one is
 caught. The launcher checks each argument's size and kind against the kernel's parameter.
 --fmad compiles with contracted multiply-adds (NVRTC's default, though not its exact choices);
-without it the arithmetic is NumPy's, operation for operation. Last come a check that every
-kernel ran and negative controls: broken kernels that the checks must catch.
+without it the arithmetic is NumPy's, operation for operation.
+
+cuBLAS: cublas_gemm runs unchanged against a stand-in libcublas (EmulatedCublas, installed as its
+_library) that takes the same ctypes arguments and reads BLAS's column-major contract literally
+from the raw device addresses (`.data.ptr` of the emulated arrays): m, n, k, op flags, lda/ldb/ldc,
+alpha and beta through host pointers, C not read when beta is 0; bad values give status 7 as in
+cuBLAS, an operand reaching outside every device allocation is an illegal address. Checked: gemm
+itself (every transpose pair, C/F/strided operands, edge shapes, out=, accumulate) and the linear,
+matmul and linear_act fast paths built on it, including the into-rules writing optimizer slots.
+Last come a check that every kernel ran and negative controls: broken kernels (and a broken
+cuBLAS) that the checks must catch.
 
 What it cannot show: timing, coalescing, bank conflicts, occupancy, the GPU's exp/log/tanh (glibc's
-are used), or races that the fixed switch points hide (e.g. between threads of one warp).
+are used), races that the fixed switch points hide (e.g. between threads of one warp), cuBLAS's own
+summation order and TF32 rounding (the math mode is recorded, the product is full float32).
 """
 
 import argparse
@@ -42,9 +52,10 @@ import cupy
 import numpy as np
 
 from gpunn import ops
-from gpunn.backends import cupy_kernels
+from gpunn.backends import cublas_gemm, cupy_kernels
 from gpunn.optim.adam import Adam
 from gpunn.optim.updates import adam_update, sgd_update
+from gpunn.precision import set_float32_matmul_precision
 
 SHIM = r"""
 // CUDA on the CPU: one block at a time, its threads as fibers that switch at barriers only.
@@ -246,16 +257,32 @@ def compile_library(source):
 
 _GUARD = 64  # elements either side of every emulated device array
 _buffers = weakref.WeakValueDictionary()  # id(buffer) -> buffer, for the guard check
+_allocations = weakref.WeakValueDictionary()  # id -> device array owning its memory, for cuBLAS's addresses
 
 
 def _poison(dtype):
     return np.nan if dtype.kind == "f" else True if dtype.kind == "b" else np.iinfo(dtype).min
 
 
+class DeviceArray(np.ndarray):
+    """An emulated device array: a NumPy array whose `.data.ptr` is its address, as CuPy's is. Every
+    one that is not a view of another (buffers, and the results of NumPy operations on them, as
+    CuPy's results are device memory) is an allocation that cuBLAS may address."""
+
+    def __array_finalize__(self, _):
+        if not isinstance(self.base, DeviceArray):
+            _allocations[id(self)] = self
+
+    @property
+    def data(self):
+        return types.SimpleNamespace(ptr=self.ctypes.data)
+
+
 def device_empty(shape, dtype):
     """An uninitialised device array, emulated: NaN (or the most negative integer) inside and around it."""
     dtype, shape = np.dtype(dtype), tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
-    buffer = np.full(math.prod(shape) + 2 * _GUARD, _poison(dtype), dtype)
+    buffer = DeviceArray(math.prod(shape) + 2 * _GUARD, dtype)
+    buffer.fill(_poison(dtype))
     _buffers[id(buffer)] = buffer
     return buffer[_GUARD:_GUARD + math.prod(shape)].reshape(shape)
 
@@ -266,14 +293,26 @@ def to_device(host):
     return out
 
 
+def guards_intact(buffer):
+    poison = np.full(_GUARD, _poison(buffer.dtype), buffer.dtype).tobytes()
+    return buffer[:_GUARD].tobytes() == poison and buffer[-_GUARD:].tobytes() == poison
+
+
 def check_guards(arrays):
     """Raise if a launch wrote into the guard zones of any of its arrays."""
     for a in arrays:
         buffer = _buffers.get(id(a.base)) if isinstance(a, np.ndarray) else None
-        if buffer is not None:
-            poison = np.full(_GUARD, _poison(buffer.dtype), buffer.dtype).tobytes()
-            if buffer[:_GUARD].tobytes() != poison or buffer[-_GUARD:].tobytes() != poison:
-                raise RuntimeError("the kernel wrote outside an array")
+        if buffer is not None and not guards_intact(buffer):
+            raise RuntimeError("the kernel wrote outside an array")
+
+
+def allocation(address, nbytes):
+    """The emulated device allocation (guard zones included) holding bytes [address, address + nbytes), or None."""
+    for buffer in list(_allocations.values()):
+        start = buffer.ctypes.data
+        if start <= address and address + nbytes <= start + buffer.nbytes:
+            return buffer
+    return None
 
 
 # --- raw kernels: cupy.RawModule on fibers ----------------------------------------------------------
@@ -386,21 +425,137 @@ class EmulatedElementwise:
                 f"  for (ptrdiff_t i = 0; i < _n; ++i) {{\n    {' '.join(refs)}\n    {k.operation};\n  }}\n}}\n")
 
 
-def host_gemm(a, b, trans_a=False, trans_b=False, out=None, accumulate=False, tf32=False):
-    """cuBLAS stand-in (cuBLAS is not under test here): op(a) @ op(b), a fresh device array."""
-    if out is not None:
-        raise NotImplementedError("host_gemm: out= is not emulated")
-    return to_device((a.T if trans_a else a) @ (b.T if trans_b else b))
+# --- cuBLAS: libcublas's entry points, as cublas_gemm calls them, on emulated device memory ---------
+
+_C_KINDS = {"P": ctypes.c_void_p, "i": ctypes.c_int, "z": ctypes.c_size_t}
+_BY_REFERENCE = type(ctypes.byref(ctypes.c_int()))
+
+
+def c_values(args, kinds):
+    """The values of ctypes arguments, each checked to be the ctypes type of its C parameter (P a
+    pointer, i an int, z a size_t): ctypes would pass anything else (a Python int) in another size."""
+    if len(args) != len(kinds):
+        raise TypeError(f"the C function takes {len(kinds)} arguments, {len(args)} were passed")
+    for i, (a, kind) in enumerate(zip(args, kinds)):
+        if type(a) is not _C_KINDS[kind]:
+            raise TypeError(f"argument {i}: pass a ctypes.{_C_KINDS[kind].__name__}, not {type(a).__name__}")
+    return [a.value or 0 for a in args]
+
+
+def device_matrix(address, rows, cols, ld, dtype):
+    """The column-major rows x cols matrix at a device address, element (i, j) at i + j * ld: a
+    writable view of the emulated memory there, and the buffer holding it."""
+    nbytes = ((cols - 1) * ld + rows) * dtype.itemsize
+    buffer = allocation(address, nbytes)
+    if buffer is None or address % dtype.itemsize:
+        raise RuntimeError(f"illegal address: {nbytes} bytes at {address:#x} are not inside one device allocation "
+                           f"(or not aligned for {dtype})")
+    memory = np.frombuffer((ctypes.c_char * nbytes).from_address(address), dtype)
+    return np.lib.stride_tricks.as_strided(memory, (rows, cols), (dtype.itemsize, ld * dtype.itemsize)), buffer
+
+
+def host_scalar(address, dtype):
+    """*alpha or *beta, read on the host (CUBLAS_POINTER_MODE_HOST, the default)."""
+    if allocation(address, dtype.itemsize) is not None:
+        raise RuntimeError(f"{address:#x} is device memory: in host pointer mode cuBLAS reads alpha and beta there")
+    return dtype.type(np.ctypeslib.as_ctypes_type(dtype).from_address(address).value)
+
+
+class EmulatedCublas:
+    """The libcublas functions cublas_gemm calls, taking the ctypes arguments it passes. Gemm is
+    BLAS's column-major contract read literally from raw addresses: C = alpha op(A) op(B) + beta C,
+    C not read when beta is 0, after cuBLAS's argument checks (status 7, INVALID_VALUE). `flaw`
+    breaks it for the negative controls: "swapped ld" (A read with ldb, B with lda), "ignores beta"."""
+
+    def __init__(self, flaw=None):
+        self.flaw, self.handles, self.calls, self.modes = flaw, {}, 0, []  # modes: the math mode of each gemm
+
+    def cublasCreate_v2(self, handle):
+        if type(handle) is not _BY_REFERENCE or type(handle._obj) is not ctypes.c_void_p:
+            raise TypeError("cublasCreate_v2 takes ctypes.byref(a ctypes.c_void_p)")
+        handle._obj.value = 0xcb1a5000 + len(self.handles)
+        self.handles[handle._obj.value] = {"math": 0, "workspace": None}
+        return 0
+
+    def cublasSetStream_v2(self, *args):
+        handle, _ = c_values(args, "PP")
+        if handle not in self.handles:
+            return 1  # NOT_INITIALIZED
+        self.handles[handle]["workspace"] = None  # setting a stream resets the workspace
+        return 0
+
+    def cublasSetWorkspace_v2(self, *args):
+        handle, workspace, nbytes = c_values(args, "PPz")
+        if handle not in self.handles:
+            return 1
+        if allocation(workspace, nbytes) is None:
+            raise RuntimeError("cublasSetWorkspace: the workspace is not device memory of that size")
+        self.handles[handle]["workspace"] = workspace, nbytes
+        return 0
+
+    def cublasSetMathMode(self, *args):
+        handle, mode = c_values(args, "Pi")
+        if handle not in self.handles:
+            return 1
+        if mode & ~16 not in (0, 1, 2, 3):  # DEFAULT, TENSOR_OP, PEDANTIC, TF32 (| DISALLOW_REDUCED_PRECISION)
+            return 7
+        self.handles[handle]["math"] = mode  # recorded only: TF32 rounding is not emulated
+        return 0
+
+    def cublasSgemm_v2(self, *args):
+        return self.gemm(np.dtype(np.float32), args)
+
+    def cublasDgemm_v2(self, *args):
+        return self.gemm(np.dtype(np.float64), args)
+
+    def gemm(self, dtype, args):
+        handle, op_a, op_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc = c_values(args, "PiiiiiPPiPiPPi")
+        self.calls += 1
+        if handle not in self.handles:
+            return 1
+        self.modes.append(self.handles[handle]["math"])
+        rows_a, cols_a = (m, k) if op_a == 0 else (k, m)
+        rows_b, cols_b = (k, n) if op_b == 0 else (n, k)
+        if (op_a not in (0, 1, 2) or op_b not in (0, 1, 2) or min(m, n, k) < 0 or lda < max(1, rows_a)
+                or ldb < max(1, rows_b) or ldc < max(1, m) or not alpha or not beta):
+            return 7
+        if m == 0 or n == 0:
+            return 0
+        if self.flaw == "swapped ld":
+            lda, ldb = ldb, lda
+        alpha, beta = host_scalar(alpha, dtype), host_scalar(beta, dtype)
+        if self.flaw == "ignores beta":
+            beta = dtype.type(0)
+        out, buffer = device_matrix(c, m, n, ldc, dtype)
+        product = np.zeros((m, n), dtype)
+        if alpha != 0 and k > 0:
+            mat_a, mat_b = (device_matrix(p, r, q, ld, dtype)[0] for p, r, q, ld in
+                            ((a, rows_a, cols_a, lda), (b, rows_b, cols_b, ldb)))
+            product = alpha * ((mat_a if op_a == 0 else mat_a.T) @ (mat_b if op_b == 0 else mat_b.T))
+        out[...] = product if beta == 0 else product + beta * out
+        if id(buffer) in _buffers and not guards_intact(buffer):
+            raise RuntimeError("gemm wrote outside an array")
+        return 0
+
+
+def gemm_calls():
+    return cublas_gemm._lib.calls if cublas_gemm._lib is not None else 0
 
 
 def emulate_cupy_kernels():
-    """Point backends.cupy_kernels at the emulation: its cupy module, its kernel objects, cuBLAS."""
+    """Point backends.cupy_kernels and cublas_gemm at the emulation: their cupy module, the kernel
+    objects, libcublas."""
     cupy_kernels.cupy = types.SimpleNamespace(
         RawModule=EmulatedRawModule, float32=np.float32, float64=np.float64, int32=np.int32, int64=np.int64,
         empty=lambda shape, dtype=np.float64: device_empty(shape, dtype),
         empty_like=lambda a: device_empty(a.shape, a.dtype),
-        ascontiguousarray=lambda a: a if a.flags.c_contiguous else to_device(a))
-    cupy_kernels.cublas_gemm = types.SimpleNamespace(gemm=host_gemm)
+        ascontiguousarray=lambda a: a if a.flags.c_contiguous else to_device(a),
+        ones=lambda shape, dtype=np.float64: to_device(np.ones(shape, dtype)), uint8=np.uint8,
+        cuda=types.SimpleNamespace(Device=lambda: types.SimpleNamespace(id=0),
+                                   get_current_stream=lambda: types.SimpleNamespace(ptr=0)))
+    cublas_gemm.cupy = cupy_kernels.cupy  # its empty/ascontiguousarray, streams and device ids
+    cublas_gemm._library, cublas_gemm._lib = EmulatedCublas, None  # where it loads libcublas
+    cublas_gemm._handles.clear()
     for name, found in vars(cupy_kernels).items():  # kernels, and tables of them
         table = found if isinstance(found, dict) else {name: found}
         for key, kernel in table.items():
@@ -539,7 +694,7 @@ def activation_checks(fast, dtype):
             label = f"linear_act {act} forward x{shape} {np.dtype(dtype)}"
             try:
                 got = fast["linear_act"].forward(np, to_device(x), to_device(w), to_device(b), activation=act)
-            except RuntimeError as exc:
+            except (RuntimeError, TypeError) as exc:
                 failure(label, exc)
                 continue
             with np.errstate(all="ignore"):
@@ -625,6 +780,230 @@ def optimizer_checks(fast, dtype, adam_only=False):
             report(label, [(k, error(got[k], want[k]), tol) for k in ("p", *names)])
 
 
+# --- cuBLAS checks: the gemm wrapper, and the linear/matmul fast paths built on it --------------------
+
+LAYOUTS = ("C", "F", "strided")
+
+
+def device_operand(host, layout):
+    """`host` on the emulated device: C-contiguous, F-contiguous (a transposed view, 2-D only) or a
+    strided slice of a NaN-filled larger array (every other row, columns offset by 2)."""
+    if layout == "C":
+        return to_device(host)
+    if layout == "F":
+        return to_device(np.ascontiguousarray(host.T)).T
+    big = device_empty((2 * host.shape[0] + 1, *host.shape[1:-1], host.shape[-1] + 3), host.dtype)
+    view = big[1::2, ..., 2:-1]
+    view[...] = host
+    return view
+
+
+def in_flat_buffer(shape, dtype, accumulate, rng):
+    """(flat device buffer, C-contiguous slot of `shape` inside it, copy of the buffer): an optimizer's
+    slot; NaN (never written) unless it is to be accumulated into."""
+    size = math.prod(shape)
+    flat = to_device(rng.standard_normal(size + 11).astype(dtype))
+    slot = flat[4:4 + size].reshape(shape)
+    if not accumulate:
+        slot[...] = np.nan
+    return flat, slot, flat.copy()
+
+
+def slot_error(flat, slot, before, want, accumulate):
+    """The slot against `want` (plus what it held, if accumulating); inf if the rest of the buffer changed."""
+    outside = np.r_[0:4, 4 + slot.size:flat.size]
+    if not np.array_equal(flat[outside], before[outside]):
+        return math.inf
+    return error(slot, before[4:4 + slot.size].reshape(slot.shape) + want if accumulate else want)
+
+
+def gemm_checks(dtype):
+    """cublas_gemm.gemm against a float64 product: every transpose pair, operand layout and shape
+    (1-row, 1-column, k = m = n = 0), fresh, out= (NaN-filled: beta 0 must not read it) and accumulate."""
+    dtype, rng = np.dtype(dtype), np.random.default_rng(5)
+    shapes = ((5, 5, 5), (3, 7, 4), (1, 6, 5), (4, 6, 1), (6, 1, 3), (1, 1, 1), (3, 0, 4), (0, 4, 3), (4, 5, 0))
+    for trans_a, trans_b in ((False, False), (False, True), (True, False), (True, True)):
+        worst = {"fresh": (0.0, ""), "out=": (0.0, ""), "accumulate": (0.0, "")}
+        for (m, k, n), layout_a, layout_b in ((s, la, lb) for s in shapes for la in LAYOUTS for lb in LAYOUTS):
+            case = f"{m}x{k}x{n} {layout_a},{layout_b}"
+            a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+            b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+            want = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b).astype(np.float64)
+            x, y = device_operand(a, layout_a), device_operand(b, layout_b)
+            for how in worst:
+                where = case
+                try:
+                    if how == "fresh":
+                        err = error(cublas_gemm.gemm(x, y, trans_a, trans_b), want)
+                    else:
+                        flat, out, before = in_flat_buffer((m, n), dtype, how == "accumulate", rng)
+                        got = cublas_gemm.gemm(x, y, trans_a, trans_b, out=out, accumulate=how == "accumulate")
+                        err = slot_error(flat, out, before, want, how == "accumulate") if got is out else math.inf
+                except (RuntimeError, TypeError, ValueError) as exc:
+                    err, where = math.inf, f"{case}: {exc}"
+                if err > worst[how][0]:
+                    worst[how] = err, where
+        tol = TOL[dtype]
+        report(f"gemm a{'ᵀ' if trans_a else ''} b{'ᵀ' if trans_b else ''}, {len(shapes)} shapes x 9 layouts {dtype}",
+               [(how if err <= tol else f"{how}[{case}]", err, tol) for how, (err, case) in worst.items()])
+
+
+def path_error(expected_fast, run):
+    """run()'s result, and 0 if it called cuBLAS exactly when the fast path should (else inf)."""
+    before = gemm_calls()
+    result = run()
+    return result, 0.0 if (gemm_calls() > before) == expected_fast else math.inf
+
+
+def linear_checks(fast, dtype):
+    """The linear fast path against gpunn.ops.linear: forward, each rule, each into-rule (written and
+    added into a slot of a flat buffer), on C/F/strided 2-D and C/strided 3-D inputs, with and without
+    bias; `paths` checks that cuBLAS ran exactly where a 2-D view exists (else the generic ran)."""
+    dtype, rng, tol = np.dtype(dtype), np.random.default_rng(6), TOL[np.dtype(dtype)]
+    lin, gen = fast["linear"], ops.linear
+    cases = (("2-D", (7, 5), "C", "C"), ("2-D F", (7, 5), "F", "F"), ("2-D strided", (7, 5), "strided", "strided"),
+             ("3-D", (2, 3, 5), "C", "C"), ("3-D strided x", (2, 3, 5), "strided", "C"),
+             ("3-D strided x, g", (2, 3, 5), "strided", "strided"))
+    for name, shape, layout_x, layout_g in cases:
+        for bias in (True, False):
+            x, w = rng.standard_normal(shape).astype(dtype), rng.standard_normal((4, 5)).astype(dtype)
+            b = rng.standard_normal(4).astype(dtype) if bias else None
+            g = rng.standard_normal((*shape[:-1], 4)).astype(dtype)
+            dx, dg = device_operand(x, layout_x), device_operand(g, layout_g)
+            dw, db = to_device(w), None if b is None else to_device(b)
+            rows_x, rows_g = len(shape) == 2 or layout_x == "C", len(shape) == 2 or layout_g == "C"
+            label = f"linear {name} {'bias' if bias else 'no bias'} {dtype}"
+            try:
+                out, paths = path_error(rows_x, lambda: lin.forward(np, dx, dw, db))
+                want_out = gen.forward(np, x, w, b)
+                measured, wrong_paths = [("fwd", error(out, want_out), tol)], ["fwd"] * bool(paths)
+                for k, rule in enumerate(("gx", "gw", "gb")[:3 if bias else 2]):
+                    fast_rule = (rows_g, rows_g and rows_x, rows_g)[k]
+                    got, paths = path_error(fast_rule, lambda: lin.grads[k](np, dg, out, dx, dw, db))
+                    want = gen.grads[k](np, g, want_out, x, w, b)
+                    measured.append((rule, error(got, want), tol))
+                    wrong_paths += [rule] * bool(paths)
+                    for accumulate in (False, True) if lin.into[k] else ():
+                        flat, slot, before = in_flat_buffer(want.shape, dtype, accumulate, rng)
+                        done = lin.into[k](np, dg, out, dx, dw, db, slot, accumulate)
+                        err = (slot_error(flat, slot, before, want, accumulate) if done
+                               else 0.0 if np.array_equal(flat, before, equal_nan=True) else math.inf)
+                        measured.append((f"{rule} into{'+' if accumulate else ''}", err, tol))
+                        wrong_paths += [f"{rule} into"] * (done != fast_rule)
+            except (RuntimeError, TypeError, ValueError) as exc:
+                failure(label, exc)
+                continue
+            report(label, measured + [(f"paths[{','.join(wrong_paths)}]" if wrong_paths else "paths",
+                                       math.inf if wrong_paths else 0.0, 0.0)])
+
+
+def matmul_checks(fast, dtype):
+    """The matmul fast path against gpunn.ops.matmul, 2-D operands in several layouts; 3-D falls back."""
+    dtype, rng, tol = np.dtype(dtype), np.random.default_rng(7), TOL[np.dtype(dtype)]
+    mm, gen = fast["matmul"], ops.matmul
+    cases = [((4, 6), (6, 3), layouts, True) for layouts in
+             (("C", "C"), ("F", "C"), ("C", "F"), ("F", "F"), ("strided", "F"), ("F", "strided"))]
+    for x_shape, y_shape, (layout_x, layout_y), fast_path in cases + [((2, 4, 6), (2, 6, 3), ("C", "C"), False)]:
+        x, y = rng.standard_normal(x_shape).astype(dtype), rng.standard_normal(y_shape).astype(dtype)
+        g = rng.standard_normal((*x_shape[:-1], y_shape[-1])).astype(dtype)
+        dx, dy, dg = device_operand(x, layout_x), device_operand(y, layout_y), device_operand(g, layout_x)
+        label = f"matmul {'x'.join(map(str, x_shape))} {layout_x} @ {'x'.join(map(str, y_shape))} {layout_y} {dtype}"
+        try:
+            out, path = path_error(fast_path, lambda: mm.forward(np, dx, dy))
+            want_out = gen.forward(np, x, y)
+            measured = [("fwd", error(out, want_out), tol)]
+            for k, rule in enumerate(("gx", "gy")):
+                got, paths = path_error(fast_path, lambda: mm.grads[k](np, dg, out, dx, dy))
+                measured.append((rule, error(got, gen.grads[k](np, g, want_out, x, y)), tol))
+                path = max(path, paths)
+        except (RuntimeError, TypeError, ValueError) as exc:
+            failure(label, exc)
+            continue
+        report(label, measured + [("fast path" if fast_path else "generic path", path, 0.0)])
+
+
+def linear_act_backward_checks(fast, dtype):
+    """linear_act's backward through the fast path (prepare: the activation's kernel; then linear's
+    rules and into-rules) against generic linear + activation."""
+    dtype, rng, tol = np.dtype(dtype), np.random.default_rng(8), TOL[np.dtype(dtype)]
+    la = fast["linear_act"]
+    for act in ("relu", "tanh", "sigmoid"):
+        x, w = rng.standard_normal((2, 3, 5)).astype(dtype), rng.standard_normal((4, 5)).astype(dtype)
+        b, g = rng.standard_normal(4).astype(dtype), rng.standard_normal((2, 3, 4)).astype(dtype)
+        dx, dw, db, dg = (to_device(v) for v in (x, w, b, g))
+        label = f"linear_act {act} backward x(2, 3, 5) {dtype}"
+        try:
+            out = la.forward(np, dx, dw, db, activation=act)
+            g_pre = la.prepare(np, dg, out, dx, dw, db, activation=act)
+            want_out = ops.ACTIVATIONS[act].forward(np, ops.linear.forward(np, x, w, b))
+            want_pre = ops.ACTIVATIONS[act].grads[0](np, g, want_out, None)
+            measured = [("fwd", error(out, want_out), tol)]
+            for k, rule in enumerate(("gx", "gw", "gb")):
+                want = ops.linear.grads[k](np, want_pre, want_out, x, w, b)
+                measured.append((rule, error(la.grads[k](np, g_pre, out, dx, dw, db, activation=act), want), tol))
+                for accumulate in (False, True) if la.into[k] else ():
+                    flat, slot, before = in_flat_buffer(want.shape, dtype, accumulate, rng)
+                    done = la.into[k](np, g_pre, out, dx, dw, db, slot, accumulate, activation=act)
+                    measured.append((f"{rule} into{'+' if accumulate else ''}",
+                                     slot_error(flat, slot, before, want, accumulate) if done else math.inf, tol))
+        except (RuntimeError, TypeError, ValueError) as exc:
+            failure(label, exc)
+            continue
+        report(label, measured)
+
+
+def tf32_check(fast):
+    """Under set_float32_matmul_precision("high") float32 products run in TF32 math mode (3), bias
+    gradients and float64 products in the default (0); back under "highest", none in TF32."""
+    cases = (("high", np.float32, "f32 high", 3), ("high", np.float32, "f32 high bias grad", 0),
+             ("high", np.float64, "f64 high", 0), ("highest", np.float32, "f32 highest", 0))
+    wrong = []
+    for precision, dtype, name, mode in cases:
+        x, w, g = (to_device(np.ones(shape, dtype)) for shape in ((3, 2), (4, 2), (3, 4)))
+        set_float32_matmul_precision(precision)
+        try:
+            if "bias" in name:
+                fast["linear"].grads[2](np, g, None, x, w, w[0])
+            else:
+                fast["linear"].forward(np, x, w, None)
+            if cublas_gemm._lib.modes[-1] != mode:
+                wrong.append(f"{name}: {cublas_gemm._lib.modes[-1]}, not {mode}")
+        except (RuntimeError, TypeError, ValueError) as exc:
+            wrong.append(f"{name}: {exc}")
+        finally:
+            set_float32_matmul_precision("highest")
+    results.append((not wrong, wrong))
+    print(f"{'ok  ' if not wrong else 'FAIL'}  {'cuBLAS math mode per product (TF32: 3)':<58} "
+          f"{'; '.join(wrong) or ', '.join(f'{name} {mode}' for _, _, name, mode in cases)}")
+
+
+def cublas_argument_checks():
+    """The stand-in refuses what cuBLAS refuses (else the checks above prove less): each bad argument
+    gives status 7 where a good call gives 0; a host pointer for an operand is an illegal address."""
+    handle = cublas_gemm._handle()
+    a, c = to_device(np.ones((3, 4), np.float32)), device_empty((3, 3), np.float32)
+    host, one = np.ones(12, np.float32), np.ones((), np.float32)
+    good = dict(op_a=0, op_b=0, m=3, n=3, k=4, alpha=one.ctypes.data, a=a.data.ptr, lda=3, b=a.data.ptr, ldb=4, ldc=3)
+    bad = {"good": {}, "lda < m": dict(lda=2), "ldb < k": dict(ldb=3), "ldc < m": dict(ldc=2),
+           "lda < k (op T)": dict(op_a=1), "op 3": dict(op_b=3), "k < 0": dict(k=-1), "NULL alpha": dict(alpha=0)}
+    wrong = []
+    for name, change in {**bad, "host pointer": dict(b=host.ctypes.data)}.items():
+        v = {**good, **change}
+        try:
+            status = handle.lib.cublasSgemm_v2(
+                handle.ptr, *(ctypes.c_int(v[key]) for key in ("op_a", "op_b", "m", "n", "k")),
+                ctypes.c_void_p(v["alpha"]), ctypes.c_void_p(v["a"]), ctypes.c_int(v["lda"]), ctypes.c_void_p(v["b"]),
+                ctypes.c_int(v["ldb"]), ctypes.c_void_p(one.ctypes.data), ctypes.c_void_p(c.data.ptr),
+                ctypes.c_int(v["ldc"]))
+        except RuntimeError:
+            status = "illegal address"
+        if status != {"good": 0, "host pointer": "illegal address"}.get(name, 7):
+            wrong.append(f"{name}: {status}")
+    results.append((not wrong, wrong))
+    print(f"{'ok  ' if not wrong else 'FAIL'}  {'cuBLAS stand-in refuses bad arguments':<58} "
+          f"{'; '.join(wrong) if wrong else f'{len(bad) - 1} bad values: status 7; host pointer: illegal address'}")
+
+
 # --- negative controls: broken kernels the checks above must catch ----------------------------------
 
 def expect_caught(name, run):
@@ -686,6 +1065,21 @@ def controls(fast):
             cupy_kernels._adam_kernel = adam
     expect_caught("Adam with 1 - beta2 rounded in float32", float32_one_minus_beta2)
 
+    def with_cublas(flaw):
+        def run():
+            lib, handles = cublas_gemm._lib, dict(cublas_gemm._handles)
+            cublas_gemm._lib = EmulatedCublas(flaw)
+            cublas_gemm._handles.clear()
+            try:
+                gemm_checks(np.float32)
+            finally:
+                cublas_gemm._lib = lib
+                cublas_gemm._handles.clear()
+                cublas_gemm._handles.update(handles)
+        return run
+    expect_caught("cuBLAS reading A with ldb and B with lda", with_cublas("swapped ld"))
+    expect_caught("cuBLAS ignoring beta", with_cublas("ignores beta"))
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -700,6 +1094,12 @@ def main(argv=None):
         cross_entropy_checks(dtype)
         activation_checks(fast, dtype)
         optimizer_checks(fast, dtype)
+        gemm_checks(dtype)
+        linear_checks(fast, dtype)
+        matmul_checks(fast, dtype)
+        linear_act_backward_checks(fast, dtype)
+    tf32_check(fast)
+    cublas_argument_checks()
     unchecked = sorted(KERNELS["present"] - KERNELS["ran"])
     results.append((not unchecked, unchecked))
     coverage = f"never ran: {', '.join(unchecked)}" if unchecked else f"{len(KERNELS['ran'])} kernels"
