@@ -23,6 +23,18 @@ _WORKSPACE_BYTES = 32 * 2**20  # cuBLAS's recommendation for Hopper
 
 # alpha and beta are read through host pointers: they must outlive every call (and every capture)
 _SCALARS = {np.dtype(dt): (np.ones((), dt), np.zeros((), dt)) for dt in (np.float32, np.float64)}
+_ONE_ZERO = {dt: (one.ctypes.data, zero.ctypes.data) for dt, (one, zero) in _SCALARS.items()}  # (ndarray.ctypes is slow)
+
+# The C signatures, declared once: ctypes then converts plain ints in C, which is several times
+# cheaper per call than building a ctypes object per argument in Python (a step makes ~10 products)
+_P, _I = ctypes.c_void_p, ctypes.c_int
+_SIGNATURES = {
+    "cublasSetStream_v2": (_P, _P),
+    "cublasSetWorkspace_v2": (_P, _P, ctypes.c_size_t),
+    "cublasSetMathMode": (_P, _I),
+    "cublasSgemm_v2": (_P, _I, _I, _I, _I, _I, _P, _P, _I, _P, _I, _P, _P, _I),
+    "cublasDgemm_v2": (_P, _I, _I, _I, _I, _I, _P, _P, _I, _P, _I, _P, _P, _I),
+}
 
 
 def _library():
@@ -49,15 +61,24 @@ def _library():
     return ctypes.CDLL(found)
 
 
+def _declare(lib):
+    for name, argtypes in _SIGNATURES.items():
+        function = getattr(lib, name)
+        function.argtypes, function.restype = argtypes, ctypes.c_int
+    return lib
+
+
 class _Handle:
     """One cuBLAS handle per device: bound to the current stream and math mode before each call."""
 
     def __init__(self, lib):
         self.lib = lib
-        self.ptr = ctypes.c_void_p()
-        self._check(lib.cublasCreate_v2(ctypes.byref(self.ptr)), "cublasCreate")
+        handle = ctypes.c_void_p()
+        self._check(lib.cublasCreate_v2(ctypes.byref(handle)), "cublasCreate")
+        self.ptr = handle.value
         self.workspace = cupy.empty(_WORKSPACE_BYTES, dtype=cupy.uint8)  # lives as long as the handle
-        self.math = None
+        self.workspace_ptr = self.workspace.data.ptr
+        self.stream = self.math = None
 
     @staticmethod
     def _check(status, what):
@@ -71,16 +92,19 @@ class _Handle:
                                "the current device and the CUDA installation matches CuPy's")
 
     def bind(self, tf32):
-        """Every call: the current stream (then the workspace, which setting a stream resets); cheap,
-        and never stale when streams change. gpunn queues all work on one stream, so the shared
-        workspace is never used by two products at once."""
+        """Before every call: the current stream (then the workspace, which setting a stream
+        resets) when it changed, e.g. into and out of a capture's side stream, and the math mode.
+        gpunn queues all work on one stream, so the shared workspace is never used by two products
+        at once."""
         stream = cupy.cuda.get_current_stream().ptr
-        self._check(self.lib.cublasSetStream_v2(self.ptr, ctypes.c_void_p(stream)), "cublasSetStream")
-        self._check(self.lib.cublasSetWorkspace_v2(self.ptr, ctypes.c_void_p(self.workspace.data.ptr),
-                                                   ctypes.c_size_t(_WORKSPACE_BYTES)), "cublasSetWorkspace")
+        if stream != self.stream:
+            self._check(self.lib.cublasSetStream_v2(self.ptr, stream), "cublasSetStream")
+            self._check(self.lib.cublasSetWorkspace_v2(self.ptr, self.workspace_ptr, _WORKSPACE_BYTES),
+                        "cublasSetWorkspace")
+            self.stream = stream
         math = _TF32_TENSOR_OP_MATH if tf32 else _DEFAULT_MATH
         if math != self.math:
-            self._check(self.lib.cublasSetMathMode(self.ptr, ctypes.c_int(math)), "cublasSetMathMode")
+            self._check(self.lib.cublasSetMathMode(self.ptr, math), "cublasSetMathMode")
             self.math = math
 
 
@@ -91,7 +115,7 @@ _handles = {}
 def _handle():
     global _lib
     if _lib is None:
-        _lib = _library()
+        _lib = _declare(_library())
     device = cupy.cuda.Device().id
     handle = _handles.get(device)
     if handle is None:
@@ -127,6 +151,8 @@ def gemm(a, b, trans_a=False, trans_b=False, out=None, accumulate=False, tf32=Fa
         raise ValueError(f"gemm: inner dimensions differ: {a.shape}{'ᵀ' if trans_a else ''} @ "
                          f"{b.shape}{'ᵀ' if trans_b else ''}")
     if out is None:
+        if accumulate:
+            raise ValueError("gemm: accumulate=True adds to `out`; pass out=")
         out = cupy.empty((m, n), dtype=dtype)
     elif not out.flags.c_contiguous or out.shape != (m, n) or out.dtype != dtype:
         raise ValueError(f"gemm: out must be a C-contiguous {dtype} array of shape {(m, n)}")
@@ -140,14 +166,10 @@ def gemm(a, b, trans_a=False, trans_b=False, out=None, accumulate=False, tf32=Fa
     b, ldb, tb = _rowmajor(b, trans_b)
     handle = _handle()
     handle.bind(tf32 and dtype == np.float32)
-    one, zero = _SCALARS[dtype]
-    beta = one if accumulate else zero
+    one, zero = _ONE_ZERO[dtype]
     # row-major C (m x n) = op(A) op(B)  <=>  column-major C^T (n x m) = op(B)^T op(A)^T
     fn = handle.lib.cublasSgemm_v2 if dtype == np.float32 else handle.lib.cublasDgemm_v2
-    status = fn(handle.ptr, ctypes.c_int(_OP_T if tb else _OP_N), ctypes.c_int(_OP_T if ta else _OP_N),
-                ctypes.c_int(n), ctypes.c_int(m), ctypes.c_int(k),
-                ctypes.c_void_p(one.ctypes.data), ctypes.c_void_p(b.data.ptr), ctypes.c_int(ldb),
-                ctypes.c_void_p(a.data.ptr), ctypes.c_int(lda),
-                ctypes.c_void_p(beta.ctypes.data), ctypes.c_void_p(out.data.ptr), ctypes.c_int(n))
+    status = fn(handle.ptr, _OP_T if tb else _OP_N, _OP_T if ta else _OP_N, n, m, k,
+                one, b.data.ptr, ldb, a.data.ptr, lda, one if accumulate else zero, out.data.ptr, n)
     _Handle._check(status, "cublasSgemm" if dtype == np.float32 else "cublasDgemm")
     return out

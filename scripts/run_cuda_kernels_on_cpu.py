@@ -461,6 +461,21 @@ def host_scalar(address, dtype):
     return dtype.type(np.ctypeslib.as_ctypes_type(dtype).from_address(address).value)
 
 
+class CFunction:
+    """A stand-in C entry point: once `argtypes` is declared it converts plain Python values as
+    ctypes does (so the checks of c_values below see what the C function would receive)."""
+
+    def __init__(self, function):
+        self.function, self.argtypes, self.restype = function, None, ctypes.c_int
+
+    def __call__(self, *args):
+        if self.argtypes is not None:
+            if len(args) != len(self.argtypes):
+                raise TypeError(f"the C function takes {len(self.argtypes)} arguments, {len(args)} were passed")
+            args = [a if isinstance(a, (t, _BY_REFERENCE)) else t(a) for a, t in zip(args, self.argtypes)]
+        return self.function(*args)
+
+
 class EmulatedCublas:
     """The libcublas functions cublas_gemm calls, taking the ctypes arguments it passes. Gemm is
     BLAS's column-major contract read literally from raw addresses: C = alpha op(A) op(B) + beta C,
@@ -469,6 +484,9 @@ class EmulatedCublas:
 
     def __init__(self, flaw=None):
         self.flaw, self.handles, self.calls, self.modes = flaw, {}, 0, []  # modes: the math mode of each gemm
+        for name in ("cublasSetStream_v2", "cublasSetWorkspace_v2", "cublasSetMathMode", "cublasSgemm_v2",
+                     "cublasDgemm_v2"):
+            setattr(self, name, CFunction(getattr(self, name)))
 
     def cublasCreate_v2(self, handle):
         if type(handle) is not _BY_REFERENCE or type(handle._obj) is not ctypes.c_void_p:
