@@ -270,9 +270,9 @@ def _print_summary(s):
         print("restart  seed  val_loss  val_acc  test_loss  test_acc")
         for r in s["restarts"]:
             mark = "*" if r["restart"] == s["best_restart"] else " "
-            print(f"{r['restart'] + 1:>6}{mark} {r['seed']:>5}  {r['val_loss']:8.4f}  {r['val_accuracy']:7.4f}  "
+            print(f"{r['restart']:>6}{mark} {r['seed']:>5}  {r['val_loss']:8.4f}  {r['val_accuracy']:7.4f}  "
                   f"{r['test_loss']:9.4f}  {r['test_accuracy']:8.4f}")
-        print(f"kept restart {s['best_restart'] + 1} (lowest validation loss)")
+        print(f"kept restart {s['best_restart']} (lowest validation loss)")
     print(f"device {s['device']} | {s['epochs']} epoch{'s' if s['epochs'] != 1 else ''} | {s['seconds']:.1f} s | train loss {s['train_loss']:.4f} | "
           f"test loss {s['test_loss']:.4f} | test accuracy {s['test_accuracy']:.4f}")
     if "out" in s:

@@ -3,7 +3,9 @@
 A run trains an MLP classifier with softmax cross-entropy on one data set and reports the loss and
 accuracy on a held-out test split. With `restarts=N` it trains N initializations (seeds seed,
 seed+1, ...) on the training split minus a validation split and keeps the one with the lowest
-validation loss, the lecture's cure for a bad local minimum.
+validation loss, the lecture's cure for a bad local minimum. Restarts are numbered from 1 (restart
+1 uses the seed itself) wherever a user sees them, like epochs: on the console, in metrics.csv,
+summary.json and the metadata of model.safetensors.
 
 Given an output folder, a run writes there (every file atomically: temp file + os.replace):
 config.json at the start; metrics.csv and checkpoint.safetensors after every epoch;
@@ -430,7 +432,7 @@ class _Run:
             if self.out is not None:
                 self._start_out()
                 gpunn.io.save(model.state_dict(), self.out / "model.safetensors",
-                              metadata={"restart": str(restart), "config": json.dumps(self.config.to_dict())})
+                              metadata={"restart": str(restart + 1), "config": json.dumps(self.config.to_dict())})
 
     def _start_out(self):
         """Create `out` and write config.json, on the first write of this session: a run that fails
@@ -463,7 +465,8 @@ class _Run:
                    "test_loss": best["test_loss"], "test_accuracy": best["test_accuracy"],
                    "n_train": len(self.data.y_train), "n_test": len(self.data.y_test),
                    "n_val": 0 if self.data.y_val is None else len(self.data.y_val),
-                   "best_restart": self.best, "restarts": sorted(self.results, key=lambda r: r["restart"])}
+                   "best_restart": self.best + 1,  # numbered from 1 in every file, as on the console
+                   "restarts": [{**r, "restart": r["restart"] + 1} for r in sorted(self.results, key=lambda r: r["restart"])]}
         if self.out is not None:
             summary["out"] = str(self.out)
             _write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
@@ -652,6 +655,7 @@ def _metrics_csv(history, with_restarts):
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     for row in history:
+        row = {**row, "restart": row["restart"] + 1}  # from 1, like epoch and the console
         writer.writerow([repr(row[key]) if isinstance(row[key], float) else row[key] for key in columns])
     return buffer.getvalue()
 

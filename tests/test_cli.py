@@ -164,8 +164,14 @@ def test_restarts_keep_the_lowest_validation_loss(tmp_path):
     assert summary["test_loss"] == best["test_loss"] and summary["test_accuracy"] == best["test_accuracy"]
     assert summary["n_val"] > 0
     rows = read_metrics(out / "metrics.csv")
-    assert [(int(r["restart"]), int(r["epoch"])) for r in rows] == [(i, e) for i in range(3) for e in (1, 2)]
-    assert len(result.stdout.splitlines()) >= 5 and "kept restart" in result.stdout  # the restart table
+    # restarts count from 1 everywhere, like epochs and the console (restart 1 uses the seed itself)
+    assert [(int(r["restart"]), int(r["epoch"])) for r in rows] == [(i, e) for i in (1, 2, 3) for e in (1, 2)]
+    assert [r["restart"] for r in restarts] == [1, 2, 3] and summary["best_restart"] in (1, 2, 3)
+    assert len(result.stdout.splitlines()) >= 5  # the restart table
+    assert f"kept restart {summary['best_restart']} (lowest" in result.stdout
+    table = {line.split()[0]: line for line in result.stdout.splitlines()[1:4]}
+    assert table[f"{summary['best_restart']}*"].split()[1] == str(4 + summary["best_restart"])  # its seed
+    assert safetensors_format.read_metadata(out / "model.safetensors")["restart"] == str(summary["best_restart"])
     # model.safetensors holds the kept restart: its weights give that restart's test loss
     X, y = datasets.moons(n=summary["n_train"] + summary["n_val"] + summary["n_test"], seed=5)
     _, X_test, _, y_test = datasets.train_test_split(X, y, test_size=0.25, stratify=True, seed=5)
