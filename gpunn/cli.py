@@ -166,7 +166,8 @@ def _add_train(commands):
     run.add_argument("--compile", action="store_true", default=None,
                      help="on CUDA, record each training step into a CUDA graph and replay it with one launch "
                           "(gpunn.compile_step); elsewhere the steps run as usual, with a note")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar (the bar goes to stderr)")
+    run.add_argument("--no-progress", action="store_true",
+                     help="no progress bar (the bar goes to stderr, and only when stderr is a terminal)")
 
 
 def _add_bench(commands):

@@ -216,7 +216,8 @@ def fit(config=None, out=None, *, resume=None, progress=False, handle_sigint=Fal
     resume: a checkpoint written by an earlier run (or its folder). The run continues with the
         saved settings, in the checkpoint's folder; `config` may then hold only changes allowed by
         RESUMABLE_CHANGES (others that differ from the saved ones raise ConfigError).
-    progress: a tqdm bar per epoch on stderr, with the running loss and accuracy.
+    progress: a tqdm bar per epoch on stderr, with the running loss and accuracy (only when stderr
+        is a terminal).
     handle_sigint: the first Ctrl-C stops at the end of the current batch and saves a checkpoint
         (a second one stops at once); works only from the main thread.
     should_stop(restart, epoch, batch) -> bool: called after every batch; True stops the same way.
@@ -514,7 +515,9 @@ def _bar(progress, total, initial, label):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, desc=label, unit="batch", file=sys.stderr, dynamic_ncols=True)
+    # disable=None: no bar when stderr is not a terminal (`gpunn train 2>&1 | tee log`), as tqdm means it
+    return tqdm(total=total, initial=initial, desc=label, unit="batch", file=sys.stderr, dynamic_ncols=True,
+                disable=None)
 
 
 # --- resuming ----------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -336,6 +337,40 @@ def test_out_holding_a_run_is_refused_and_unrelated_files_survive(tmp_path):
     (other / "notes.txt").write_text("mine")
     assert_ok(train(other, "--dataset", "xor", "--epochs", 1))
     assert (other / "notes.txt").read_text() == "mine" and (other / "summary.json").is_file()
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path):
+    """`gpunn train 2>&1 | tee log` must not fill the log with carriage-return bar frames (tqdm's
+    disable=None); on a terminal the bar still shows (the control)."""
+    args = ["train", "--device", "cpu", "--dataset", "xor", "--epochs", 2]
+    piped = gpunn_cli(*args, "--out", tmp_path / "piped")
+    assert_ok(piped)
+    assert piped.stderr == ""
+    pty = pytest.importorskip("pty")
+    import fcntl
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
+    process = subprocess.Popen([sys.executable, "-m", "gpunn", *map(str, args), "--out", str(tmp_path / "tty")],
+                               stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    shown = b""
+    try:
+        while select.select([leader], [], [], 120)[0]:  # read as it comes: a full terminal buffer would block the run
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the run ended and closed its side
+                break
+            if not chunk:
+                break
+            shown += chunk
+        assert process.wait(timeout=120) == 0, shown
+    finally:
+        process.kill()
+        os.close(leader)
+    assert b"epoch 1/2" in shown and b"epoch 2/2" in shown and b"batch" in shown
 
 
 # --- the rest of the command line ----------------------------------------------------------------------
