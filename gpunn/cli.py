@@ -87,8 +87,12 @@ def momentum_value(text):
 
 
 def hidden_sizes(text):
-    """'128,64' -> (128, 64); '' or 'none' -> () (no hidden layer: softmax regression)."""
-    if text.strip().lower() in ("", "none"):
+    """'128,64' -> (128, 64); 'none' -> () (no hidden layer: softmax regression). An empty value is
+    refused: it is more likely an unset shell variable than a request for no hidden layer."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("got an empty value; give widths such as 128,64, or 'none' for no hidden layer "
+                                         "(softmax regression)")
+    if text.strip().lower() == "none":
         return ()
     parts = [p.strip() for p in text.split(",")]
     if not all(p.isdigit() and int(p) > 0 for p in parts):

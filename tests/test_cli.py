@@ -269,6 +269,20 @@ def test_bad_option_gives_one_line_and_keeps_out_untouched(tmp_path, name):
     assert not out.exists(), "a failed run created its output folder"
 
 
+@pytest.mark.parametrize("value", ["", "  "])
+def test_empty_hidden_is_refused_as_a_likely_quoting_mistake(tmp_path, value):
+    message = assert_one_line_error(train(tmp_path / "run", "--dataset", "xor", "--hidden", value), 2)
+    assert "--hidden" in message and "empty" in message and "'none'" in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_hidden_none_still_trains_softmax_regression(tmp_path):
+    """Control: the spelled-out way to ask for no hidden layer keeps working."""
+    out = tmp_path / "run"
+    assert_ok(train(out, "--dataset", "xor", "--epochs", 1, "--hidden", "none"))
+    assert sorted(safetensors_format.load_file(out / "model.safetensors")) == ["0.bias", "0.weight"]
+
+
 def test_cuda_without_a_gpu_is_one_line(tmp_path):
     if gpunn.cuda.is_available():
         pytest.skip("a CUDA device is usable here")
