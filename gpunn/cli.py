@@ -216,11 +216,12 @@ _show_warning = warnings.showwarning
 
 
 def _note(message, category, filename, lineno, file=None, line=None):
-    """compile_step's fallback during `gpunn train` as one line, `gpunn: note: ...`; other warnings
-    as Python shows them."""
+    """compile_step's fallback and the device 'auto' picked, during `gpunn train`, as one line each,
+    `gpunn: note: ...`; other warnings as Python shows them."""
     from gpunn.compile import CompileWarning
+    from gpunn.device import DeviceWarning
 
-    if issubclass(category, CompileWarning):
+    if issubclass(category, (CompileWarning, DeviceWarning)):
         print(f"gpunn: note: {message}", file=sys.stderr)
     else:
         _show_warning(message, category, filename, lineno, file, line)
@@ -244,7 +245,7 @@ def _train(args):
         run = lambda: fit(TrainConfig(**given), out=folder, **options)  # noqa: E731
     try:
         with warnings.catch_warnings():
-            warnings.showwarning = _note  # compile_step's fallback is news, not a traceback
+            warnings.showwarning = _note  # compile_step's fallback and device 'auto' are news, not tracebacks
             summary = run()
     except TrainingInterrupted as stop:
         return _interrupted(stop.checkpoint)

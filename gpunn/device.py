@@ -6,7 +6,7 @@ one object, they compare equal by spec and print as it. There is no current devi
 belongs to the data.
 """
 
-import sys
+import warnings
 from contextlib import nullcontext
 
 from gpunn import backends
@@ -14,7 +14,11 @@ from gpunn.errors import DeviceError, DTypeError
 
 _interned = {}
 _NO_CONTEXT = nullcontext()  # reusable and reentrant: the scope of devices without a context
-_auto_said = False
+
+
+class DeviceWarning(UserWarning):
+    """A note on the device gpunn picked for you (`device("auto")`), not a problem. Silence it with
+    `warnings.filterwarnings("ignore", category=DeviceWarning)`; `gpunn train` shows it as one line."""
 
 
 class Device:
@@ -133,15 +137,14 @@ def device(spec="cpu"):
 
 
 def _auto():
-    global _auto_said
+    """cuda:0 when usable, else cpu, with a DeviceWarning saying which (Python shows it once per
+    calling line)."""
     from gpunn import cuda
 
     reason = cuda.why_unavailable(0)
     chosen = device("cpu") if reason else device("cuda:0")
-    if not _auto_said:
-        _auto_said = True
-        why = f" ({reason})" if reason else ""
-        print(f"gpunn: device 'auto' -> {chosen}{why}", file=sys.stderr)
+    why = f" ({reason})" if reason else ""
+    warnings.warn(f"device 'auto' -> {chosen}{why}", DeviceWarning, stacklevel=3)
     return chosen
 
 

@@ -451,6 +451,14 @@ def test_default_run_reaches_097_on_digits(tmp_path, seed):
     assert summary["test_accuracy"] >= 0.97, summary
 
 
+def test_device_auto_is_a_one_line_note_on_the_command_line(tmp_path):
+    if gpunn.cuda.is_available():
+        pytest.skip("a CUDA device is usable here")
+    result = train(tmp_path / "run", "--dataset", "xor", "--epochs", 1, device="auto")
+    assert_ok(result)
+    assert result.stderr == f"gpunn: note: device 'auto' -> cpu ({gpunn.cuda.why_unavailable()})\n"
+
+
 def test_train_compile_on_the_cpu_notes_the_eager_fallback_and_trains_the_same(tmp_path):
     """--compile records steps into CUDA graphs; on the cpu it says so in one note line and the
     run is the run without it (the fused optimizer it asks for gives the same numbers)."""

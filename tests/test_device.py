@@ -2,6 +2,7 @@
 
 import pickle
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import pytest
 import gpunn
 import gpunn.functional as F
 from gpunn import backends
-from gpunn.device import of as device_of
+from gpunn.device import DeviceWarning, of as device_of
 from helpers import assert_close
 
 HOST_DEVICES = ["cpu", "strict", "strict:1"]
@@ -60,9 +61,25 @@ def test_cuda_without_a_gpu_says_why_and_what_to_use(spec):
 
 @pytest.mark.skipif(gpunn.cuda.is_available(), reason="a CUDA device is usable here")
 def test_auto_falls_back_to_cpu():
-    assert gpunn.device("auto") is gpunn.device("cpu")
-    assert gpunn.zeros(2, device="auto").device == "cpu"
+    with pytest.warns(DeviceWarning):
+        assert gpunn.device("auto") is gpunn.device("cpu")
+    with pytest.warns(DeviceWarning):
+        assert gpunn.zeros(2, device="auto").device == "cpu"
     assert not gpunn.cuda.is_available() and gpunn.cuda.device_count() == 0
+
+
+@pytest.mark.skipif(gpunn.cuda.is_available(), reason="a CUDA device is usable here")
+def test_auto_says_what_it_picked_as_a_warning_users_can_filter(capfd):
+    """Library code does not print: the note is a DeviceWarning pointing at the caller's line."""
+    with pytest.warns(DeviceWarning, match=r"device 'auto' -> cpu \(") as caught:
+        gpunn.device("auto")
+    assert gpunn.cuda.why_unavailable() in str(caught[0].message)
+    assert caught[0].filename == __file__  # the user's line, not gpunn's
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", category=DeviceWarning)
+        gpunn.device("auto")  # silenced: no exception, no output
+    assert capfd.readouterr().err == ""
 
 
 @pytest.mark.gpu
