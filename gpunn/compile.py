@@ -8,7 +8,8 @@ call replays it: the batch is copied into the graph's static input buffers, the
 step's scheduled scalars (learning rate, Adam's bias corrections) are uploaded, and one launch
 does the rest, so the host cost no longer grows with the number of ops. Learning-rate schedules
 keep working because those scalars live on the device and are rewritten before every replay;
-changing another hyper-parameter records a new graph.
+changing another hyper-parameter records a new graph (and one that changes every few steps, such
+as OneCycleLR's momentum cycling, makes the step run eagerly for a while, with a warning).
 
 Where a graph cannot work it runs eagerly and says once why: other devices, an optimizer without
 a fused update (or fused=False), an op that needs the host mid-step (dropout masks from the host
@@ -89,8 +90,8 @@ class CompiledStep:
                 self._eager_until = self._calls + window
                 self._say_once(f"the graph went stale {times} times within {window} steps, so the next {window} "
                                "steps run eagerly: a hyper-parameter other than the learning rate (momentum, "
-                               "weight decay, betas, eps) or the matmul precision keeps changing, and those are "
-                               "recorded into the graph")
+                               "weight decay, betas, eps; OneCycleLR cycles momentum unless cycle_momentum=False) "
+                               "or the matmul precision keeps changing, and those are recorded into the graph")
             return None
         if graph is None and len(self._graphs) >= self.max_graphs:
             self._say_once(f"more than {self.max_graphs} batch shapes; this one runs eagerly")
