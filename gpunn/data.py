@@ -64,6 +64,7 @@ class DataLoader:
     `num_workers` and `pin_memory` are accepted for PyTorch code and ignored: a batch is a slice
     of arrays already in memory, so there is no loading to spread over workers, and on a GPU the
     data usually moves to the device once, up front (see above), leaving no per-step copy to pin.
+    Data too large to preload is copied batch by batch from ordinary (unpinned) host memory.
     """
 
     PRELOAD_BYTES = 256 * 2**20
