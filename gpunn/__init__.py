@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 from gpunn import cuda
 from gpunn.autograd import detect_anomaly, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
-from gpunn.device import Device, device
+from gpunn.device import Device, DeviceWarning, device
 from gpunn.dtypes import bool_, dtype, float16, float32, float64, int8, int16, int32, int64, uint8
 from gpunn.dtypes import bool_ as bool, float32 as float, float64 as double, int64 as long  # PyTorch's aliases
 from gpunn.errors import (AnomalyError, DeviceError, DTypeError, GpunnError, GraphError, OutOfMemoryError,

@@ -93,7 +93,7 @@ def test_training_on_a_second_device_runs_in_its_context(made_off_device, make_o
     model = nn.MLP([2, 16, 2], activation="relu").to(dev)
     opt = make_optimizer(model.parameters())
     sched = optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
-    loader = DataLoader(X, y, batch_size=32, device=dev, seed=0)
+    loader = DataLoader(X, y, batch_size=32, shuffle=True, device=dev, seed=0)
     losses = _train(model, opt, sched, loader, epochs=2)
     assert np.all(np.isfinite(losses))
     assert not made_off_device, _report(made_off_device)

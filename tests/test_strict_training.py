@@ -45,7 +45,7 @@ def test_training_loop_on_strict_keeps_device_and_dtype(spec, dtype, tmp_path):
     model = nn.MLP([2, 16, 2], activation="tanh", dtype=dtype).to(dev)
     opt = optim.Adam(model.parameters(), lr=0.05)
     sched = StepLR(opt, step_size=2, gamma=0.5)
-    loader = DataLoader(X, y, batch_size=32, device=dev, seed=0, dtype=dtype)
+    loader = DataLoader(X, y, batch_size=32, shuffle=True, device=dev, seed=0, dtype=dtype)
     losses = _train(model, opt, sched, loader, epochs=3)
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
 
@@ -60,7 +60,7 @@ def test_training_loop_on_strict_keeps_device_and_dtype(spec, dtype, tmp_path):
     opt2 = optim.Adam(model2.parameters(), lr=0.05)
     sched2 = StepLR(opt2, step_size=2, gamma=0.5)
     meta = gpunn.load_checkpoint(path, model=model2, optimizer=opt2, scheduler=sched2)
-    loader2 = DataLoader(X, y, batch_size=32, device=dev, seed=0, dtype=dtype)
+    loader2 = DataLoader(X, y, batch_size=32, shuffle=True, device=dev, seed=0, dtype=dtype)
     loader2.load_state_dict(meta["loader"])
 
     assert _train(model2, opt2, sched2, loader2, epochs=2) == _train(model, opt, sched, loader, epochs=2)
