@@ -877,3 +877,21 @@ def test_zero_grad_keeps_zeroing_a_gradient_outside_the_buffer():
     opt.zero_grad(set_to_none=False)
     assert float(frozen.grad.abs().sum()) == 0.0
     assert all(float(p.grad.abs().sum()) == 0.0 for p in list(model.parameters())[1:])
+
+
+@pytest.mark.parametrize("name", ["sgd_momentum", "adam"])
+def test_a_parameter_frozen_with_its_gradient_kept_is_still_updated(name):
+    """PyTorch updates every parameter that has a gradient: frozen after zero_grad(set_to_none=
+    False), a weight keeps its zeroed gradient, and momentum moves it on. Fused must agree."""
+    results = []
+    for fused in (True, False):
+        model = make_model()
+        opt = factory(name)(model.parameters(), fused)
+        for k in range(STEPS):
+            opt.zero_grad(set_to_none=False)
+            if k == 2:
+                next(iter(model.parameters())).requires_grad = False
+            backward(model, k)
+            opt.step()
+        results.append(values(model))
+    assert_identical(results[0], results[1])

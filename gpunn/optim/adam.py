@@ -83,8 +83,11 @@ class Adam(Optimizer):
             _update(flat.device)(flat.device.xp, *scratch, **{**self._hyper(group, 1), **scalars})
 
     def _state_ready(self, flat, group):
-        names = _names(group)
-        return all(n in self.state[p] for p in flat.params for n in names)
+        # every moment buffer, and one step count for the group: the fused kernel takes one bias
+        # correction (parameters unfrozen after the others trained on have their own count)
+        needed, state = set(_names(group)), self.state
+        step = state[flat.params[0]].get("step")
+        return all(state[p].keys() >= needed and state[p].get("step") == step for p in flat.params)
 
     def _after_replay(self):
         for flat in self._flat_groups():

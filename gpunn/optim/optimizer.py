@@ -139,20 +139,23 @@ class Optimizer:
             return None
         return [self._flat[i] for i in range(len(self.param_groups))]
 
-    def _ready_to_capture(self):
-        """False while the next step would build buffers, or create or first fill state: a graph
-        recorded then would replay that creation (zeroing the state) or first fill on every step."""
-        flats = self._flat_groups()
-        return flats is not None and all(
-            flat is None or self._state_ready(flat, group) for flat, group in zip(flats, self.param_groups))
+    def _ready_to_capture(self, flats=None):
+        """False while the next step would lay out buffers (the first step, or parameters frozen or
+        unfrozen since), or create or first fill state: a graph recorded then would replay that
+        creation (zeroing the state) or first fill on every step, or update the old layout."""
+        flats = self._flat_groups() if flats is None else flats
+        if flats is None or any(self._relayout(i, group) for i, group in enumerate(self.param_groups)):
+            return False
+        return all(flat is None or self._state_ready(flat, group) for flat, group in zip(flats, self.param_groups))
 
-    def _next_hypers(self):
+    def _next_hypers(self, flats=None):
         """Each group's update scalars for its next step, as host floats."""
-        return [self._flat_hyper(flat, group) for flat, group in zip(self._flat_groups(), self.param_groups)]
+        flats = self._flat_groups() if flats is None else flats
+        return [self._flat_hyper(flat, group) for flat, group in zip(flats, self.param_groups)]
 
-    def _recorded_state(self):
+    def _recorded_state(self, flats=None):
         """The state buffers a recorded step updates: a graph is stale once these are replaced."""
-        return [dict(flat.buffers) for flat in self._flat_groups()]
+        return [dict(flat.buffers) for flat in (self._flat_groups() if flats is None else flats)]
 
     @contextmanager
     def _recording(self, scalars):
@@ -201,27 +204,30 @@ class Optimizer:
     def _flat_group(self, index, group):
         """The group's FlatGroup, made on first use, when fused allows it (None means per-parameter:
         the default on backends without views, and for groups mixing devices or dtypes)."""
+        if index in self._flat and not self._relayout(index, group):
+            return self._flat[index]
         params = group["params"]
-        trainable = [p for p in params if p.requires_grad]  # frozen ones get no gradient: not in the buffers
-        if index in self._flat:
-            flat = self._flat[index]
-            if flat is None and (index not in self._all_frozen or not trainable):
-                return None
-            if flat is not None and flat.holds_exactly(trainable):
-                return flat
-            # parameters were frozen or unfrozen since: lay the buffers out again (state is re-packed)
         problem = _fuse_problem(params)
         if self.fused and problem:  # (checked when the group was added; the model may have moved since)
             raise ValueError(f"{type(self).__name__}(fused=True): param group {index} cannot be fused: {problem}; "
                              "pass fused=None to fall back to the per-parameter path")
         device = params[0].device
         wanted = self.fused if self.fused is not None else getattr(device.backend, "fuse_by_default", False)
-        if wanted and not trainable:
+        updated = _updated(params)
+        if wanted and not updated:
             self._all_frozen.add(index)  # per-parameter (nothing to update) until one is unfrozen
         else:
             self._all_frozen.discard(index)
-        flat = self._flat[index] = FlatGroup(trainable) if wanted and not problem and trainable else None
+        flat = self._flat[index] = FlatGroup(updated) if wanted and not problem and updated else None
         return flat
+
+    def _relayout(self, index, group):
+        """True when the group's buffers no longer hold exactly the parameters a step updates (some
+        were frozen or unfrozen since they were laid out): the next step lays them out again."""
+        flat = self._flat[index]
+        if flat is None:
+            return index in self._all_frozen and bool(_updated(group["params"]))
+        return not flat.holds_exactly(_updated(group["params"]))
 
     @staticmethod
     def _closure(closure):
@@ -250,6 +256,8 @@ class Optimizer:
             flat = self._flat.get(index)
             if flat is not None and not set_to_none:
                 flat.zero_grads()  # one fill, not one per parameter
+                if len(flat.params) == len(group["params"]):
+                    continue  # it holds them all
             for p in group["params"]:
                 if flat is not None and not set_to_none and flat.holds(p):
                     continue
@@ -320,6 +328,12 @@ class Optimizer:
             lines.extend(f"    {k}: {group[k]}" for k in sorted(group) if k != "params")
         lines.append(")")
         return "\n".join(lines)
+
+
+def _updated(params):
+    """The parameters a step updates, as in PyTorch: those that require grad, and any other that
+    still has a gradient (frozen after a zero_grad(set_to_none=False), say)."""
+    return [p for p in params if p.requires_grad or p.grad is not None]
 
 
 def _fuse_problem(params):
