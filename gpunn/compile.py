@@ -20,6 +20,7 @@ is a detached tensor: reading it (`.item()`) is the only host sync.
 import warnings
 
 from gpunn.autograd import _mode
+from gpunn.nn.module import hook_edits
 from gpunn.precision import get_float32_matmul_precision
 
 
@@ -99,13 +100,18 @@ class CompiledStep:
         if not self.optimizer._ready_to_capture():
             self._not_ready += 1  # e.g. SGD's momentum buffers are not filled yet: one more eager step first
             if self._not_ready > self.warmup + 2:
-                self.reason = ("the optimizer's state stays incomplete (a parameter that never gets a gradient?), "
-                               "so no step can be recorded")
+                self.reason = ("the optimizer's state cannot take one fused update per group (a parameter that "
+                               "never gets a gradient, or Adam parameters unfrozen after the others trained on, "
+                               "whose step counts differ), so no step can be recorded")
                 self.mode = "eager"
             return None
         self._not_ready = 0
         if xb.device is not self.device or yb.device is not self.device:
             self._say_once(f"the batch is on {xb.device}, not on the model's {self.device}; move it with .to()")
+            return None
+        if any(m._hooks is not None for m in self.model.modules()):
+            self._say_once("the model has forward hooks, which are Python that a replayed graph would skip; "
+                           "the step runs eagerly while they are registered")
             return None
         try:
             graph = self._graphs[key] = _Graph(self, xb, yb)
@@ -169,9 +175,10 @@ class _Graph:
         self._launched_once = False
 
     def _constants(self, hypers):
-        """What the graph baked in: the hyper-parameters that are not uploaded, and the precision."""
+        """What the graph baked in: the hyper-parameters that are not uploaded, the precision, and
+        the forward hooks (none: a hook added since must run, so the step goes back to eager)."""
         scheduled = self.optimizer._scheduled
-        return [get_float32_matmul_precision(), len(hypers)] + [
+        return [get_float32_matmul_precision(), hook_edits(), len(hypers)] + [
             {k: v for k, v in hyper.items() if k not in scheduled} for hyper in hypers]
 
     def stale(self):
@@ -179,13 +186,14 @@ class _Graph:
         or a baked-in hyper-parameter changed, or the optimizer state was replaced by one the next
         step would have to create or re-make (the graph only knows the buffers it recorded)."""
         opt = self.optimizer
-        if opt._flat_groups() != self.flats or not opt._ready_to_capture():
+        flats = opt._flat_groups()  # (passed on: this runs before every replay)
+        if flats != self.flats or not opt._ready_to_capture(flats):
             return True
-        self._next = opt._next_hypers()  # computed once per call: replay() uploads these
+        self._next = opt._next_hypers(flats)  # computed once per call: replay() uploads these
         if self._constants(self._next) != self.constants:
             return True
         return any(now.keys() != then.keys() or any(now[k] is not then[k] for k in now)
-                   for now, then in zip(opt._recorded_state(), self.recorded_state))
+                   for now, then in zip(opt._recorded_state(flats), self.recorded_state))
 
     def _upload(self, hypers):
         """Write this step's scheduled scalars (from `hypers`, one dict per group) to the device."""

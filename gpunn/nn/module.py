@@ -27,6 +27,14 @@ class StateDictShapeError(ShapeError, StateDictError):
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
+_hook_edits = [0]  # forward hooks added or removed anywhere, ever: compile_step's graphs record it
+
+
+def hook_edits():
+    """How many forward hooks have been added or removed so far (a recorded step goes stale)."""
+    return _hook_edits[0]
+
+
 class Module:
     """Base class of every layer and model: subclass it, assign layers in __init__, write forward."""
 
@@ -72,6 +80,7 @@ class Module:
         if self._hooks is None:
             object.__setattr__(self, "_hooks", (OrderedDict(), OrderedDict()))
         handle = RemovableHandle(self, kind)
+        _hook_edits[0] += 1
         table = self._hooks[kind]
         table[handle.id] = (hook, with_kwargs)
         if prepend:
@@ -391,7 +400,8 @@ class RemovableHandle:
         hooks = module.__dict__.get("_hooks")
         if hooks is None:
             return
-        hooks[self._kind].pop(self.id, None)
+        if hooks[self._kind].pop(self.id, None) is not None:
+            _hook_edits[0] += 1
         if not hooks[0] and not hooks[1]:
             object.__setattr__(module, "_hooks", None)  # back to the one-check fast path
 
