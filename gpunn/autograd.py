@@ -162,7 +162,7 @@ def _run_rules_here(node, g, pending, Tensor):
                                        "use a smaller batch or model") from exc
             raise
         if mode.anomaly:
-            _check_finite(node, g, parent.device.xp, gi)
+            _check_finite(node, g, parent.device, gi)
         if parent.device is node.device:
             _deliver(parent, gi, pending, Tensor)
         else:  # across a .to(): the gradient is on the parent's device already, and is handled there
@@ -218,10 +218,13 @@ def _accumulate(leaf, g, Tensor):
         leaf.grad.data = leaf.grad.data + g
 
 
-def _check_finite(node, g, xp_gi, gi):
-    """g lives on the node's device; gi on the input's (they differ across a .to(device))."""
-    xp = node.device.xp
-    if bool(xp_gi.all(xp_gi.isfinite(gi))) or not bool(xp.all(xp.isfinite(g))):
+def _check_finite(node, g, device_gi, gi):
+    """g lives on the node's device (current here); gi on the input's (they differ across a
+    .to(device)), so it is checked with that device current."""
+    xp, xp_gi = node.device.xp, device_gi.xp
+    with device_gi.scope:
+        finite = bool(xp_gi.all(xp_gi.isfinite(gi)))
+    if finite or not bool(xp.all(xp.isfinite(g))):
         return
     raise AnomalyError(
         f"backward of '{node.primitive.name}' produced NaN or inf from a finite incoming gradient; "

@@ -1,10 +1,8 @@
 """The ops as functions: gpunn.exp(x), gpunn.where(c, x, y), gpunn.concat([...]), and the rest of
 torch's everyday top level (argmax, allclose, isnan, norm, inference_mode, ...)."""
 
-import contextlib
-
 from gpunn import ops
-from gpunn.autograd import no_grad
+from gpunn.autograd import enable_grad, no_grad
 from gpunn.errors import ShapeError
 from gpunn.functional import log_softmax, relu, sigmoid, softmax, tanh  # noqa: F401 (re-exported)
 from gpunn.tensor import Tensor, _operand, _reduction, apply, extremum, tensor
@@ -151,15 +149,10 @@ def equal(input, other):
     return _t(input).equal(other)
 
 
-@contextlib.contextmanager
-def _unchanged():
-    yield
-
-
 def inference_mode(mode=True):
     """torch.inference_mode: gpunn has no separate inference tensors, so this is no_grad()
-    (nothing is recorded); inference_mode(False) changes nothing. Works in a with-statement,
-    as @inference_mode() and as a bare @inference_mode."""
+    (nothing is recorded); inference_mode(False) records again, as in PyTorch (even inside
+    no_grad). Works in a with-statement, as @inference_mode() and as a bare @inference_mode."""
     if callable(mode):  # @inference_mode without parentheses: mode is the function
         return no_grad()(mode)
-    return no_grad() if mode else _unchanged()
+    return no_grad() if mode else enable_grad()

@@ -646,7 +646,10 @@ class Tensor:
         """Elementwise |self - other| <= atol + rtol * |other| (a bool tensor, no gradient), as
         torch.isclose: infinities are close only to themselves, NaN only with equal_nan=True.
         Integer tensors are compared in float64."""
-        other = other if isinstance(other, Tensor) else tensor(other, dtype=self.dtype, device=self.device)
+        if not isinstance(other, Tensor):
+            if not self.dtype.is_floating_point:  # a number against integers: 0.5 must not become 0
+                return self.double().isclose(tensor(other, dtype="float64", device=self.device), rtol, atol, equal_nan)
+            other = tensor(other, dtype=self.dtype, device=self.device)
         if other.device is not self.device:
             _mismatch("isclose", (self, other))
         if other.dtype != self.dtype:

@@ -108,7 +108,8 @@ def test_tensor_methods_on_a_second_device_run_in_its_context(made_off_device, t
     (y * y).mean().backward()
     z = x.detach()
     home = gpunn.randn(4, 3, device="strict", requires_grad=True)  # its gradient comes back across a .to()
-    (home.to(dev) * x).sum().backward()
+    with gpunn.detect_anomaly():  # its finiteness checks too run with the right device current
+        (home.to(dev) * x).sum().backward()
     checks = [z > 0, z == z, z.argmax(dim=1), z.argmin(), z.max(dim=0).indices, (z > 0).any(), (z > 0).all(),
               z.softmax(axis=-1), z.clip(-1, 1), z[1:, :2], z[gpunn.tensor([0, 2], device=dev)],
               gpunn.cat([z, z]), gpunn.stack([z, z]), gpunn.where(z > 0, z, 0.0)]

@@ -377,6 +377,13 @@ def test_isclose_refuses_mixed_dtypes_as_pytorch():
         gpunn.isclose(gpunn.ones(2), gpunn.ones(2, dtype="float64"))
 
 
+def test_isclose_of_integers_with_a_number_compares_exactly(device):
+    ints = gpunn.tensor([0, 1, 2], device=device)
+    assert ints.isclose(0.5).numpy().tolist() == [False, False, False]  # 0.5 is not truncated to 0
+    assert ints.isclose(1).numpy().tolist() == [False, True, False]
+    assert not ints.allclose(0.5) and gpunn.tensor([2, 2], device=device).allclose(2)
+
+
 def test_isclose_agrees_with_torch():
     torch = _torch()
     for a_host, b_host in ISCLOSE_CASES:
@@ -427,6 +434,14 @@ def test_linspace_checks_steps():
     assert gpunn.linspace(0, 1, 3, requires_grad=True).requires_grad
 
 
+def _torch_or_none():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
 def test_inference_mode_records_nothing_in_every_spelling():
     x = gpunn.ones(2, requires_grad=True)
     with gpunn.inference_mode():
@@ -448,7 +463,12 @@ def test_inference_mode_records_nothing_in_every_spelling():
     assert (bare(), called(), off()) == (False, False, True)
     assert bare() is False  # reusable
     with gpunn.no_grad(), gpunn.inference_mode(False):
-        assert not gpunn.is_grad_enabled()  # mode=False changes nothing, it does not enable grad
+        assert gpunn.is_grad_enabled() and (x * 2).requires_grad  # as torch: mode=False records again
+    torch = _torch_or_none()
+    if torch is not None:  # the reference, where installed
+        t = torch.ones(2, requires_grad=True)
+        with torch.no_grad(), torch.inference_mode(False):
+            assert (t * 2).requires_grad
     with pytest.raises(KeyError), gpunn.inference_mode():
         raise KeyError("x")
     assert gpunn.is_grad_enabled()  # restored after an exception
