@@ -1086,7 +1086,7 @@ def controls(fast):
     def with_cublas(flaw):
         def run():
             lib, handles = cublas_gemm._lib, dict(cublas_gemm._handles)
-            cublas_gemm._lib = EmulatedCublas(flaw)
+            cublas_gemm._lib = cublas_gemm._declare(EmulatedCublas(flaw))  # as _handle() installs it
             cublas_gemm._handles.clear()
             try:
                 gemm_checks(np.float32)
