@@ -86,7 +86,8 @@ class DataLoader:
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
-        if seed is None and self.shuffle:  # like RandomSampler: the global generator picks the order
+        self._seed_drawn = seed is None and self.shuffle
+        if self._seed_drawn:  # like RandomSampler: the global generator picks the order
             seed = int(generator().integers(2**63))
         self.seed = None if seed is None else int(seed)
         self.X = self._place(X, "X", dtype)
@@ -166,8 +167,10 @@ class DataLoader:
             raise ValueError(f"load_state_dict: batch {batch} is outside 0..{len(self)} for this loader")
         if batch == len(self):
             epoch, batch = epoch + 1, 0
-        if state.get("seed") is not None:  # states saved before the seed was recorded keep this loader's
-            self.seed = int(state["seed"])
+        if "seed" in state:
+            self.seed = None if state["seed"] is None else int(state["seed"])
+        elif self._seed_drawn:  # saved before states recorded the seed, when an unseeded loader used 0
+            self.seed = 0
         self.epoch, self._start, self._position = epoch, batch, batch
 
     def __iter__(self):

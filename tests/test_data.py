@@ -175,6 +175,16 @@ def test_a_state_without_a_seed_keeps_the_loaders_own():
     assert np.array_equal(np.concatenate([_rows(xb) for xb, _ in loader]), loader.order(2)[5:])
 
 
+def test_a_state_without_a_seed_means_the_old_default_for_an_unseeded_loader():
+    """States saved before they carried the seed came from loaders whose default seed was 0."""
+    X, y = _data(n=23)
+    gpunn.manual_seed(3)
+    loader = DataLoader(X, y, batch_size=5, shuffle=True)  # draws a seed of its own
+    loader.load_state_dict({"epoch": 2, "batch": 1})
+    assert loader.seed == 0
+    assert np.array_equal(np.concatenate([_rows(xb) for xb, _ in loader]), loader.order(2)[5:])
+
+
 def test_no_shuffle_keeps_the_order():
     X, y = _data(n=23)
     loader = DataLoader(X, y, batch_size=4, shuffle=False)

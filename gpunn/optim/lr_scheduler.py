@@ -324,21 +324,14 @@ class ReduceLROnPlateau(_SchedulerState):
 
     def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4, threshold_mode="rel",
                  cooldown=0, min_lr=0, eps=1e-8):
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"ReduceLROnPlateau: expected a gpunn Optimizer, got {type(optimizer).__name__}")
+        _checked("ReduceLROnPlateau", optimizer)
         if not factor < 1.0:
             raise ValueError(f"ReduceLROnPlateau: factor must be < 1.0 (it multiplies the lr), got {factor}")
         if mode not in ("min", "max"):
             raise ValueError(f"ReduceLROnPlateau: mode must be 'min' or 'max', not {mode!r}")
         if threshold_mode not in ("rel", "abs"):
             raise ValueError(f"ReduceLROnPlateau: threshold_mode must be 'rel' or 'abs', not {threshold_mode!r}")
-        groups = optimizer.param_groups
-        if isinstance(min_lr, (list, tuple)):
-            if len(min_lr) != len(groups):
-                raise ValueError(f"ReduceLROnPlateau: {len(min_lr)} min_lr values for {len(groups)} param groups")
-            self.min_lrs = list(min_lr)
-        else:
-            self.min_lrs = [min_lr] * len(groups)
+        self.min_lrs = _per_group("ReduceLROnPlateau", "min_lr", min_lr, optimizer)
         self.optimizer = optimizer
         self.mode, self.factor, self.patience = mode, factor, patience
         self.threshold, self.threshold_mode = threshold, threshold_mode
@@ -347,7 +340,7 @@ class ReduceLROnPlateau(_SchedulerState):
         self.num_bad_epochs = 0
         self.cooldown_counter = 0
         self.last_epoch = 0
-        self._last_lr = [group["lr"] for group in groups]
+        self._last_lr = [group["lr"] for group in optimizer.param_groups]
 
     def is_better(self, a, best):
         if self.mode == "min":
