@@ -159,3 +159,15 @@ def of(array):
     if kind == "strict":
         return device("strict" if native == backends.get("strict").native_device(0) else "strict:1")
     return device(f"cuda:{native.id}")
+
+
+def cuda_device(spec=None):
+    """The Device that `.cuda(device)` means: None is cuda:0, an int N is cuda:N."""
+    if spec is None:
+        spec = "cuda"
+    elif isinstance(spec, int) and not isinstance(spec, bool):
+        spec = f"cuda:{spec}"
+    dev = device(spec)
+    if dev.type != "cuda":
+        raise DeviceError(f"cuda(device={spec!r}): that is not a CUDA device; use .to({str(dev)!r}) to move there")
+    return dev

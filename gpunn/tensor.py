@@ -11,7 +11,7 @@ import numpy as np
 
 from gpunn import backends, ops
 from gpunn.autograd import Node, backward, mode
-from gpunn.device import Device, device as as_device, of as device_of
+from gpunn.device import Device, cuda_device, device as as_device, of as device_of
 from gpunn.dtypes import as_dtype
 from gpunn.errors import (DeviceError, DTypeError, GpunnError, GraphError, IndexOutOfRangeError, OutOfMemoryError,
                           ShapeError, is_out_of_memory)
@@ -959,18 +959,6 @@ def full(shape, fill_value, dtype=None, device=None, requires_grad=False):
         dtype = "bool" if isinstance(fill_value, bool) else "int64" if isinstance(fill_value, int) else "float32"
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     return _create("full", shape, dtype, device, requires_grad, fill_value=fill_value)
-
-
-def cuda_device(device=None):
-    """The Device that `.cuda(device)` means: None is cuda:0, an int N is cuda:N."""
-    if device is None:
-        device = "cuda"
-    elif isinstance(device, int) and not isinstance(device, bool):
-        device = f"cuda:{device}"
-    dev = as_device(device)
-    if dev.type != "cuda":
-        raise DeviceError(f"cuda(device={device!r}): that is not a CUDA device; use .to({str(dev)!r}) to move there")
-    return dev
 
 
 def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False):

@@ -9,11 +9,11 @@ import itertools
 from collections import OrderedDict, namedtuple
 
 from gpunn import backends
-from gpunn.device import Device, device as as_device
+from gpunn.device import Device, cuda_device, device as as_device
 from gpunn.dtypes import as_dtype
 from gpunn.errors import GpunnError, ShapeError
 from gpunn.nn.parameter import Parameter
-from gpunn.tensor import Tensor, _looks_like_dtype, cuda_device, tensor
+from gpunn.tensor import Tensor, _looks_like_dtype, tensor
 
 
 class StateDictError(GpunnError, ValueError):
