@@ -150,18 +150,17 @@ class _Graph:
             self.y = Tensor._wrap(xp.asarray(yb.data, copy=True), dev)
         opt = self.optimizer
         self.flats = opt._flat_groups()
-        for i, flat in enumerate(self.flats):
-            if flat is None:
-                raise _CaptureFailed(f"param group {i} has no flat buffer: build the optimizer with fused=True "
-                                     "(the default on CUDA) over parameters of one device and dtype, and leave "
-                                     "groups whose parameters are all frozen out of it")
+        i = opt._unrecordable_group(self.flats)
+        if i is not None:
+            raise _CaptureFailed(f"param group {i} has no flat buffer: build the optimizer with fused=True "
+                                 "(the default on CUDA) over parameters of one device and dtype")
         names = opt._scheduled
-        with dev.scope:
-            self.scalars = [xp.zeros((len(names),), dtype=flat.dtype) for flat in self.flats]
-        self.uploaders = [dev.backend.uploader(values) for values in self.scalars]
+        with dev.scope:  # (None for a group with nothing to update)
+            self.scalars = [None if flat is None else xp.zeros((len(names),), dtype=flat.dtype) for flat in self.flats]
+        self.uploaders = [None if values is None else dev.backend.uploader(values) for values in self.scalars]
         # 0-d views into `values` (values[i] would be a copy on NumPy): uploads reach the graph
-        device_scalars = [{name: xp.reshape(values[i:i + 1], ()) for i, name in enumerate(names)}
-                          for values in self.scalars]
+        device_scalars = [None if values is None else {name: xp.reshape(values[i:i + 1], ()) for i, name in
+                                                      enumerate(names)} for values in self.scalars]
         hypers = opt._next_hypers()
         self.constants = self._constants(hypers)
         try:
@@ -179,7 +178,7 @@ class _Graph:
         the forward hooks (none: a hook added since must run, so the step goes back to eager)."""
         scheduled = self.optimizer._scheduled
         return [get_float32_matmul_precision(), hook_edits(), len(hypers)] + [
-            {k: v for k, v in hyper.items() if k not in scheduled} for hyper in hypers]
+            hyper and {k: v for k, v in hyper.items() if k not in scheduled} for hyper in hypers]
 
     def stale(self):
         """True when the graph no longer describes the step (then capture again): the param groups
@@ -201,7 +200,8 @@ class _Graph:
 
         scheduled = self.optimizer._scheduled
         for hyper, values, upload in zip(hypers, self.scalars, self.uploaders):
-            upload(np.array([hyper[name] for name in scheduled], dtype=values.dtype))
+            if upload is not None:
+                upload(np.array([hyper[name] for name in scheduled], dtype=values.dtype))
 
     def replay(self, xb, yb):
         from gpunn.tensor import Tensor

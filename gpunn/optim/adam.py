@@ -91,7 +91,7 @@ class Adam(Optimizer):
 
     def _after_replay(self):
         for flat in self._flat_groups():
-            for p in flat.params:
+            for p in flat.params if flat is not None else ():
                 self.state[p]["step"] += 1
 
     def _not_capturable(self):

@@ -122,7 +122,9 @@ class Optimizer:
     # --- compile_step's protocol: all that gpunn.compile uses of an optimizer --------------------
     # A recorded step runs every group's fused update with 0-d device arrays in place of the host
     # floats named in `_scheduled` (uploaded before each replay); the rest is baked into the graph.
-    # Subclasses give the per-group parts: _flat_hyper, _state_ready, _warm_kernels, _after_replay.
+    # A group whose parameters are all frozen has no FlatGroup (None in the lists below) and is
+    # left out. Subclasses give the per-group parts: _flat_hyper, _state_ready, _warm_kernels,
+    # _after_replay.
 
     _scheduled = ()  # hyper-parameter names that may change every step: device scalars in a graph
 
@@ -139,6 +141,14 @@ class Optimizer:
             return None
         return [self._flat[i] for i in range(len(self.param_groups))]
 
+    def _unrecordable_group(self, flats):
+        """The index of a group that updates parameter by parameter (no graph can record that), or
+        None. A group with nothing to update (all frozen) does not count."""
+        for i, flat in enumerate(flats):
+            if flat is None and i not in self._all_frozen:
+                return i
+        return None
+
     def _ready_to_capture(self, flats=None):
         """False while the next step would lay out buffers (the first step, or parameters frozen or
         unfrozen since), or create or first fill state: a graph recorded then would replay that
@@ -151,22 +161,23 @@ class Optimizer:
     def _next_hypers(self, flats=None):
         """Each group's update scalars for its next step, as host floats."""
         flats = self._flat_groups() if flats is None else flats
-        return [self._flat_hyper(flat, group) for flat, group in zip(flats, self.param_groups)]
+        return [None if flat is None else self._flat_hyper(flat, group) for flat, group in zip(flats, self.param_groups)]
 
     def _recorded_state(self, flats=None):
         """The state buffers a recorded step updates: a graph is stale once these are replaced."""
-        return [dict(flat.buffers) for flat in (self._flat_groups() if flats is None else flats)]
+        return [{} if flat is None else dict(flat.buffers) for flat in (self._flat_groups() if flats is None else flats)]
 
     @contextmanager
     def _recording(self, scalars):
         """Steps inside use `scalars` (per group, {name in _scheduled: 0-d device array}). On entry
         each update runs once on scratch arrays, so its kernels are compiled before a capture
         starts; if the body fails, the host-side state (step counters) is put back as it was."""
-        flats = self._flat_groups()
+        flats = [flat for flat in self._flat_groups() if flat is not None]
         kept = {p: {k: v for k, v in self.state[p].items() if not isinstance(v, Tensor)}
                 for flat in flats for p in flat.params}
-        for flat, group, values in zip(flats, self.param_groups, scalars):
-            self._warm_kernels(flat, group, values)
+        for flat, group, values in zip(self._flat_groups(), self.param_groups, scalars):
+            if flat is not None:
+                self._warm_kernels(flat, group, values)
         self._device_scalars = scalars
         try:
             yield
@@ -184,8 +195,9 @@ class Optimizer:
         """Copy whatever was rebound since the last step (parameters, loaded state) into the
         buffers a replay reads and writes."""
         for flat in self._flat_groups():
-            flat.sync_params()
-            flat.sync_state([self.state[p] for p in flat.params])
+            if flat is not None:
+                flat.sync_params()
+                flat.sync_state([self.state[p] for p in flat.params])
 
     def _after_replay(self):
         """The host-side bookkeeping of a step that a replay did (e.g. Adam's step counters)."""
