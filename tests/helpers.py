@@ -55,3 +55,13 @@ def unbroadcast(g, shape):
         if n == 1 and g.shape[axis] != 1:
             g = g.sum(axis=axis, keepdims=True)
     return g
+
+
+def names_along_the_output(out):
+    """Primitive names from the output back through first inputs (the chain Sequential built)."""
+    names = []
+    node = out._node
+    while node is not None:
+        names.append(node.primitive.name)
+        node = getattr(node.inputs[0], "_node", None)
+    return names

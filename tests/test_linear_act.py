@@ -7,7 +7,7 @@ or Sigmoid), leaving everything else to the modules themselves.
 
 import numpy as np
 import pytest
-from helpers import rng, to_device
+from helpers import names_along_the_output, rng, to_device
 
 import gpunn
 import gpunn.functional as F
@@ -76,16 +76,6 @@ def test_unknown_activation_is_refused():
 class MyReLU(nn.ReLU):
     def forward(self, x):
         return super().forward(x) * 2
-
-
-def names_along_the_output(out):
-    """Primitive names from the output back through first inputs (the chain Sequential built)."""
-    names = []
-    node = out._node
-    while node is not None:
-        names.append(node.primitive.name)
-        node = getattr(node.inputs[0], "_node", None)
-    return names
 
 
 def test_sequential_fuses_exactly_linear_followed_by_a_known_activation():

@@ -12,7 +12,7 @@ import pytest
 import gpunn
 import gpunn.nn as nn
 from gpunn.testing import gradcheck
-from helpers import assert_close, away_from_zero, distinct, rng, to_device
+from helpers import assert_close, away_from_zero, distinct, names_along_the_output, rng, to_device
 
 
 def _torch():
@@ -477,14 +477,6 @@ def test_inference_mode_records_nothing_in_every_spelling():
 # --- Module: forward hooks ---------------------------------------------------------------------------
 
 
-def _names_along(out):
-    names, node = [], out._node
-    while node is not None:
-        names.append(node.primitive.name)
-        node = getattr(node.inputs[0], "_node", None)
-    return names
-
-
 def test_forward_hook_sees_and_may_replace_the_output():
     gpunn.manual_seed(0)
     layer = nn.Linear(3, 2)
@@ -550,17 +542,17 @@ def test_sequential_does_not_fuse_a_hooked_layer():
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2), nn.Tanh())
     x = gpunn.tensor(rng(18).normal(size=(5, 3)), dtype="float32")
     fused = model(x)
-    assert _names_along(fused) == ["linear_act", "linear_act"]  # the control: both pairs fuse
+    assert names_along_the_output(fused) == ["linear_act", "linear_act"]  # the control: both pairs fuse
     seen = {}
     handle = model[0].register_forward_hook(lambda m, args, out: seen.__setitem__("linear", out))
     model[3].register_forward_hook(lambda m, args, out: seen.__setitem__("tanh", out))
     hooked = model(x)
-    assert _names_along(hooked) == ["tanh", "linear", "relu", "linear"]
+    assert names_along_the_output(hooked) == ["tanh", "linear", "relu", "linear"]
     np.testing.assert_array_equal(hooked.numpy(), fused.numpy())
     expected = x.numpy() @ model[0].weight.numpy().T + model[0].bias.numpy()
     np.testing.assert_allclose(seen["linear"].numpy(), expected, rtol=1e-6)  # before the ReLU
     handle.remove()
-    assert _names_along(model(x)) == ["tanh", "linear", "linear_act"]  # only the Tanh is still hooked
+    assert names_along_the_output(model(x)) == ["tanh", "linear", "linear_act"]  # only the Tanh is still hooked
 
 
 # --- Module: inplace= and constructor errors --------------------------------------------------------
