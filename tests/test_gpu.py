@@ -329,6 +329,37 @@ def test_graph_trajectory_check_can_fail(cuda):
     assert not np.allclose(a, b, rtol=1e-5)
 
 
+def test_real_graphs_follow_freezing_and_forward_hooks(cuda):
+    """What the CPU emulation cannot show: a real replay runs no Python, so frozen weights must
+    stay put (the graph goes stale and is recorded again) and a hook must make the step eager."""
+    gpunn.manual_seed(0)
+    model = nn.MLP([32, 64, 10]).to(cuda)
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    step = gpunn.compile_step(model, cross_entropy, opt)
+    x, y = gpunn.randn(64, 32, device=cuda), gpunn.randint(10, (64,), device=cuda)
+    for _ in range(5):
+        step(x, y)
+    assert step.mode == "graph", step.reason
+    first = list(model.parameters())[:2]
+    for p in first:
+        p.requires_grad, p.grad = False, None
+    frozen = [p.numpy() for p in first]
+    for _ in range(6):
+        step(x, y)
+    assert step.mode == "graph", step.reason
+    assert all(np.array_equal(p.numpy(), v) for p, v in zip(first, frozen))
+    calls = []
+    handle = model.register_forward_hook(lambda module, args, output: calls.append(1))
+    with pytest.warns(gpunn.compile.CompileWarning, match="forward hooks"):
+        for _ in range(4):
+            step(x, y)
+    assert len(calls) == 4
+    handle.remove()
+    for _ in range(4):
+        step(x, y)
+    assert step.mode == "graph" and len(calls) == 4
+
+
 def test_compile_step_falls_back_to_eager_for_dropout(cuda):
     """Dropout draws its masks on the host: the capture fails, the step says why and trains on."""
     gpunn.manual_seed(0)
