@@ -611,6 +611,16 @@ def test_module_dict_names_and_methods():
     assert len(d) == 0 and not list(d.parameters())
 
 
+def test_module_dict_refuses_a_key_that_would_hide_an_attribute():
+    with pytest.raises(KeyError, match="training"):
+        nn.ModuleDict({"training": nn.Linear(2, 2)})
+    with pytest.raises(KeyError, match="forward"):
+        nn.Sequential().add_module("forward", nn.Linear(2, 2))
+    d = nn.ModuleDict({"enc": nn.Linear(2, 2)})
+    d["enc"] = nn.Linear(2, 3)  # replacing an entry is fine
+    assert d["enc"].weight.shape == (3, 2) and d.training is True
+
+
 def test_module_dict_state_dict_matches_torch():
     torch = _torch()
 
