@@ -14,6 +14,7 @@ buffers (`Backend.views`: NumPy and CuPy; the array API standard does not promis
 """
 
 import math
+import operator
 import weakref
 
 from gpunn.autograd import mode
@@ -106,7 +107,7 @@ class FlatGroup:
 
     def holds_exactly(self, params):
         """True when `params` are this group's parameters, in order."""
-        return len(params) == len(self.params) and all(a is b for a, b in zip(params, self.params))
+        return len(params) == len(self.params) and all(map(operator.is_, params, self.params))
 
     def _split(self, flat):
         xp = self.device.xp
