@@ -10,6 +10,9 @@ does the rest, so the host cost no longer grows with the number of ops. Learning
 keep working because those scalars live on the device and are rewritten before every replay;
 changing another hyper-parameter records a new graph (and one that changes every few steps, such
 as OneCycleLR's momentum cycling, makes the step run eagerly for a while, with a warning).
+Parameters and buffers rebound between calls (load_state_dict, copy_) are copied into the arrays
+the graph reads; freezing or unfreezing parameters records a new graph, and forward hooks keep
+the step eager while they are registered (they are Python, which a replay skips).
 
 Where a graph cannot work it runs eagerly and says once why: other devices, an optimizer without
 a fused update (or fused=False), an op that needs the host mid-step (dropout masks from the host
@@ -50,7 +53,7 @@ class CompiledStep:
         self._stale_at = []  # the calls on which a graph went stale, lately
         self._eager_until = 0
         self._calls = 0
-        self._said = False
+        self._said = self._said_reason = False
 
     def __call__(self, xb, yb):
         self._calls += 1
@@ -61,8 +64,8 @@ class CompiledStep:
                 if graph is not None:
                     return graph.replay(xb, yb)
             self._seen.add(key)  # every batch shape runs eagerly first: its kernels compile outside a capture
-        if self.reason and not self._said:
-            self._said = True
+        if self.reason and not self._said_reason:  # (its own flag: earlier notes must not silence it)
+            self._said_reason = True
             warnings.warn(f"compile_step runs eagerly: {self.reason}", CompileWarning, stacklevel=2)
         return self._eager(xb, yb)
 
@@ -84,7 +87,9 @@ class CompiledStep:
         if graph is not None:
             if not graph.stale():
                 return graph
-            del self._graphs[key]  # one eager step first: it makes the state the new graph will update
+            # what made it stale (hyper-parameters, state, layout, hooks) holds for every batch shape:
+            # drop them all, one eager step first (it makes the state the new graphs will update)
+            self._graphs.clear()
             times, window = self.churn
             self._stale_at = [c for c in self._stale_at if c > self._calls - window] + [self._calls]
             if len(self._stale_at) >= times:  # recording every few steps costs more than it saves
@@ -109,7 +114,7 @@ class CompiledStep:
         if xb.device is not self.device or yb.device is not self.device:
             self._say_once(f"the batch is on {xb.device}, not on the model's {self.device}; move it with .to()")
             return None
-        if any(m._hooks is not None for m in self.model.modules()):
+        if any(m._hooks is not None for m in self._modules()):
             self._say_once("the model has forward hooks, which are Python that a replayed graph would skip; "
                            "the step runs eagerly while they are registered")
             return None
@@ -122,6 +127,21 @@ class CompiledStep:
             return None
         self.mode = "graph"
         return graph
+
+    def _modules(self):
+        """The modules a step calls: the model's, and the loss function's if it is a module."""
+        yield from self.model.modules()
+        if hasattr(self.loss_fn, "modules"):
+            yield from self.loss_fn.modules()
+
+    def tensors(self):
+        """Every parameter and buffer of those modules, each once."""
+        seen = set()
+        for m in self._modules():
+            for t in (*m.parameters(recurse=False), *m.buffers(recurse=False)):
+                if id(t) not in seen and t is not None:
+                    seen.add(id(t))
+                    yield t
 
     def _say_once(self, message):
         if not self._said:
@@ -163,6 +183,9 @@ class _Graph:
                                                       enumerate(names)} for values in self.scalars]
         hypers = opt._next_hypers()
         self.constants = self._constants(hypers)
+        # every parameter and buffer the step reads, with the array the graph reads it from: a
+        # replay copies values rebound since (load_state_dict, copy_) back into those arrays
+        self.pinned = [(t, t.data) for t in step.tensors()]
         try:
             with dev.scope:
                 self._upload(hypers)
@@ -174,10 +197,12 @@ class _Graph:
         self._launched_once = False
 
     def _constants(self, hypers):
-        """What the graph baked in: the hyper-parameters that are not uploaded, the precision, and
-        the forward hooks (none: a hook added since must run, so the step goes back to eager)."""
+        """What the graph baked in: the hyper-parameters that are not uploaded, the precision, the
+        forward hooks (none: a hook added since must run, so the step goes back to eager), and which
+        parameters are trainable (a replay keeps every gradient it was recorded with)."""
         scheduled = self.optimizer._scheduled
-        return [get_float32_matmul_precision(), hook_edits(), len(hypers)] + [
+        trainable = tuple(p.requires_grad for group in self.optimizer.param_groups for p in group["params"])
+        return [get_float32_matmul_precision(), hook_edits(), trainable, len(hypers)] + [
             hyper and {k: v for k, v in hyper.items() if k not in scheduled} for hyper in hypers]
 
     def stale(self):
@@ -191,6 +216,9 @@ class _Graph:
         self._next = opt._next_hypers(flats)  # computed once per call: replay() uploads these
         if self._constants(self._next) != self.constants:
             return True
+        if any(t.data is not a and (t.data.shape != a.shape or t.data.dtype != a.dtype or t.device is not self.device)
+               for t, a in self.pinned):
+            return True  # a tensor the graph reads was replaced by one it cannot be copied into
         return any(now.keys() != then.keys() or any(now[k] is not then[k] for k in now)
                    for now, then in zip(opt._recorded_state(flats), self.recorded_state))
 
@@ -210,6 +238,10 @@ class _Graph:
         with dev.scope:
             if self._launched_once:  # the first launch is the captured call's own step, already counted
                 self.optimizer._before_replay()
+                for t, array in self.pinned:  # (the optimizer's own parameters are in place already)
+                    if t.data is not array:
+                        array[...] = t.data
+                        t.data = array
                 self._upload(self._next)  # stale() computed them for this call
                 self.x.data[...] = xb.data
                 self.y.data[...] = yb.data
