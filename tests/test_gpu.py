@@ -329,35 +329,53 @@ def test_graph_trajectory_check_can_fail(cuda):
     assert not np.allclose(a, b, rtol=1e-5)
 
 
-def test_real_graphs_follow_freezing_and_forward_hooks(cuda):
-    """What the CPU emulation cannot show: a real replay runs no Python, so frozen weights must
-    stay put (the graph goes stale and is recorded again) and a hook must make the step eager."""
+def _freeze_edit_hook_run(cuda, compiled):
+    """Losses and final weights of 20 SGD steps on cuda, with what users do between steps: freeze
+    the first layer (requires_grad only), edit its frozen weights, add then remove a hook."""
     gpunn.manual_seed(0)
     model = nn.MLP([32, 64, 10]).to(cuda)
     opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    step = gpunn.compile_step(model, cross_entropy, opt)
+    step = gpunn.compile_step(model, cross_entropy, opt) if compiled else None
     x, y = gpunn.randn(64, 32, device=cuda), gpunn.randint(10, (64,), device=cuda)
-    for _ in range(5):
-        step(x, y)
-    assert step.mode == "graph", step.reason
-    first = list(model.parameters())[:2]
-    for p in first:
-        p.requires_grad, p.grad = False, None
-    frozen = [p.numpy() for p in first]
-    for _ in range(6):
-        step(x, y)
-    assert step.mode == "graph", step.reason
-    assert all(np.array_equal(p.numpy(), v) for p, v in zip(first, frozen))
-    calls = []
-    handle = model.register_forward_hook(lambda module, args, output: calls.append(1))
+    first, calls, handles, losses = list(model.parameters())[:2], [], [], []
+    for k in range(20):
+        if k == 5:
+            for p in first:
+                p.requires_grad = False
+        if k == 9:
+            with gpunn.no_grad():
+                for p in first:
+                    p.copy_(p * 0.5)
+        if k == 12:
+            handles.append(model.register_forward_hook(lambda module, args, output: calls.append(k)))
+        if k == 15:
+            handles.pop().remove()
+        if step is not None:
+            losses.append(step(x, y).item())
+        else:
+            loss = cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return np.array(losses), [p.numpy() for p in model.parameters()], len(calls), step
+
+
+def test_real_graphs_follow_freezing_edits_and_forward_hooks(cuda, monkeypatch):
+    """What the CPU emulation cannot show: a real replay runs no Python, so a graph must go stale
+    when parameters are frozen (their recorded gradients would keep training them), read frozen
+    weights edited since, and leave the step eager while a hook is registered."""
+    captures = []
+    capture = type(cuda.backend).capture
+    monkeypatch.setattr(type(cuda.backend), "capture", lambda self, run: captures.append(1) or capture(self, run))
     with pytest.warns(gpunn.compile.CompileWarning, match="forward hooks"):
-        for _ in range(4):
-            step(x, y)
-    assert len(calls) == 4
-    handle.remove()
-    for _ in range(4):
-        step(x, y)
-    assert step.mode == "graph" and len(calls) == 4
+        losses, params, calls, step = _freeze_edit_hook_run(cuda, True)
+    ref_losses, ref_params, ref_calls, _ = _freeze_edit_hook_run(cuda, False)
+    assert calls == ref_calls == 3 and step.reason is None
+    assert len(captures) == 3  # at the start, after the freeze, after the hook's removal (an edit is copied in)
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+    for a, b in zip(params, ref_params):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_compile_step_falls_back_to_eager_for_dropout(cuda):
