@@ -167,10 +167,10 @@ class DataLoader:
             raise ValueError(f"load_state_dict: batch {batch} is outside 0..{len(self)} for this loader")
         if batch == len(self):
             epoch, batch = epoch + 1, 0
-        if "seed" in state:
-            self.seed = None if state["seed"] is None else int(state["seed"])
-        elif self._seed_drawn:  # saved before states recorded the seed, when an unseeded loader used 0
-            self.seed = 0
+        if state.get("seed") is not None:
+            self.seed = int(state["seed"])
+        elif "seed" not in state and self._seed_drawn:  # saved before states recorded the seed, when
+            self.seed = 0  # an unseeded loader used 0 (None: from an unshuffled loader, keep ours)
         self.epoch, self._start, self._position = epoch, batch, batch
 
     def __iter__(self):

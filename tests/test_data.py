@@ -185,6 +185,13 @@ def test_a_state_without_a_seed_means_the_old_default_for_an_unseeded_loader():
     assert np.array_equal(np.concatenate([_rows(xb) for xb, _ in loader]), loader.order(2)[5:])
 
 
+def test_a_state_from_an_unshuffled_loader_keeps_a_shuffled_loaders_seed():
+    X, y = _data(n=23)
+    loader = DataLoader(X, y, batch_size=5, shuffle=True, seed=4)
+    loader.load_state_dict(DataLoader(X, y, batch_size=5).state_dict())  # its seed is None
+    assert loader.seed == 4 and len([b for b in loader]) == 5
+
+
 def test_no_shuffle_keeps_the_order():
     X, y = _data(n=23)
     loader = DataLoader(X, y, batch_size=4, shuffle=False)

@@ -616,6 +616,8 @@ def test_module_dict_refuses_a_key_that_would_hide_an_attribute():
         nn.ModuleDict({"training": nn.Linear(2, 2)})
     with pytest.raises(KeyError, match="forward"):
         nn.Sequential().add_module("forward", nn.Linear(2, 2))
+    with pytest.raises(KeyError, match="weight"):
+        nn.Linear(2, 2).add_module("weight", nn.ReLU())  # a parameter's name, as in PyTorch
     d = nn.ModuleDict({"enc": nn.Linear(2, 2)})
     d["enc"] = nn.Linear(2, 3)  # replacing an entry is fine
     assert d["enc"].weight.shape == (3, 2) and d.training is True

@@ -188,7 +188,8 @@ class Module:
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"add_module({name!r}): expected a Module or None, got {type(module).__name__}")
         self._check_name(name)
-        if name not in self._modules and (name in self.__dict__ or hasattr(type(self), name)):
+        if name not in self._modules and (name in self.__dict__ or hasattr(type(self), name)
+                                          or name in self._parameters or name in self._buffers):
             raise KeyError(f"add_module({name!r}): {type(self).__name__} already has an attribute {name!r}, which "
                            "the module would hide; choose another name")
         self._registries(name)[2][name] = module
