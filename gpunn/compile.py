@@ -4,12 +4,12 @@
 and the optimizer update. On a CUDA device, after two eager warm-up calls (they create the
 optimizer state and compile the kernels), the third call records the whole step into a CUDA graph
 (one graph per batch shape; a shape seen for the first time runs eagerly once) and every later
-call replays it: the batch is copied into the graph's static input buffers, the
-step's scheduled scalars (learning rate, Adam's bias corrections) are uploaded, and one launch
-does the rest, so the host cost no longer grows with the number of ops. Learning-rate schedules
+call replays it: the batch is copied into the graph's static input buffers, the step's
+scheduled scalars (learning rate, SGD's momentum, Adam's bias corrections) are uploaded, and one
+launch does the rest, so the host cost no longer grows with the number of ops. Learning-rate schedules
 keep working because those scalars live on the device and are rewritten before every replay;
 changing another hyper-parameter records a new graph (and one that changes every few steps, such
-as OneCycleLR's momentum cycling, makes the step run eagerly for a while, with a warning).
+as OneCycleLR's cycling of Adam's beta1, makes the step run eagerly for a while, with a warning).
 Parameters and buffers rebound between calls (load_state_dict, copy_) are copied into the arrays
 the graph reads; freezing or unfreezing parameters records a new graph, and forward hooks keep
 the step eager while they are registered (they are Python, which a replay skips).
@@ -95,9 +95,10 @@ class CompiledStep:
             if len(self._stale_at) >= times:  # recording every few steps costs more than it saves
                 self._eager_until = self._calls + window
                 self._say_once(f"the graph went stale {times} times within {window} steps, so the next {window} "
-                               "steps run eagerly: a hyper-parameter other than the learning rate (momentum, "
-                               "weight decay, betas, eps; OneCycleLR cycles momentum unless cycle_momentum=False) "
-                               "or the matmul precision keeps changing, and those are recorded into the graph")
+                               "steps run eagerly: a hyper-parameter that is recorded into the graph (weight "
+                               "decay, dampening, Adam's betas and eps; OneCycleLR cycles Adam's beta1 unless "
+                               "cycle_momentum=False) or the matmul precision keeps changing; only the learning "
+                               "rate and SGD's momentum are uploaded before each replay")
             return None
         if graph is None and len(self._graphs) >= self.max_graphs:
             self._say_once(f"more than {self.max_graphs} batch shapes; this one runs eagerly")
@@ -197,13 +198,14 @@ class _Graph:
         self._launched_once = False
 
     def _constants(self, hypers):
-        """What the graph baked in: the hyper-parameters that are not uploaded, the precision, the
-        forward hooks (none: a hook added since must run, so the step goes back to eager), and which
-        parameters are trainable (a replay keeps every gradient it was recorded with)."""
+        """What the graph baked in: the hyper-parameters that are not uploaded (and whether each
+        uploaded one is 0: an update may take another path for 0, as SGD without momentum does),
+        the precision, the forward hooks (none: a hook added since must run, so the step goes back
+        to eager), and which parameters are trainable (a replay keeps the gradients it recorded)."""
         scheduled = self.optimizer._scheduled
         trainable = tuple(p.requires_grad for group in self.optimizer.param_groups for p in group["params"])
         return [get_float32_matmul_precision(), hook_edits(), trainable, len(hypers)] + [
-            hyper and {k: v for k, v in hyper.items() if k not in scheduled} for hyper in hypers]
+            hyper and {k: v != 0 if k in scheduled else v for k, v in hyper.items()} for hyper in hypers]
 
     def stale(self):
         """True when the graph no longer describes the step (then capture again): the param groups

@@ -788,8 +788,8 @@ def optimizer_checks(fast, dtype, adam_only=False):
 
         hyper_at = lambda t: dict(lr=0.05, **case)  # noqa: E731
         want = trajectory(stepper(sgd_update), dtype, 50, names, hyper_at)
-        for on_device in ((), ("lr",)):
-            label = f"sgd_update {name} 50 steps{' device lr' if on_device else ''} {dt}"
+        for on_device in ((), ("lr", "momentum")):  # SGD._scheduled
+            label = f"sgd_update {name} 50 steps{' device lr, momentum' if on_device else ''} {dt}"
             try:
                 got = trajectory(stepper(fast["sgd_update"], on_device), dtype, 50, names, hyper_at)
             except RuntimeError as exc:

@@ -198,7 +198,7 @@ def test_a_hyper_parameter_changed_every_step_runs_eagerly_after_a_few_recapture
     """Recording a new graph each step costs more than it saves: after `churn` stale graphs the
     step says so once and runs eagerly for a while, with the same numbers."""
     def schedule(k, model, opt):
-        opt.param_groups[0]["momentum"] = 0.5 + 0.02 * k
+        opt.param_groups[0]["weight_decay"] = 1e-4 * k  # recorded into the graph (lr, momentum are uploaded)
 
     steps = 40
     with pytest.warns(CompileWarning, match="went stale 4 times"):
@@ -325,6 +325,54 @@ def test_one_change_with_several_batch_shapes_is_no_churn(emulate, recwarn):
                                        data=batches((32, 24, 16, 8)))
     assert not [w for w in recwarn if issubclass(w.category, CompileWarning)]
     assert step.mode == "graph" and step._eager_until == 0 and backend.captures == 8
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
+    for a, b in zip(params, ref_params):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_one_cycle_momentum_keeps_the_graph_for_sgd(emulate, recwarn):
+    """OneCycleLR changes SGD's lr and momentum every step: both are uploaded, so one graph
+    serves the whole cycle with the eager numbers; momentum reaching 0 would record a new one."""
+    def run(compiled):
+        gpunn.manual_seed(0)
+        model = nn.MLP([6, 16, 3])
+        opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, fused=True)
+        schedule = optim.lr_scheduler.OneCycleLR(opt, max_lr=0.2, total_steps=30)
+        backend = emulate(opt) if compiled else None
+        step = gpunn.compile_step(model, F.cross_entropy, opt) if compiled else None
+        x, y = batches((32,))[0]
+        losses = []
+        for _ in range(30):
+            if step is not None:
+                losses.append(step(x, y).item())
+            else:
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+            schedule.step()
+        return losses, [p.numpy() for p in model.parameters()], step, backend
+
+    losses, params, step, backend = run(True)
+    ref_losses, ref_params, *_ = run(False)
+    assert not [w for w in recwarn if issubclass(w.category, CompileWarning)]
+    assert step.mode == "graph" and backend.captures == 1
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
+    for a, b in zip(params, ref_params):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_a_scheduled_value_reaching_zero_records_a_new_graph(emulate):
+    """SGD without momentum keeps no buffer: momentum set to 0 (or back) changes the update's path."""
+    def switch(k, model, opt):
+        if k in (6, 10):
+            opt.param_groups[0]["momentum"] = 0.0 if k == 6 else 0.9
+
+    losses, params, step, _, backend = train(OPTIMIZERS["sgd-momentum"], True, emulate, steps=16, hook=switch,
+                                             data=batches((32,)))
+    ref_losses, ref_params, *_ = train(OPTIMIZERS["sgd-momentum"], False, steps=16, hook=switch, data=batches((32,)))
+    assert step.mode == "graph" and backend.captures == 3
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
     for a, b in zip(params, ref_params):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

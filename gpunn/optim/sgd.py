@@ -63,7 +63,7 @@ class SGD(Optimizer):
             update(flat.device.xp, flat.param, flat.grad, buf, first, **hyper)
         return True
 
-    _scheduled = ("lr",)
+    _scheduled = ("lr", "momentum")  # (a momentum schedule, e.g. OneCycleLR's, keeps a graph)
 
     def _warm_kernels(self, flat, group, scalars):
         p, g, buf = flat.scratch(3)

@@ -10,12 +10,13 @@ step allocates little and never asks the host for a value.
 def sgd_update(xp, p, g, buf, first, lr, momentum, dampening, nesterov, weight_decay, maximize):
     """One SGD update of array `p` (in place) from gradient `g`, with momentum buffer `buf` (None
     without momentum; `first`: fill it from this gradient, as PyTorch does). Any shape: one
-    parameter or a flat buffer of many. Never writes `g`."""
+    parameter or a flat buffer of many. Never writes `g`. Branches on `buf`, not on `momentum`,
+    so lr and momentum may be 0-d arrays (compile_step uploads them before each replay)."""
     if maximize:
         g = -g
     if weight_decay:
         g = g + weight_decay * p
-    if momentum:
+    if buf is not None:
         if first:
             buf[...] = g
         else:
