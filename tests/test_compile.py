@@ -114,12 +114,18 @@ OPTIMIZERS = {
 }
 
 
-def train(make_optimizer, compiled, emulate=None, steps=STEPS, hook=None, data=None, make_model=None):
-    """Losses and final parameters of `steps` steps, compiled or by hand, with a StepLR schedule."""
+def step_lr(opt):
+    return optim.lr_scheduler.StepLR(opt, step_size=4, gamma=0.5)
+
+
+def train(make_optimizer, compiled, emulate=None, steps=STEPS, hook=None, data=None, make_model=None,
+          make_scheduler=step_lr):
+    """Losses and final parameters of `steps` steps, compiled or by hand, with a schedule
+    (StepLR unless another is given)."""
     gpunn.manual_seed(0)
     model = make_model() if make_model is not None else nn.MLP([6, 16, 3])
     opt = make_optimizer(model.parameters())
-    scheduler = optim.lr_scheduler.StepLR(opt, step_size=4, gamma=0.5)
+    scheduler = make_scheduler(opt)
     backend = emulate(opt) if emulate is not None else None
     step = gpunn.compile_step(model, F.cross_entropy, opt) if compiled else None
     data = data or batches()
@@ -140,15 +146,20 @@ def train(make_optimizer, compiled, emulate=None, steps=STEPS, hook=None, data=N
     return losses, [p.numpy() for p in model.parameters()], step, opt, backend
 
 
+def assert_same_run(losses, params, ref_losses, ref_params):
+    """A compiled run and its eager reference: the same losses and final parameters."""
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
+    for a, b in zip(params, ref_params):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_replayed_steps_equal_eager_steps(emulate, name):
     losses, params, step, opt, backend = train(OPTIMIZERS[name], True, emulate)
     ref_losses, ref_params, *_ = train(OPTIMIZERS[name], False)
     assert step.mode == "graph" and step.reason is None
     assert backend.captures == 2  # one graph per batch shape (32 and 20)
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
-    for a, b in zip(params, ref_params):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert_same_run(losses, params, ref_losses, ref_params)
     assert all(e.get("step", STEPS) == STEPS for e in opt.state.values())
 
 
@@ -169,9 +180,7 @@ def test_a_changed_hyper_parameter_records_a_new_graph(emulate):
     losses, params, step, _, backend = train(OPTIMIZERS["adam"], True, emulate, hook=change, data=batches((32,)))
     ref_losses, ref_params, *_ = train(OPTIMIZERS["adam"], False, hook=change, data=batches((32,)))
     assert backend.captures == 2
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
-    for a, b in zip(params, ref_params):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert_same_run(losses, params, ref_losses, ref_params)
 
 
 @pytest.mark.parametrize("at", [2, 6], ids=["before-the-first-graph", "between-replays"])
@@ -189,9 +198,7 @@ def test_a_param_group_added_late_is_followed(emulate, name, at):
     losses, params, step, _, backend = train(head_only, True, emulate, hook=add, data=batches((32,)))
     ref_losses, ref_params, *_ = train(head_only, False, hook=add, data=batches((32,)))
     assert step.mode == "graph" and step.reason is None and backend.captures == (2 if at == 6 else 1)
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
-    for a, b in zip(params, ref_params):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert_same_run(losses, params, ref_losses, ref_params)
 
 
 def test_a_hyper_parameter_changed_every_step_runs_eagerly_after_a_few_recaptures(emulate):
@@ -207,9 +214,7 @@ def test_a_hyper_parameter_changed_every_step_runs_eagerly_after_a_few_recapture
     ref_losses, ref_params, *_ = train(OPTIMIZERS["sgd-momentum"], False, steps=steps, hook=schedule,
                                        data=batches((32,)))
     assert backend.captures == 4 and step._eager_until > steps
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
-    for a, b in zip(params, ref_params):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert_same_run(losses, params, ref_losses, ref_params)
 
 
 @pytest.mark.parametrize("name", ["sgd-momentum", "adam"])
@@ -223,9 +228,7 @@ def test_frozen_parameters_stay_out_of_the_recorded_step(emulate, name):
     losses, params, step, *_ = train(OPTIMIZERS[name], True, emulate, make_model=frozen_mlp)
     ref_losses, ref_params, *_ = train(OPTIMIZERS[name], False, make_model=frozen_mlp)
     assert step.mode == "graph" and step.reason is None
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
-    for a, b in zip(params, ref_params):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert_same_run(losses, params, ref_losses, ref_params)
 
 
 @pytest.mark.parametrize("name", ["sgd-momentum", "adam"])
@@ -247,9 +250,7 @@ def test_parameters_frozen_or_unfrozen_between_replays_make_the_graph_stale(emul
                                                  data=batches((32,)))
         assert step.mode == "graph" and backend.captures == 3
     ref_losses, ref_params, *_ = train(OPTIMIZERS[name], False, steps=20, hook=toggle, data=batches((32,)))
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
-    for a, b in zip(params, ref_params):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert_same_run(losses, params, ref_losses, ref_params)
 
 
 def test_forward_hooks_keep_the_step_eager_while_registered(emulate):
@@ -277,9 +278,7 @@ def test_forward_hooks_keep_the_step_eager_while_registered(emulate):
     (ref_losses, ref_params, *_), ref_calls = run(False)
     assert calls == ref_calls == 4  # steps 4 to 7, each ran its hook
     assert step.mode == "graph" and backend.captures == 2  # before the hook, and after its removal
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
-    for a, b in zip(params, ref_params):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert_same_run(losses, params, ref_losses, ref_params)
 
 
 @pytest.mark.parametrize("name", ["sgd-momentum", "adamw"])
@@ -306,9 +305,7 @@ def test_a_frozen_backbone_group_is_left_out_of_the_recorded_step(emulate, name)
                                              data=batches((32,)))
     ref_losses, ref_params, *_ = train(backbone_and_head, False, steps=16, hook=unfreeze, data=batches((32,)))
     assert step.mode == "graph" and step.reason is None and backend.captures == 2
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
-    for a, b in zip(params, ref_params):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert_same_run(losses, params, ref_losses, ref_params)
 
 
 def test_one_change_with_several_batch_shapes_is_no_churn(emulate, recwarn):
@@ -325,42 +322,21 @@ def test_one_change_with_several_batch_shapes_is_no_churn(emulate, recwarn):
                                        data=batches((32, 24, 16, 8)))
     assert not [w for w in recwarn if issubclass(w.category, CompileWarning)]
     assert step.mode == "graph" and step._eager_until == 0 and backend.captures == 8
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
-    for a, b in zip(params, ref_params):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert_same_run(losses, params, ref_losses, ref_params)
 
 
 def test_one_cycle_momentum_keeps_the_graph_for_sgd(emulate, recwarn):
     """OneCycleLR changes SGD's lr and momentum every step: both are uploaded, so one graph
     serves the whole cycle with the eager numbers; momentum reaching 0 would record a new one."""
-    def run(compiled):
-        gpunn.manual_seed(0)
-        model = nn.MLP([6, 16, 3])
-        opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, fused=True)
-        schedule = optim.lr_scheduler.OneCycleLR(opt, max_lr=0.2, total_steps=30)
-        backend = emulate(opt) if compiled else None
-        step = gpunn.compile_step(model, F.cross_entropy, opt) if compiled else None
-        x, y = batches((32,))[0]
-        losses = []
-        for _ in range(30):
-            if step is not None:
-                losses.append(step(x, y).item())
-            else:
-                loss = F.cross_entropy(model(x), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                losses.append(loss.item())
-            schedule.step()
-        return losses, [p.numpy() for p in model.parameters()], step, backend
+    def one_cycle(opt):
+        return optim.lr_scheduler.OneCycleLR(opt, max_lr=0.2, total_steps=30)
 
-    losses, params, step, backend = run(True)
-    ref_losses, ref_params, *_ = run(False)
+    run = dict(steps=30, data=batches((32,)), make_scheduler=one_cycle)
+    losses, params, step, _, backend = train(OPTIMIZERS["sgd-momentum"], True, emulate, **run)
+    ref_losses, ref_params, *_ = train(OPTIMIZERS["sgd-momentum"], False, **run)
     assert not [w for w in recwarn if issubclass(w.category, CompileWarning)]
     assert step.mode == "graph" and backend.captures == 1
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
-    for a, b in zip(params, ref_params):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert_same_run(losses, params, ref_losses, ref_params)
 
 
 def test_a_scheduled_value_reaching_zero_records_a_new_graph(emulate):
@@ -373,9 +349,7 @@ def test_a_scheduled_value_reaching_zero_records_a_new_graph(emulate):
                                              data=batches((32,)))
     ref_losses, ref_params, *_ = train(OPTIMIZERS["sgd-momentum"], False, steps=16, hook=switch, data=batches((32,)))
     assert step.mode == "graph" and backend.captures == 3
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
-    for a, b in zip(params, ref_params):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert_same_run(losses, params, ref_losses, ref_params)
 
 
 def test_parameters_loaded_between_replays_are_used(emulate):
@@ -389,9 +363,7 @@ def test_parameters_loaded_between_replays_are_used(emulate):
     losses, params, step, *_ = train(OPTIMIZERS["sgd-momentum"], True, emulate, hook=load)
     ref_losses, ref_params, *_ = train(OPTIMIZERS["sgd-momentum"], False, hook=load)
     assert step.mode == "graph"
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
-    for a, b in zip(params, ref_params):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert_same_run(losses, params, ref_losses, ref_params)
 
 
 def test_a_failed_capture_runs_eagerly_says_why_and_restores_step_counts(emulate):
@@ -442,9 +414,7 @@ def test_optimizer_state_reset_between_replays_is_followed(emulate, name, at):
     losses, params, step, _, backend = train(OPTIMIZERS[name], True, emulate, hook=reset, data=batches((32,)))
     ref_losses, ref_params, *_ = train(OPTIMIZERS[name], False, hook=reset, data=batches((32,)))
     assert step.mode == "graph" and backend.captures == (2 if at == 6 else 1)
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
-    for a, b in zip(params, ref_params):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert_same_run(losses, params, ref_losses, ref_params)
 
 
 def test_capturing_a_step_that_creates_state_is_caught(emulate, monkeypatch):
@@ -479,9 +449,7 @@ def test_optimizer_state_loaded_between_replays_is_followed(emulate):
                                        data=batches((32,)))
     ref_losses, ref_params, *_ = train(OPTIMIZERS["adam"], False, hook=save_then_load, steps=16, data=batches((32,)))
     assert step.mode == "graph"
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
-    for a, b in zip(params, ref_params):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert_same_run(losses, params, ref_losses, ref_params)
 
 
 class WithUnused(nn.Module):
