@@ -98,16 +98,30 @@ neg = Primitive("neg", lambda xp, x: -x,
                 lambda xp, g, out, x: -g)
 
 
-def _log_base(xp, x):
-    """log(x) for d(x**y)/dy, taken as 0 at x == 0 where x**y is flat in y (as in PyTorch), not nan."""
+def _pow_grad_base(xp, g, out, x, y):
+    """y * x ** (y - 1), taken as 0 where y == 0 (x ** 0 is flat in x), as in PyTorch: at x == 0
+    the formula would give 0 * inf = nan."""
+    if not _is_array(y):
+        return g * (y * x ** (y - 1)) if y != 0 else xp.zeros_like(g)
+    return xp.where(y == 0, 0.0, g * y * x ** (y - 1))
+
+
+def _pow_grad_exponent(xp, g, out, x, y):
+    """out * log(x) for d(x**y)/dy, as in PyTorch: 0 at x == 0 for y >= 0 (x**y is flat or
+    one-sided there), -inf for y < 0, nan for a negative constant base. y is an array here."""
     if _is_array(x):
-        return xp.log(xp.where(x == 0, 1.0, x))
-    return math.log(x) if x != 0 else 0.0
+        log_x = xp.log(xp.where(x == 0, 1.0, x))
+        log_x = xp.where((x == 0) & (y < 0), -math.inf, log_x)
+    elif x > 0:
+        log_x = math.log(x)
+    elif x == 0:
+        log_x = xp.where(y < 0, -math.inf, xp.zeros_like(y))
+    else:
+        log_x = math.nan
+    return g * out * log_x
 
 
-pow = Primitive("pow", lambda xp, x, y: x ** y,
-                lambda xp, g, out, x, y: g * y * x ** (y - 1),
-                lambda xp, g, out, x, y: g * out * _log_base(xp, x))
+pow = Primitive("pow", lambda xp, x, y: x ** y, _pow_grad_base, _pow_grad_exponent)
 
 
 def _matmul_grad_x(xp, g, out, x, y):
