@@ -768,7 +768,15 @@ def _integral(v):
 def _promoted(a, b, true_division=False):
     """PyTorch's promotion where NumPy's differs: an integer tensor meeting a float (a Python number
     or a float tensor) takes that float's dtype (float32 for Python floats), and integer / integer
-    gives float32. NumPy would give float64; array-api-strict would refuse."""
+    gives float32. NumPy would give float64; array-api-strict would refuse. A 0-d tensor meeting
+    a tensor with axes of the same kind (both floating, or both integer) takes the other's dtype:
+    float32 x times a float64 0-d tensor stays float32, as in PyTorch (NumPy would widen it)."""
+    if isinstance(a, Tensor) and isinstance(b, Tensor) and (a.ndim == 0) != (b.ndim == 0) and a.dtype != b.dtype:
+        if _is_floating(a.data.dtype) == _is_floating(b.data.dtype) and "bool" not in (a.dtype.name, b.dtype.name):
+            if a.ndim == 0:
+                a = a.to(dtype=b.dtype)
+            else:
+                b = b.to(dtype=a.dtype)
     ia, ib = _integral(a), _integral(b)
     if ia and ib:
         if not true_division:
