@@ -114,6 +114,9 @@ def _explain(primitive, args, attrs, exc):
     shapes = [tuple(a.shape) for a in args if isinstance(a, Tensor)]
     if isinstance(exc, IndexError):
         return IndexOutOfRangeError(f"{title}: {exc} (tensor of shape {shapes[0]})")
+    if name == "pow" and "negative integer powers" in str(exc):  # NumPy's refusal, not a shape problem
+        return DTypeError(f"{title}: integers raised to negative integer powers ({_describe(args)}); "
+                          "convert the base with .float() (PyTorch rounds such powers to integers: 2 ** -1 == 0)")
     if isinstance(exc, ValueError) or "shape" in str(exc) or "broadcast" in str(exc):
         if name == "matmul" and len(shapes) == 2:
             hint = "the last axis of the first must equal the second-to-last axis of the second"
