@@ -580,7 +580,19 @@ class Tensor:
     def clip(self, min=None, max=None):
         if min is None and max is None:
             raise ValueError("clip needs min, max or both")
+        if isinstance(min, Tensor) or isinstance(max, Tensor):
+            return self._clip_to_tensors(min, max)
         return apply(ops.clip, self, lo=min, hi=max)
+
+    def _clip_to_tensors(self, lo, hi):
+        """clip with tensor bounds (broadcast elementwise, as PyTorch allows), made of where: the
+        gradient goes to the input inside [lo, hi] and to the bound it was clipped to."""
+        out = self
+        if lo is not None:
+            out = apply(ops.where, out < lo, _operand(lo, self), out)
+        if hi is not None:
+            out = apply(ops.where, out > hi, _operand(hi, self), out)
+        return out
 
     clamp = clip
 
