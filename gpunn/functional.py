@@ -4,6 +4,8 @@ Composites are built from primitives; softmax-cross-entropy and BCE-with-logits 
 because they are cheaper and stay finite where log and exp taken apart would not.
 """
 
+import math
+
 from gpunn import ops
 from gpunn.errors import DeviceError, DTypeError, ShapeError
 from gpunn.random import generator
@@ -193,7 +195,12 @@ def _weighted_nll(log_probs, target, weight, ignore_index, reduction, label_smoo
     if reduction == "none":
         return per_row
     total = per_row.sum()
-    return total if reduction == "sum" else total / target_weight.sum()
+    if reduction == "sum":
+        return total
+    weight_sum = target_weight.sum()
+    nothing_kept = weight_sum == 0  # every target ignored: the loss is nan, but the gradient 0 (as in PyTorch)
+    mean = total / apply(ops.where, nothing_kept, 1.0, weight_sum)
+    return apply(ops.where, nothing_kept, math.nan, mean)
 
 
 def cross_entropy(logits, target, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):

@@ -493,9 +493,10 @@ def _cross_entropy(xp, logits, target, reduction="mean", ignore_index=-100):
     kept = xp.astype(target != ignore_index, logits.dtype)
     picked = xp.sum(xp.where(onehot != 0, shifted, 0.0), axis=1)  # not shifted * onehot: -inf * 0 is NaN
     per_row = (xp.log(total[:, 0]) - picked) * kept
-    if reduction == "mean":
+    if reduction == "mean":  # every row ignored: the loss is 0/0 = nan and the gradient 0, as in PyTorch
         count = xp.sum(kept)
-        return xp.sum(per_row) / count, (e / total - onehot) * (kept / count)[:, None]
+        share = kept / xp.where(count == 0, 1.0, count)
+        return xp.sum(per_row) / count, (e / total - onehot) * share[:, None]
     residual = (e / total - onehot) * kept[:, None]
     return (xp.sum(per_row) if reduction == "sum" else per_row), residual
 
