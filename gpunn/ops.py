@@ -430,6 +430,9 @@ def _getitem_grad(xp, g, out, x, index):
     """
     if not has_array_index(index):
         gx = xp.zeros(x.shape, dtype=g.dtype, device=g.device)
+        if isinstance(index, tuple) and None in index:  # the standard's setitem takes no new axes
+            index = tuple(i for i in index if i is not None)
+            g = xp.reshape(g, gx[index].shape)
         gx[index] = g
         return gx
     n = math.prod(x.shape)
