@@ -883,6 +883,8 @@ def _index(index, dev):
 def _full_index(index, ndim):
     """The standard wants every axis named: x[0] on a matrix is spelled x[0, ...] (same meaning)."""
     parts = index if isinstance(index, tuple) else (index,)
+    if len(parts) == 1 and hasattr(parts[0], "shape"):  # x[(rows,)] is x[rows]: the standard's take
+        return parts[0]
     if any(p is Ellipsis or hasattr(p, "shape") for p in parts) or sum(p is not None for p in parts) >= ndim:
         return index
     return parts + (Ellipsis,)
