@@ -208,8 +208,8 @@ extern "C" __global__ void NAME_small(const T* logits, const long long* target, 
     if (threadIdx.x == 0) {
         T sum = 0, count = 0;
         for (int w = 0; w < warps; ++w) { sum += part_loss[w]; count += part_kept[w]; }
-        loss[0] = mean ? sum / count : sum;
-        scale = mean ? (T)1 / count : (T)1;
+        loss[0] = mean ? sum / count : sum;  // a mean of nothing is NaN, as in PyTorch...
+        scale = mean ? (count > 0 ? (T)1 / count : (T)0) : (T)1;  // ...with a gradient of 0
     }
     __syncthreads();
     if (mean) {
@@ -243,11 +243,11 @@ extern "C" __global__ void NAME_rows(const T* logits, const long long* target, l
     if (row >= n) return;  // whole warps: blockDim.x is a multiple of 32
     const long long t = target[row];
     const bool kept = t != ignore_index;
-    // an ignored row weighs 0 * scale: 0, or NaN when every row is ignored (a mean of nothing), as
-    // in the generic forward and in PyTorch
-    const T s = kept ? scale[0] : (T)0 * scale[0];
+    // an ignored row has no gradient and adds 0 to the loss, or NaN when every row is ignored (a
+    // mean of nothing: scale is 1 / 0), as in the generic forward and in PyTorch
+    const T s = kept ? scale[0] : (T)0;
     const T l = ce_row(logits + row * c, residual + row * c, t, c, s, lane);
-    if (lane == 0) row_loss[row] = kept ? l * s : s;
+    if (lane == 0) row_loss[row] = kept ? l * s : (T)0 * scale[0];
 }
 """
 _ce_modules = {}

@@ -31,7 +31,7 @@ cuBLAS) that the checks must catch.
 
 What it cannot show: timing, coalescing, bank conflicts, occupancy, the GPU's exp/log/tanh (glibc's
 are used), races that the fixed switch points hide (e.g. between threads of one warp), cuBLAS's own
-summation order and TF32 rounding (the math mode is recorded, the product is full float32).
+summation order (TF32 inputs are rounded to 10 mantissa bits, round to nearest even).
 """
 
 import argparse
@@ -120,7 +120,8 @@ def failure(name, exc):
 
 
 def reference_cross_entropy(logits, target, reduction, ignore_index):
-    """Float64 softmax cross-entropy, PyTorch's semantics; an out-of-range label: a NaN loss."""
+    """Float64 softmax cross-entropy, PyTorch's semantics; an out-of-range label: a NaN loss;
+    every row ignored under a mean: a NaN loss and a zero gradient."""
     x = logits.astype(np.float64)
     n, c = x.shape
     with np.errstate(all="ignore"):
@@ -131,7 +132,8 @@ def reference_cross_entropy(logits, target, reduction, ignore_index):
         picked = x[np.arange(n), np.clip(target, 0, c - 1)]
         per_row = np.where(kept, np.where(valid, lse - picked, np.nan), 0.0)
         onehot = valid[:, None] & (target[:, None] == np.arange(c))
-        weight = kept / kept.sum() if reduction == "mean" else kept.astype(np.float64)
+        # a mean over no kept rows: a NaN loss but a zero gradient, as in PyTorch
+        weight = kept / max(kept.sum(), 1) if reduction == "mean" else kept.astype(np.float64)
         residual = (np.exp(x - lse[:, None]) - onehot) * weight[:, None]
         loss = per_row.sum() / kept.sum() if reduction == "mean" else per_row.sum()
     return loss, residual
