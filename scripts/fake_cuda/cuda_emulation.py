@@ -444,6 +444,14 @@ class CFunction:
         return self.function(*args)
 
 
+def tf32(x):
+    """float32 values rounded (to nearest even) to TF32's 10 explicit mantissa bits, as tensor cores
+    read their inputs under TF32 math; the product then accumulates in float32."""
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    rounded = (bits + np.uint32(0x0FFF) + ((bits >> np.uint32(13)) & np.uint32(1))) & np.uint32(0xFFFFE000)
+    return rounded.view(np.float32)
+
+
 class EmulatedCublas:
     """The libcublas functions cublas_gemm calls, taking the ctypes arguments it passes. Gemm is
     BLAS's column-major contract read literally from raw addresses: C = alpha op(A) op(B) + beta C,
@@ -485,7 +493,7 @@ class EmulatedCublas:
             return 1
         if mode & ~16 not in (0, 1, 2, 3):  # DEFAULT, TENSOR_OP, PEDANTIC, TF32 (| DISALLOW_REDUCED_PRECISION)
             return 7
-        self.handles[handle]["math"] = mode  # recorded only: TF32 rounding is not emulated
+        self.handles[handle]["math"] = mode  # TF32 (3): inputs rounded to TF32 in gemm
         return 0
 
     def cublasSgemm_v2(self, *args):
@@ -517,6 +525,8 @@ class EmulatedCublas:
         if alpha != 0 and k > 0:
             mat_a, mat_b = (device_matrix(p, r, q, ld, dtype)[0] for p, r, q, ld in
                             ((a, rows_a, cols_a, lda), (b, rows_b, cols_b, ldb)))
+            if self.handles[handle]["math"] & ~16 == 3 and dtype == np.float32:  # TF32 tensor-op math
+                mat_a, mat_b = tf32(mat_a), tf32(mat_b)
             product = alpha * ((mat_a if op_a == 0 else mat_a.T) @ (mat_b if op_b == 0 else mat_b.T))
         out[...] = product if beta == 0 else product + beta * out
         if id(buffer) in _buffers and not guards_intact(buffer):

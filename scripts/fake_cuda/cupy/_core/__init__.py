@@ -1,0 +1,1 @@
+"""cupy._core, faked: only what gpunn reaches for."""

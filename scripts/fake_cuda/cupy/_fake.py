@@ -1,0 +1,414 @@
+"""The fake CuPy's machinery: its ndarray, the current device and stream, launches and capture.
+
+Every device operation is a *launch*: a closure over emulated device memory (cuda_emulation's
+NaN-poisoned, guarded NumPy buffers). Outside a capture it runs at once; while a stream captures,
+it is appended to the graph instead and nothing runs, as with a real CUDA graph: arrays made
+during capture hold NaN until a replay fills them, Python scalars passed to an operation are baked
+into the graph, and anything that needs a value on the host (float(x), x.get(), bool masks) fails.
+"""
+
+import contextlib
+import os
+import threading
+import warnings
+
+import numpy as np
+
+from cuda_emulation import DeviceArray, device_empty, to_device
+
+DEVICE_COUNT = int(os.environ.get("FAKE_CUDA_DEVICES", "2"))
+
+
+class CaptureError(RuntimeError):
+    """What CUDA reports for work that cannot be recorded (cudaErrorStreamCaptureUnsupported)."""
+
+
+class DeviceSynchronized(RuntimeError):
+    """cupyx.allow_synchronize(False) was violated."""
+
+
+_local = threading.local()  # per thread, as in CuPy: the current device and the stack of current streams
+_capture = {"graph": None, "sync_allowed": True}
+
+
+def current_device():
+    return getattr(_local, "device", 0)
+
+
+def set_current_device(index):
+    _local.device = index
+
+
+def stream_stack():
+    if not hasattr(_local, "streams"):
+        _local.streams = []
+    return _local.streams
+
+
+def capturing():
+    return _capture["graph"] is not None
+
+
+def launch(run):
+    """Run a device operation now, or record it into the graph being captured."""
+    if _capture["graph"] is not None:
+        _capture["graph"].append(run)
+    else:
+        run()
+
+
+def sync_point(what):
+    """A host read of device data: illegal while capturing, refused under allow_synchronize(False)."""
+    if capturing():
+        raise CaptureError(f"cudaErrorStreamCaptureUnsupported: operation not permitted when stream is capturing "
+                           f"({what} waits for the GPU)")
+    if not _capture["sync_allowed"]:
+        raise DeviceSynchronized(f"synchronization is not allowed here ({what})")
+
+
+def check_device(array):
+    if array._device != current_device():
+        raise ValueError(f"The device where the array resides ({array._device}) is different from the current "
+                         f"device ({current_device()}). Peer access is unavailable between these devices.")
+
+
+def poisoned(shape, dtype):
+    return device_empty(shape, np.dtype(dtype))
+
+
+# --- the array ------------------------------------------------------------------------------------
+
+def wrap(host, device=None):
+    """A fake CuPy array around emulated device memory (`host` is adopted if it is already device memory)."""
+    a = ndarray.__new__(ndarray)
+    a._a = host if isinstance(host, DeviceArray) else to_device(np.asarray(host))
+    a._device = current_device() if device is None else device
+    return a
+
+
+class HostInput(TypeError):
+    pass
+
+
+def unwrap(x, allow_host=False):
+    """The emulated memory behind fake arrays inside x (lists, tuples, dicts); NumPy arrays are refused
+    as CuPy refuses them (an implicit host-to-device transfer) unless allow_host."""
+    if isinstance(x, ndarray):
+        check_device(x)
+        return x._a
+    if isinstance(x, np.ndarray):
+        if allow_host:
+            return x
+        raise TypeError(f"Unsupported type {type(x)}: a NumPy array passed to a CuPy operation "
+                        "(move it with cupy.asarray first)")
+    if isinstance(x, (list, tuple)):
+        return type(x)(unwrap(v, allow_host) for v in x)
+    if isinstance(x, dict):
+        return {k: unwrap(v, allow_host) for k, v in x.items()}
+    return x
+
+
+def _arrays(x):
+    if isinstance(x, np.ndarray):
+        yield x
+    elif isinstance(x, (list, tuple)):
+        for v in x:
+            yield from _arrays(v)
+    elif isinstance(x, dict):
+        for v in x.values():
+            yield from _arrays(v)
+
+
+def _fakes(x):
+    if isinstance(x, ndarray):
+        yield x
+    elif isinstance(x, (list, tuple)):
+        for v in x:
+            yield from _fakes(v)
+    elif isinstance(x, dict):
+        for v in x.values():
+            yield from _fakes(v)
+
+
+DATA_DEPENDENT = {"nonzero", "argwhere", "flatnonzero", "unique", "unique_values", "unique_counts",
+                  "unique_inverse", "unique_all", "compress", "extract", "trim_zeros"}
+
+
+def call(name, fn, args, kwargs, allow_host=False):
+    """fn(*args, **kwargs) on emulated device memory, as one launch; results become fake arrays.
+
+    `out=` runs in place. Otherwise the result's shape comes from running fn at once (while
+    capturing, on whatever the inputs hold); a result sharing memory with an input is a view and
+    needs no launch; every other result gets memory of its own that the launch (re)fills."""
+    fakes = list(_fakes((args, kwargs)))
+    raw_args, raw_kwargs = unwrap(args, allow_host), unwrap(kwargs, allow_host)
+    if capturing():
+        if name in DATA_DEPENDENT:
+            raise CaptureError(f"cudaErrorStreamCaptureUnsupported: {name} needs its result's size on the host")
+        if any(type(a) is np.ndarray for a in _arrays((raw_args, raw_kwargs))):  # pinned arrays are a subclass
+            raise CaptureError("cudaErrorStreamCaptureUnsupported: a copy from pageable host memory while capturing")
+    out = raw_kwargs.get("out")
+    if out is not None:
+        launch(lambda: fn(*raw_args, **raw_kwargs))
+        return kwargs["out"]
+    if capturing():
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            result = fn(*raw_args, **raw_kwargs)
+    else:
+        result = fn(*raw_args, **raw_kwargs)
+    inputs = [a for a in _arrays((raw_args, raw_kwargs)) if isinstance(a, DeviceArray)]
+    device = fakes[0]._device if fakes else None
+
+    owned = []  # (index path, fresh buffer) of the results that are not views
+
+    def adopt(r, path):
+        if isinstance(r, np.generic):  # CuPy's reductions give 0-d arrays, never scalars
+            r = np.asarray(r)
+        if isinstance(r, np.ndarray) and r.dtype != object:
+            for f in fakes:
+                if r is f._a:
+                    return f
+            if isinstance(r, DeviceArray) and any(np.may_share_memory(r, a) for a in inputs):
+                return wrap(r, device)  # a view: no launch
+            buffer = poisoned(r.shape, r.dtype)
+            if not capturing():
+                buffer[...] = r
+            owned.append((path, buffer))
+            return wrap(buffer, device)
+        if isinstance(r, (list, tuple)):
+            return type(r)(adopt(v, path + (i,)) for i, v in enumerate(r))
+        return r
+
+    wrapped = adopt(result, ())
+    if owned and capturing():
+        def refill():
+            fresh = fn(*raw_args, **raw_kwargs)
+            for path, buffer in owned:
+                value = fresh
+                for i in path:
+                    value = value[i]
+                buffer[...] = value
+        launch(refill)
+    return wrapped
+
+
+def function(name, fn, allow_host=False):
+    def fake(*args, **kwargs):
+        return call(name, fn, args, kwargs, allow_host)
+    fake.__name__ = fake.__qualname__ = name
+    fake.__doc__ = f"cupy.{name} (fake: NumPy's, on emulated device memory)"
+    return fake
+
+
+def _binary(ufunc):
+    def op(self, other):
+        return call(ufunc.__name__, ufunc, (self, other), {})
+
+    def rop(self, other):
+        return call(ufunc.__name__, ufunc, (other, self), {})
+
+    def iop(self, other):
+        call(ufunc.__name__, ufunc, (self, other), {"out": self})
+        return self
+    return op, rop, iop
+
+
+def _unary(ufunc):
+    return lambda self: call(ufunc.__name__, ufunc, (self,), {})
+
+
+class ndarray:
+    """cupy.ndarray, faked: emulated device memory on a device; no implicit conversion to NumPy."""
+
+    __array_priority__ = 100
+    __hash__ = None
+
+    def __init__(self, shape, dtype=float, memptr=None, strides=None, order="C"):
+        if memptr is not None or strides is not None:
+            raise NotImplementedError("the fake cupy.ndarray takes a shape and dtype only")
+        self._a = poisoned(shape if isinstance(shape, tuple) else (shape,), dtype)
+        self._device = current_device()
+
+    # metadata: no launch
+    shape = property(lambda self: self._a.shape)
+    dtype = property(lambda self: self._a.dtype)
+    ndim = property(lambda self: self._a.ndim)
+    size = property(lambda self: self._a.size)
+    nbytes = property(lambda self: self._a.nbytes)
+    itemsize = property(lambda self: self._a.itemsize)
+    strides = property(lambda self: self._a.strides)
+    flags = property(lambda self: self._a.flags)
+    T = property(lambda self: wrap(self._a.T, self._device))
+    mT = property(lambda self: wrap(np.swapaxes(self._a, -1, -2), self._device))
+
+    @property
+    def device(self):
+        from cupy.cuda import Device
+        return Device(self._device)
+
+    @property
+    def data(self):
+        from types import SimpleNamespace
+        return SimpleNamespace(ptr=self._a.ctypes.data, device_id=self._device)
+
+    def __len__(self):
+        return len(self._a)
+
+    def __repr__(self):
+        return f"fake_cupy.ndarray(shape={self.shape}, dtype={self.dtype}, device={self._device})"
+
+    # host reads: synchronize
+    def get(self, stream=None, order="C", out=None):
+        sync_point("ndarray.get")
+        host = np.array(self._a, order=order)
+        if out is not None:
+            out[...] = host
+            return out
+        return host
+
+    def item(self):
+        sync_point("ndarray.item")
+        return self._a.item()
+
+    def tolist(self):
+        sync_point("ndarray.tolist")
+        return self._a.tolist()
+
+    def __float__(self):
+        sync_point("float(ndarray)")
+        return float(self._a)
+
+    def __int__(self):
+        sync_point("int(ndarray)")
+        return int(self._a)
+
+    def __index__(self):
+        sync_point("operator.index(ndarray)")
+        return self._a.__index__()
+
+    def __bool__(self):
+        sync_point("bool(ndarray)")
+        return bool(self._a)
+
+    def __complex__(self):
+        sync_point("complex(ndarray)")
+        return complex(self._a)
+
+    def __iter__(self):
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d array")
+        return (self[i] for i in range(len(self)))
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed. Please use `.get()` to construct "
+                        "a NumPy array explicitly.")
+
+    def set(self, host, stream=None):
+        if not isinstance(host, np.ndarray):
+            raise TypeError(f"ndarray.set takes a NumPy array, not {type(host).__name__}")
+        if host.shape != self.shape and host.size != self.size:
+            raise ValueError(f"ndarray.set: shape mismatch {host.shape} -> {self.shape}")
+        if capturing() and not getattr(host, "_pinned", False):
+            raise CaptureError("cudaErrorStreamCaptureUnsupported: a copy from pageable host memory while capturing")
+        target = self._a
+        launch(lambda: target.__setitem__(..., host.reshape(target.shape)))
+
+    # indexing
+    def __getitem__(self, key):
+        key = _index(key)
+        return call("getitem", lambda a, k: a[k], (self, key), {})
+
+    def __setitem__(self, key, value):
+        key = _index(key)
+        check_device(self)
+        target, raw_key, raw = self._a, unwrap(key), unwrap(value, allow_host=True)  # CuPy copies host values in
+        if capturing() and type(raw) is np.ndarray and not getattr(raw, "_pinned", False):
+            raise CaptureError("cudaErrorStreamCaptureUnsupported: a copy from pageable host memory while capturing")
+        launch(lambda: target.__setitem__(raw_key, raw))
+
+    # a few methods with CuPy-specific behaviour; the rest come from NumPy through __getattr__
+    def astype(self, dtype, order="K", casting=None, subok=None, copy=True):
+        if not copy and np.dtype(dtype) == self.dtype:
+            return self
+        return call("astype", lambda a: a.astype(dtype, order=order), (self,), {})
+
+    def fill(self, value):
+        target = self._a
+        check_device(self)
+        launch(lambda: target.fill(value))
+
+    def copy(self, order="C"):
+        return call("copy", lambda a: np.array(a, order=order, copy=True), (self,), {})
+
+    def view(self, dtype=None):
+        return wrap(self._a.view() if dtype is None else self._a.view(dtype), self._device)
+
+    def __dlpack_device__(self):
+        return 2, self._device
+
+    def __dlpack__(self, *args, **kwargs):
+        raise BufferError("the fake CuPy cannot export DLPack capsules")
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name in ("ctypes", "base", "__array_interface__", "__array_struct__"):
+            raise AttributeError(f"'cupy.ndarray' has no attribute {name!r}")
+        method = getattr(np.ndarray, name, None)
+        if method is None or not callable(method):
+            raise AttributeError(f"'cupy.ndarray' has no attribute {name!r}")
+        return lambda *args, **kwargs: call(name, lambda a, *x, **k: getattr(a, name)(*x, **k), (self, *args), kwargs)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if method != "__call__":
+            return NotImplemented
+        return call(ufunc.__name__, ufunc, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return call(func.__name__, func, args, kwargs)
+
+
+def _index(key):
+    """An index with fake arrays in it; a boolean mask needs its count on the host (a sync)."""
+    parts = key if isinstance(key, tuple) else (key,)
+    for p in parts:
+        if isinstance(p, ndarray) and p.dtype == np.bool_:
+            sync_point("boolean-mask indexing")
+    return key
+
+
+for _name, _ufunc in (("add", np.add), ("sub", np.subtract), ("mul", np.multiply), ("truediv", np.true_divide),
+                      ("floordiv", np.floor_divide), ("mod", np.remainder), ("pow", np.power),
+                      ("matmul", np.matmul), ("and", np.bitwise_and), ("or", np.bitwise_or),
+                      ("xor", np.bitwise_xor), ("lshift", np.left_shift), ("rshift", np.right_shift)):
+    _op, _rop, _iop = _binary(_ufunc)
+    setattr(ndarray, f"__{_name}__", _op)
+    setattr(ndarray, f"__r{_name}__", _rop)
+    setattr(ndarray, f"__i{_name}__", _iop)
+for _name, _ufunc in (("lt", np.less), ("le", np.less_equal), ("gt", np.greater), ("ge", np.greater_equal),
+                      ("eq", np.equal), ("ne", np.not_equal)):
+    setattr(ndarray, f"__{_name}__", _binary(_ufunc)[0])
+for _name, _ufunc in (("neg", np.negative), ("pos", np.positive), ("abs", np.absolute), ("invert", np.invert)):
+    setattr(ndarray, f"__{_name}__", _unary(_ufunc))
+
+
+@contextlib.contextmanager
+def capture_into(graph_ops):
+    if capturing():
+        raise CaptureError("a stream is already capturing")
+    _capture["graph"] = graph_ops
+    try:
+        yield
+    finally:
+        _capture["graph"] = None
+
+
+def empty(shape, dtype=float, order="C"):
+    shape = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
+    return wrap(poisoned(shape, dtype))
+
+
+
+class PinnedArray(np.ndarray):
+    """Host memory from cupyx.empty_pinned: a graph may copy from it (pageable memory it may not)."""
+
+    _pinned = True

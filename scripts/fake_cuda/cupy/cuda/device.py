@@ -1,0 +1,2 @@
+"""cupy.cuda.device, faked."""
+from . import Device  # noqa: F401

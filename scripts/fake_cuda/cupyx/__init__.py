@@ -1,0 +1,31 @@
+"""cupyx, faked: scatter_add, pinned host memory, allow_synchronize."""
+
+import contextlib
+
+import numpy as np
+
+from cupy import _fake
+from cupy._fake import DeviceSynchronized  # noqa: F401
+
+
+def scatter_add(a, slices, value):
+    target, index, raw = _fake.unwrap(a), _fake.unwrap(slices), _fake.unwrap(value)
+    _fake.launch(lambda: np.add.at(target, index, raw))
+
+
+def empty_pinned(shape, dtype=float, order="C"):
+    return np.empty(shape, dtype, order).view(_fake.PinnedArray)
+
+
+def zeros_pinned(shape, dtype=float, order="C"):
+    return np.zeros(shape, dtype, order).view(_fake.PinnedArray)
+
+
+@contextlib.contextmanager
+def allow_synchronize(allow):
+    previous = _fake._capture["sync_allowed"]
+    _fake._capture["sync_allowed"] = allow
+    try:
+        yield
+    finally:
+        _fake._capture["sync_allowed"] = previous
