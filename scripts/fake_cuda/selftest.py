@@ -111,6 +111,8 @@ def main():
     check("the same op on its own device runs", on_its_device)
     check("float() while capturing raises", lambda: capture(lambda: float(a0.sum())), _fake.CaptureError)
     check("a boolean mask while capturing raises", lambda: capture(lambda: a0[a0 > 0]), _fake.CaptureError)
+    f32 = cupy.ones((2, 2), dtype=np.float32)
+    check("CuPy's own cuBLAS product while capturing raises", lambda: capture(lambda: f32 @ f32), NotImplementedError)
     check("a pageable host copy while capturing raises",
           lambda: capture(lambda: cupy.asarray(np.ones(3))), _fake.CaptureError)
     pinned = cupyx.empty_pinned((3,), np.int64)

@@ -130,6 +130,12 @@ def _fakes(x):
             yield from _fakes(v)
 
 
+# CuPy routes these through its shared cuBLAS handle, which CuPy 14 refuses to use while a stream
+# captures (NotImplementedError); gpunn's own products call cuBLAS directly instead (cublas_gemm)
+CUBLAS_ROUTINES = {"matmul", "dot", "tensordot", "inner", "vdot", "einsum", "tensorsolve", "solve", "inv",
+                   "cholesky", "qr", "svd", "eigh", "det", "slogdet", "lstsq", "pinv", "matrix_power",
+                   "multi_dot", "vecdot", "matvec", "vecmat"}
+
 DATA_DEPENDENT = {"nonzero", "argwhere", "flatnonzero", "unique", "unique_values", "unique_counts",
                   "unique_inverse", "unique_all", "compress", "extract", "trim_zeros"}
 
@@ -145,6 +151,9 @@ def call(name, fn, args, kwargs, allow_host=False):
     if capturing():
         if name in DATA_DEPENDENT:
             raise CaptureError(f"cudaErrorStreamCaptureUnsupported: {name} needs its result's size on the host")
+        if name in CUBLAS_ROUTINES and any(a.dtype.kind in "fc" for a in _arrays((raw_args, raw_kwargs))):
+            raise NotImplementedError(f"cupy.{name} uses cuBLAS, which CuPy does not call while a stream is "
+                                      "capturing a CUDA graph")
         if any(type(a) is np.ndarray for a in _arrays((raw_args, raw_kwargs))):  # pinned arrays are a subclass
             raise CaptureError("cudaErrorStreamCaptureUnsupported: a copy from pageable host memory while capturing")
     out = raw_kwargs.get("out")
