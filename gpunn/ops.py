@@ -472,6 +472,11 @@ stack = Primitive("stack", lambda xp, *xs, axis=0: xp.stack(xs, axis=axis), _sta
 
 # --- fused losses -----------------------------------------------------------------------------
 
+# The ones array that loss.backward() seeds the graph with, while that backward runs (set by
+# Tensor.backward): a loss's rule may return its saved gradient as is instead of multiplying it by
+# one, which on a GPU is a kernel launch of a small model's ~20 per step.
+implicit_seed = [None]
+
 
 def _onehot(xp, target, classes, dtype):
     return xp.astype(target[:, None] == xp.arange(classes, device=target.device)[None, :], dtype)
@@ -506,6 +511,8 @@ def _cross_entropy(xp, logits, target, reduction="mean", ignore_index=-100):
 
 def _cross_entropy_grad(xp, g, residual, logits, target, reduction="mean", ignore_index=-100):
     """softmax(logits) - onehot(target): never formed through log and exp separately."""
+    if g is implicit_seed[0]:  # loss.backward(): the gradient is the residual itself (no kernel launch)
+        return residual
     return residual * (g[:, None] if reduction == "none" else g)
 
 

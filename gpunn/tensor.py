@@ -346,15 +346,19 @@ class Tensor:
                 raise GraphError(f"backward() without a gradient needs a scalar, this tensor has shape {self.shape}; "
                                  "pass grad= of the same shape, or reduce with .sum() first")
             with self.device.scope:
-                seed = self.device.xp.ones_like(self.data)
+                seed = implicit = self.device.xp.ones_like(self.data)
         else:
             grad = grad if isinstance(grad, Tensor) else tensor(grad, dtype=self.dtype, device=self.device)
             if grad.device is not self.device:
                 _mismatch("backward", (self, grad))
-            seed = grad.data
+            seed, implicit = grad.data, None
             if tuple(seed.shape) != self.shape:
                 raise ShapeError(f"backward(grad=...) got shape {tuple(seed.shape)} for a tensor of shape {self.shape}")
-        backward(self, seed, retain_graph=retain_graph)
+        previous, ops.implicit_seed[0] = ops.implicit_seed[0], implicit
+        try:
+            backward(self, seed, retain_graph=retain_graph)
+        finally:
+            ops.implicit_seed[0] = previous
 
     # --- in-place edits: correct or refused -------------------------------------------------------
 

@@ -269,3 +269,28 @@ def test_grad_fn_and_is_leaf(device):
     y = x.tanh()
     assert x.is_leaf and x.grad_fn is None
     assert not y.is_leaf and y.grad_fn == "tanh"
+
+
+def test_loss_backward_hands_cross_entropy_its_saved_gradient_as_is(device):
+    """loss.backward() seeds with ones, so cross_entropy's rule returns its saved residual without
+    multiplying it by one (a kernel launch on a GPU); an explicit grad= is still multiplied in, and
+    the seed is forgotten after every backward, even a failing one."""
+    rng = np.random.default_rng(3)
+    logits = to_device(rng.normal(size=(5, 4)), device, requires_grad=True)
+    target = to_device(rng.integers(0, 4, 5), device)
+    gpunn.functional.cross_entropy(logits, target).backward()
+    implicit = logits.grad.numpy()
+    logits.grad = None
+    loss = gpunn.functional.cross_entropy(logits, target)
+    loss.backward(to_device(np.array(2.0), device), retain_graph=True)
+    assert_close(logits.grad, 2 * implicit)
+    assert gpunn.ops.implicit_seed[0] is None
+    logits.grad = None
+    loss.backward()  # same graph, implicit seed: the residual itself
+    assert_close(logits.grad, implicit)
+    with pytest.raises(gpunn.GraphError):
+        loss.backward()  # its saved values were freed
+    assert gpunn.ops.implicit_seed[0] is None
+    x = to_device(rng.normal(size=(5, 4)), device, requires_grad=True)
+    (x * 3).sum().backward()  # another root's rule reads the seed's ones
+    assert_close(x.grad, np.full((5, 4), 3.0))

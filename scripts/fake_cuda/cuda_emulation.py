@@ -238,8 +238,12 @@ class DeviceArray(np.ndarray):
     CuPy's results are device memory) is an allocation that cuBLAS may address."""
 
     def __array_finalize__(self, _):
-        if not isinstance(self.base, DeviceArray):
-            _allocations[id(self)] = self
+        base = self.base
+        while base is not None:  # a view of device memory (perhaps through a plain NumPy view)
+            if isinstance(base, DeviceArray):
+                return
+            base = getattr(base, "base", None)
+        _allocations[id(self)] = self
 
     @property
     def data(self):

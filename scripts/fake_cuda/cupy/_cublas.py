@@ -14,13 +14,14 @@ _MODULE = "gpunn.backends.cublas_gemm"
 class LaunchedCublas(EmulatedCublas):
     def gemm(self, dtype, args):
         if not _fake.capturing():
+            _fake.counted("cublas gemm")
             return super().gemm(dtype, args)
 
         def replay():
             status = EmulatedCublas.gemm(self, dtype, args)
             if status:
                 raise RuntimeError(f"cuBLAS gemm failed in a graph replay (status {status})")
-        _fake.launch(replay)
+        _fake.launch(replay, "cublas gemm")
         return 0
 
 

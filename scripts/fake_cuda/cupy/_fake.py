@@ -28,7 +28,7 @@ class DeviceSynchronized(RuntimeError):
 
 
 _local = threading.local()  # per thread, as in CuPy: the current device and the stack of current streams
-_capture = {"graph": None, "sync_allowed": True}
+_capture = {"graph": None, "sync_allowed": True, "counting": False}
 
 
 def current_device():
@@ -49,12 +49,34 @@ def capturing():
     return _capture["graph"] is not None
 
 
-def launch(run):
+LAUNCHES = []  # (name, captured) of every launch while count_launches() is active, else None
+
+
+def launch(run, name):
     """Run a device operation now, or record it into the graph being captured."""
+    counted(name)
     if _capture["graph"] is not None:
         _capture["graph"].append(run)
     else:
         run()
+
+
+def counted(name):
+    if _capture["counting"]:
+        LAUNCHES.append((name, capturing()))
+
+
+@contextlib.contextmanager
+def count_launches():
+    """Collect (name, captured) of each kernel launch, copy and cuBLAS call made inside."""
+    start, _capture["counting"] = len(LAUNCHES), True
+    found = []
+    try:
+        yield found
+    finally:
+        _capture["counting"] = False
+        found.extend(LAUNCHES[start:])
+        del LAUNCHES[start:]
 
 
 def sync_point(what):
@@ -158,7 +180,7 @@ def call(name, fn, args, kwargs, allow_host=False):
             raise CaptureError("cudaErrorStreamCaptureUnsupported: a copy from pageable host memory while capturing")
     out = raw_kwargs.get("out")
     if out is not None:
-        launch(lambda: fn(*raw_args, **raw_kwargs))
+        launch(lambda: fn(*raw_args, **raw_kwargs), name)
         return kwargs["out"]
     if capturing():
         with warnings.catch_warnings(), np.errstate(all="ignore"):
@@ -178,8 +200,8 @@ def call(name, fn, args, kwargs, allow_host=False):
             for f in fakes:
                 if r is f._a:
                     return f
-            if isinstance(r, DeviceArray) and any(np.may_share_memory(r, a) for a in inputs):
-                return wrap(r, device)  # a view: no launch
+            if any(np.may_share_memory(r, a) for a in inputs):  # a view (NumPy may drop the subclass)
+                return wrap(r if isinstance(r, DeviceArray) else r.view(DeviceArray), device)
             buffer = poisoned(r.shape, r.dtype)
             if not capturing():
                 buffer[...] = r
@@ -190,6 +212,8 @@ def call(name, fn, args, kwargs, allow_host=False):
         return r
 
     wrapped = adopt(result, ())
+    if owned and not capturing():
+        counted(name)  # it ran above
     if owned and capturing():
         def refill():
             fresh = fn(*raw_args, **raw_kwargs)
@@ -198,7 +222,7 @@ def call(name, fn, args, kwargs, allow_host=False):
                 for i in path:
                     value = value[i]
                 buffer[...] = value
-        launch(refill)
+        launch(refill, name)
     return wrapped
 
 
@@ -321,7 +345,7 @@ class ndarray:
         if capturing() and not getattr(host, "_pinned", False):
             raise CaptureError("cudaErrorStreamCaptureUnsupported: a copy from pageable host memory while capturing")
         target = self._a
-        launch(lambda: target.__setitem__(..., host.reshape(target.shape)))
+        launch(lambda: target.__setitem__(..., host.reshape(target.shape)), "copy host to device")
 
     # indexing
     def __getitem__(self, key):
@@ -334,7 +358,7 @@ class ndarray:
         target, raw_key, raw = self._a, unwrap(key), unwrap(value, allow_host=True)  # CuPy copies host values in
         if capturing() and type(raw) is np.ndarray and not getattr(raw, "_pinned", False):
             raise CaptureError("cudaErrorStreamCaptureUnsupported: a copy from pageable host memory while capturing")
-        launch(lambda: target.__setitem__(raw_key, raw))
+        launch(lambda: target.__setitem__(raw_key, raw), "setitem")
 
     # a few methods with CuPy-specific behaviour; the rest come from NumPy through __getattr__
     def astype(self, dtype, order="K", casting=None, subok=None, copy=True):
@@ -345,7 +369,7 @@ class ndarray:
     def fill(self, value):
         target = self._a
         check_device(self)
-        launch(lambda: target.fill(value))
+        launch(lambda: target.fill(value), "fill")
 
     def copy(self, order="C"):
         return call("copy", lambda a: np.array(a, order=order, copy=True), (self,), {})

@@ -76,7 +76,7 @@ class Kernel:
         shape = np.broadcast_shapes(*(a.shape for a in arrays))
         fresh = [_fake.wrap(_fake.poisoned(shape, t), device) for t in out_types[len(outs):]]
         outs = outs + [f._a for f in fresh]
-        _fake.launch(lambda: self._emulated(*ins, *outs))
+        _fake.launch(lambda: self._emulated(*ins, *outs), self.name)
         results = list(args[self.nin:]) + fresh
         return results[0] if self.nout == 1 else tuple(results)
 
@@ -91,6 +91,6 @@ class RawFunction:
         raw = tuple(_fake.unwrap(a) for a in args)
         if any(type(a) is np.ndarray for a in raw):
             raise TypeError("a NumPy array passed to a CUDA kernel: pass device arrays")
-        _fake.launch(lambda: self.emulated(grid, block, raw, shared_mem=shared_mem))
+        _fake.launch(lambda: self.emulated(grid, block, raw, shared_mem=shared_mem), self.emulated.name)
 
 

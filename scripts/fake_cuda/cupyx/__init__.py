@@ -10,7 +10,7 @@ from cupy._fake import DeviceSynchronized  # noqa: F401
 
 def scatter_add(a, slices, value):
     target, index, raw = _fake.unwrap(a), _fake.unwrap(slices), _fake.unwrap(value)
-    _fake.launch(lambda: np.add.at(target, index, raw))
+    _fake.launch(lambda: np.add.at(target, index, raw), "scatter_add")
 
 
 def empty_pinned(shape, dtype=float, order="C"):
