@@ -179,6 +179,7 @@ class _Graph:
         with dev.scope:  # (None for a group with nothing to update)
             self.scalars = [None if flat is None else xp.zeros((len(names),), dtype=flat.dtype) for flat in self.flats]
         self.uploaders = [None if values is None else dev.backend.uploader(values) for values in self.scalars]
+        self.uploaded = [None] * len(self.scalars)  # the values on the device now, per group
         # 0-d views into `values` (values[i] would be a copy on NumPy): uploads reach the graph
         device_scalars = [None if values is None else {name: xp.reshape(values[i:i + 1], ()) for i, name in
                                                       enumerate(names)} for values in self.scalars]
@@ -225,13 +226,17 @@ class _Graph:
                    for now, then in zip(opt._recorded_state(flats), self.recorded_state))
 
     def _upload(self, hypers):
-        """Write this step's scheduled scalars (from `hypers`, one dict per group) to the device."""
+        """Write this step's scheduled scalars (from `hypers`, one dict per group) to the device,
+        where they changed: a constant learning rate costs no copy (a launch on a GPU) per step."""
         import numpy as np
 
         scheduled = self.optimizer._scheduled
-        for hyper, values, upload in zip(hypers, self.scalars, self.uploaders):
+        for i, (hyper, values, upload) in enumerate(zip(hypers, self.scalars, self.uploaders)):
             if upload is not None:
-                upload(np.array([hyper[name] for name in scheduled], dtype=values.dtype))
+                now = tuple(hyper[name] for name in scheduled)
+                if now != self.uploaded[i]:
+                    upload(np.array(now, dtype=values.dtype))
+                    self.uploaded[i] = now
 
     def replay(self, xb, yb):
         from gpunn.tensor import Tensor

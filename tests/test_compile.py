@@ -339,6 +339,35 @@ def test_one_cycle_momentum_keeps_the_graph_for_sgd(emulate, recwarn):
     assert_same_run(losses, params, ref_losses, ref_params)
 
 
+def test_scheduled_values_are_uploaded_only_when_they_change(emulate, monkeypatch):
+    """Each upload is a copy (a launch on a GPU): a step whose learning rate did not change since
+    the last replay uploads nothing, and one whose rate changed uploads it (the StepLR run equals
+    the eager one). Adam's bias corrections change every step, so it uploads every step."""
+    uploads = []
+    install = emulate
+
+    def counting(opt):
+        backend = install(opt)
+        plain = backend.uploader
+        backend.uploader = lambda array: (lambda host: (uploads.append(host.copy()), plain(array)(host)))
+        return backend
+
+    def every_third(opt):
+        return optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)
+
+    run = dict(make_scheduler=every_third, data=batches((32,)))
+    losses, params, step, _, _ = train(OPTIMIZERS["sgd-momentum"], True, counting, **run)
+    ref_losses, ref_params, *_ = train(OPTIMIZERS["sgd-momentum"], False, **run)
+    assert step.mode == "graph"
+    assert_same_run(losses, params, ref_losses, ref_params)
+    lrs = [u[0] for u in uploads]
+    assert len(lrs) == STEPS // 3 and lrs == sorted(set(lrs), reverse=True), lrs  # one upload per rate
+    uploads.clear()
+    _, _, step, _, _ = train(OPTIMIZERS["adam"], True, counting, **run)
+    assert step.mode == "graph" and len(uploads) >= STEPS - 2  # every recorded step (not the eager warm-up)
+    assert all(not np.array_equal(a, b) for a, b in zip(uploads, uploads[1:]))
+
+
 def test_a_scheduled_value_reaching_zero_records_a_new_graph(emulate):
     """SGD without momentum keeps no buffer: momentum set to 0 (or back) changes the update's path."""
     def switch(k, model, opt):
