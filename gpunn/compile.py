@@ -196,6 +196,7 @@ class _Graph:
         except Exception as exc:
             raise _CaptureFailed(f"{type(exc).__name__}: {exc}") from exc
         self.recorded_state = opt._recorded_state()  # the state arrays the graph updates
+        self.rebound = []
         self._launched_once = False
 
     def _constants(self, hypers):
@@ -219,8 +220,9 @@ class _Graph:
         self._next = opt._next_hypers(flats)  # computed once per call: replay() uploads these
         if self._constants(self._next) != self.constants:
             return True
-        if any(t.data is not a and (t.data.shape != a.shape or t.data.dtype != a.dtype or t.device is not self.device)
-               for t, a in self.pinned):
+        self.rebound = [(t, a) for t, a in self.pinned if t.data is not a]  # replay() copies these back
+        if any(t.data.shape != a.shape or t.data.dtype != a.dtype or t.device is not self.device
+               for t, a in self.rebound):
             return True  # a tensor the graph reads was replaced by one it cannot be copied into
         return any(now.keys() != then.keys() or any(now[k] is not then[k] for k in now)
                    for now, then in zip(opt._recorded_state(flats), self.recorded_state))
@@ -245,8 +247,8 @@ class _Graph:
         with dev.scope:
             if self._launched_once:  # the first launch is the captured call's own step, already counted
                 self.optimizer._before_replay()
-                for t, array in self.pinned:  # (the optimizer's own parameters are in place already)
-                    if t.data is not array:
+                for t, array in self.rebound:  # found by stale() just before; the optimizer's own
+                    if t.data is not array:     # parameters are back in place already
                         array[...] = t.data
                         t.data = array
                 self._upload(self._next)  # stale() computed them for this call

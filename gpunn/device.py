@@ -22,24 +22,18 @@ class DeviceWarning(UserWarning):
 
 
 class Device:
-    __slots__ = ("type", "index", "backend", "xp", "native", "fast_paths", "ctx", "scope", "_dtypes")
+    __slots__ = ("type", "index", "backend", "xp", "native", "fast_paths", "ctx", "scope", "_dtypes", "spec")
 
     def __init__(self, type, index, backend):
         self.type, self.index, self.backend = type, index, backend
+        # its name as written ("cpu", "cuda:0", "strict"); it hashes every dict key a device is part of
+        self.spec = "cpu" if type == "cpu" else "strict" if type == "strict" and index == 0 else f"{type}:{index}"
         self.xp = backend.xp
         self.native = backend.native_device(index)
         self.fast_paths = backend.fast_paths
         self.ctx = backend.context(index) if hasattr(backend, "context") else None  # None: hot paths skip `with`
         self.scope = self.ctx if self.ctx is not None else _NO_CONTEXT  # always usable in a `with`
         self._dtypes = {}
-
-    @property
-    def spec(self):
-        if self.type == "cpu":
-            return "cpu"
-        if self.type == "strict" and self.index == 0:
-            return "strict"
-        return f"{self.type}:{self.index}"
 
     def __str__(self):
         return self.spec
