@@ -4,18 +4,22 @@
 #   bash scripts/gpu_check.sh LOGDIR
 #
 # Steps: install carried wheels (.whl/, if present) and gpunn itself; nvidia-smi; NVRTC compiles
-# of the CUDA kernel sources (scripts/check_cuda_sources.py, where it and CuPy exist); the
-# gpu-marked tests; CPU/CUDA parity of a seeded training run; `gpunn train` on CUDA; and three
-# `gpunn bench` runs, each with PyTorch and both CUDA-graph contenders (gpunn-graph, torch-graph):
+# of the CUDA kernel sources (scripts/check_cuda_sources.py, where it and CuPy exist); then what
+# the GPU targets need first, three `gpunn bench` runs, each with PyTorch and both CUDA-graph
+# contenders (gpunn-graph, torch-graph):
 #   bench            784-256-256-10 and 784-1024-1024-1024-10 at batch 128 and 512, cpu and cuda
 #   bench-4096       4096-4096-4096-4096-1000 at batch 4096, cuda only, float32
 #   bench-4096-tf32  the same with --tf32
-# (about 2 minutes of bench on an H100; results in LOGDIR/bench-*/bench.{csv,json,png}). Each
-# step's output goes to LOGDIR/<step>.log as well as to the terminal; a failed step does not stop
-# the next one. The CUDA steps report SKIP (with gpunn's reason) where no CUDA device is usable, so
-# the script also runs on a CPU-only machine. Ends with a table: step, status, seconds. Exit
-# status 0 unless a step failed or ran past STEP_TIMEOUT seconds (default 180). PYTHON picks the
-# interpreter (default python3).
+# (about 2 minutes on an H100; results in LOGDIR/bench-*/bench.{csv,json,png}); then CPU/CUDA
+# parity of a seeded training run, `gpunn train` on CUDA with and without --compile, the fused
+# optimizer benchmark, and last the gpu-marked tests (the longest step, CuPy compiling its kernels
+# on a fresh machine). Each step's output goes to LOGDIR/<step>.log as well as to the terminal; a
+# failed step does not stop the next one. The CUDA steps report SKIP (with gpunn's reason) where no
+# CUDA device is usable, so the script also runs on a CPU-only machine. Ends with a table: step,
+# status, seconds. Exit status 0 unless a step failed or ran past STEP_TIMEOUT seconds (default
+# 180) or was not run: one that would start after BUDGET seconds (default 450) is not, so the table is
+# written before a lent machine's command limit; put LOGDIR under the folder that comes back
+# ($OUT) so the logs return even if the command is cut. PYTHON picks the interpreter (default python3).
 #
 # The GPU machine has numpy, cupy, torch, pytest, hypothesis, safetensors, tqdm and matplotlib but
 # no network and no array-api-compat: put its wheel (and array-api-strict's, and a recent
@@ -35,6 +39,8 @@ LOGDIR=$(cd "$1" && pwd)
 cd "$(dirname "$0")/.." || exit 2
 PY=${PYTHON:-python3}
 STEP_TIMEOUT=${STEP_TIMEOUT:-180}  # seconds per step: a hung step becomes TIMEOUT instead of eating the lease
+BUDGET=${BUDGET:-450}  # seconds: no step starts later than this
+began=$(date +%s)
 
 names=()
 statuses=()
@@ -49,6 +55,12 @@ record() {  # record NAME STATUS SECONDS
 step() {  # step NAME COMMAND...: run it with a time limit, tee into LOGDIR/NAME.log, record the outcome
     local name=$1
     shift
+    if (($(date +%s) - began > BUDGET)); then  # not run: a failure of the check, but the table gets written
+        echo
+        echo "=== $name: NOT RUN (the time budget of $BUDGET s is spent)"
+        record "$name" NOT-RUN 0.0
+        return
+    fi
     echo
     echo "=== $name: $*"
     local start end rc status
@@ -108,6 +120,8 @@ if [ ! -f scripts/check_cuda_sources.py ]; then
     skip cuda-sources "scripts/check_cuda_sources.py not found"
 elif ! "$PY" -c "import cupy" >/dev/null 2>&1; then
     skip cuda-sources "CuPy does not import"
+elif "$PY" -c "import cupy, sys; sys.exit('fake' not in cupy.__version__)" >/dev/null 2>&1; then
+    skip cuda-sources "the fake CuPy of scripts/fake_cuda has no NVRTC (a dry run)"
 else
     step cuda-sources "$PY" scripts/check_cuda_sources.py
 fi
@@ -117,18 +131,18 @@ run_id=$(date +%Y%m%d-%H%M%S)  # a fresh --out per run: gpunn train refuses a fo
 big=(--devices cuda --baselines torch --sizes 4096-4096-4096-4096-1000 --batch-sizes 4096 --repeats 5)
 
 if [ -z "$cuda_reason" ]; then
-    step pytest-gpu "$PY" -m pytest -m gpu -q
-    step parity "$PY" benchmarks/parity.py --devices cpu,cuda --steps 50
-    step fused "$PY" benchmarks/fused_step.py --device cuda --repeats 7
-    step train "${gpunn_cli[@]}" train --device cuda --epochs 2 --no-progress --out "$LOGDIR/train-$run_id"
-    step train-compile "${gpunn_cli[@]}" train --device cuda --epochs 2 --no-progress --compile --clip-norm 1.0 \
-        --out "$LOGDIR/train-compile-$run_id"  # a "gpunn: note: compile_step runs eagerly" line means no graph
     step bench "${gpunn_cli[@]}" bench --devices cpu,cuda --sizes 784-256-256-10,784-1024-1024-1024-10 \
         --batch-sizes 128,512 --out "$LOGDIR/bench-$run_id"
     step bench-4096 "${gpunn_cli[@]}" bench "${big[@]}" --out "$LOGDIR/bench-4096-$run_id"
     step bench-4096-tf32 "${gpunn_cli[@]}" bench "${big[@]}" --tf32 --out "$LOGDIR/bench-4096-tf32-$run_id"
+    step parity "$PY" benchmarks/parity.py --devices cpu,cuda --steps 50
+    step train "${gpunn_cli[@]}" train --device cuda --epochs 2 --no-progress --out "$LOGDIR/train-$run_id"
+    step train-compile "${gpunn_cli[@]}" train --device cuda --epochs 2 --no-progress --compile --clip-norm 1.0 \
+        --out "$LOGDIR/train-compile-$run_id"  # a "gpunn: note: compile_step runs eagerly" line means no graph
+    step fused "$PY" benchmarks/fused_step.py --device cuda --repeats 7
+    step pytest-gpu "$PY" -m pytest -m gpu -q -p no:cacheprovider --durations=10
 else
-    for name in pytest-gpu parity fused train train-compile bench bench-4096 bench-4096-tf32; do
+    for name in bench bench-4096 bench-4096-tf32 parity train train-compile fused pytest-gpu; do
         skip "$name" "no usable CUDA device: $cuda_reason"
     done
 fi
