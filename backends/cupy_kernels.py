@@ -310,17 +310,17 @@ _adam_kernel = cupy.ElementwiseKernel(
 
 
 def _adam_update(xp, p, g, m, v, v_max=None, *, beta1, beta2, eps, step_size, bias_correction2_sqrt,
-                 weight_decay, decay, maximize):
+                 weight_decay, decay, maximize, one_minus_beta1=None):
     """One kernel for the whole update. Branch-free in the hyper-parameters (a decay of 1 and a
     weight decay of 0 are applied as such), so they may be 0-d device arrays under graph capture."""
     if v_max is not None or p.dtype not in _FLOATS or g.dtype != p.dtype:
         return adam_update(xp, p, g, m, v, v_max, beta1=beta1, beta2=beta2, eps=eps, step_size=step_size,
                            bias_correction2_sqrt=bias_correction2_sqrt, weight_decay=weight_decay, decay=decay,
-                           maximize=maximize)
+                           maximize=maximize, one_minus_beta1=one_minus_beta1)
     dt = p.dtype.type
     scalars = [s if hasattr(s, "shape") else dt(s) for s in
-               (beta1, 1 - beta1, beta2, 1 - beta2, eps, step_size, bias_correction2_sqrt, weight_decay, decay,
-                -1.0 if maximize else 1.0)]
+               (beta1, 1 - beta1 if one_minus_beta1 is None else one_minus_beta1, beta2, 1 - beta2, eps, step_size,
+                bias_correction2_sqrt, weight_decay, decay, -1.0 if maximize else 1.0)]
     _adam_kernel(g, *scalars, p, m, v)
 
 

@@ -5,11 +5,11 @@ and the optimizer update. On a CUDA device, after two eager warm-up calls (they 
 optimizer state and compile the kernels), the third call records the whole step into a CUDA graph
 (one graph per batch shape; a shape seen for the first time runs eagerly once) and every later
 call replays it: the batch is copied into the graph's static input buffers, the step's
-scheduled scalars (learning rate, SGD's momentum, Adam's bias corrections) are uploaded, and one
+scheduled scalars (learning rate, SGD's momentum, Adam's bias corrections and beta1) are uploaded, and one
 launch does the rest, so the host cost no longer grows with the number of ops. Learning-rate schedules
 keep working because those scalars live on the device and are rewritten before every replay;
 changing another hyper-parameter records a new graph (and one that changes every few steps, such
-as OneCycleLR's cycling of Adam's beta1, makes the step run eagerly for a while, with a warning).
+as a weight-decay schedule, makes the step run eagerly for a while, with a warning).
 Parameters and buffers rebound between calls (load_state_dict, copy_) are copied into the arrays
 the graph reads; freezing or unfreezing parameters records a new graph, and forward hooks keep
 the step eager while they are registered (they are Python, which a replay skips).
@@ -96,9 +96,9 @@ class CompiledStep:
                 self._eager_until = self._calls + window
                 self._say_once(f"the graph went stale {times} times within {window} steps, so the next {window} "
                                "steps run eagerly: a hyper-parameter that is recorded into the graph (weight "
-                               "decay, dampening, Adam's betas and eps; OneCycleLR cycles Adam's beta1 unless "
-                               "cycle_momentum=False) or the matmul precision keeps changing; only the learning "
-                               "rate and SGD's momentum are uploaded before each replay")
+                               "decay, dampening, Adam's beta2 and eps) or the matmul precision keeps changing; "
+                               "only the learning rate, SGD's momentum and Adam's beta1 are uploaded before each "
+                               "replay")
             return None
         if graph is None and len(self._graphs) >= self.max_graphs:
             self._say_once(f"more than {self.max_graphs} batch shapes; this one runs eagerly")

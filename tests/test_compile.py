@@ -325,15 +325,24 @@ def test_one_change_with_several_batch_shapes_is_no_churn(emulate, recwarn):
     assert_same_run(losses, params, ref_losses, ref_params)
 
 
-def test_one_cycle_momentum_keeps_the_graph_for_sgd(emulate, recwarn):
-    """OneCycleLR changes SGD's lr and momentum every step: both are uploaded, so one graph
-    serves the whole cycle with the eager numbers; momentum reaching 0 would record a new one."""
+@pytest.mark.parametrize("name", ["sgd-momentum", "adam", "adamw"])
+def test_one_cycle_momentum_keeps_the_graph(emulate, recwarn, name):
+    """OneCycleLR changes the lr and the momentum (SGD's momentum, Adam's beta1) every step: all are
+    uploaded, so one graph serves the whole cycle with the eager numbers; SGD's momentum reaching
+    0 would record a new one."""
     def one_cycle(opt):
-        return optim.lr_scheduler.OneCycleLR(opt, max_lr=0.2, total_steps=30)
+        return optim.lr_scheduler.OneCycleLR(opt, max_lr=0.2 if name.startswith("sgd") else 0.02, total_steps=30)
 
-    run = dict(steps=30, data=batches((32,)), make_scheduler=one_cycle)
-    losses, params, step, _, backend = train(OPTIMIZERS["sgd-momentum"], True, emulate, **run)
-    ref_losses, ref_params, *_ = train(OPTIMIZERS["sgd-momentum"], False, **run)
+    momenta = []
+
+    def record(k, model, opt):
+        group = opt.param_groups[0]
+        momenta.append(group["momentum"] if "momentum" in group else group["betas"][0])
+
+    run = dict(steps=30, data=batches((32,)), make_scheduler=one_cycle, hook=record)
+    losses, params, step, opt, backend = train(OPTIMIZERS[name], True, emulate, **run)
+    ref_losses, ref_params, *_ = train(OPTIMIZERS[name], False, **run)
+    assert len(set(momenta)) > 20  # it did cycle
     assert not [w for w in recwarn if issubclass(w.category, CompileWarning)]
     assert step.mode == "graph" and backend.captures == 1
     assert_same_run(losses, params, ref_losses, ref_params)

@@ -72,7 +72,8 @@ class Adam(Optimizer):
             e["step"] += 1
         return True
 
-    _scheduled = ("step_size", "bias_correction2_sqrt", "decay")
+    # beta1 too: OneCycleLR cycles it every step (cycle_momentum, its default)
+    _scheduled = ("step_size", "bias_correction2_sqrt", "decay", "beta1", "one_minus_beta1")
 
     def _flat_hyper(self, flat, group):
         return self._hyper(group, self.state[flat.params[0]].get("step", 0) + 1)
@@ -103,7 +104,8 @@ class Adam(Optimizer):
     def _hyper(self, group, t):
         """The update's scalars at step t: bias corrections folded in on the host, as Python floats."""
         lr, (beta1, beta2) = group["lr"], group["betas"]
-        return dict(beta1=beta1, beta2=beta2, eps=group["eps"], step_size=lr / (1 - beta1 ** t),
+        return dict(beta1=beta1, one_minus_beta1=1 - beta1, beta2=beta2, eps=group["eps"],
+                    step_size=lr / (1 - beta1 ** t),
                     bias_correction2_sqrt=math.sqrt(1 - beta2 ** t),
                     weight_decay=0 if self._decoupled else group["weight_decay"],
                     decay=1 - lr * group["weight_decay"] if self._decoupled else 1,

@@ -27,10 +27,11 @@ def sgd_update(xp, p, g, buf, first, lr, momentum, dampening, nesterov, weight_d
 
 
 def adam_update(xp, p, g, m, v, v_max=None, *, beta1, beta2, eps, step_size, bias_correction2_sqrt,
-                weight_decay, decay, maximize):
+                weight_decay, decay, maximize, one_minus_beta1=None):
     """One Adam(W) update of array `p` in place, with moment buffers m, v (and v_max for amsgrad).
     Any shape: one parameter or a flat buffer of many. `decay` is AdamW's 1 - lr * weight_decay,
-    `weight_decay` Adam's coupled one. Never writes `g`."""
+    `weight_decay` Adam's coupled one. `one_minus_beta1`, when given, is 1 - beta1 computed on the
+    host in double precision (beta1 may then be a 0-d array). Never writes `g`."""
     if maximize:
         g = -g
     if decay != 1:
@@ -38,7 +39,7 @@ def adam_update(xp, p, g, m, v, v_max=None, *, beta1, beta2, eps, step_size, bia
     if weight_decay:
         g = g + weight_decay * p
     m *= beta1
-    m += (1 - beta1) * g
+    m += (1 - beta1 if one_minus_beta1 is None else one_minus_beta1) * g
     square = g * g
     square *= 1 - beta2
     v *= beta2
