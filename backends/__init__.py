@@ -16,6 +16,8 @@ and may give:
                      direct transfers between two of its devices, and DLPack import
   capture(run), replay(graph), uploader(array)
                      CUDA-graph recording for gpunn.compile_step
+  copy_into(dst, src)
+                     dst[...] = src for arrays of one device, where the backend has a cheaper way
   set_tf32(enabled)  told by gpunn.set_float32_matmul_precision
 
 Backends are loaded lazily: importing gpunn never imports CuPy.

@@ -102,6 +102,17 @@ class CupyBackend:
     def replay(self, graph):
         graph.launch(cupy.cuda.get_current_stream())
 
+    def copy_into(self, dst, src):
+        """dst[...] = src, in stream order; as one device-to-device memcpy when both are contiguous
+        with the same dtype and shape, which costs the host a fraction of CuPy's general setitem
+        (compile_step copies the batch in and the loss out on every call)."""
+        if (src.dtype == dst.dtype and src.shape == dst.shape and src.flags.c_contiguous and dst.flags.c_contiguous
+                and src.device.id == dst.device.id):
+            if src.nbytes:
+                dst.data.copy_from_device_async(src.data, src.nbytes)  # on the current stream
+        else:
+            dst[...] = src
+
     def uploader(self, array):
         """A function writing small host NumPy arrays into `array` in stream order (see Uploader)."""
         return Uploader(array)

@@ -252,15 +252,27 @@ class _Graph:
                         array[...] = t.data
                         t.data = array
                 self._upload(self._next)  # stale() computed them for this call
-                self.x.data[...] = xb.data
-                self.y.data[...] = yb.data
+                self._copy_into(self.x.data, xb.data)
+                self._copy_into(self.y.data, yb.data)
             dev.backend.replay(self.graph)
             if self._launched_once:
                 self.optimizer._after_replay()
             self._launched_once = True
             if isinstance(self.result, tuple):  # (loss, output): copies, as the next replay overwrites both
-                return tuple(Tensor._wrap(t.data.copy(), dev) for t in self.result)
-            return Tensor._wrap(self.result.data.copy(), dev)
+                return tuple(Tensor._wrap(self._copy(t.data), dev) for t in self.result)
+            return Tensor._wrap(self._copy(self.result.data), dev)
+
+    def _copy_into(self, dst, src):
+        copy_into = getattr(self.device.backend, "copy_into", None)
+        if copy_into is None:
+            dst[...] = src
+        else:
+            copy_into(dst, src)
+
+    def _copy(self, array):
+        out = self.device.xp.empty_like(array)
+        self._copy_into(out, array)
+        return out
 
 
 def _check_example(example_batch, device):

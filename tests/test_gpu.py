@@ -525,3 +525,20 @@ def test_training_step_agrees_with_cpu(cuda):
             trace.append(loss.item())
         losses[str(dev)] = trace
     np.testing.assert_allclose(losses["cuda:0"], losses["cpu"], rtol=1e-10)
+
+
+def test_copy_into_is_a_memcpy_for_contiguous_arrays_and_a_setitem_otherwise(cuda):
+    """compile_step copies each batch in and each loss out with the backend's copy_into: contiguous
+    arrays of one dtype and shape as one device-to-device memcpy, anything else by setitem."""
+    import cupy
+
+    rng = np.random.default_rng(2)
+    host = rng.standard_normal((5, 3)).astype(np.float32)
+    src = cupy.asarray(host)
+    for source, want in ((src, host), (cupy.asarray(host.T.copy()).T, host), (cupy.asarray(host[:, :1]), host[:, :1])):
+        dst = cupy.zeros((5, 3), dtype=np.float32)
+        cuda.backend.copy_into(dst, source)  # the last broadcasts (5, 1) into (5, 3): the setitem path
+        np.testing.assert_array_equal(cupy.asnumpy(dst), np.broadcast_to(want, (5, 3)))
+    empty = cupy.zeros((0, 3), dtype=np.float32)
+    cuda.backend.copy_into(empty, cupy.zeros((0, 3), dtype=np.float32))
+    assert empty.shape == (0, 3)

@@ -8,13 +8,14 @@ into the graph, and anything that needs a value on the host (float(x), x.get(), 
 """
 
 import contextlib
+import ctypes
 import os
 import threading
 import warnings
 
 import numpy as np
 
-from cuda_emulation import DeviceArray, device_empty, to_device
+from cuda_emulation import DeviceArray, allocation, device_empty, to_device
 
 DEVICE_COUNT = int(os.environ.get("FAKE_CUDA_DEVICES", "2"))
 
@@ -282,8 +283,7 @@ class ndarray:
 
     @property
     def data(self):
-        from types import SimpleNamespace
-        return SimpleNamespace(ptr=self._a.ctypes.data, device_id=self._device)
+        return MemoryPointer(self._a.ctypes.data, self._device)
 
     def __len__(self):
         return len(self._a)
@@ -439,6 +439,22 @@ def empty(shape, dtype=float, order="C"):
     shape = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
     return wrap(poisoned(shape, dtype))
 
+
+
+class MemoryPointer:
+    """cupy.cuda.MemoryPointer: an address on a device; copies between pointers are launches."""
+
+    def __init__(self, ptr, device_id):
+        self.ptr, self.device_id = ptr, device_id
+
+    def copy_from_device_async(self, src, size, stream=None):
+        for p in (self.ptr, src.ptr):
+            if allocation(p, size) is None:
+                raise RuntimeError(f"cudaErrorIllegalAddress: {size} bytes at {p:#x} are not one device allocation")
+        if src.device_id != self.device_id:
+            raise RuntimeError("the fake CuPy copies within one device only")
+        dst_ptr, src_ptr = self.ptr, src.ptr
+        launch(lambda: ctypes.memmove(dst_ptr, src_ptr, size), "memcpy device to device")
 
 
 class PinnedArray(np.ndarray):
