@@ -131,18 +131,47 @@ def _check_reduction(name, reduction):
         raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, not {reduction!r}")
 
 
-def _class_targets(name, logits, target, ignore_index=-100):
-    """Checked targets, and whether any equals ignore_index (known on the cpu only: elsewhere the
-    check would cost a sync, so False there)."""
+def _rows_of_classes(name, logits, target, probabilities_allowed):
+    """PyTorch's layouts, (C,), (N, C) and (N, C, d1, ...) logits, as (rows, C) logits with targets
+    per row, and the shape a "none" reduction gives back (logits.shape without the class axis).
+
+    A target of the logits' own shape holds class probabilities (where allowed); any other target
+    holds integer classes, one per position of logits.shape without the class axis. Moving the
+    class axis last and flattening keeps PyTorch's means: over every position kept, as one batch.
+    """
     if not isinstance(target, Tensor):
         target = tensor(target, device=logits.device)
-    if logits.ndim != 2:
-        raise ShapeError(f"{name}: expected logits of shape (batch, classes), got {logits.shape}")
-    if target.shape != (logits.shape[0],):
-        raise ShapeError(f"{name}: targets of shape {target.shape} do not match {logits.shape[0]} rows of logits; "
-                         "pass one integer class per row")
+    if logits.ndim == 0:
+        raise ShapeError(f"{name}: logits must have a class axis, got a scalar; pass shape (C,), (N, C) or "
+                         "(N, C, d1, ...)")
+    probabilities = probabilities_allowed and target.shape == logits.shape
+    class_axis = 0 if logits.ndim == 1 else 1
+    out_shape = logits.shape[:class_axis] + logits.shape[class_axis + 1:]
+    if probabilities:
+        if not target.dtype.is_floating_point:
+            raise DTypeError(f"{name}: a target of the logits' shape {logits.shape} holds class probabilities and "
+                             f"must be floating point, got {target.dtype}; use .float(), or pass integer classes "
+                             f"of shape {out_shape}")
+    elif target.shape != out_shape:
+        soft = f", or class probabilities of the logits' shape {logits.shape}" if probabilities_allowed else ""
+        raise ShapeError(f"{name}: targets of shape {target.shape} do not match logits of shape {logits.shape}; "
+                         f"pass one integer class per position, shape {out_shape} (the logits without their "
+                         f"class axis {class_axis}){soft}")
+    if logits.ndim > 2:  # (N, C, d1, ...) -> (N * d1 * ..., C): the class axis last, then one row per position
+        classes_last = (0, *range(2, logits.ndim), 1)
+        logits = logits.permute(classes_last).reshape(-1, logits.shape[1])
+        target = target.permute(classes_last) if probabilities else target
+    if logits.ndim == 1:
+        logits = logits.reshape(1, -1)
+    target = target.reshape(-1, logits.shape[1]) if probabilities else target.reshape(-1)
     if logits.shape[0] == 0:
         raise ShapeError(f"{name}: empty batch (0 rows); check the data loader and the batch size")
+    return logits, target, probabilities, out_shape
+
+
+def _check_class_range(name, logits, target, ignore_index=-100):
+    """Checked integer targets of (rows, C) logits, and whether any equals ignore_index (known on
+    the cpu only: elsewhere the check would cost a sync, so False there)."""
     if target.dtype.is_floating_point or target.dtype.name == "bool":
         raise DTypeError(f"{name}: targets must be integer class indices, got {target.dtype}; use .long()")
     ignored = False
@@ -156,7 +185,7 @@ def _class_targets(name, logits, target, ignore_index=-100):
                 raise ValueError(f"{name}: class labels must lie in [0, {logits.shape[1]}) or equal ignore_index "
                                  f"({ignore_index}), found {lo if lo < 0 else hi}; check the labels or the number "
                                  "of output units")
-    return target, ignored
+    return ignored
 
 
 def _class_weights(name, weight, log_probs):
@@ -203,36 +232,63 @@ def _weighted_nll(log_probs, target, weight, ignore_index, reduction, label_smoo
     return apply(ops.where, nothing_kept, math.nan, mean)
 
 
-def cross_entropy(logits, target, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
-    """Softmax cross-entropy of (batch, classes) logits against integer classes, with PyTorch's
-    weight, ignore_index and label_smoothing.
+def _soft_cross_entropy(log_probs, probs, weight, reduction, label_smoothing):
+    """Cross-entropy against class probabilities, as in PyTorch: per row
+        loss_i = -sum_c w[c] q[i, c] log p[i, c],  q = (1 - e) probs + e / C,
+    and "mean" divides by the number of rows (the class weights do not enter the divisor, unlike
+    with integer classes). A composite, so the probabilities get a gradient too."""
+    if label_smoothing:
+        probs = probs * (1 - label_smoothing) + label_smoothing / log_probs.shape[1]
+    coef = probs * weight if weight is not None else probs
+    per_row = -(log_probs * coef).sum(axis=1)
+    return per_row if reduction == "none" else per_row.mean() if reduction == "mean" else per_row.sum()
 
-    Without weight or label smoothing this is one fused primitive, which skips targets equal to
-    ignore_index on every device (on the cpu, where labels are checked on the host anyway, such
-    targets take the composite path instead). weight and label_smoothing use the composite path.
+
+def cross_entropy(logits, target, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """Softmax cross-entropy, with PyTorch's layouts and options.
+
+    logits are (N, C), (C,) or (N, C, d1, ...) (classes on axis 1); target is either integer
+    classes of the logits' shape without the class axis, or class probabilities of the logits'
+    own shape (floating point). weight (C,) scales each class; ignore_index (integer classes only)
+    drops positions; label_smoothing mixes the target with the uniform distribution.
+
+    Integer classes without weight or label smoothing take one fused primitive (which has a CUDA
+    kernel), skipping targets equal to ignore_index on every device (on the cpu, where labels are
+    checked on the host anyway, such targets take the composite path instead). Everything else is
+    a composite of log_softmax and differentiable ops.
     """
     _check_reduction("cross_entropy", reduction)
     if not 0 <= label_smoothing <= 1:
         raise ValueError(f"cross_entropy: label_smoothing must lie in [0, 1], got {label_smoothing!r}")
-    target, ignored = _class_targets("cross_entropy", logits, target, ignore_index)
-    weight = _class_weights("cross_entropy", weight, logits)
-    if weight is None and not label_smoothing and not ignored:
-        return apply(ops.cross_entropy, logits, target, reduction=reduction, ignore_index=ignore_index)
-    return _weighted_nll(log_softmax(logits, axis=1), target, weight, ignore_index, reduction, label_smoothing)
+    rows, target, probabilities, out_shape = _rows_of_classes("cross_entropy", logits, target, True)
+    weight = _class_weights("cross_entropy", weight, rows)
+    if probabilities:
+        if ignore_index != -100:
+            raise ValueError("cross_entropy: ignore_index applies to integer class targets only; with class "
+                             "probabilities give an ignored position a zero target row instead")
+        loss = _soft_cross_entropy(log_softmax(rows, axis=1), target, weight, reduction, label_smoothing)
+    elif _check_class_range("cross_entropy", rows, target, ignore_index) or weight is not None or label_smoothing:
+        loss = _weighted_nll(log_softmax(rows, axis=1), target, weight, ignore_index, reduction, label_smoothing)
+    else:
+        loss = apply(ops.cross_entropy, rows, target, reduction=reduction, ignore_index=ignore_index)
+    return loss.reshape(out_shape) if reduction == "none" else loss
 
 
 def nll_loss(log_probs, target, weight=None, *, ignore_index=-100, reduction="mean"):
     """Negative log-likelihood of log-probabilities (e.g. from log_softmax) at the target classes,
-    with PyTorch's weight and ignore_index."""
+    with PyTorch's layouts ((N, C), (C,) or (N, C, d1, ...), classes on axis 1), weight and
+    ignore_index."""
     _check_reduction("nll_loss", reduction)
-    target, ignored = _class_targets("nll_loss", log_probs, target, ignore_index)
-    weight = _class_weights("nll_loss", weight, log_probs)
-    if weight is not None or ignored or ignore_index != -100 or log_probs.device.type != "cpu":
+    rows, target, _, out_shape = _rows_of_classes("nll_loss", log_probs, target, False)
+    ignored = _check_class_range("nll_loss", rows, target, ignore_index)
+    weight = _class_weights("nll_loss", weight, rows)
+    if weight is not None or ignored or ignore_index != -100 or rows.device.type != "cpu":
         # off the cpu nobody looked for ignored targets: the composite path masks them on the device
-        return _weighted_nll(log_probs, target, weight, ignore_index, reduction, 0.0)
-    rows = apply(ops.getitem, log_probs, index=(_arange(log_probs.device, log_probs.shape[0]), target.data))
-    loss = -rows
-    return loss if reduction == "none" else loss.mean() if reduction == "mean" else loss.sum()
+        loss = _weighted_nll(rows, target, weight, ignore_index, reduction, 0.0)
+    else:
+        loss = -apply(ops.getitem, rows, index=(_arange(rows.device, rows.shape[0]), target.data))
+        loss = loss if reduction == "none" else loss.mean() if reduction == "mean" else loss.sum()
+    return loss.reshape(out_shape) if reduction == "none" else loss
 
 
 def _arange(device, n):

@@ -1,0 +1,183 @@
+"""PyTorch's loss options: (N, C, d1, ...) and (C,) logits, class-probability targets, class
+weights with label smoothing and ignore_index.
+
+Values and gradients are checked against PyTorch (float64, where installed) on every device.
+"""
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn import functional as F
+from helpers import rng, to_device
+
+REDUCTIONS = ["mean", "sum", "none"]
+
+
+def _torch():
+    return pytest.importorskip("torch")
+
+
+def _class_targets(shape, classes, seed=1, ignored=0, ignore_index=-100):
+    """Integer classes of `shape`, with the first `ignored` positions set to ignore_index."""
+    target = rng(seed).integers(0, classes, size=shape)
+    target.reshape(-1)[:ignored] = ignore_index
+    return target
+
+
+def _probabilities(shape, seed=2, class_axis=1):
+    p = rng(seed).uniform(0.1, 1.0, size=shape)
+    return p / p.sum(axis=class_axis, keepdims=True)
+
+
+def _compare(device, gpunn_loss, torch_loss, arrays, grads=None, rtol=1e-9):
+    """gpunn_loss(*tensors on device) against torch_loss(*torch tensors), both float64 leaves where
+    the array is floating; the loss and the gradients of the leaves named by `grads` (indices)."""
+    torch = _torch()
+    grads = range(len(arrays)) if grads is None else grads
+    ours = [to_device(a, device, requires_grad=i in grads and a.dtype.kind == "f") for i, a in enumerate(arrays)]
+    theirs = [torch.tensor(a, requires_grad=i in grads and a.dtype.kind == "f") for i, a in enumerate(arrays)]
+    loss, expected = gpunn_loss(*ours), torch_loss(*theirs)
+    assert loss.device == device and loss.shape == tuple(expected.shape)
+    np.testing.assert_allclose(loss.numpy(), expected.detach().numpy(), rtol=rtol, atol=1e-12)
+    seed = rng(9).uniform(0.5, 1.5, size=loss.shape)  # every output entry weighs in the gradient
+    (loss * to_device(seed, device)).sum().backward()
+    (expected * torch.tensor(seed)).sum().backward()
+    for mine, theirs_ in zip(ours, theirs):
+        if theirs_.requires_grad:
+            assert mine.grad is not None and mine.grad.device == device
+            np.testing.assert_allclose(mine.grad.numpy(), theirs_.grad.numpy(), rtol=rtol, atol=1e-12)
+
+
+# --- cross_entropy and nll_loss: layouts, integer classes ----------------------------------------------
+
+
+OPTIONS = {
+    "plain": {},
+    "ignored": {"ignored": 3},
+    "weight": {"weight": True},
+    "smoothing": {"label_smoothing": 0.2},
+    "all": {"weight": True, "label_smoothing": 0.1, "ignored": 2, "ignore_index": 1000},
+}
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("option", OPTIONS)
+@pytest.mark.parametrize("shape", [(4, 3), (2, 3, 4), (2, 3, 2, 3), (3,)], ids=str)
+def test_cross_entropy_integer_classes_match_torch(device, shape, option, reduction):
+    torch = _torch()
+    opts = OPTIONS[option]
+    ignore_index = opts.get("ignore_index", -100)
+    out_shape = shape[:1] + shape[2:] if len(shape) > 1 else ()
+    logits = rng(0).normal(size=shape) * 2
+    target = _class_targets(out_shape, shape[0 if len(shape) == 1 else 1], ignored=opts.get("ignored", 0),
+                            ignore_index=ignore_index)
+    arrays = [logits, target]
+    if opts.get("weight"):
+        arrays.append(rng(3).uniform(0.2, 2.0, size=shape[0 if len(shape) == 1 else 1]))
+    kw = {"ignore_index": ignore_index, "reduction": reduction, "label_smoothing": opts.get("label_smoothing", 0.0)}
+    _compare(device, lambda x, t, *w: F.cross_entropy(x, t, *w, **kw),
+             lambda x, t, *w: torch.nn.functional.cross_entropy(x, t, *w, **kw), arrays, grads=[0])
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("shape", [(5, 4), (2, 4, 3)], ids=str)
+def test_nll_loss_layouts_match_torch(device, shape, weighted, reduction):
+    torch = _torch()
+    log_probs = np.log(_probabilities(shape))
+    arrays = [log_probs, _class_targets(shape[:1] + shape[2:], shape[1], ignored=1)]
+    if weighted:
+        arrays.append(rng(3).uniform(0.2, 2.0, size=shape[1]))
+    _compare(device, lambda x, t, *w: F.nll_loss(x, t, *w, reduction=reduction),
+             lambda x, t, *w: torch.nn.functional.nll_loss(x, t, *w, reduction=reduction), arrays, grads=[0])
+
+
+def test_plain_integer_classes_keep_the_fused_primitive(device):
+    """No weight, no smoothing: one fused node (the CUDA kernel's), for (N, C, d) logits too, and
+    the (N, C) numbers are the primitive's own."""
+    logits = to_device(rng(0).normal(size=(6, 5)), device, requires_grad=True)
+    target = to_device(_class_targets((6,), 5), device)
+    loss = F.cross_entropy(logits, target)
+    assert loss.grad_fn == "cross_entropy"
+    direct = gpunn.apply(gpunn.ops.cross_entropy, logits, target, reduction="mean", ignore_index=-100)
+    assert loss.numpy() == direct.numpy()
+    spatial = to_device(rng(0).normal(size=(2, 5, 3)), device, requires_grad=True)
+    assert F.cross_entropy(spatial, to_device(_class_targets((2, 3), 5), device)).grad_fn == "cross_entropy"
+
+
+# --- cross_entropy: class probabilities ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("option", ["plain", "weight", "smoothing", "weight+smoothing"])
+@pytest.mark.parametrize("shape", [(4, 3), (2, 3, 4), (3,)], ids=str)
+def test_cross_entropy_probabilities_match_torch(device, shape, option, reduction):
+    """Gradients of the logits, the probabilities and the class weights, as PyTorch gives them."""
+    torch = _torch()
+    class_axis = 0 if len(shape) == 1 else 1
+    arrays = [rng(0).normal(size=shape) * 2, _probabilities(shape, class_axis=class_axis)]
+    if "weight" in option:
+        arrays.append(rng(3).uniform(0.2, 2.0, size=shape[class_axis]))
+    kw = {"reduction": reduction, "label_smoothing": 0.3 if "smoothing" in option else 0.0}
+    _compare(device, lambda x, t, *w: F.cross_entropy(x, t, *w, **kw),
+             lambda x, t, *w: torch.nn.functional.cross_entropy(x, t, *w, **kw), arrays)
+
+
+def test_probabilities_in_float32_stay_float32(device):
+    logits = to_device(rng(0).normal(size=(3, 4)), device, dtype="float32", requires_grad=True)
+    probs = to_device(_probabilities((3, 4)), device, dtype="float32")
+    loss = F.cross_entropy(logits, probs, label_smoothing=0.1)
+    loss.backward()
+    assert loss.dtype == gpunn.float32 and logits.grad.dtype == gpunn.float32
+    # the one-hot probabilities of integer classes give the integer-class loss
+    classes = _class_targets((3,), 4)
+    onehot = to_device(np.eye(4)[classes], device, dtype="float32")
+    np.testing.assert_allclose(F.cross_entropy(logits, onehot).item(),
+                               F.cross_entropy(logits, to_device(classes, device)).item(), rtol=1e-6)
+
+
+# --- errors -------------------------------------------------------------------------------------------
+
+
+def test_bad_targets_say_what_to_pass(device):
+    logits = gpunn.zeros(2, 3, 4, device=device)
+    with pytest.raises(gpunn.ShapeError, match=r"shape \(2, 4\).*class axis 1.*probabilities"):
+        F.cross_entropy(logits, gpunn.zeros(2, 3, dtype="int64", device=device))
+    with pytest.raises(gpunn.DTypeError, match=r"must be floating point.*\.float\(\)"):
+        F.cross_entropy(logits, gpunn.zeros(2, 3, 4, dtype="int64", device=device))
+    with pytest.raises(gpunn.DTypeError, match="integer class"):
+        F.cross_entropy(logits, gpunn.zeros(2, 4, device=device))
+    with pytest.raises(ValueError, match="ignore_index applies to integer class targets only"):
+        F.cross_entropy(logits, gpunn.zeros(2, 3, 4, device=device), ignore_index=0)
+    with pytest.raises(gpunn.ShapeError, match="class axis"):
+        F.cross_entropy(gpunn.zeros((), device=device), gpunn.zeros((), dtype="int64", device=device))
+    with pytest.raises(gpunn.ShapeError, match=r"nll_loss.*shape \(2, 4\)") as info:
+        F.nll_loss(logits, gpunn.zeros(2, 3, 4, device=device))
+    assert "probabilities" not in str(info.value)  # nll_loss takes integer classes only, as in PyTorch
+    with pytest.raises(gpunn.ShapeError, match=r"weight must hold one value per class, shape \(3,\)"):
+        F.cross_entropy(logits, gpunn.zeros(2, 3, 4, device=device), gpunn.ones(4, device=device))
+
+
+# --- negative control ---------------------------------------------------------------------------------
+
+
+def test_negative_control_the_torch_comparison_catches_a_wrong_class_axis():
+    """The checks above would fail for plausible mistakes: reading (N, C, d) logits with the class
+    axis last, or dividing a probability-target mean by the class-weight sum (the integer-class rule)."""
+    torch = _torch()
+    logits, target = rng(0).normal(size=(2, 3, 3)), _class_targets((2, 3), 3)
+
+    def classes_last(x, t):
+        return F.cross_entropy(x.reshape(-1, 3), t.reshape(-1))
+
+    with pytest.raises(AssertionError):
+        _compare(gpunn.device("cpu"), classes_last, torch.nn.functional.cross_entropy, [logits, target], grads=[0])
+
+    x, probs, weight = rng(0).normal(size=(4, 3)), _probabilities((4, 3)), rng(3).uniform(0.2, 2.0, size=3)
+
+    def weight_sum_mean(x, t, w):
+        return F.cross_entropy(x, t, w, reduction="sum") / (t * w).sum()
+
+    with pytest.raises(AssertionError):
+        _compare(gpunn.device("cpu"), weight_sum_mean, torch.nn.functional.cross_entropy, [x, probs, weight])
