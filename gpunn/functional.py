@@ -5,11 +5,12 @@ because they are cheaper and stay finite where log and exp taken apart would not
 """
 
 import math
+import warnings
 
 from gpunn import ops
 from gpunn.errors import DeviceError, DTypeError, ShapeError
 from gpunn.random import generator
-from gpunn.tensor import Tensor, apply, tensor
+from gpunn.tensor import Tensor, apply, ones_like, tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -298,14 +299,32 @@ def _arange(device, n):
         return device.xp.arange(n)
 
 
+def _broadcast_shape(a, b):
+    """The shape a and b broadcast to, or None where they do not."""
+    shape = []
+    for m, n in zip(reversed((1,) * (len(b) - len(a)) + tuple(a)), reversed((1,) * (len(a) - len(b)) + tuple(b))):
+        if m != n and 1 not in (m, n):
+            return None
+        shape.append(n if m == 1 else m)
+    return tuple(reversed(shape))
+
+
 def mse_loss(input, target, reduction="mean"):
-    """Mean squared error: the square loss of least squares and ridge regression."""
+    """Mean squared error: the square loss of least squares and ridge regression.
+
+    Shapes that differ but broadcast are broadcast, with a UserWarning, as in PyTorch: (N, 1)
+    predictions against (N,) targets give an (N, N) loss, which is rarely what was meant."""
     _check_reduction("mse_loss", reduction)
     if not isinstance(target, Tensor):
         target = tensor(target, dtype=input.dtype, device=input.device)
     if input.shape != target.shape:
-        raise ShapeError(f"mse_loss: input {input.shape} and target {target.shape} differ; "
-                         "reshape one (e.g. target.reshape(-1, 1)) so they match")
+        shape = _broadcast_shape(input.shape, target.shape)
+        if shape is None:
+            raise ShapeError(f"mse_loss: input {input.shape} and target {target.shape} differ and do not broadcast; "
+                             "reshape one (e.g. target.reshape(-1, 1)) so they match")
+        warnings.warn(f"mse_loss: target shape {target.shape} differs from input shape {input.shape}; they broadcast "
+                      f"to {shape}, which is rarely intended: reshape one so the shapes match", UserWarning,
+                      stacklevel=2)
     if input.numel() == 0:
         raise ShapeError("mse_loss: empty batch")
     d = input - target
@@ -313,11 +332,46 @@ def mse_loss(input, target, reduction="mean"):
     return loss if reduction == "none" else loss.mean() if reduction == "mean" else loss.sum()
 
 
-def binary_cross_entropy_with_logits(logits, target, reduction="mean"):
-    """Sigmoid + binary cross-entropy in one stable formula: finite for any logit."""
-    _check_reduction("binary_cross_entropy_with_logits", reduction)
+def _broadcasts_onto(name, what, value, logits):
+    """value as a tensor on the logits' device, checked to broadcast onto the logits' shape
+    without enlarging it (the loss keeps the logits' shape, as in PyTorch)."""
+    if value is None:
+        return None
+    if not isinstance(value, Tensor):
+        value = tensor(value, dtype=logits.dtype, device=logits.device)
+    if _broadcast_shape(value.shape, logits.shape) != logits.shape:
+        raise ShapeError(f"{name}: {what} of shape {value.shape} does not broadcast to the logits' shape "
+                         f"{logits.shape}; give it the logits' shape or a shape that broadcasts to it "
+                         f"(e.g. ({logits.shape[-1] if logits.ndim else 1},) for one value per class)")
+    return value
+
+
+def binary_cross_entropy_with_logits(logits, target, weight=None, reduction="mean", pos_weight=None):
+    """Sigmoid + binary cross-entropy in one stable formula: finite for any logit. As in PyTorch,
+    per element
+        loss = -weight * (pos_weight * t * log sigmoid(x) + (1 - t) * log(1 - sigmoid(x))),
+    where weight and pos_weight (e.g. one value per class, on the last axis) broadcast onto the
+    logits' shape. Without them this is one fused primitive; with them a composite of it:
+    softplus(-x) = -log sigmoid(x) is the primitive's loss at target 1, so the pos_weight term is
+    the plain loss plus (pos_weight - 1) * t * softplus(-x)."""
+    name = "binary_cross_entropy_with_logits"
+    if isinstance(weight, str):
+        raise TypeError(f"{name}: the third positional argument is the weight (as in PyTorch); "
+                        f"pass reduction={weight!r} by keyword")
+    _check_reduction(name, reduction)
     if not isinstance(target, Tensor):
         target = tensor(target, dtype=logits.dtype, device=logits.device)
     if logits.shape != target.shape:
-        raise ShapeError(f"binary_cross_entropy_with_logits: logits {logits.shape} and target {target.shape} differ")
-    return apply(ops.bce_with_logits, logits, target, reduction=reduction)
+        raise ShapeError(f"{name}: logits {logits.shape} and target {target.shape} differ; give the target "
+                         "the logits' shape (one 0/1 or probability per logit)")
+    weight = _broadcasts_onto(name, "weight", weight, logits)
+    pos_weight = _broadcasts_onto(name, "pos_weight", pos_weight, logits)
+    if weight is None and pos_weight is None:
+        return apply(ops.bce_with_logits, logits, target, reduction=reduction)
+    loss = apply(ops.bce_with_logits, logits, target, reduction="none")
+    if pos_weight is not None:
+        softplus_neg = apply(ops.bce_with_logits, logits, ones_like(logits), reduction="none")
+        loss = loss + (pos_weight - 1) * target * softplus_neg
+    if weight is not None:
+        loss = loss * weight
+    return loss if reduction == "none" else loss.mean() if reduction == "mean" else loss.sum()

@@ -1,14 +1,19 @@
 """PyTorch's loss options: (N, C, d1, ...) and (C,) logits, class-probability targets, class
-weights with label smoothing and ignore_index.
+weights with label smoothing and ignore_index, BCE's weight and pos_weight, mse_loss broadcasting.
 
-Values and gradients are checked against PyTorch (float64, where installed) on every device.
+Values and gradients are checked against PyTorch (float64, where installed) on every device;
+weight and pos_weight gradients, which PyTorch's BCE does not give, against finite differences.
 """
+
+import warnings
 
 import numpy as np
 import pytest
 
 import gpunn
+import gpunn.nn as nn
 from gpunn import functional as F
+from gpunn.testing import gradcheck
 from helpers import rng, to_device
 
 REDUCTIONS = ["mean", "sum", "none"]
@@ -137,6 +142,111 @@ def test_probabilities_in_float32_stay_float32(device):
                                F.cross_entropy(logits, to_device(classes, device)).item(), rtol=1e-6)
 
 
+# --- binary_cross_entropy_with_logits: weight and pos_weight -------------------------------------------
+
+
+BCE_WEIGHTS = {  # (weight shape, pos_weight shape) for (4, 3) logits
+    "weight-full": ((4, 3), None),
+    "weight-per-row": ((4, 1), None),
+    "weight-scalar": ((), None),
+    "pos-per-class": (None, (3,)),
+    "pos-one": (None, (1,)),
+    "both": ((3,), (4, 3)),
+}
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("case", BCE_WEIGHTS)
+def test_bce_with_logits_weights_match_torch(device, case, reduction):
+    torch = _torch()
+    weight_shape, pos_shape = BCE_WEIGHTS[case]
+    logits = rng(0).normal(size=(4, 3)) * 3
+    target = rng(1).uniform(0, 1, size=(4, 3))
+    target[0] = [0.0, 1.0, 1.0]
+    weight = None if weight_shape is None else rng(2).uniform(0.2, 2.0, size=weight_shape)
+    pos_weight = None if pos_shape is None else rng(3).uniform(0.2, 3.0, size=pos_shape)
+
+    def ours(x, t):
+        w = None if weight is None else to_device(weight, device)
+        p = None if pos_weight is None else to_device(pos_weight, device)
+        return F.binary_cross_entropy_with_logits(x, t, w, reduction=reduction, pos_weight=p)
+
+    def theirs(x, t):
+        w = None if weight is None else torch.tensor(weight)
+        p = None if pos_weight is None else torch.tensor(pos_weight)
+        return torch.nn.functional.binary_cross_entropy_with_logits(x, t, w, reduction=reduction, pos_weight=p)
+
+    _compare(device, ours, theirs, [logits, target])
+
+
+def test_bce_weight_and_pos_weight_gradients(device):
+    """PyTorch refuses gradients for weight and pos_weight; gpunn gives them: finite differences."""
+    leaves = [to_device(a, device, requires_grad=True) for a in
+              (rng(0).normal(size=(3, 2)), rng(1).uniform(size=(3, 2)), rng(2).uniform(0.5, 2, size=(3, 1)),
+               rng(3).uniform(0.5, 3, size=(2,)))]
+    assert gradcheck(lambda x, t, w, p: F.binary_cross_entropy_with_logits(x, t, w, pos_weight=p), leaves)
+
+
+def test_bce_stays_finite_for_huge_logits_with_pos_weight(device):
+    logits = to_device(np.array([-800.0, 800.0, 0.0]), device, requires_grad=True)
+    target = to_device(np.array([1.0, 0.0, 1.0]), device)
+    loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=to_device(np.array([2.0]), device),
+                                              reduction="none")
+    loss.sum().backward()
+    np.testing.assert_allclose(loss.numpy(), [2 * 800.0, 800.0, 2 * np.log(2)], rtol=1e-12)
+    np.testing.assert_allclose(logits.grad.numpy(), [-2.0, 1.0, -1.0], rtol=1e-12)
+
+
+# --- mse_loss: broadcasting ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shapes", [((3, 1), (3,)), ((2, 3), (3,)), ((3,), (2, 1, 3))], ids=str)
+def test_mse_loss_broadcasts_with_a_warning_as_torch(device, shapes, reduction):
+    torch = _torch()
+    arrays = [rng(0).normal(size=shapes[0]), rng(1).normal(size=shapes[1])]
+    with pytest.warns(UserWarning, match=r"broadcast to .* reshape one"):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Using a target size")  # torch's own
+            _compare(device, lambda x, t: F.mse_loss(x, t, reduction=reduction),
+                     lambda x, t: torch.nn.functional.mse_loss(x, t, reduction=reduction), arrays)
+
+
+def test_mse_loss_same_shapes_do_not_warn(device):
+    x = to_device(rng(0).normal(size=(2, 3)), device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        F.mse_loss(x, x * 2)
+
+
+# --- modules ------------------------------------------------------------------------------------------
+
+
+def test_loss_modules_pass_the_options(device):
+    torch = _torch()
+    logits = rng(0).normal(size=(2, 3, 4))
+    probs = _probabilities((2, 3, 4))
+    class_weight = rng(3).uniform(0.5, 2, size=3)
+    ours = nn.CrossEntropyLoss(class_weight, label_smoothing=0.1).to(device)
+    theirs = torch.nn.CrossEntropyLoss(torch.tensor(class_weight), label_smoothing=0.1)
+    np.testing.assert_allclose(ours(to_device(logits, device), to_device(probs, device)).item(),
+                               theirs(torch.tensor(logits), torch.tensor(probs)).item(), rtol=1e-6)
+    bce = nn.BCEWithLogitsLoss(to_device(np.ones((1, 4)), device), reduction="sum",
+                               pos_weight=to_device(np.array([1.0, 2.0, 3.0, 4.0]), device))
+    torch_bce = torch.nn.BCEWithLogitsLoss(torch.ones(1, 4), reduction="sum", pos_weight=torch.tensor([1.0, 2, 3, 4]))
+    x, t = logits[0], probs[0]  # (3, 4)
+    np.testing.assert_allclose(bce(to_device(x, device), to_device(t, device)).item(),
+                               torch_bce(torch.tensor(x), torch.tensor(t)).item(), rtol=1e-12)
+    assert "pos_weight" in dict(bce.named_buffers())
+
+
+def test_bce_module_buffers_move_with_the_module():
+    module = nn.BCEWithLogitsLoss(pos_weight=[2.0, 3.0]).to("strict:1")
+    assert module.pos_weight.device == gpunn.device("strict:1") and module.weight is None
+    x = gpunn.zeros(4, 2, device="strict:1")
+    assert module(x, gpunn.ones(4, 2, device="strict:1")).device == x.device
+
+
 # --- errors -------------------------------------------------------------------------------------------
 
 
@@ -157,6 +267,22 @@ def test_bad_targets_say_what_to_pass(device):
     assert "probabilities" not in str(info.value)  # nll_loss takes integer classes only, as in PyTorch
     with pytest.raises(gpunn.ShapeError, match=r"weight must hold one value per class, shape \(3,\)"):
         F.cross_entropy(logits, gpunn.zeros(2, 3, 4, device=device), gpunn.ones(4, device=device))
+
+
+def test_bad_bce_and_mse_arguments_say_what_to_do(device):
+    x = gpunn.zeros(4, 3, device=device)
+    with pytest.raises(gpunn.ShapeError, match=r"weight of shape \(5, 3\) does not broadcast.*\(4, 3\)"):
+        F.binary_cross_entropy_with_logits(x, x, gpunn.ones(5, 3, device=device))
+    with pytest.raises(gpunn.ShapeError, match=r"pos_weight of shape \(2, 4, 3\) does not broadcast"):
+        F.binary_cross_entropy_with_logits(x, x, pos_weight=gpunn.ones(2, 4, 3, device=device))
+    with pytest.raises(gpunn.ShapeError, match="give the target the logits' shape"):
+        F.binary_cross_entropy_with_logits(x, gpunn.zeros(4, device=device))
+    with pytest.raises(TypeError, match="reduction='sum' by keyword"):
+        F.binary_cross_entropy_with_logits(x, x, "sum")
+    with pytest.raises(TypeError, match="reduction='sum' by keyword"):
+        nn.BCEWithLogitsLoss("sum")
+    with pytest.raises(gpunn.ShapeError, match="do not broadcast; reshape one"):
+        F.mse_loss(x, gpunn.zeros(3, 4, device=device))
 
 
 # --- negative control ---------------------------------------------------------------------------------

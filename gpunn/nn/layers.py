@@ -440,8 +440,23 @@ class MSELoss(_Loss):
 
 
 class BCEWithLogitsLoss(_Loss):
+    """PyTorch's BCEWithLogitsLoss: weight and pos_weight are kept as buffers (moved with .to())."""
+
+    def __init__(self, weight=None, *, reduction="mean", pos_weight=None):
+        super().__init__(reduction)
+        if isinstance(weight, str):
+            raise TypeError(f"BCEWithLogitsLoss: the first positional argument is the weight (as in PyTorch); "
+                            f"pass reduction={weight!r} by keyword")
+        self.register_buffer("weight", _float_tensor_or_none(weight))
+        self.register_buffer("pos_weight", _float_tensor_or_none(pos_weight))
+
     def forward(self, logits, target):
-        return F.binary_cross_entropy_with_logits(logits, target, reduction=self.reduction)
+        return F.binary_cross_entropy_with_logits(logits, target, self.weight, reduction=self.reduction,
+                                                  pos_weight=self.pos_weight)
+
+
+def _float_tensor_or_none(value):
+    return value if value is None or isinstance(value, Tensor) else tensor(value, dtype="float32")
 
 
 _ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
