@@ -472,14 +472,15 @@ class EmulatedCublas:
         if type(handle) is not _BY_REFERENCE or type(handle._obj) is not ctypes.c_void_p:
             raise TypeError("cublasCreate_v2 takes ctypes.byref(a ctypes.c_void_p)")
         handle._obj.value = 0xcb1a5000 + len(self.handles)
-        self.handles[handle._obj.value] = {"math": 0, "workspace": None}
+        self.handles[handle._obj.value] = {"math": 0, "workspace": None, "stream": 0}
         return 0
 
     def cublasSetStream_v2(self, *args):
-        handle, _ = c_values(args, "PP")
+        handle, stream = c_values(args, "PP")
         if handle not in self.handles:
             return 1  # NOT_INITIALIZED
         self.handles[handle]["workspace"] = None  # setting a stream resets the workspace
+        self.handles[handle]["stream"] = stream
         return 0
 
     def cublasSetWorkspace_v2(self, *args):

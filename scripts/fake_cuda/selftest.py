@@ -53,6 +53,48 @@ def replay_semantics():
     return recorded_nothing_ran and np.array_equal(y.get(), [21, 41, 61])
 
 
+def in_place_and_indices():
+    x = cupy.asarray(np.array([3.0, 1.0, 2.0]))
+    dst = cupy.zeros(3)
+
+    def run():
+        cupy.copyto(dst, x * 2)
+        x.sort()
+        return x[cupy.argmax(x).reshape(1)]
+    graph, top = capture(run)
+    untouched = np.array_equal(dst.get(), [0, 0, 0]) and np.array_equal(x.get(), [3, 1, 2])
+    graph.launch()
+    return untouched and np.array_equal(dst.get(), [6, 2, 4]) and np.array_equal(x.get(), [1, 2, 3]) \
+        and np.array_equal(top.get(), [3])
+
+
+def cublas_on_the_old_stream():
+    """gpunn's cuBLAS handle must follow the current stream into a capture: with the rebinding
+    broken, the capture fails (on a GPU the products would run outside the graph)."""
+    import warnings
+
+    import gpunn
+    from gpunn import nn, optim
+    from gpunn.backends import cublas_gemm
+    from gpunn.functional import cross_entropy
+
+    cuda = gpunn.device("cuda")
+    x = gpunn.tensor(np.ones((4, 8), np.float32), device=cuda)
+    y = gpunn.tensor(np.zeros(4, np.int64), device=cuda)
+    model = nn.MLP([8, 4, 3]).to(cuda)
+    step = gpunn.compile_step(model, cross_entropy, optim.SGD(model.parameters(), lr=0.1))
+    bind = cublas_gemm._Handle.bind
+    cublas_gemm._Handle.bind = lambda self, tf32: None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(3):
+                step(x, y)
+    finally:
+        cublas_gemm._Handle.bind = bind
+    return step.mode == "eager" and "cuBLAS gemm queued on stream" in (step.reason or "") or step.reason
+
+
 def gpunn_compiled_step(break_upload=False):
     """Max relative difference between compile_step's losses and the eager ones over 12 steps of a
     StepLR schedule (a new learning rate every 4 steps)."""
@@ -116,8 +158,31 @@ def main():
     check("a pageable host copy while capturing raises",
           lambda: capture(lambda: cupy.asarray(np.ones(3))), _fake.CaptureError)
     pinned = cupyx.empty_pinned((3,), np.int64)
-    check("a pinned host copy while capturing is recorded", lambda: capture(lambda: a0.set(pinned)) and True)
+    check("a pinned host copy while capturing raises too", lambda: capture(lambda: a0.set(pinned)), _fake.CaptureError)
+    check("a list index while capturing raises (a host copy)", lambda: capture(lambda: a0[[0, 1]]), _fake.CaptureError)
+    check("cuRAND while capturing raises", lambda: capture(lambda: cupy.random.rand(3)), NotImplementedError)
+
+    def on_another_stream():
+        other = cupy.cuda.Stream(non_blocking=True)
+
+        def run():
+            with other:
+                return a0 + 1
+        capture(run)
+    check("a launch on another stream while capturing raises", on_another_stream, _fake.CaptureError)
     check("capture records, replays run, Python scalars are baked in", replay_semantics)
+    check("in-place calls and device-made indices are recorded too", in_place_and_indices)
+
+    def fixed_type():
+        kernel = cupy.ElementwiseKernel("T x, float32 s", "T y", "y = x * s", "selftest_scale")
+        kernel(cupy.ones(2, dtype=np.float32), cupy.asarray(np.float64(2.0)))
+    check("a fixed-type kernel parameter refuses another dtype", fixed_type, TypeError)
+
+    def peer_copy():
+        with cupy.cuda.Device(1):
+            b = cupy.asarray(a0)
+        return b.device.id == 1 and np.array_equal(b.get(), a0.get()) and cupy.asarray(a0) is a0
+    check("asarray copies another device's array, returns its own", peer_copy)
 
     def sync_refused():
         with cupyx.allow_synchronize(False):
@@ -127,6 +192,7 @@ def main():
           lambda: (lambda d: d < 1e-6 or f"max rel diff {d:.1e}")(gpunn_compiled_step()))
     check("gpunn, control: without the learning-rate upload they differ",
           lambda: (lambda d: d > 1e-3 or f"max rel diff only {d:.1e}")(gpunn_compiled_step(break_upload=True)))
+    check("gpunn, control: cuBLAS left on the old stream fails the capture", cublas_on_the_old_stream)
     failed = results.count(False)
     print(f"{len(results) - failed} of {len(results)} rules hold")
     return 1 if failed else 0

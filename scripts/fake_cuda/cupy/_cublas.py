@@ -17,6 +17,12 @@ class LaunchedCublas(EmulatedCublas):
             _fake.counted("cublas gemm")
             return super().gemm(dtype, args)
 
+        handle = args[0].value if hasattr(args[0], "value") else args[0]
+        bound = self.handles.get(handle, {}).get("stream")
+        if bound != _fake._capture["stream"].ptr:
+            raise _fake.CaptureError(f"cuBLAS gemm queued on stream {bound:#x} while stream "
+                                     f"{_fake._capture['stream'].ptr:#x} captures: it would not be in the graph")
+
         def replay():
             status = EmulatedCublas.gemm(self, dtype, args)
             if status:

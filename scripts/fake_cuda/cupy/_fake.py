@@ -29,7 +29,7 @@ class DeviceSynchronized(RuntimeError):
 
 
 _local = threading.local()  # per thread, as in CuPy: the current device and the stack of current streams
-_capture = {"graph": None, "sync_allowed": True, "counting": False}
+_capture = {"graph": None, "stream": None, "sync_allowed": True, "counting": False}
 
 
 def current_device():
@@ -54,9 +54,13 @@ LAUNCHES = []  # (name, captured) of every launch while count_launches() is acti
 
 
 def launch(run, name):
-    """Run a device operation now, or record it into the graph being captured."""
+    """Run a device operation now, or record it into the graph being captured (work queued on any
+    other stream meanwhile is refused: it would run once now and never in a replay)."""
     counted(name)
     if _capture["graph"] is not None:
+        stack = stream_stack()
+        if (stack[-1] if stack else None) is not _capture["stream"]:
+            raise CaptureError(f"{name} launched on another stream than the one capturing a graph")
         _capture["graph"].append(run)
     else:
         run()
@@ -113,11 +117,13 @@ class HostInput(TypeError):
     pass
 
 
-def unwrap(x, allow_host=False):
+def unwrap(x, allow_host=False, other_devices=False):
     """The emulated memory behind fake arrays inside x (lists, tuples, dicts); NumPy arrays are refused
-    as CuPy refuses them (an implicit host-to-device transfer) unless allow_host."""
+    as CuPy refuses them (an implicit host-to-device transfer) unless allow_host; arrays of another
+    device than the current one are refused unless other_devices (a copy between devices)."""
     if isinstance(x, ndarray):
-        check_device(x)
+        if not other_devices:
+            check_device(x)
         return x._a
     if isinstance(x, np.ndarray):
         if allow_host:
@@ -125,9 +131,9 @@ def unwrap(x, allow_host=False):
         raise TypeError(f"Unsupported type {type(x)}: a NumPy array passed to a CuPy operation "
                         "(move it with cupy.asarray first)")
     if isinstance(x, (list, tuple)):
-        return type(x)(unwrap(v, allow_host) for v in x)
+        return type(x)(unwrap(v, allow_host, other_devices) for v in x)
     if isinstance(x, dict):
-        return {k: unwrap(v, allow_host) for k, v in x.items()}
+        return {k: unwrap(v, allow_host, other_devices) for k, v in x.items()}
     return x
 
 
@@ -163,34 +169,91 @@ DATA_DEPENDENT = {"nonzero", "argwhere", "flatnonzero", "unique", "unique_values
                   "unique_inverse", "unique_all", "compress", "extract", "trim_zeros"}
 
 
+def is_host_data(x):
+    """Host data CuPy would copy to the device: arrays of any kind but 0-d, lists and tuples."""
+    if isinstance(x, np.ndarray):
+        return not isinstance(x, DeviceArray) and x.ndim > 0
+    return isinstance(x, (list, tuple)) and len(x) > 0 and not any(isinstance(v, (DeviceArray, slice)) for v in x)
+
+
+def host_copy_while_capturing():
+    return CaptureError("cudaErrorStreamCaptureUnsupported: the stream is capturing, so host-to-device transfers "
+                        "are disallowed (pinned memory too; only a 0-d host scalar, a fill, can be recorded)")
+
+
+def _same_view(a, b):
+    return (a.shape == b.shape and a.dtype == b.dtype and a.strides == b.strides
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+
+
+def _zeroed_integers(x):
+    if isinstance(x, DeviceArray) and x.dtype.kind in "iu":
+        return np.zeros_like(x)
+    if isinstance(x, (list, tuple)):
+        return type(x)(_zeroed_integers(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _zeroed_integers(v) for k, v in x.items()}
+    return x
+
+
+# copying from another device is CuPy's peer copy; every other operation needs its arrays on the current device
+CROSS_DEVICE_COPIES = {"asarray", "array", "asanyarray"}
+# CuPy returns the very array passed when nothing needs doing (NumPy may return a view of it)
+RETURNS_ITSELF = {"asarray", "asanyarray", "ascontiguousarray"}
+# NumPy functions and methods that work in place and return None
+IN_PLACE = {"copyto", "put", "place", "putmask", "fill_diagonal", "put_along_axis", "sort", "partition", "resize",
+            "itemset", "setfield"}
+CURAND_ROUTINES = {"rand", "randn", "random", "random_sample", "uniform", "normal", "standard_normal", "randint",
+                   "integers", "choice", "permutation", "shuffle", "binomial", "poisson", "exponential", "bernoulli"}
+
+
 def call(name, fn, args, kwargs, allow_host=False):
     """fn(*args, **kwargs) on emulated device memory, as one launch; results become fake arrays.
 
     `out=` runs in place. Otherwise the result's shape comes from running fn at once (while
     capturing, on whatever the inputs hold); a result sharing memory with an input is a view and
-    needs no launch; every other result gets memory of its own that the launch (re)fills."""
+    needs no launch (nor its inputs on the current device); every other result gets memory of its
+    own that the launch (re)fills."""
     fakes = list(_fakes((args, kwargs)))
-    raw_args, raw_kwargs = unwrap(args, allow_host), unwrap(kwargs, allow_host)
+    other_devices = name in CROSS_DEVICE_COPIES
+    # devices are checked where something is launched: a view needs no current device, as in CuPy
+    raw_args, raw_kwargs = unwrap(args, allow_host, True), unwrap(kwargs, allow_host, True)
+
+    def on_current_device():
+        if not other_devices:
+            for f in fakes:
+                check_device(f)
+
     if capturing():
         if name in DATA_DEPENDENT:
             raise CaptureError(f"cudaErrorStreamCaptureUnsupported: {name} needs its result's size on the host")
         if name in CUBLAS_ROUTINES and any(a.dtype.kind in "fc" for a in _arrays((raw_args, raw_kwargs))):
             raise NotImplementedError(f"cupy.{name} uses cuBLAS, which CuPy does not call while a stream is "
                                       "capturing a CUDA graph")
-        if any(type(a) is np.ndarray for a in _arrays((raw_args, raw_kwargs))):  # pinned arrays are a subclass
-            raise CaptureError("cudaErrorStreamCaptureUnsupported: a copy from pageable host memory while capturing")
+        if allow_host and raw_args and is_host_data(raw_args[0]):  # asarray(host data)
+            raise host_copy_while_capturing()
+        if name in CURAND_ROUTINES:
+            raise NotImplementedError(f"cupy.random.{name} uses cuRAND, which CuPy refuses while a stream captures")
+    if name in IN_PLACE:  # returns None: the launch is the whole effect (not run at capture)
+        on_current_device()
+        launch(lambda: fn(*raw_args, **raw_kwargs), name)
+        return None
     out = raw_kwargs.get("out")
     if out is not None:
+        on_current_device()
         launch(lambda: fn(*raw_args, **raw_kwargs), name)
         return kwargs["out"]
-    if capturing():
+    if capturing():  # nothing runs while capturing: this run is for the result's shape and dtype only
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
-            result = fn(*raw_args, **raw_kwargs)
+            try:
+                result = fn(*raw_args, **raw_kwargs)
+            except (IndexError, ValueError):  # indices made in this capture hold INT_MIN until a replay
+                result = fn(*_zeroed_integers(raw_args), **_zeroed_integers(raw_kwargs))
     else:
         result = fn(*raw_args, **raw_kwargs)
     inputs = [a for a in _arrays((raw_args, raw_kwargs)) if isinstance(a, DeviceArray)]
-    device = fakes[0]._device if fakes else None
+    device = None if other_devices or not fakes else fakes[0]._device
 
     owned = []  # (index path, fresh buffer) of the results that are not views
 
@@ -199,9 +262,14 @@ def call(name, fn, args, kwargs, allow_host=False):
             r = np.asarray(r)
         if isinstance(r, np.ndarray) and r.dtype != object:
             for f in fakes:
-                if r is f._a:
-                    return f
+                if f._device == current_device() or not other_devices:
+                    if r is f._a or (name in RETURNS_ITSELF and _same_view(r, f._a)):
+                        return f
             if any(np.may_share_memory(r, a) for a in inputs):  # a view (NumPy may drop the subclass)
+                if other_devices and any(f._device != current_device() for f in fakes):  # CuPy copies it here
+                    buffer = poisoned(r.shape, r.dtype)
+                    launch(lambda: buffer.__setitem__(..., r), "memcpy peer to peer")
+                    return wrap(buffer)
                 return wrap(r if isinstance(r, DeviceArray) else r.view(DeviceArray), device)
             buffer = poisoned(r.shape, r.dtype)
             if not capturing():
@@ -213,6 +281,8 @@ def call(name, fn, args, kwargs, allow_host=False):
         return r
 
     wrapped = adopt(result, ())
+    if owned:
+        on_current_device()
     if owned and not capturing():
         counted(name)  # it ran above
     if owned and capturing():
@@ -340,12 +410,12 @@ class ndarray:
     def set(self, host, stream=None):
         if not isinstance(host, np.ndarray):
             raise TypeError(f"ndarray.set takes a NumPy array, not {type(host).__name__}")
-        if host.shape != self.shape and host.size != self.size:
-            raise ValueError(f"ndarray.set: shape mismatch {host.shape} -> {self.shape}")
-        if capturing() and not getattr(host, "_pinned", False):
-            raise CaptureError("cudaErrorStreamCaptureUnsupported: a copy from pageable host memory while capturing")
+        if host.shape != self.shape or host.dtype != self.dtype:
+            raise ValueError(f"ndarray.set: {host.dtype}{host.shape} into {self.dtype}{self.shape}")
+        if capturing():
+            raise host_copy_while_capturing()
         target = self._a
-        launch(lambda: target.__setitem__(..., host.reshape(target.shape)), "copy host to device")
+        launch(lambda: target.__setitem__(..., host), "copy host to device")
 
     # indexing
     def __getitem__(self, key):
@@ -356,8 +426,8 @@ class ndarray:
         key = _index(key)
         check_device(self)
         target, raw_key, raw = self._a, unwrap(key), unwrap(value, allow_host=True)  # CuPy copies host values in
-        if capturing() and type(raw) is np.ndarray and not getattr(raw, "_pinned", False):
-            raise CaptureError("cudaErrorStreamCaptureUnsupported: a copy from pageable host memory while capturing")
+        if capturing() and (is_host_data(raw) or any(is_host_data(k) for k in _parts(raw_key))):
+            raise host_copy_while_capturing()
         launch(lambda: target.__setitem__(raw_key, raw), "setitem")
 
     # a few methods with CuPy-specific behaviour; the rest come from NumPy through __getattr__
@@ -400,12 +470,18 @@ class ndarray:
         return call(func.__name__, func, args, kwargs)
 
 
+def _parts(key):
+    return key if isinstance(key, tuple) else (key,)
+
+
 def _index(key):
-    """An index with fake arrays in it; a boolean mask needs its count on the host (a sync)."""
-    parts = key if isinstance(key, tuple) else (key,)
-    for p in parts:
+    """An index with fake arrays in it; a boolean mask needs its count on the host (a sync), and
+    a list or host array index is copied to the device (not while capturing)."""
+    for p in _parts(key):
         if isinstance(p, ndarray) and p.dtype == np.bool_:
             sync_point("boolean-mask indexing")
+        if capturing() and is_host_data(p):
+            raise host_copy_while_capturing()
     return key
 
 
@@ -425,14 +501,14 @@ for _name, _ufunc in (("neg", np.negative), ("pos", np.positive), ("abs", np.abs
 
 
 @contextlib.contextmanager
-def capture_into(graph_ops):
+def capture_into(graph_ops, stream):
     if capturing():
         raise CaptureError("a stream is already capturing")
-    _capture["graph"] = graph_ops
+    _capture["graph"], _capture["stream"] = graph_ops, stream
     try:
         yield
     finally:
-        _capture["graph"] = None
+        _capture["graph"] = _capture["stream"] = None
 
 
 def empty(shape, dtype=float, order="C"):
@@ -458,6 +534,5 @@ class MemoryPointer:
 
 
 class PinnedArray(np.ndarray):
-    """Host memory from cupyx.empty_pinned: a graph may copy from it (pageable memory it may not)."""
-
-    _pinned = True
+    """Host memory from cupyx.empty_pinned: copies from it may be asynchronous (outside a capture;
+    CuPy refuses every host-to-device copy while a stream captures)."""

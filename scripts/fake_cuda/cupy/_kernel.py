@@ -51,9 +51,13 @@ class Kernel:
         bound = {}
         for params, dtypes in ((self.in_params, in_dtypes), (self.out_params, out_dtypes)):
             for p, dt in zip(params, dtypes):
-                if p.dtype is None and dt is not None:
-                    if bound.setdefault(p.ctype, np.dtype(dt)) != np.dtype(dt):
-                        raise TypeError(f"Type is mismatched. {self.name} {p.name} {dt} {bound[p.ctype]}")
+                if dt is None:
+                    continue
+                if p.dtype is not None:  # a fixed type takes arrays of exactly that type
+                    if np.dtype(dt) != np.dtype(p.dtype):
+                        raise TypeError(f"Type is mismatched. {self.name} {p.name} {dt} {np.dtype(p.dtype)}")
+                elif bound.setdefault(p.ctype, np.dtype(dt)) != np.dtype(dt):
+                    raise TypeError(f"Type is mismatched. {self.name} {p.name} {dt} {bound[p.ctype]}")
         def resolve(p):
             if p.dtype is not None:
                 return np.dtype(p.dtype)

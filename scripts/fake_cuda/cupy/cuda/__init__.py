@@ -119,7 +119,7 @@ class Stream:
         if get_current_stream() is not self:
             raise RuntimeError("the fake CuPy captures only on the current stream; enter the stream first")
         self._captured = []
-        self._capture = _fake.capture_into(self._captured)
+        self._capture = _fake.capture_into(self._captured, self)
         self._capture.__enter__()
 
     def is_capturing(self):
