@@ -171,7 +171,11 @@ def _run_rules_here(node, g, pending, Tensor):
 
 
 def _deliver(parent, gi, pending, Tensor):
-    """Add `gi` to what `parent` has received: its .grad for a leaf, else the pending sum."""
+    """Add `gi` to what `parent` has received: its .grad for a leaf, else the pending sum.
+
+    Sums are formed out of place and no rule writes into the `g` it is given: a gradient may be
+    an array something else holds (cross_entropy hands on its saved residual under loss.backward(),
+    which a retained graph reads again), so writing into one in place would corrupt it."""
     target = parent.data
     if gi.shape != target.shape:
         gi = sum_to_shape(parent.device.xp, gi, target.shape)

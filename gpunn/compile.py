@@ -179,7 +179,7 @@ class _Graph:
         with dev.scope:  # (None for a group with nothing to update)
             self.scalars = [None if flat is None else xp.zeros((len(names),), dtype=flat.dtype) for flat in self.flats]
         self.uploaders = [None if values is None else dev.backend.uploader(values) for values in self.scalars]
-        self.uploaded = [None] * len(self.scalars)  # the values on the device now, per group
+        self.uploaded = [None] * len(self.scalars)  # the values on the device now, per group (only _upload writes them)
         # 0-d views into `values` (values[i] would be a copy on NumPy): uploads reach the graph
         device_scalars = [None if values is None else {name: xp.reshape(values[i:i + 1], ()) for i, name in
                                                       enumerate(names)} for values in self.scalars]

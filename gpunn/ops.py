@@ -474,7 +474,8 @@ stack = Primitive("stack", lambda xp, *xs, axis=0: xp.stack(xs, axis=axis), _sta
 
 # The ones array that loss.backward() seeds the graph with, while that backward runs (set by
 # Tensor.backward): a loss's rule may return its saved gradient as is instead of multiplying it by
-# one, which on a GPU is a kernel launch of a small model's ~20 per step.
+# one, which on a GPU is a kernel launch of a small model's ~20 per step. A module global, not
+# per thread: a backward on another thread at the same moment at worst misses the shortcut.
 implicit_seed = [None]
 
 

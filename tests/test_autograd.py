@@ -278,16 +278,23 @@ def test_loss_backward_hands_cross_entropy_its_saved_gradient_as_is(device):
     rng = np.random.default_rng(3)
     logits = to_device(rng.normal(size=(5, 4)), device, requires_grad=True)
     target = to_device(rng.integers(0, 4, 5), device)
+    host_logits, host_target = logits.numpy(), target.numpy()
+    e = np.exp(host_logits - host_logits.max(axis=1, keepdims=True))
+    expected = (e / e.sum(axis=1, keepdims=True) - np.eye(4)[host_target]) / 5  # (softmax - onehot) / n
     gpunn.functional.cross_entropy(logits, target).backward()
-    implicit = logits.grad.numpy()
+    assert_close(logits.grad, expected)
     logits.grad = None
     loss = gpunn.functional.cross_entropy(logits, target)
     loss.backward(to_device(np.array(2.0), device), retain_graph=True)
-    assert_close(logits.grad, 2 * implicit)
+    assert_close(logits.grad, 2 * expected)
     assert gpunn.ops.implicit_seed[0] is None
     logits.grad = None
-    loss.backward()  # same graph, implicit seed: the residual itself
-    assert_close(logits.grad, implicit)
+    loss.backward(retain_graph=True)  # same graph, implicit seed: the residual itself
+    assert_close(logits.grad, expected)
+    logits.grad = None
+    loss.backward(retain_graph=True)  # the residual the first one handed on is unchanged
+    assert_close(logits.grad, expected)
+    loss.backward()
     with pytest.raises(gpunn.GraphError):
         loss.backward()  # its saved values were freed
     assert gpunn.ops.implicit_seed[0] is None
