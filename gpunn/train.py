@@ -380,7 +380,7 @@ class _Run:
             with gpunn.no_grad():  # running sums stay on the device: no host sync per batch
                 n = yb.shape[0]
                 loss_sum += loss.detach().to("float64") * n
-                correct += (logits.detach().argmax(axis=1) == yb).to("int64").sum()
+                correct += (logits.detach().argmax(axis=1) == yb).sum()  # a sum of bools is int64
                 count += n
             batch += 1
             if bar is not None:
@@ -493,7 +493,7 @@ def evaluate(model, X, y, batch_size=EVAL_BATCH):
             xb, yb = X[start:stop], y[start:stop]
             logits = model(xb)
             loss_sum += gpunn.functional.cross_entropy(logits, yb, reduction="sum").to("float64")
-            correct += (logits.argmax(axis=1) == yb).to("int64").sum()
+            correct += (logits.argmax(axis=1) == yb).sum()
     return loss_sum.item() / n, correct.item() / n
 
 
