@@ -62,7 +62,9 @@ def empty(shape, dtype=float, order="C"):
 
 
 def empty_like(a, dtype=None, order="K", subok=None, shape=None):
-    return _fake.empty(a.shape if shape is None else shape, a.dtype if dtype is None else dtype)
+    keeps_f = order == "F" or (order in ("K", "A") and a.flags.f_contiguous and not a.flags.c_contiguous)
+    return _fake.empty(a.shape if shape is None else shape, a.dtype if dtype is None else dtype,
+                       "F" if keeps_f and shape is None else "C")
 
 
 def asnumpy(a, stream=None, order="C", out=None, blocking=True):
@@ -91,7 +93,7 @@ class ElementwiseKernel:
         self._kernel = Kernel(in_params, out_params, operation, name, preamble)
         self.name = name
 
-    def __call__(self, *args, size=None, stream=None, block_size=None):
+    def __call__(self, *args, size=None, block_size=None):  # (CuPy's takes no stream=: the current one)
         return self._kernel(*args)
 
 

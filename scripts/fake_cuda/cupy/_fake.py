@@ -53,13 +53,14 @@ def capturing():
 LAUNCHES = []  # (name, captured) of every launch while count_launches() is active, else None
 
 
-def launch(run, name):
+def launch(run, name, stream=None):
     """Run a device operation now, or record it into the graph being captured (work queued on any
-    other stream meanwhile is refused: it would run once now and never in a replay)."""
+    other stream meanwhile is refused: it would run once now and never in a replay). `stream`: the
+    stream it was given, else the current one."""
     counted(name)
     if _capture["graph"] is not None:
         stack = stream_stack()
-        if (stack[-1] if stack else None) is not _capture["stream"]:
+        if (stream if stream is not None else stack[-1] if stack else None) is not _capture["stream"]:
             raise CaptureError(f"{name} launched on another stream than the one capturing a graph")
         _capture["graph"].append(run)
     else:
@@ -165,7 +166,7 @@ CUBLAS_ROUTINES = {"matmul", "dot", "tensordot", "inner", "vdot", "einsum", "ten
                    "cholesky", "qr", "svd", "eigh", "det", "slogdet", "lstsq", "pinv", "matrix_power",
                    "multi_dot", "vecdot", "matvec", "vecmat"}
 
-DATA_DEPENDENT = {"nonzero", "argwhere", "flatnonzero", "unique", "unique_values", "unique_counts",
+DATA_DEPENDENT = {"bincount", "histogram", "histogram2d", "histogramdd", "nonzero", "argwhere", "flatnonzero", "unique", "unique_values", "unique_counts",
                   "unique_inverse", "unique_all", "compress", "extract", "trim_zeros"}
 
 
@@ -198,6 +199,8 @@ def _zeroed_integers(x):
 
 # copying from another device is CuPy's peer copy; every other operation needs its arrays on the current device
 CROSS_DEVICE_COPIES = {"asarray", "array", "asanyarray"}
+# NumPy answers these with a Python bool, CuPy with a 0-d device array (a kernel)
+DEVICE_ANSWERS = {"allclose", "array_equal", "array_equiv"}
 # CuPy returns the very array passed when nothing needs doing (NumPy may return a view of it)
 RETURNS_ITSELF = {"asarray", "asanyarray", "ascontiguousarray"}
 # NumPy functions and methods that work in place and return None
@@ -215,6 +218,9 @@ def call(name, fn, args, kwargs, allow_host=False):
     needs no launch (nor its inputs on the current device); every other result gets memory of its
     own that the launch (re)fills."""
     fakes = list(_fakes((args, kwargs)))
+    if isinstance(fn, np.ufunc) and any(isinstance(a, (list, tuple)) for a in args):
+        raise TypeError(f"Unsupported type {type(next(a for a in args if isinstance(a, (list, tuple))))}: "
+                        f"cupy.{name} takes arrays and scalars")
     other_devices = name in CROSS_DEVICE_COPIES
     # devices are checked where something is launched: a view needs no current device, as in CuPy
     raw_args, raw_kwargs = unwrap(args, allow_host, True), unwrap(kwargs, allow_host, True)
@@ -248,7 +254,7 @@ def call(name, fn, args, kwargs, allow_host=False):
             warnings.simplefilter("ignore")
             try:
                 result = fn(*raw_args, **raw_kwargs)
-            except (IndexError, ValueError):  # indices made in this capture hold INT_MIN until a replay
+            except IndexError:  # indices made in this capture hold INT_MIN until a replay
                 result = fn(*_zeroed_integers(raw_args), **_zeroed_integers(raw_kwargs))
     else:
         result = fn(*raw_args, **raw_kwargs)
@@ -280,6 +286,8 @@ def call(name, fn, args, kwargs, allow_host=False):
             return type(r)(adopt(v, path + (i,)) for i, v in enumerate(r))
         return r
 
+    if name in DEVICE_ANSWERS:
+        result = np.asarray(result)
     wrapped = adopt(result, ())
     if owned:
         on_current_device()
@@ -410,8 +418,12 @@ class ndarray:
     def set(self, host, stream=None):
         if not isinstance(host, np.ndarray):
             raise TypeError(f"ndarray.set takes a NumPy array, not {type(host).__name__}")
-        if host.shape != self.shape or host.dtype != self.dtype:
-            raise ValueError(f"ndarray.set: {host.dtype}{host.shape} into {self.dtype}{self.shape}")
+        if host.dtype != self.dtype:
+            raise TypeError(f"ndarray.set: {host.dtype} into {self.dtype}")
+        if host.shape != self.shape:
+            raise ValueError(f"ndarray.set: shape {host.shape} into {self.shape}")
+        if not (self._a.flags.c_contiguous or self._a.flags.f_contiguous):
+            raise RuntimeError("ndarray.set: the array must be contiguous")
         if capturing():
             raise host_copy_while_capturing()
         target = self._a
@@ -513,6 +525,8 @@ def capture_into(graph_ops, stream):
 
 def empty(shape, dtype=float, order="C"):
     shape = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
+    if order == "F":  # a C buffer of the reversed shape, transposed
+        return wrap(poisoned(shape[::-1], dtype).T)
     return wrap(poisoned(shape, dtype))
 
 
@@ -530,7 +544,7 @@ class MemoryPointer:
         if src.device_id != self.device_id:
             raise RuntimeError("the fake CuPy copies within one device only")
         dst_ptr, src_ptr = self.ptr, src.ptr
-        launch(lambda: ctypes.memmove(dst_ptr, src_ptr, size), "memcpy device to device")
+        launch(lambda: ctypes.memmove(dst_ptr, src_ptr, size), "memcpy device to device", stream)
 
 
 class PinnedArray(np.ndarray):

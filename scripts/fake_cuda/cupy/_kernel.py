@@ -95,6 +95,6 @@ class RawFunction:
         raw = tuple(_fake.unwrap(a) for a in args)
         if any(type(a) is np.ndarray for a in raw):
             raise TypeError("a NumPy array passed to a CUDA kernel: pass device arrays")
-        _fake.launch(lambda: self.emulated(grid, block, raw, shared_mem=shared_mem), self.emulated.name)
+        _fake.launch(lambda: self.emulated(grid, block, raw, shared_mem=shared_mem), self.emulated.name, stream)
 
 
