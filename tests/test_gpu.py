@@ -297,6 +297,18 @@ def _mlp_run(cuda, make_optimizer, steps, mode, batches, schedule=False):
         cuda.fast_paths = saved
 
 
+def _eager_losses(model, opt, x, y, steps):
+    """The losses of `steps` plain training steps on one batch."""
+    losses = []
+    for _ in range(steps):
+        loss = cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 def _batches(cuda, sizes=(128,), dtype=np.float32):
     rng = np.random.default_rng(5)
     return [(gpunn.tensor(rng.standard_normal((n, 784)).astype(dtype), device=cuda),
@@ -521,14 +533,7 @@ def test_training_step_agrees_with_cpu(cuda):
         opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
         X = gpunn.tensor(np.random.default_rng(1).standard_normal((64, 20)), device=dev)
         y = gpunn.tensor(np.random.default_rng(2).integers(0, 5, 64), device=dev)
-        trace = []
-        for _ in range(20):
-            loss = cross_entropy(model(X), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            trace.append(loss.item())
-        losses[str(dev)] = trace
+        losses[str(dev)] = _eager_losses(model, opt, X, y, 20)
     np.testing.assert_allclose(losses["cuda:0"], losses["cpu"], rtol=1e-10)
 
 
@@ -563,14 +568,7 @@ def test_a_second_gpu_trains_and_tensors_move_between_gpus(cuda):
         gpunn.manual_seed(0)
         model = nn.MLP([6, 16, 3]).to(dev)
         opt = optim.Adam(model.parameters(), lr=1e-2)
-        x, y = gpunn.tensor(x_host, device=dev), gpunn.tensor(y_host, device=dev)
-        losses = []
-        for _ in range(5):
-            loss = cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
+        losses = _eager_losses(model, opt, gpunn.tensor(x_host, device=dev), gpunn.tensor(y_host, device=dev), 5)
         assert all(p.device == dev for p in model.parameters())
         return losses
 
