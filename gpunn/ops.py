@@ -26,15 +26,19 @@ class Primitive:
 
     `label(attrs) -> str`, if given, is what error messages call the op when its name is not
     what the user wrote (linear_act: "Linear (fused with ReLU)").
+
+    A loss whose rules return their saved gradient as is when handed `implicit_seed[0]` (below)
+    is `unit_seeded`: loss.backward() on it then hands them a marker instead of filling a ones array.
     """
 
-    __slots__ = ("name", "forward", "grads", "variadic", "floats", "saves", "into", "prepare", "label")
+    __slots__ = ("name", "forward", "grads", "variadic", "floats", "saves", "into", "prepare", "label",
+                 "unit_seeded")
 
     def __init__(self, name, forward, *grads, variadic=False, floats=(), saves=False, into=None, prepare=None,
-                 label=None):
+                 label=None, unit_seeded=False):
         self.name, self.forward, self.grads = name, forward, grads
         self.variadic, self.floats, self.saves, self.into = variadic, floats, saves, into
-        self.prepare, self.label = prepare, label
+        self.prepare, self.label, self.unit_seeded = prepare, label, unit_seeded
 
     def title(self, attrs):
         """The op's name for an error message about a call with `attrs`."""
@@ -50,7 +54,7 @@ class Primitive:
         """A copy with a faster forward, rules and/or into-rules: how a backend's fast path is made."""
         return Primitive(self.name, forward or self.forward, *(grads or self.grads),
                          variadic=self.variadic, floats=self.floats, saves=self.saves, into=into or self.into,
-                         prepare=self.prepare, label=self.label)
+                         prepare=self.prepare, label=self.label, unit_seeded=self.unit_seeded)
 
     def __repr__(self):
         return f"<primitive {self.name}>"
@@ -472,11 +476,22 @@ stack = Primitive("stack", lambda xp, *xs, axis=0: xp.stack(xs, axis=axis), _sta
 
 # --- fused losses -----------------------------------------------------------------------------
 
-# The ones array that loss.backward() seeds the graph with, while that backward runs (set by
-# Tensor.backward): a loss's rule may return its saved gradient as is instead of multiplying it by
-# one, which on a GPU is a kernel launch of a small model's ~20 per step. A module global, not
-# per thread: a backward on another thread at the same moment at worst misses the shortcut.
+# The seed of the loss.backward() running now (set by Tensor.backward): a ones array, or UNIT when
+# the root's primitive is unit_seeded and nothing else reads the seed. A loss's rule then returns
+# its saved gradient as is instead of multiplying it by one; on a GPU each saves a kernel launch of
+# a small model's ~20 per step. A module global, not per thread: a backward on another thread at
+# the same moment at worst misses the shortcut.
 implicit_seed = [None]
+
+
+class _Unit:
+    """loss.backward()'s seed where only a unit_seeded rule reads it: never an array, never read."""
+
+    def __repr__(self):
+        return "<the implicit ones seed of loss.backward()>"
+
+
+UNIT = _Unit()
 
 
 def _onehot(xp, target, classes, dtype):
@@ -517,7 +532,8 @@ def _cross_entropy_grad(xp, g, residual, logits, target, reduction="mean", ignor
     return residual * (g[:, None] if reduction == "none" else g)
 
 
-cross_entropy = Primitive("cross_entropy", _cross_entropy, _cross_entropy_grad, None, floats=(0,), saves=True)
+cross_entropy = Primitive("cross_entropy", _cross_entropy, _cross_entropy_grad, None, floats=(0,), saves=True,
+                          unit_seeded=True)
 """Softmax cross-entropy of (n, C) logits against (n,) integer classes, fused and stable."""
 
 

@@ -345,8 +345,12 @@ class Tensor:
             if self.numel() != 1:
                 raise GraphError(f"backward() without a gradient needs a scalar, this tensor has shape {self.shape}; "
                                  "pass grad= of the same shape, or reduce with .sum() first")
-            with self.device.scope:
-                seed = implicit = self.device.xp.ones_like(self.data)
+            node = self._node
+            if node is not None and node.primitive.unit_seeded and not node.retains_grad and not mode.anomaly:
+                seed = implicit = ops.UNIT  # its rule never reads it: no ones array to fill
+            else:
+                with self.device.scope:
+                    seed = implicit = self.device.xp.ones_like(self.data)
         else:
             grad = grad if isinstance(grad, Tensor) else tensor(grad, dtype=self.dtype, device=self.device)
             if grad.device is not self.device:

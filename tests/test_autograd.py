@@ -273,8 +273,8 @@ def test_grad_fn_and_is_leaf(device):
 
 def test_loss_backward_hands_cross_entropy_its_saved_gradient_as_is(device):
     """loss.backward() seeds with ones, so cross_entropy's rule returns its saved residual without
-    multiplying it by one (a kernel launch on a GPU); an explicit grad= is still multiplied in, and
-    the seed is forgotten after every backward, even a failing one."""
+    multiplying it by one, and no ones array is even filled (kernel launches on a GPU); an explicit
+    grad= is still multiplied in, and the seed is forgotten after every backward, even a failing one."""
     rng = np.random.default_rng(3)
     logits = to_device(rng.normal(size=(5, 4)), device, requires_grad=True)
     target = to_device(rng.integers(0, 4, 5), device)
@@ -301,3 +301,15 @@ def test_loss_backward_hands_cross_entropy_its_saved_gradient_as_is(device):
     x = to_device(rng.normal(size=(5, 4)), device, requires_grad=True)
     (x * 3).sum().backward()  # another root's rule reads the seed's ones
     assert_close(x.grad, np.full((5, 4), 3.0))
+    # where something else reads the seed, it is a real ones array: a retained root gradient, and
+    # anomaly detection's finiteness check of the incoming gradient
+    logits.grad = None
+    loss = gpunn.functional.cross_entropy(logits, target)
+    loss.retain_grad()
+    loss.backward()
+    assert_close(loss.grad, np.array(1.0))
+    assert_close(logits.grad, expected)
+    logits.grad = None
+    with gpunn.detect_anomaly():
+        gpunn.functional.cross_entropy(logits, target).backward()
+    assert_close(logits.grad, expected)
