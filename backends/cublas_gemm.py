@@ -116,7 +116,7 @@ def _handle():
     global _lib
     if _lib is None:
         _lib = _declare(_library())
-    device = cupy.cuda.Device().id
+    device = cupy.cuda.runtime.getDevice()  # the current device (cheaper than building a Device)
     handle = _handles.get(device)
     if handle is None:
         handle = _handles[device] = _Handle(_lib)

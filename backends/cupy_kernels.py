@@ -90,7 +90,7 @@ def _ones_row(n, dtype):
     sums the columns of a tall g in one call, and can add into a slot; not yet timed against a sum). One row per dtype and device,
     grown when a longer one is needed, sliced otherwise (a view, still C-contiguous); grown outside
     any capture, as compile_step runs every batch shape eagerly once first."""
-    key = (dtype, cupy.cuda.Device().id)
+    key = (dtype, cupy.cuda.runtime.getDevice())
     row = _ones_rows.get(key)
     if row is None or row.shape[1] < n:
         row = _ones_rows[key] = cupy.ones((1, max(n, 2 * (row.shape[1] if row is not None else 0))), dtype=dtype)

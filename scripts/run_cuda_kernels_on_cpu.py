@@ -70,7 +70,7 @@ def emulate_cupy_kernels():
         empty_like=lambda a: device_empty(a.shape, a.dtype),
         ascontiguousarray=lambda a: a if a.flags.c_contiguous else to_device(a),
         ones=lambda shape, dtype=np.float64: to_device(np.ones(shape, dtype)), uint8=np.uint8,
-        cuda=types.SimpleNamespace(Device=lambda: types.SimpleNamespace(id=0),
+        cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDevice=lambda: 0),
                                    get_current_stream=lambda: types.SimpleNamespace(ptr=0)))
     cublas_gemm.cupy = cupy_kernels.cupy  # its empty/ascontiguousarray, streams and device ids
     cublas_gemm._library, cublas_gemm._lib = EmulatedCublas, None  # where it loads libcublas
