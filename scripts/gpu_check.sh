@@ -12,8 +12,9 @@
 #   bench-4096-tf32  the same with --tf32
 # (about 2 minutes on an H100; results in LOGDIR/bench-*/bench.{csv,json,png}); then CPU/CUDA
 # parity of a seeded training run, `gpunn train` on CUDA with and without --compile, the fused
-# optimizer benchmark, and last the gpu-marked tests (the longest step, CuPy compiling its kernels
-# on a fresh machine). Each step's output goes to LOGDIR/<step>.log as well as to the terminal; a
+# optimizer benchmark, and last the tests: tests/test_gpu.py (pytest-gpu), then the cuda case of
+# every device-parametrized test (cuda-cases; the longest step, CuPy compiling its kernels on a
+# fresh machine). Each step's output goes to LOGDIR/<step>.log as well as to the terminal; a
 # failed step does not stop the next one. The CUDA steps report SKIP (with gpunn's reason) where no
 # CUDA device is usable, so the script also runs on a CPU-only machine. Ends with a table: step,
 # status, seconds. Exit status 0 unless a step failed or ran past STEP_TIMEOUT seconds (default
@@ -140,9 +141,12 @@ if [ -z "$cuda_reason" ]; then
     step train-compile "${gpunn_cli[@]}" train --device cuda --epochs 2 --no-progress --compile --clip-norm 1.0 \
         --out "$LOGDIR/train-compile-$run_id"  # a "gpunn: note: compile_step runs eagerly" line means no graph
     step fused "$PY" benchmarks/fused_step.py --device cuda --repeats 7
-    step pytest-gpu "$PY" -m pytest -m gpu -q -p no:cacheprovider --durations=10
+    # the GPU's own tests first (fast paths, graphs, trajectories), then the cuda case of every
+    # device-parametrized test (hundreds: CuPy compiles a kernel for each new op and dtype)
+    step pytest-gpu "$PY" -m pytest -q -p no:cacheprovider --durations=5 tests/test_gpu.py
+    step cuda-cases "$PY" -m pytest -m gpu -q -p no:cacheprovider --durations=5 --ignore=tests/test_gpu.py tests
 else
-    for name in bench bench-4096 bench-4096-tf32 parity train train-compile fused pytest-gpu; do
+    for name in bench bench-4096 bench-4096-tf32 parity train train-compile fused pytest-gpu cuda-cases; do
         skip "$name" "no usable CUDA device: $cuda_reason"
     done
 fi
