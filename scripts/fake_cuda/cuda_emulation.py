@@ -212,12 +212,14 @@ def compile_library(source):
     path = os.path.join(_BUILD_DIR, f"{key}.so")
     if not os.path.exists(path):
         os.makedirs(_BUILD_DIR, exist_ok=True)
-        with open(path[:-3] + ".cpp", "w") as f:
+        mine = f"{path[:-3]}.{os.getpid()}"  # two processes building the same library write apart
+        with open(mine + ".cpp", "w") as f:
             f.write(source)
-        done = subprocess.run(["g++", *FLAGS, path[:-3] + ".cpp", "-o", path + ".tmp"], capture_output=True, text=True)
+        done = subprocess.run(["g++", *FLAGS, mine + ".cpp", "-o", mine + ".so"], capture_output=True, text=True)
         if done.returncode:
-            raise RuntimeError(f"g++ failed on {path[:-3]}.cpp:\n{done.stderr[-4000:]}")
-        os.replace(path + ".tmp", path)
+            raise RuntimeError(f"g++ failed on {mine}.cpp:\n{done.stderr[-4000:]}")
+        os.replace(mine + ".so", path)  # atomic: a reader sees no library or a whole one
+        os.replace(mine + ".cpp", path[:-3] + ".cpp")
     return ctypes.CDLL(path)
 
 
