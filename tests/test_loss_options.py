@@ -69,6 +69,8 @@ OPTIONS = {
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("option", OPTIONS)
 @pytest.mark.parametrize("shape", [(4, 3), (2, 3, 4), (2, 3, 2, 3), (3,)], ids=str)
+# a single sample whose target is ignored: its mean is 0/0 = nan, as torch's; array-api-strict warns
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")
 def test_cross_entropy_integer_classes_match_torch(device, shape, option, reduction):
     torch = _torch()
     opts = OPTIONS[option]
