@@ -169,7 +169,8 @@ class Module:
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"register_parameter({name!r}): expected a Parameter or None, got {type(param).__name__}")
         self._check_name(name)
-        self._registries(name)[0][name] = param
+        self._refuse_clash(name, self._registries(name)[0], "register_parameter")
+        self._parameters[name] = param
         if param is not None:
             self.__dict__.pop(name, None)
 
@@ -178,7 +179,8 @@ class Module:
         if value is not None and not isinstance(value, Tensor):
             raise TypeError(f"register_buffer({name!r}): expected a Tensor or None, got {type(value).__name__}")
         self._check_name(name)
-        self._registries(name)[1][name] = value
+        self._refuse_clash(name, self._registries(name)[1], "register_buffer")
+        self._buffers[name] = value
         if persistent:
             self._non_persistent.discard(name)
         else:
@@ -195,6 +197,13 @@ class Module:
         self._registries(name)[2][name] = module
 
     register_module = add_module
+
+    def _refuse_clash(self, name, own, owner):
+        """As PyTorch: a name already taken by another kind of member (a parameter, buffer, module or
+        plain attribute) may not be registered again, else state_dict would hold it twice."""
+        if name not in own and hasattr(self, name):
+            raise KeyError(f"{owner}({name!r}): {type(self).__name__} already has an attribute {name!r}; choose "
+                           f"another name, or delete the attribute first (del module.{name})")
 
     def _check_name(self, name):
         if not isinstance(name, str) or not name or "." in name:
