@@ -285,6 +285,18 @@ def test_parameter_and_buffer_assignment_rules_match_torch():
         assert _names(layer.named_parameters()) == ["weight", "bias", "stat"] and not list(layer.named_buffers())
 
 
+def test_modulelist_slice_is_a_modulelist_numbered_from_zero():
+    """Before the fix, ModuleList[1:] was a Sequential keeping the old names ("2.weight")."""
+    t = tnn.ModuleList([tnn.Linear(1, 1), tnn.ReLU(), tnn.Linear(1, 2)])
+    g = nn.ModuleList([nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 2)])
+    for index in [slice(1, None), slice(None, None, 2), slice(0, 0)]:
+        assert type(g[index]) is nn.ModuleList
+        assert _names(g[index].named_children()) == _names(t[index].named_children())
+        assert list(g[index].state_dict()) == list(t[index].state_dict())
+    assert g[1:][1] is g[2]
+    assert _names(nn.Sequential(nn.ReLU(), nn.Tanh(), nn.ReLU())[1:].named_children()) == ["1", "2"]  # as torch
+
+
 def test_negative_control_a_reordered_model_is_caught():
     t, g = _nested(tnn, torch), _nested(nn, gpunn)
     g.blk.heads = nn.ModuleDict({"a": nn.Linear(4, 1, bias=False), "b": nn.Linear(4, 2)})  # order swapped

@@ -182,6 +182,12 @@ class ModuleList(Sequential):
             self.append(module)
         return self
 
+    def __getitem__(self, index):
+        """A slice is a new ModuleList numbered from "0", as torch's (a Sequential's slice keeps its names)."""
+        if isinstance(index, slice):
+            return ModuleList(list(self._modules.values())[index])
+        return super().__getitem__(index)
+
     def forward(self, *args):
         raise TypeError("ModuleList has no forward of its own: iterate over it in your module's forward")
 
