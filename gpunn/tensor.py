@@ -727,9 +727,17 @@ class Tensor:
 
     def flatten(self, start_dim=0, end_dim=-1):
         shape = self.shape
+        rank = max(len(shape), 1)  # a 0-d tensor takes dims -1 and 0, as in PyTorch
+        for dim in (start_dim, end_dim):
+            if not -rank <= dim < rank:
+                raise IndexOutOfRangeError(f"flatten: dim {dim} is out of range for a {len(shape)}-d tensor "
+                                 f"(expected one in [{-rank}, {rank - 1}])")
         if not shape:
             return self.reshape(1)
         start, end = start_dim % len(shape), end_dim % len(shape)
+        if start > end:
+            raise ShapeError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for a {len(shape)}-d "
+                             "tensor; swap them")
         return self.reshape(shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:])
 
     def unsqueeze(self, dim):

@@ -408,6 +408,17 @@ def test_flatten_shapes(start, end):
     assert nn.Flatten(0)(gpunn.zeros(())).shape == tuple(tnn.Flatten(0)(torch.zeros(())).shape)
 
 
+@pytest.mark.parametrize("shape, start, end", [((3,), 1, -1), ((2, 3, 4), 3, -1), ((2, 3, 4), 0, 5),
+                                               ((2, 3, 4), -4, -1), ((2, 3, 4), 2, 1), ((), 1, -1)])
+def test_flatten_refuses_dims_torch_refuses(shape, start, end):
+    """Before the fix, dims wrapped around (flatten(3) of a 3-d tensor flattened everything) and
+    start > end inserted an axis of length 1."""
+    with pytest.raises((IndexError, RuntimeError)):
+        tnn.Flatten(start, end)(torch.zeros(shape))
+    with pytest.raises((IndexError, ValueError)):
+        nn.Flatten(start, end)(gpunn.zeros(*shape))
+
+
 def test_dropout_train_eval_and_scaling():
     gpunn.manual_seed(0)
     x = gpunn.ones(200, 500, requires_grad=True)
