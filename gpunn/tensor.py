@@ -731,7 +731,7 @@ class Tensor:
         for dim in (start_dim, end_dim):
             if not -rank <= dim < rank:
                 raise IndexOutOfRangeError(f"flatten: dim {dim} is out of range for a {len(shape)}-d tensor "
-                                 f"(expected one in [{-rank}, {rank - 1}])")
+                                           f"(expected one in [{-rank}, {rank - 1}])")
         if not shape:
             return self.reshape(1)
         start, end = start_dim % len(shape), end_dim % len(shape)
