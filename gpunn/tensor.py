@@ -740,6 +740,33 @@ class Tensor:
                              "tensor; swap them")
         return self.reshape(shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:])
 
+    def unflatten(self, dim, sizes):
+        """Split axis `dim` into `sizes` (one entry may be -1), the inverse of flatten (torch.Tensor.unflatten)."""
+        shape = self.shape
+        if not isinstance(sizes, (tuple, list)):
+            raise TypeError(f"unflatten: sizes must be a tuple of ints, got {type(sizes).__name__} {sizes!r}")
+        if not sizes:
+            raise ShapeError("unflatten: sizes must be non-empty, e.g. (2, 3) to split an axis of 6")
+        if not shape:
+            raise IndexOutOfRangeError("unflatten: a 0-d tensor has no axis to split; reshape it instead")
+        for i, n in enumerate(sizes):
+            if isinstance(n, bool) or not isinstance(n, int) or n < -1:
+                raise TypeError(f"unflatten: sizes[{i}] = {n!r} must be an int >= 0 (or -1, once, to infer it)")
+        if not -len(shape) <= dim < len(shape):
+            raise IndexOutOfRangeError(f"unflatten: dim {dim} is out of range for a {len(shape)}-d tensor "
+                                       f"(expected one in [{-len(shape)}, {len(shape) - 1}])")
+        dim %= len(shape)
+        known = math.prod(n for n in sizes if n != -1)
+        if list(sizes).count(-1) > 1 or (-1 in sizes and known == 0):
+            raise ShapeError(f"unflatten: sizes {tuple(sizes)} leave the size to infer ambiguous; give at most "
+                             "one -1, and no -1 beside a 0")
+        if -1 in sizes and shape[dim] % known == 0:
+            sizes = tuple(shape[dim] // known if n == -1 else n for n in sizes)
+        if -1 in sizes or math.prod(sizes) != shape[dim]:
+            raise ShapeError(f"unflatten: sizes {tuple(sizes)} don't multiply up to the size of dim {dim} "
+                             f"({shape[dim]}) of the tensor of shape {shape}")
+        return self.reshape(shape[:dim] + tuple(sizes) + shape[dim + 1:])
+
     def unsqueeze(self, dim):
         dim = dim % (self.ndim + 1)
         return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])

@@ -3,11 +3,12 @@
 from gpunn.nn import functional, init, utils
 from gpunn.nn.layers import (GELU, MLP, BCEWithLogitsLoss, CrossEntropyLoss, Dropout, Embedding, Flatten, Identity,
                              LayerNorm, LeakyReLU, Linear, LogSoftmax, ModuleDict, ModuleList, MSELoss, NLLLoss,
-                             ParameterList, ReLU, Sequential, Sigmoid, Softmax, Tanh)
+                             ParameterList, ReLU, Sequential, Sigmoid, Softmax, Tanh, Unflatten)
 from gpunn.nn.module import IncompatibleKeys, Module, RemovableHandle, StateDictError, StateDictShapeError
 from gpunn.nn.parameter import Parameter
 
 __all__ = ["Module", "Parameter", "Linear", "Sequential", "ModuleList", "ModuleDict", "ParameterList", "MLP", "ReLU",
-           "LeakyReLU", "GELU", "Tanh", "Sigmoid", "Identity", "Flatten", "Dropout", "LayerNorm", "Embedding",
-           "Softmax", "LogSoftmax", "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss", "IncompatibleKeys",
-           "RemovableHandle", "StateDictError", "StateDictShapeError", "functional", "init", "utils"]
+           "LeakyReLU", "GELU", "Tanh", "Sigmoid", "Identity", "Flatten", "Unflatten", "Dropout", "LayerNorm",
+           "Embedding", "Softmax", "LogSoftmax", "CrossEntropyLoss", "NLLLoss", "MSELoss", "BCEWithLogitsLoss",
+           "IncompatibleKeys", "RemovableHandle", "StateDictError", "StateDictShapeError", "functional", "init",
+           "utils"]

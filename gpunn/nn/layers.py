@@ -153,6 +153,83 @@ class Sequential(Module):
         self.add_module(str(len(self._modules)), module)
         return self
 
+    def extend(self, modules):
+        """Append each of `modules` (any iterable); nothing is added if one of them is not a Module."""
+        modules = list(modules)
+        for i, module in enumerate(modules):
+            if not isinstance(module, Module):
+                raise TypeError(f"{type(self).__name__}.extend: entry {i} is a {type(module).__name__}, not a Module")
+        for module in modules:
+            self.append(module)
+        return self
+
+    def insert(self, index, module):
+        """Put `module` before position `index` (-len <= index <= len); entries are renumbered from "0"."""
+        n = len(self._modules)
+        index = operator.index(index)
+        if not -n <= index <= n:
+            raise IndexError(f"insert: index {index} is out of range for {type(self).__name__} of length {n} "
+                             f"(expected one in [{-n}, {n}])")
+        if not isinstance(module, Module):
+            raise TypeError(f"{type(self).__name__}.insert: expected a Module, got {type(module).__name__}")
+        modules = list(self._modules.values())
+        modules.insert(index, module)
+        self._renumber(modules)
+        return self
+
+    def pop(self, index):
+        """Remove and return the entry at `index` (a slice: a container of those entries)."""
+        popped = self[index]
+        del self[index]
+        return popped
+
+    def __setitem__(self, index, module):
+        """Replace the entry at an int `index`; it keeps its name, as in torch (slices are refused)."""
+        self.add_module(list(self._modules)[self._position(index)], module)
+
+    def __delitem__(self, index):
+        """Remove the entry at an int index or a slice's entries; the rest are renumbered "0", "1", ...
+        as torch does (so state_dict keys match a model built without them)."""
+        modules = list(self._modules.values())
+        if isinstance(index, slice):
+            del modules[index]
+        else:
+            del modules[self._position(index)]
+        self._renumber(modules)
+
+    def _position(self, index):
+        """`index` (negative counts from the end) as a position, or IndexError."""
+        n = len(self._modules)
+        index = operator.index(index)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} is out of range for {type(self).__name__} of length {n}")
+        return index % n
+
+    def _renumber(self, modules):
+        self._modules.clear()
+        for i, module in enumerate(modules):
+            self._modules[str(i)] = module
+
+    def __add__(self, other):
+        """A new Sequential of this one's modules then `other`'s (the same objects), numbered from "0"."""
+        if not _is_sequential(other):
+            raise ValueError(f"Sequential + {type(other).__name__}: the add operator supports only Sequential")
+        return Sequential(*self, *other)
+
+    def __iadd__(self, other):
+        if not _is_sequential(other):
+            raise ValueError(f"Sequential += {type(other).__name__}: the add operator supports only Sequential")
+        return self.extend(other)
+
+    def __mul__(self, times):
+        """A new Sequential repeating these modules `times` times (the same objects, so shared weights)."""
+        return Sequential(*(list(self) * _repeats(times)))
+
+    __rmul__ = __mul__
+
+    def __imul__(self, times):
+        return self.extend(list(self) * (_repeats(times) - 1))
+
     def __len__(self):
         return len(self._modules)
 
@@ -163,30 +240,52 @@ class Sequential(Module):
         items = list(self._modules.items())
         if isinstance(index, slice):
             return Sequential(OrderedDict(items[index]))
-        try:
-            return items[operator.index(index)][1]
-        except IndexError:
-            raise IndexError(f"index {index} is out of range for {type(self).__name__} "
-                             f"of length {len(items)}") from None
+        return items[self._position(index)][1]
 
+
+def _is_sequential(value):
+    return isinstance(value, Sequential) and not isinstance(value, ModuleList)  # torch's lists are no Sequential
+
+
+def _repeats(times):
+    if isinstance(times, bool) or not isinstance(times, int):
+        raise TypeError(f"Sequential * {type(times).__name__}: multiply by a positive int")
+    if times <= 0:
+        raise ValueError(f"Sequential * {times}: the factor must be positive")
+    return times
 
 
 class ModuleList(Sequential):
-    """A list of modules whose parameters are registered, for a forward you write yourself."""
+    """A list of modules whose parameters are registered, for a forward you write yourself.
+
+    Edits follow torch.nn.ModuleList: `m[i] = layer`, `del m[i]` / `del m[a:b]` (renumbered from
+    "0"), insert, pop, append, extend, `+=` and `+` with any iterable of modules. Unlike torch,
+    insert checks its index as Sequential's does (torch's ModuleList.insert leaves a gap in the
+    names for an index past the end and fails half-way for a negative one)."""
 
     def __init__(self, modules=()):
         super().__init__(*modules)
-
-    def extend(self, modules):
-        for module in modules:
-            self.append(module)
-        return self
 
     def __getitem__(self, index):
         """A slice is a new ModuleList numbered from "0", as torch's (a Sequential's slice keeps its names)."""
         if isinstance(index, slice):
             return ModuleList(list(self._modules.values())[index])
         return super().__getitem__(index)
+
+    def insert(self, index, module):
+        super().insert(index, module)  # returns None, as list.insert and torch's ModuleList.insert
+
+    def __add__(self, other):
+        """A new ModuleList of this one's modules then those of the iterable `other`."""
+        return ModuleList([*self, *other])
+
+    def __iadd__(self, other):
+        return self.extend(other)
+
+    def __mul__(self, times):  # torch's ModuleList cannot be multiplied
+        return NotImplemented
+
+    __rmul__ = __imul__ = __mul__
 
     def forward(self, *args):
         raise TypeError("ModuleList has no forward of its own: iterate over it in your module's forward")
@@ -383,6 +482,28 @@ class Flatten(Module):
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Unflatten(Module):
+    """Split axis `dim` into `unflattened_size` (one entry may be -1): the inverse of Flatten, as
+    torch.nn.Unflatten (e.g. Unflatten(1, (1, 28, 28)) turns (N, 784) into images)."""
+
+    def __init__(self, dim, unflattened_size):
+        super().__init__()
+        if not isinstance(unflattened_size, (tuple, list)):
+            raise TypeError("Unflatten: unflattened_size must be a tuple of ints, got "
+                            f"{type(unflattened_size).__name__} {unflattened_size!r}")
+        for i, n in enumerate(unflattened_size):
+            if isinstance(n, bool) or not isinstance(n, int):
+                raise TypeError(f"Unflatten: unflattened_size must be a tuple of ints, but entry {i} is "
+                                f"{type(n).__name__} {n!r}")
+        self.dim, self.unflattened_size = dim, unflattened_size
+
+    def forward(self, x):
+        return x.unflatten(self.dim, self.unflattened_size)
+
+    def extra_repr(self):
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
 
 
 class Softmax(Module):
