@@ -245,3 +245,159 @@ def test_edited_sequential_runs_and_trains_the_remaining_layers(device):
     np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-6)
     out.sum().backward()
     assert all(p.grad is not None and p.grad.device is device for p in model.parameters())
+
+
+# --- nn.init: trunc_normal_, orthogonal_, eye_, dirac_ ----------------------------------------
+
+
+def _ks_statistic(x, y):
+    """Two-sample Kolmogorov-Smirnov distance between the empirical laws of x and y."""
+    x, y = np.sort(np.ravel(x)), np.sort(np.ravel(y))
+    points = np.concatenate([x, y])
+    return np.abs(np.searchsorted(x, points, "right") / x.size - np.searchsorted(y, points, "right") / y.size).max()
+
+
+def _ks_bound(n, m):
+    """The KS distance two samples of one law stay below with probability 1 - 1e-6."""
+    return math.sqrt(-0.5 * math.log(0.5e-6) * (n + m) / (n * m))
+
+
+def _truncated_normal_moments(mean, std, a, b):
+    """Mean and standard deviation of N(mean, std^2) conditioned on [a, b] (textbook formulas)."""
+    lo, hi = (a - mean) / std, (b - mean) / std
+    def pdf(z):
+        return math.exp(-z * z / 2) / math.sqrt(2 * math.pi) if math.isfinite(z) else 0.0
+
+    # the mass from erfc of the nearer tail keeps its digits when [lo, hi] lies far out
+    mass = (0.5 * (math.erfc(lo / math.sqrt(2)) - math.erfc(hi / math.sqrt(2))) if lo > 0 else
+            0.5 * (math.erfc(-hi / math.sqrt(2)) - math.erfc(-lo / math.sqrt(2))))
+    mu = (pdf(lo) - pdf(hi)) / mass
+    second = 1 + ((lo * pdf(lo) if math.isfinite(lo) else 0) - (hi * pdf(hi) if math.isfinite(hi) else 0)) / mass
+    return mean + std * mu, std * math.sqrt(second - mu * mu)
+
+
+TRUNC_CASES = [(0.0, 1.0, -2.0, 2.0), (0.0, 1.0, -1.0, 1.0), (0.0, 0.02, -0.04, 0.04), (1.0, 2.0, -1.0, 4.0),
+               (0.0, 1.0, -0.1, 0.3), (0.0, 1.0, 1.0, 2.0), (0.0, 1.0, 0.0, math.inf)]
+
+
+@pytest.mark.parametrize("mean, std, a, b", TRUNC_CASES)
+def test_trunc_normal_has_torchs_law(mean, std, a, b):
+    torch = pytest.importorskip("torch")
+    n = 20000
+    gpunn.manual_seed(3)
+    ours = nn.init.trunc_normal_(gpunn.empty(n, dtype="float64"), mean, std, a, b).numpy()
+    torch.manual_seed(3)
+    theirs = torch.nn.init.trunc_normal_(torch.empty(n, dtype=torch.float64), mean, std, a, b).numpy()
+    assert a <= ours.min() and ours.max() <= b
+    assert _ks_statistic(ours, theirs) < _ks_bound(n, n)
+
+
+def test_trunc_normal_comparison_rejects_a_clipped_normal():
+    """Negative control: N(0, 1) clipped to [-1, 1] piles 16% on each bound; the KS check sees it."""
+    torch = pytest.importorskip("torch")
+    n = 20000
+    gpunn.manual_seed(3)
+    clipped = np.clip(gpunn.randn(n, dtype="float64").numpy(), -1.0, 1.0)
+    torch.manual_seed(3)
+    theirs = torch.nn.init.trunc_normal_(torch.empty(n, dtype=torch.float64), 0.0, 1.0, -1.0, 1.0).numpy()
+    assert _ks_statistic(clipped, theirs) > _ks_bound(n, n)
+
+
+@pytest.mark.parametrize("mean, std, a, b", TRUNC_CASES + [
+    (0.0, 1.0, 3.0, 100.0), (0.0, 1.0, 5.0, 5.01), (0.0, 1.0, -100.0, -3.0), (0.0, 1.0, 0.7, 2.1),
+    (10.0, 1.0, -math.inf, 4.0)])  # far in a tail, where torch's inverse-CDF method warns it may be wrong
+def test_trunc_normal_matches_the_textbook_moments(mean, std, a, b):
+    n = 40000
+    gpunn.manual_seed(7)
+    values = nn.init.trunc_normal_(gpunn.empty(n, dtype="float64"), mean, std, a, b).numpy()
+    mu, sigma = _truncated_normal_moments(mean, std, a, b)
+    assert a <= values.min() and values.max() <= b
+    assert abs(values.mean() - mu) < 6 * sigma / math.sqrt(n)
+    assert abs(values.std() / sigma - 1) < 6 * math.sqrt(2 / n) * 1.5  # kurtosis below a normal's x 2.25
+
+
+def test_trunc_normal_is_the_same_on_every_device_and_refuses_bad_bounds(device):
+    gpunn.manual_seed(11)
+    here = nn.init.trunc_normal_(gpunn.empty(3, 7, device=device), 0.5, 0.1, 0.3, 0.9)
+    gpunn.manual_seed(11)
+    on_cpu = nn.init.trunc_normal_(gpunn.empty(3, 7), 0.5, 0.1, 0.3, 0.9)
+    assert here.device is device and here.dtype == "float32"
+    np.testing.assert_array_equal(here.numpy(), on_cpu.numpy())
+    with pytest.raises(ValueError, match="exceeds"):
+        nn.init.trunc_normal_(gpunn.empty(3, device=device), a=2.0, b=-2.0)
+    with pytest.raises(ValueError, match="std"):
+        nn.init.trunc_normal_(gpunn.empty(3, device=device), std=0.0)
+    np.testing.assert_array_equal(nn.init.trunc_normal_(gpunn.empty(3, device=device), a=1.0, b=1.0).numpy(), 1.0)
+    assert nn.init.trunc_normal_(gpunn.empty(0, device=device)).shape == (0,)
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (5, 3), (4, 2, 3), (4, 4)])
+def test_orthogonal_gives_orthonormal_rows_or_columns(device, shape):
+    t = nn.init.orthogonal_(gpunn.empty(*shape, dtype="float64", device=device), gain=2.0)
+    assert t.device is device and t.shape == shape
+    m = t.numpy().reshape(shape[0], -1)
+    gram = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m
+    np.testing.assert_allclose(gram, 4.0 * np.eye(len(gram)), atol=1e-12)
+
+
+def test_orthogonal_is_uniform_like_torchs():
+    """The first entry of a random 4x4 orthogonal matrix: the same law as torch's (mean 0, std 1/2)."""
+    torch = pytest.importorskip("torch")
+    n = 3000
+    gpunn.manual_seed(5)
+    torch.manual_seed(5)
+    ours = np.array([nn.init.orthogonal_(gpunn.empty(4, 4, dtype="float64")).numpy()[0, 0] for _ in range(n)])
+    theirs = np.array([torch.nn.init.orthogonal_(torch.empty(4, 4, dtype=torch.float64)).numpy()[0, 0]
+                       for _ in range(n)])
+    assert _ks_statistic(ours, theirs) < _ks_bound(n, n)
+    assert abs(ours.mean()) < 6 * 0.5 / math.sqrt(n)
+    # negative control: QR without the sign fix is biased (LAPACK's R has a negative first diagonal entry)
+    rng = np.random.default_rng(5)
+    unfixed = np.array([np.linalg.qr(rng.standard_normal((4, 4)))[0][0, 0] for _ in range(n)])
+    assert _ks_statistic(unfixed, theirs) > _ks_bound(n, n)
+
+
+def test_orthogonal_refuses_vectors_like_torch():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError):
+        torch.nn.init.orthogonal_(torch.empty(3))
+    with pytest.raises(ValueError, match="2 or more dimensions"):
+        nn.init.orthogonal_(gpunn.empty(3))
+    assert nn.init.orthogonal_(gpunn.empty(0, 3)).shape == (0, 3)
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (3, 2), (3, 3)])
+@pytest.mark.parametrize("dtype", ["float32", "int64"])
+def test_eye_matches_torch(device, shape, dtype):
+    torch = pytest.importorskip("torch")
+    ours = nn.init.eye_(gpunn.ones(*shape, dtype=dtype, device=device))
+    theirs = torch.nn.init.eye_(torch.ones(*shape, dtype=getattr(torch, dtype)))
+    assert ours.device is device and ours.dtype == dtype
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+@pytest.mark.parametrize("shape, groups", [((4, 2, 3), 2), ((3, 3, 3), 1), ((6, 2, 3, 4), 3), ((2, 4, 3, 3, 3), 1),
+                                           ((4, 4, 2, 5), 2)])
+def test_dirac_matches_torch(device, shape, groups):
+    torch = pytest.importorskip("torch")
+    ours = nn.init.dirac_(gpunn.ones(*shape, device=device), groups=groups)
+    theirs = torch.nn.init.dirac_(torch.ones(*shape), groups=groups)
+    assert ours.device is device
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+def test_dirac_comparison_sees_a_wrong_group_count():
+    """Negative control: one group instead of two puts the ones elsewhere."""
+    torch = pytest.importorskip("torch")
+    assert not np.array_equal(nn.init.dirac_(gpunn.zeros(4, 2, 3), groups=1).numpy(),
+                              torch.nn.init.dirac_(torch.zeros(4, 2, 3), groups=2).numpy())
+
+
+@pytest.mark.parametrize("fn, shape, kwargs", [("eye_", (3, 3, 3), {}), ("eye_", (3,), {}), ("dirac_", (3, 3), {}),
+                                               ("dirac_", (3, 3, 3), {"groups": 2})])
+def test_eye_and_dirac_refuse_what_torch_refuses(fn, shape, kwargs):
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError):
+        getattr(torch.nn.init, fn)(torch.empty(*shape), **kwargs)
+    with pytest.raises(ValueError):
+        getattr(nn.init, fn)(gpunn.empty(*shape), **kwargs)
