@@ -11,8 +11,9 @@ keep working because those scalars live on the device and are rewritten before e
 changing another hyper-parameter records a new graph (and one that changes every few steps, such
 as a weight-decay schedule, makes the step run eagerly for a while, with a warning).
 Parameters and buffers rebound between calls (load_state_dict, copy_) are copied into the arrays
-the graph reads; freezing or unfreezing parameters records a new graph, and forward hooks keep
-the step eager while they are registered (they are Python, which a replay skips).
+the graph reads; freezing or unfreezing parameters, or replacing a layer, parameter or buffer
+(model[1] = nn.Tanh()), records a new graph, and forward hooks keep the step eager while they are
+registered (they are Python, which a replay skips).
 
 Where a graph cannot work it runs eagerly and says once why: other devices, an optimizer without
 a fused update (or fused=False), an op that needs the host mid-step (dropout masks from the host
@@ -23,7 +24,7 @@ is a detached tensor: reading it (`.item()`) is the only host sync.
 import warnings
 
 from gpunn.autograd import _mode
-from gpunn.nn.module import hook_edits
+from gpunn.nn.module import hook_edits, structure_edits
 from gpunn.precision import get_float32_matmul_precision
 
 
@@ -203,10 +204,11 @@ class _Graph:
         """What the graph baked in: the hyper-parameters that are not uploaded (and whether each
         uploaded one is 0: an update may take another path for 0, as SGD without momentum does),
         the precision, the forward hooks (none: a hook added since must run, so the step goes back
-        to eager), and which parameters are trainable (a replay keeps the gradients it recorded)."""
+        to eager), the modules' structure (a layer or parameter replaced since would not be in the
+        graph), and which parameters are trainable (a replay keeps the gradients it recorded)."""
         scheduled = self.optimizer._scheduled
         trainable = tuple(p.requires_grad for group in self.optimizer.param_groups for p in group["params"])
-        return [get_float32_matmul_precision(), hook_edits(), trainable, len(hypers)] + [
+        return [get_float32_matmul_precision(), hook_edits(), structure_edits(), trainable, len(hypers)] + [
             hyper and {k: v != 0 if k in scheduled else v for k, v in hyper.items()} for hyper in hypers]
 
     def stale(self):

@@ -348,6 +348,33 @@ def test_one_cycle_momentum_keeps_the_graph(emulate, recwarn, name):
     assert_same_run(losses, params, ref_losses, ref_params)
 
 
+@pytest.mark.parametrize("edit", ["activation", "layer", "parameter"])
+def test_a_model_edited_between_replays_records_a_new_graph(emulate, recwarn, edit):
+    """A replay runs the layers recorded: replacing one (model[1] = Tanh(), a new Linear) or
+    reassigning a parameter between calls makes the graph stale (module registries count their
+    edits), and the run equals eager."""
+    def change(k, model, opt):
+        if k != 6:
+            return
+        if edit == "activation":
+            model[1] = nn.Tanh()
+        elif edit == "layer":
+            gpunn.manual_seed(1)
+            model[2] = nn.Linear(16, 3)  # its parameters are not the optimizer's: they stay as made
+        else:
+            model[2].bias = nn.Parameter(gpunn.zeros(3))
+
+    losses, params, step, _, backend = train(OPTIMIZERS["sgd-momentum"], True, emulate, hook=change,
+                                             data=batches((32,)))
+    ref_losses, ref_params, *_ = train(OPTIMIZERS["sgd-momentum"], False, hook=change, data=batches((32,)))
+    assert_same_run(losses, params, ref_losses, ref_params)
+    if edit == "activation":
+        assert step.mode == "graph" and backend.captures == 2
+    else:  # the optimizer's old parameters get no gradient now: eager from here on, saying why
+        assert step.mode == "eager" and "without a gradient" in step.reason
+        assert [w for w in recwarn if issubclass(w.category, CompileWarning) and "without a gradient" in str(w.message)]
+
+
 def test_scheduled_values_are_uploaded_only_when_they_change(emulate, monkeypatch):
     """Each upload is a copy (a launch on a GPU): a step whose learning rate did not change since
     the last replay uploads nothing, and one whose rate changed uploads it (the StepLR run equals

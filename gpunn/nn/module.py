@@ -28,11 +28,53 @@ IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_k
 
 
 _hook_edits = [0]  # forward hooks added or removed anywhere, ever: compile_step's graphs record it
+_structure_edits = [0]  # parameters, buffers or sub-modules set or removed anywhere, ever: likewise
 
 
 def hook_edits():
     """How many forward hooks have been added or removed so far (a recorded step goes stale)."""
     return _hook_edits[0]
+
+
+def structure_edits():
+    """How many times any module's parameters, buffers or sub-modules were set or removed so far:
+    a step recorded before such an edit (a layer replaced, a parameter reassigned) goes stale."""
+    return _structure_edits[0]
+
+
+class _Registry(OrderedDict):
+    """A module's parameters, buffers or sub-modules, counting every change (structure_edits)."""
+
+    __slots__ = ()
+
+    def __setitem__(self, key, value):
+        _structure_edits[0] += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key):
+        _structure_edits[0] += 1
+        super().__delitem__(key)
+
+    def pop(self, *args):
+        _structure_edits[0] += 1
+        return super().pop(*args)
+
+    def popitem(self, last=True):
+        _structure_edits[0] += 1
+        return super().popitem(last)
+
+    def clear(self):
+        _structure_edits[0] += 1
+        super().clear()
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            _structure_edits[0] += 1
+        return super().setdefault(key, default)
+
+    def update(self, *args, **kwargs):
+        _structure_edits[0] += 1
+        super().update(*args, **kwargs)
 
 
 class Module:
@@ -45,10 +87,10 @@ class Module:
             what = f"keyword argument {next(iter(kwargs))!r}" if kwargs else f"{len(args)} positional argument(s)"
             raise TypeError(f"{type(self).__name__}() got an unexpected {what}")
         object.__setattr__(self, "training", True)
-        object.__setattr__(self, "_parameters", OrderedDict())
-        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_parameters", _Registry())
+        object.__setattr__(self, "_buffers", _Registry())
         object.__setattr__(self, "_non_persistent", set())
-        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_modules", _Registry())
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} has no forward(); define forward(self, x) in the subclass")
