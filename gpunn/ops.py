@@ -27,8 +27,8 @@ class Primitive:
     `label(attrs) -> str`, if given, is what error messages call the op when its name is not
     what the user wrote (linear_act: "Linear (fused with ReLU)").
 
-    A loss whose rules return their saved gradient as is when handed `implicit_seed[0]` (below)
-    is `unit_seeded`: loss.backward() on it then hands them a marker instead of filling a ones array.
+    A loss whose rules return their saved gradient as is when handed `UNIT` (below) is
+    `unit_seeded`: loss.backward() on it hands them that marker instead of filling a ones array.
     """
 
     __slots__ = ("name", "forward", "grads", "variadic", "floats", "saves", "into", "prepare", "label",
@@ -476,16 +476,10 @@ stack = Primitive("stack", lambda xp, *xs, axis=0: xp.stack(xs, axis=axis), _sta
 
 # --- fused losses -----------------------------------------------------------------------------
 
-# The seed of the loss.backward() running now (set by Tensor.backward): a ones array, or UNIT when
-# the root's primitive is unit_seeded and nothing else reads the seed. A loss's rule then returns
-# its saved gradient as is instead of multiplying it by one; on a GPU each saves a kernel launch of
-# a small model's ~20 per step. A module global, not per thread: a backward on another thread at
-# the same moment at worst misses the shortcut.
-implicit_seed = [None]
-
-
 class _Unit:
-    """loss.backward()'s seed where only a unit_seeded rule reads it: never an array, never read."""
+    """loss.backward()'s seed of ones when the root's primitive is unit_seeded and nothing else
+    reads the seed (Tensor.backward decides): its rule returns the saved gradient as is, so no ones
+    array is filled and nothing is multiplied by it (on a GPU, two of a small step's ~20 launches)."""
 
     def __repr__(self):
         return "<the implicit ones seed of loss.backward()>"
@@ -527,7 +521,7 @@ def _cross_entropy(xp, logits, target, reduction="mean", ignore_index=-100):
 
 def _cross_entropy_grad(xp, g, residual, logits, target, reduction="mean", ignore_index=-100):
     """softmax(logits) - onehot(target): never formed through log and exp separately."""
-    if g is implicit_seed[0]:  # loss.backward(): the gradient is the residual itself (no kernel launch)
+    if g is UNIT:  # loss.backward(): the gradient is the residual itself (no kernel launch)
         return residual
     return residual * (g[:, None] if reduction == "none" else g)
 

@@ -347,22 +347,18 @@ class Tensor:
                                  "pass grad= of the same shape, or reduce with .sum() first")
             node = self._node
             if node is not None and node.primitive.unit_seeded and not node.retains_grad and not mode.anomaly:
-                seed = implicit = ops.UNIT  # its rule never reads it: no ones array to fill
+                seed = ops.UNIT  # its rule never reads it: no ones array to fill
             else:
                 with self.device.scope:
-                    seed = implicit = self.device.xp.ones_like(self.data)
+                    seed = self.device.xp.ones_like(self.data)
         else:
             grad = grad if isinstance(grad, Tensor) else tensor(grad, dtype=self.dtype, device=self.device)
             if grad.device is not self.device:
                 _mismatch("backward", (self, grad))
-            seed, implicit = grad.data, None
+            seed = grad.data
             if tuple(seed.shape) != self.shape:
                 raise ShapeError(f"backward(grad=...) got shape {tuple(seed.shape)} for a tensor of shape {self.shape}")
-        previous, ops.implicit_seed[0] = ops.implicit_seed[0], implicit
-        try:
-            backward(self, seed, retain_graph=retain_graph)
-        finally:
-            ops.implicit_seed[0] = previous
+        backward(self, seed, retain_graph=retain_graph)
 
     # --- in-place edits: correct or refused -------------------------------------------------------
 
