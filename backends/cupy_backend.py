@@ -107,7 +107,7 @@ class CupyBackend:
         with the same dtype and shape, which costs the host a fraction of CuPy's general setitem
         (compile_step copies the batch in and the loss out on every call)."""
         if (src.dtype == dst.dtype and src.shape == dst.shape and src.flags.c_contiguous and dst.flags.c_contiguous
-                and src.device.id == dst.device.id):
+                and src.data.device_id == dst.data.device_id):
             if src.nbytes:
                 dst.data.copy_from_device_async(src.data, src.nbytes)  # on the current stream
         else:

@@ -198,6 +198,7 @@ class _Graph:
             raise _CaptureFailed(f"{type(exc).__name__}: {exc}") from exc
         self.recorded_state = opt._recorded_state()  # the state arrays the graph updates
         self.rebound = []
+        self._copy_into = getattr(dev.backend, "copy_into", _assign)  # looked up once, used three times a call
         self._launched_once = False
 
     def _constants(self, hypers):
@@ -264,17 +265,14 @@ class _Graph:
                 return tuple(Tensor._wrap(self._copy(t.data), dev) for t in self.result)
             return Tensor._wrap(self._copy(self.result.data), dev)
 
-    def _copy_into(self, dst, src):
-        copy_into = getattr(self.device.backend, "copy_into", None)
-        if copy_into is None:
-            dst[...] = src
-        else:
-            copy_into(dst, src)
-
     def _copy(self, array):
         out = self.device.xp.empty_like(array)
         self._copy_into(out, array)
         return out
+
+
+def _assign(dst, src):
+    dst[...] = src
 
 
 def _check_example(example_batch, device):
