@@ -7,6 +7,8 @@ because they are cheaper and stay finite where log and exp taken apart would not
 import math
 import warnings
 
+import numpy as np
+
 from gpunn import ops
 from gpunn.errors import DeviceError, DTypeError, ShapeError
 from gpunn.random import generator
@@ -300,13 +302,11 @@ def _arange(device, n):
 
 
 def _broadcast_shape(a, b):
-    """The shape a and b broadcast to, or None where they do not."""
-    shape = []
-    for m, n in zip(reversed((1,) * (len(b) - len(a)) + tuple(a)), reversed((1,) * (len(a) - len(b)) + tuple(b))):
-        if m != n and 1 not in (m, n):
-            return None
-        shape.append(n if m == 1 else m)
-    return tuple(reversed(shape))
+    """The shape a and b broadcast to, or None where they do not (shapes only: host tuples)."""
+    try:
+        return np.broadcast_shapes(tuple(a), tuple(b))
+    except ValueError:
+        return None
 
 
 def mse_loss(input, target, reduction="mean"):
