@@ -330,6 +330,15 @@ def _unary(ufunc):
     return lambda self: call(ufunc.__name__, ufunc, (self,), {})
 
 
+def _host_read(convert, what):
+    """A method reading the array's value on the host: a synchronization (see sync_point)."""
+    def read(self):
+        sync_point(what)
+        return convert(self._a)
+    read.__name__ = what
+    return read
+
+
 class ndarray:
     """cupy.ndarray, faked: emulated device memory on a device; no implicit conversion to NumPy."""
 
@@ -378,33 +387,13 @@ class ndarray:
             return out
         return host
 
-    def item(self):
-        sync_point("ndarray.item")
-        return self._a.item()
-
-    def tolist(self):
-        sync_point("ndarray.tolist")
-        return self._a.tolist()
-
-    def __float__(self):
-        sync_point("float(ndarray)")
-        return float(self._a)
-
-    def __int__(self):
-        sync_point("int(ndarray)")
-        return int(self._a)
-
-    def __index__(self):
-        sync_point("operator.index(ndarray)")
-        return self._a.__index__()
-
-    def __bool__(self):
-        sync_point("bool(ndarray)")
-        return bool(self._a)
-
-    def __complex__(self):
-        sync_point("complex(ndarray)")
-        return complex(self._a)
+    item = _host_read(lambda a: a.item(), "ndarray.item")
+    tolist = _host_read(lambda a: a.tolist(), "ndarray.tolist")
+    __float__ = _host_read(float, "float(ndarray)")
+    __int__ = _host_read(int, "int(ndarray)")
+    __index__ = _host_read(lambda a: a.__index__(), "operator.index(ndarray)")
+    __bool__ = _host_read(bool, "bool(ndarray)")
+    __complex__ = _host_read(complex, "complex(ndarray)")
 
     def __iter__(self):
         if self.ndim == 0:
