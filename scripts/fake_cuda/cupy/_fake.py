@@ -138,26 +138,24 @@ def unwrap(x, allow_host=False, other_devices=False):
     return x
 
 
-def _arrays(x):
-    if isinstance(x, np.ndarray):
+def _leaves(x, kind):
+    """The objects of type `kind` inside x (nested lists, tuples and dicts), in order."""
+    if isinstance(x, kind):
         yield x
     elif isinstance(x, (list, tuple)):
         for v in x:
-            yield from _arrays(v)
+            yield from _leaves(v, kind)
     elif isinstance(x, dict):
         for v in x.values():
-            yield from _arrays(v)
+            yield from _leaves(v, kind)
+
+
+def _arrays(x):
+    return _leaves(x, np.ndarray)
 
 
 def _fakes(x):
-    if isinstance(x, ndarray):
-        yield x
-    elif isinstance(x, (list, tuple)):
-        for v in x:
-            yield from _fakes(v)
-    elif isinstance(x, dict):
-        for v in x.values():
-            yield from _fakes(v)
+    return _leaves(x, ndarray)
 
 
 # CuPy routes these through its shared cuBLAS handle, which CuPy 14 refuses to use while a stream
