@@ -3,29 +3,31 @@
 #
 #   bash scripts/gpu_check.sh LOGDIR
 #
-# Steps: install carried wheels (.whl/, if present) and gpunn itself; nvidia-smi; NVRTC compiles
-# of the CUDA kernel sources (scripts/check_cuda_sources.py, where it and CuPy exist); then what
-# the GPU targets need first, three `gpunn bench` runs, each with PyTorch and both CUDA-graph
+# Steps: install carried wheels (.whl/, if present) and gpunn itself; nvidia-smi; then what the
+# GPU targets need first, three `gpunn bench` runs, each with PyTorch and both CUDA-graph
 # contenders (gpunn-graph, torch-graph):
 #   bench            784-256-256-10 and 784-1024-1024-1024-10 at batch 128 and 512, cpu and cuda
 #   bench-4096       4096-4096-4096-4096-1000 at batch 4096, cuda only, float32
 #   bench-4096-tf32  the same with --tf32
-# (about 2 minutes on an H100; results in LOGDIR/bench-*/bench.{csv,json,png}); then CPU/CUDA
-# parity of a seeded training run, `gpunn train` on CUDA with and without --compile, the fused
-# optimizer benchmark, and last the tests: tests/test_gpu.py (pytest-gpu), then the cuda case of
-# every device-parametrized test (cuda-cases; the longest step, CuPy compiling its kernels on a
-# fresh machine). Each step's output goes to LOGDIR/<step>.log as well as to the terminal; a
-# failed step does not stop the next one. The CUDA steps report SKIP (with gpunn's reason) where no
-# CUDA device is usable, so the script also runs on a CPU-only machine. Ends with a table: step,
-# status, seconds. Exit status 0 unless a step failed or ran past STEP_TIMEOUT seconds (default
-# 180) or was not run: one that would start after BUDGET seconds (default 450) is not, so the table is
-# written before a lent machine's command limit; put LOGDIR under the folder that comes back
-# ($OUT) so the logs return even if the command is cut. PYTHON picks the interpreter (default python3).
+# (results in LOGDIR/bench-*/bench.{csv,json,png}); tests/test_gpu.py (pytest-gpu: fast paths
+# against the generic ones, graphs, the 50-step trajectories, whose measured drifts go into
+# LOGDIR/pytest-gpu.xml as properties); CPU/CUDA parity of a seeded training run; `gpunn train` on
+# CUDA with and without --compile; the fused optimizer benchmark; a cProfile of the eager CUDA step
+# (where its host time goes); NVRTC compiles of the CUDA kernel sources; and last the cuda case of
+# every device-parametrized test (cuda-cases: the longest step, CuPy compiling its kernels on a
+# fresh machine; spread over 8 workers where pytest-xdist is installed). Each step's output goes to
+# LOGDIR/<step>.log as well as to the terminal; a failed step does not stop the next one. The CUDA
+# steps report SKIP (with gpunn's reason) where no CUDA device is usable, so the script also runs on
+# a CPU-only machine. Ends with a table: step, status, seconds. Exit status 0 unless a step failed
+# or ran past STEP_TIMEOUT seconds (default 180) or was not run: one that would start after BUDGET
+# seconds (default 450) is not, so the table is written before a lent machine's command limit.
+# ARCHIVE, if set, names a .tar.gz of LOGDIR rewritten after every step: a lent machine returns
+# only a few files, and this one comes back even if the command is cut. PYTHON picks the
+# interpreter (default python3).
 #
 # The GPU machine has numpy, cupy, torch, pytest, hypothesis, safetensors, tqdm and matplotlib but
-# no network and no array-api-compat: put its wheel (and array-api-strict's, and a recent
-# setuptools and wheel for the editable install) in .whl/ first, e.g.
-#   pip download --no-deps -d .whl array-api-compat array-api-strict setuptools wheel
+# no network and no array-api-compat: put its wheel (and array-api-strict's) in .whl/ first, e.g.
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl array-api-compat array-api-strict
 # If the editable install still fails, gpunn runs from this tree, with a link gpunn/backends ->
 # ../backends standing in for the installed package's layout (a fallback for a lent machine).
 set -o pipefail
@@ -41,6 +43,7 @@ cd "$(dirname "$0")/.." || exit 2
 PY=${PYTHON:-python3}
 STEP_TIMEOUT=${STEP_TIMEOUT:-180}  # seconds per step: a hung step becomes TIMEOUT instead of eating the lease
 BUDGET=${BUDGET:-450}  # seconds: no step starts later than this
+ARCHIVE=${ARCHIVE:-}
 began=$(date +%s)
 
 names=()
@@ -75,6 +78,13 @@ step() {  # step NAME COMMAND...: run it with a time limit, tee into LOGDIR/NAME
         *) status="FAIL($rc)" ;;
     esac
     record "$name" "$status" "$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')"
+    archive
+}
+
+archive() {  # the logs so far, as one file (see ARCHIVE)
+    if [ -n "$ARCHIVE" ]; then
+        tar czf "$ARCHIVE.part" -C "$(dirname "$LOGDIR")" "$(basename "$LOGDIR")" && mv "$ARCHIVE.part" "$ARCHIVE"
+    fi
 }
 
 skip() {  # skip NAME REASON
@@ -82,6 +92,7 @@ skip() {  # skip NAME REASON
     echo "=== $1: SKIP ($2)"
     echo "SKIP: $2" >"$LOGDIR/$1.log"
     record "$1" SKIP 0.0
+    archive
 }
 
 # --- installation ---------------------------------------------------------------------------------
@@ -116,16 +127,17 @@ else
     skip nvidia-smi "nvidia-smi not found"
 fi
 
-# --- CUDA sources: compiled with NVRTC, no GPU needed ------------------------------------------
-if [ ! -f scripts/check_cuda_sources.py ]; then
-    skip cuda-sources "scripts/check_cuda_sources.py not found"
-elif ! "$PY" -c "import cupy" >/dev/null 2>&1; then
-    skip cuda-sources "CuPy does not import"
-elif "$PY" -c "import cupy, sys; sys.exit('fake' not in cupy.__version__)" >/dev/null 2>&1; then
-    skip cuda-sources "the fake CuPy of scripts/fake_cuda has no NVRTC (a dry run)"
-else
-    step cuda-sources "$PY" scripts/check_cuda_sources.py
-fi
+cuda_sources() {  # NVRTC compiles of every CUDA kernel source (no GPU needed), or why not
+    if [ ! -f scripts/check_cuda_sources.py ]; then
+        skip cuda-sources "scripts/check_cuda_sources.py not found"
+    elif ! "$PY" -c "import cupy" >/dev/null 2>&1; then
+        skip cuda-sources "CuPy does not import"
+    elif "$PY" -c "import cupy, sys; sys.exit('fake' not in cupy.__version__)" >/dev/null 2>&1; then
+        skip cuda-sources "the fake CuPy of scripts/fake_cuda has no NVRTC (a dry run)"
+    else
+        step cuda-sources "$PY" scripts/check_cuda_sources.py
+    fi
+}
 
 gpunn_cli=("$PY" -m gpunn)
 run_id=$(date +%Y%m%d-%H%M%S)  # a fresh --out per run: gpunn train refuses a folder that holds a run
@@ -136,17 +148,24 @@ if [ -z "$cuda_reason" ]; then
         --batch-sizes 128,512 --out "$LOGDIR/bench-$run_id"
     step bench-4096 "${gpunn_cli[@]}" bench "${big[@]}" --out "$LOGDIR/bench-4096-$run_id"
     step bench-4096-tf32 "${gpunn_cli[@]}" bench "${big[@]}" --tf32 --out "$LOGDIR/bench-4096-tf32-$run_id"
+    step pytest-gpu "$PY" -m pytest -q -p no:cacheprovider --durations=5 -o junit_family=xunit1 \
+        --junitxml="$LOGDIR/pytest-gpu.xml" tests/test_gpu.py
     step parity "$PY" benchmarks/parity.py --devices cpu,cuda --steps 50
     step train "${gpunn_cli[@]}" train --device cuda --epochs 2 --no-progress --out "$LOGDIR/train-$run_id"
     step train-compile "${gpunn_cli[@]}" train --device cuda --epochs 2 --no-progress --compile --clip-norm 1.0 \
         --out "$LOGDIR/train-compile-$run_id"  # a "gpunn: note: compile_step runs eagerly" line means no graph
     step fused "$PY" benchmarks/fused_step.py --device cuda --repeats 7
-    # the GPU's own tests first (fast paths, graphs, trajectories), then the cuda case of every
-    # device-parametrized test (hundreds: CuPy compiles a kernel for each new op and dtype)
-    step pytest-gpu "$PY" -m pytest -q -p no:cacheprovider --durations=5 tests/test_gpu.py
-    step cuda-cases "$PY" -m pytest -m gpu -q -p no:cacheprovider --durations=5 --ignore=tests/test_gpu.py tests
+    step profile-cuda "$PY" benchmarks/profile_step.py --device cuda --steps 300 --top 30
+    cuda_sources
+    # the cuda case of every device-parametrized test (hundreds: CuPy compiles a kernel for each
+    # new op and dtype, so workers share the compiling where pytest-xdist is there)
+    workers=()
+    if "$PY" -c "import xdist" >/dev/null 2>&1; then workers=(-n 8); fi
+    step cuda-cases "$PY" -m pytest -m gpu -q -p no:cacheprovider --durations=5 "${workers[@]}" \
+        --ignore=tests/test_gpu.py tests
 else
-    for name in bench bench-4096 bench-4096-tf32 parity train train-compile fused pytest-gpu cuda-cases; do
+    for name in bench bench-4096 bench-4096-tf32 pytest-gpu parity train train-compile fused profile-cuda cuda-sources \
+        cuda-cases; do
         skip "$name" "no usable CUDA device: $cuda_reason"
     done
 fi
