@@ -179,6 +179,7 @@ fi
     done
     echo "logs: $LOGDIR"
 } | tee "$LOGDIR/summary.txt"
+archive
 for s in "${statuses[@]}"; do
     case $s in PASS | SKIP) ;; *) exit 1 ;; esac
 done
