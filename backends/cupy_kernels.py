@@ -6,7 +6,8 @@ every override here does the generic version's arithmetic in fewer launches:
   linear, matmul        cuBLAS directly (cublas_gemm): no transpose copies, TF32 on request, bias
                         gradients as a product with a row of ones (written into the optimizer's slot)
   linear_act            the product, then bias and activation in one elementwise kernel
-  relu/tanh/sigmoid     the backward rule in one elementwise kernel instead of two or three
+  relu/tanh/sigmoid     the backward rule in one elementwise kernel instead of two or three; after
+                        a linear layer (linear_act), with the bias gradient summed in the same kernel
   cross_entropy         loss, softmax-minus-one-hot residual and reduction in one kernel (small
                         batches) or three (large ones), instead of about twenty array ops
   sgd_update, adam_update
@@ -162,6 +163,57 @@ _sigmoid_grad_kernel = cupy.ElementwiseKernel("T g, T out", "T gx", "gx = g * ou
                                               "gpunn_sigmoid_grad")
 
 
+# The activation's backward and the bias gradient in one pass, for linear_act's backward (saving
+# the bias gradient's own product, a cuBLAS call of 10-20 us host time): gp = g * act'(out) exactly
+# as the kernels above compute it, and its column sums written into (or added to) the bias's slot.
+# A block of 256 threads covers 32 columns: lane = column (coalesced reads), warp = a stride-8 set of rows.
+_ACT_BIAS_SOURCE = r"""
+// act: 0 relu, 1 tanh, 2 sigmoid (the same for the whole launch, so the branch costs nothing)
+extern "C" __global__ void NAME_run(const T* g, const T* out, long long n, long long f, int act, int accumulate,
+                                    T* gp, T* db) {
+    __shared__ T part[8][32];
+    const int lane = threadIdx.x & 31, group = threadIdx.x >> 5;
+    const long long col = (long long)blockIdx.x * 32 + lane;
+    T sum = 0;
+    if (col < f) {
+        for (long long row = group; row < n; row += 8) {
+            const long long k = row * f + col;
+            const T o = out[k];
+            const T d = act == 0 ? g[k] * (o > (T)0 ? (T)1 : (T)0)
+                      : act == 1 ? g[k] * ((T)1 - o * o)
+                                 : g[k] * o * ((T)1 - o);
+            gp[k] = d;
+            sum += d;
+        }
+    }
+    part[group][lane] = sum;
+    __syncthreads();
+    if (group == 0 && col < f) {
+        T total = 0;
+        for (int r = 0; r < 8; ++r) total += part[r][lane];
+        db[col] = accumulate ? db[col] + total : total;
+    }
+}
+"""
+_ACT_CODES = {"relu": 0, "tanh": 1, "sigmoid": 2}
+_ACT_BIAS_MAX = 1 << 20  # elements of g: above this the pass is bandwidth-bound, and two launches read better
+
+
+def _act_grad_and_bias_into(xp, g, out, x, w, b, dest, accumulate, activation):
+    """linear_act's prepared gradient, with the bias gradient written into its slot in the same
+    launch; None where that does not apply (then the two-step path runs)."""
+    if (b is None or g.ndim != 2 or g.shape != out.shape or g.dtype != out.dtype or g.dtype not in _FLOATS
+            or dest.dtype != g.dtype or g.size > _ACT_BIAS_MAX or not (g.flags.c_contiguous and out.flags.c_contiguous
+                                                                       and dest.flags.c_contiguous)):
+        return None
+    n, f = g.shape
+    gp = cupy.empty((n, f), dtype=g.dtype)
+    kernel = _raw_functions(_ACT_BIAS_SOURCE, "gpunn_act_bias", g.dtype, ("run",))["run"]
+    kernel(((f + 31) // 32,), (256,), (g, out, cupy.int64(n), cupy.int64(f), cupy.int32(_ACT_CODES[activation]),
+                                      cupy.int32(accumulate), gp, dest))
+    return gp
+
+
 def _elementwise_rule(kernel, generic):
     def rule(xp, g, out, x):
         if g.shape != out.shape or g.dtype != out.dtype or g.dtype not in _FLOATS:
@@ -250,20 +302,27 @@ extern "C" __global__ void NAME_rows(const T* logits, const long long* target, l
     if (lane == 0) row_loss[row] = kept ? l * s : (T)0 * scale[0];
 }
 """
-_ce_modules = {}
+_raw_modules = {}
 _CE_SMALL = 1 << 18  # up to this many logits: one block, one launch (small batches are launch-bound; to be tuned on a GPU)
 _CE_THREADS = 512
 _CE_ROW_THREADS = 256  # 8 rows per block for large batches
 
 
+def _raw_functions(source, prefix, dtype, names):
+    """{name: kernel} from a templated CUDA source (NAME -> prefix_f32/_f64, T -> float/double),
+    compiled once per dtype."""
+    key = (prefix, dtype)
+    functions = _raw_modules.get(key)
+    if functions is None:
+        ctype, suffix = ("float", "f32") if dtype == cupy.float32 else ("double", "f64")
+        module = cupy.RawModule(code=f"typedef {ctype} T;\n" + source.replace("NAME", f"{prefix}_{suffix}"))
+        functions = _raw_modules[key] = {k: module.get_function(f"{prefix}_{suffix}_{k}") for k in names}
+    return functions
+
+
 def _ce_functions(dtype):
     """{"small", "scale", "rows"}: the cross-entropy kernels for float32 or float64."""
-    functions = _ce_modules.get(dtype)
-    if functions is None:
-        ctype, prefix = ("float", "gpunn_ce_f32") if dtype == cupy.float32 else ("double", "gpunn_ce_f64")
-        module = cupy.RawModule(code=f"typedef {ctype} T;\n" + _CE_SOURCE.replace("NAME", prefix))
-        functions = _ce_modules[dtype] = {k: module.get_function(f"{prefix}_{k}") for k in ("small", "scale", "rows")}
-    return functions
+    return _raw_functions(_CE_SOURCE, "gpunn_ce", dtype, ("small", "scale", "rows"))
 
 
 def _cross_entropy_forward(xp, logits, target, reduction="mean", ignore_index=-100):
@@ -275,7 +334,7 @@ def _cross_entropy_forward(xp, logits, target, reduction="mean", ignore_index=-1
     kernels = _ce_functions(logits.dtype)
     logits = cupy.ascontiguousarray(logits)
     target = cupy.ascontiguousarray(target.astype(cupy.int64, copy=False))
-    residual = cupy.empty_like(logits)
+    residual = cupy.empty(logits.shape, dtype=logits.dtype)  # (empty_like costs the host twice as much)
     n_, c_, ignore, mean = cupy.int64(n), cupy.int64(c), cupy.int64(ignore_index), cupy.int32(reduction == "mean")
     if n * c <= _CE_SMALL:
         loss = cupy.empty((), dtype=logits.dtype)
@@ -364,7 +423,8 @@ def fast_paths():
     }
     return {
         "linear": linear,
-        "linear_act": ops.linear_act_primitive(linear, activations, forward=_linear_act_forward),
+        "linear_act": ops.linear_act_primitive(linear, activations, forward=_linear_act_forward,
+                                               prepare_into=_act_grad_and_bias_into),
         "matmul": ops.matmul.override(forward=_matmul_forward, grads=(_matmul_grad_x, _matmul_grad_y)),
         **activations,
         "cross_entropy": ops.cross_entropy.override(forward=_cross_entropy_forward),

@@ -144,10 +144,18 @@ def _run_rules(node, g, pending, Tensor):
 
 def _run_rules_here(node, g, pending, Tensor):
     xp, prim, arrays, out, attrs = node.device.xp, node.primitive, node.arrays, node.out, node.attrs
+    written = None  # the input whose gradient a fused prepare already wrote into its slot
     if prim.prepare is not None:  # a fused primitive's common first step, once for all its rules
-        g = prim.prepare(xp, g, out, *arrays, **attrs)
+        prepared = None
+        if prim.prepare_into is not None:
+            written, fused = prim.prepare_into
+            prepared = _into_slot(node, node.inputs[written], Tensor, lambda dest, accumulate: fused(
+                xp, g, out, *arrays, dest, accumulate, **attrs))
+            if prepared is None:
+                written = None
+        g = prepared if prepared is not None else prim.prepare(xp, g, out, *arrays, **attrs)
     for i, parent in enumerate(node.inputs):
-        if not (isinstance(parent, Tensor) and parent.requires_grad):
+        if i == written or not (isinstance(parent, Tensor) and parent.requires_grad):
             continue
         rule = prim.grads[i] if not prim.variadic else prim.rule(i)
         if rule is None:
@@ -191,17 +199,26 @@ def _deliver(parent, gi, pending, Tensor):
 
 def _written_into(node, i, leaf, g, Tensor):
     """Let a fast into-rule write leaf's gradient straight into its flat-buffer slot (True if it did)."""
+    done = _into_slot(node, leaf, Tensor, lambda dest, accumulate: node.primitive.into[i](
+        node.device.xp, g, node.out, *node.arrays, dest, accumulate, **node.attrs))
+    return done is not None and done is not False
+
+
+def _into_slot(node, leaf, Tensor, write):
+    """`write(dest, accumulate)` into leaf's flat-buffer slot, if it has one; returns what write
+    returned (None or False: nothing written), or None without a slot."""
+    if not (isinstance(leaf, Tensor) and leaf.requires_grad):
+        return None
     slot = getattr(leaf, "_grad_slot", None)
     if slot is None or mode.anomaly:
-        return False
+        return None
     grad = leaf.grad
     if grad is not None and grad.data is not slot.array:
-        return False
+        return None
     if grad is None:
         slot.claim()
-    done = node.primitive.into[i](node.device.xp, g, node.out, *node.arrays, slot.array, grad is not None,
-                                  **node.attrs)
-    if done and grad is None:
+    done = write(slot.array, grad is not None)
+    if done is not None and done is not False and grad is None:
         leaf.grad = slot.hand_out()
     return done
 

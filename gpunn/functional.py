@@ -166,7 +166,10 @@ def _rows_of_classes(name, logits, target, probabilities_allowed):
         target = target.permute(classes_last) if probabilities else target
     if logits.ndim == 1:
         logits = logits.reshape(1, -1)
-    target = target.reshape(-1, logits.shape[1]) if probabilities else target.reshape(-1)
+    if probabilities:
+        target = target.reshape(-1, logits.shape[1])
+    elif target.ndim != 1:  # (a 1-D target is used as is: a reshape is an op, and this runs every step)
+        target = target.reshape(-1)
     if logits.shape[0] == 0:
         raise ShapeError(f"{name}: empty batch (0 rows); check the data loader and the batch size")
     return logits, target, probabilities, out_shape

@@ -22,7 +22,11 @@ class Primitive:
     `(xp, g, out, *inputs, **attrs) -> g'` (linear_act: the activation's backward), and a fast path
     may give `into` rules, `(xp, g, out, *inputs, dest, accumulate, **attrs) -> bool`: they write
     (or add) the gradient straight into `dest`, a leaf's slot in a fused optimizer's flat buffer,
-    saving the copy, and return False where they cannot.
+    saving the copy, and return False where they cannot. A fast path may also fuse the two:
+    `prepare_into = (i, rule)`, `rule(xp, g, out, *inputs, dest, accumulate, **attrs) -> g'`,
+    prepares g and writes input i's gradient into its slot in the same pass (linear_act on CUDA:
+    the activation's backward and the bias gradient in one kernel), or returns None where it
+    cannot; then `prepare` and the into-rule run as usual.
 
     `label(attrs) -> str`, if given, is what error messages call the op when its name is not
     what the user wrote (linear_act: "Linear (fused with ReLU)").
@@ -31,14 +35,14 @@ class Primitive:
     `unit_seeded`: loss.backward() on it hands them that marker instead of filling a ones array.
     """
 
-    __slots__ = ("name", "forward", "grads", "variadic", "floats", "saves", "into", "prepare", "label",
-                 "unit_seeded")
+    __slots__ = ("name", "forward", "grads", "variadic", "floats", "saves", "into", "prepare", "prepare_into",
+                 "label", "unit_seeded")
 
     def __init__(self, name, forward, *grads, variadic=False, floats=(), saves=False, into=None, prepare=None,
-                 label=None, unit_seeded=False):
+                 prepare_into=None, label=None, unit_seeded=False):
         self.name, self.forward, self.grads = name, forward, grads
         self.variadic, self.floats, self.saves, self.into = variadic, floats, saves, into
-        self.prepare, self.label, self.unit_seeded = prepare, label, unit_seeded
+        self.prepare, self.prepare_into, self.label, self.unit_seeded = prepare, prepare_into, label, unit_seeded
 
     def title(self, attrs):
         """The op's name for an error message about a call with `attrs`."""
@@ -54,7 +58,8 @@ class Primitive:
         """A copy with a faster forward, rules and/or into-rules: how a backend's fast path is made."""
         return Primitive(self.name, forward or self.forward, *(grads or self.grads),
                          variadic=self.variadic, floats=self.floats, saves=self.saves, into=into or self.into,
-                         prepare=self.prepare, label=self.label, unit_seeded=self.unit_seeded)
+                         prepare=self.prepare, prepare_into=self.prepare_into, label=self.label,
+                         unit_seeded=self.unit_seeded)
 
     def __repr__(self):
         return f"<primitive {self.name}>"
@@ -202,13 +207,14 @@ relu = Primitive("relu", lambda xp, x: xp.maximum(x, 0),
                  # at a dead unit stays NaN (loud) instead of being masked
                  lambda xp, g, out, x: g * xp.astype(out > 0, g.dtype), floats=(0,))
 
-def linear_act_primitive(linear, activations, forward=None):
+def linear_act_primitive(linear, activations, forward=None, prepare_into=None):
     """`act(x @ w.T + b)` as one node, built from a linear primitive and {name: activation
     primitive}: one node and one saved output instead of two. The activation's rule `prepare`s the
     incoming gradient once (the engine then hands the pre-activation gradient to every rule), and
     the linear primitive's rules and into-rules take it from there. Backends build their fast
     version from their fast parts; `forward(xp, x, w, b, activation) -> y` may replace the
-    composed forward."""
+    composed forward, and `prepare_into(xp, g, out, x, w, b, dest, accumulate, activation)` may
+    prepare g and write the bias gradient at once (see Primitive)."""
 
     def composed(xp, x, w, b, activation):
         return activations[activation].forward(xp, linear.forward(xp, x, w, b))
@@ -225,7 +231,7 @@ def linear_act_primitive(linear, activations, forward=None):
 
     into = linear.into and tuple(None if r is None else into_rule(k) for k, r in enumerate(linear.into))
     return Primitive("linear_act", forward or composed, rule(0), rule(1), rule(2), floats=(0, 1, 2), into=into,
-                     prepare=pre_activation, label=_fused_label)
+                     prepare=pre_activation, prepare_into=prepare_into and (2, prepare_into), label=_fused_label)
 
 
 def _fused_label(attrs):

@@ -83,7 +83,7 @@ def emulate_cupy_kernels():
                 table[key] = EmulatedElementwise(kernel)
         if not isinstance(found, dict) and table[name] is not found:
             setattr(cupy_kernels, name, table[name])
-    cupy_kernels._ce_modules.clear()
+    cupy_kernels._raw_modules.clear()
     return cupy_kernels.fast_paths()
 
 
@@ -543,12 +543,12 @@ def with_ce_source(old, new, run, small=None):
     source, threshold = cupy_kernels._CE_SOURCE, cupy_kernels._CE_SMALL
     assert old in source, f"control out of date: {old!r} is no longer in _CE_SOURCE"
     cupy_kernels._CE_SOURCE, cupy_kernels._CE_SMALL = source.replace(old, new), small or threshold
-    cupy_kernels._ce_modules.clear()
+    cupy_kernels._raw_modules.clear()
     try:
         run()
     finally:
         cupy_kernels._CE_SOURCE, cupy_kernels._CE_SMALL = source, threshold
-        cupy_kernels._ce_modules.clear()
+        cupy_kernels._raw_modules.clear()
 
 
 def controls(fast):

@@ -139,6 +139,46 @@ def test_into_rules_write_and_add_the_generic_gradients(cuda, dtype):
             assert host(cuda, flat)[0] == 7.0  # nothing written outside the slots
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
+def test_fused_prepare_writes_the_bias_gradient_and_the_generic_prepared_gradient(cuda, dtype, activation,
+                                                                                    monkeypatch):
+    """linear_act's prepare_into on CUDA (the activation's backward and the bias gradient in one
+    kernel) gives the generic prepared gradient and bias gradient, written or added into the slot,
+    for shapes of one and of several column blocks; above its size limit it declines (None)."""
+    from gpunn.backends import cupy_kernels
+
+    fast, generic = cuda.fast_paths["linear_act"], ops.linear_act
+    index, fused = fast.prepare_into
+    assert index == 2
+    rng = np.random.default_rng(7)
+    put = lambda a: cuda.put(np.asarray(a, dtype=dtype))  # noqa: E731
+    rtol = RTOL[dtype]
+    attrs = {"activation": activation}
+    for n, f in ((7, 5), (130, 70)):
+        x, w, b = put(rng.standard_normal((n, 9))), put(rng.standard_normal((f, 9))), put(rng.standard_normal(f))
+        g = put(rng.standard_normal((n, f)))
+        with cuda.ctx:
+            out = generic.forward(cuda.xp, x, w, b, **attrs)
+            want_g = host(cuda, generic.prepare(cuda.xp, g, out, x, w, b, **attrs))
+            want_b = host(cuda, generic.grads[2](cuda.xp, generic.prepare(cuda.xp, g, out, x, w, b, **attrs), out,
+                                                 x, w, b, **attrs))
+            flat = cuda.xp.asarray(np.full(f + 2, 7.0, dtype=dtype))
+            slot = flat[1:-1]
+            got_g = fused(cuda.xp, g, out, x, w, b, slot, False, **attrs)
+            np.testing.assert_allclose(host(cuda, got_g), want_g, rtol=rtol, atol=rtol)
+            np.testing.assert_allclose(host(cuda, slot), want_b, rtol=rtol, atol=rtol)
+            fused(cuda.xp, g, out, x, w, b, slot, True, **attrs)
+            np.testing.assert_allclose(host(cuda, slot), 2 * want_b, rtol=rtol, atol=rtol)
+            assert host(cuda, flat)[0] == 7.0 and host(cuda, flat)[-1] == 7.0  # nothing written outside the slot
+            other = "tanh" if activation != "tanh" else "relu"  # negative control: another activation's rule
+            fused(cuda.xp, g, out, x, w, b, slot, False, activation=other)
+            assert not np.allclose(host(cuda, slot), want_b, rtol=rtol, atol=rtol)
+    monkeypatch.setattr(cupy_kernels, "_ACT_BIAS_MAX", 10)
+    with cuda.ctx:
+        assert fused(cuda.xp, g, out, x, w, b, slot, False, **attrs) is None
+
+
 def test_cross_entropy_kernel_out_of_range_label_is_nan_not_a_crash(cuda):
     logits = gpunn.randn(4, 3, device=cuda)
     loss = cross_entropy(logits, gpunn.tensor([0, 1, 7, 2], device=cuda))
