@@ -199,14 +199,13 @@ def _deliver(parent, gi, pending, Tensor):
 
 def _written_into(node, i, leaf, g, Tensor):
     """Let a fast into-rule write leaf's gradient straight into its flat-buffer slot (True if it did)."""
-    done = _into_slot(node, leaf, Tensor, lambda dest, accumulate: node.primitive.into[i](
-        node.device.xp, g, node.out, *node.arrays, dest, accumulate, **node.attrs))
-    return done is not None and done is not False
+    return _into_slot(node, leaf, Tensor, lambda dest, accumulate: node.primitive.into[i](
+        node.device.xp, g, node.out, *node.arrays, dest, accumulate, **node.attrs)) is not None
 
 
 def _into_slot(node, leaf, Tensor, write):
     """`write(dest, accumulate)` into leaf's flat-buffer slot, if it has one; returns what write
-    returned (None or False: nothing written), or None without a slot."""
+    returned, or None where nothing was written (no slot, or write returned None or False)."""
     if not (isinstance(leaf, Tensor) and leaf.requires_grad):
         return None
     slot = getattr(leaf, "_grad_slot", None)
@@ -218,7 +217,9 @@ def _into_slot(node, leaf, Tensor, write):
     if grad is None:
         slot.claim()
     done = write(slot.array, grad is not None)
-    if done is not None and done is not False and grad is None:
+    if done is None or done is False:  # declined
+        return None
+    if grad is None:
         leaf.grad = slot.hand_out()
     return done
 
