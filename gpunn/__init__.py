@@ -6,6 +6,26 @@ or CuPy (device "cuda"); "strict" runs array-api-strict to prove the code stays 
 
 __version__ = "0.1.0"
 
+
+def _source_checkout_backends():
+    """In a source checkout (not installed) `backends/` sits beside `gpunn/`, not inside it, so
+    `gpunn.backends` is loaded from there; an installed gpunn has it inside and skips this."""
+    import importlib.util
+    import os
+    import sys
+    here = os.path.dirname(os.path.abspath(__file__))
+    source = os.path.join(os.path.dirname(here), "backends", "__init__.py")
+    if os.path.isdir(os.path.join(here, "backends")) or not os.path.exists(source):
+        return
+    spec = importlib.util.spec_from_file_location(__name__ + ".backends", source,
+                                                  submodule_search_locations=[os.path.dirname(source)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+
+
+_source_checkout_backends()
+
 from gpunn import cuda
 from gpunn.autograd import detect_anomaly, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from gpunn.device import Device, DeviceWarning, device
