@@ -184,7 +184,7 @@ def _deliver(parent, gi, pending, Tensor):
     Sums are formed out of place and no rule writes into the `g` it is given: a gradient may be
     an array something else holds (cross_entropy hands on its saved residual under loss.backward(),
     which a retained graph reads again), so writing into one in place would corrupt it."""
-    target = parent.data
+    target = parent._array
     if gi.shape != target.shape:
         gi = sum_to_shape(parent.device.xp, gi, target.shape)
     if gi.dtype != target.dtype:
@@ -212,7 +212,7 @@ def _into_slot(node, leaf, Tensor, write):
     if slot is None or mode.anomaly:
         return None
     grad = leaf.grad
-    if grad is not None and grad.data is not slot.array:
+    if grad is not None and grad._array is not slot.array:
         return None
     if grad is None:
         slot.claim()
@@ -226,7 +226,7 @@ def _into_slot(node, leaf, Tensor, write):
 
 def _accumulate(leaf, g, Tensor):
     slot = getattr(leaf, "_grad_slot", None)
-    if slot is not None and (leaf.grad is None or leaf.grad.data is slot.array):  # a fused optimizer's buffer
+    if slot is not None and (leaf.grad is None or leaf.grad._array is slot.array):  # a fused optimizer's buffer
         if leaf.grad is None:
             slot.claim()
             slot.array[...] = g
@@ -237,7 +237,7 @@ def _accumulate(leaf, g, Tensor):
     if leaf.grad is None:
         leaf.grad = Tensor._wrap(g, leaf.device)
     else:  # out of place: g may be shared with another leaf
-        leaf.grad.data = leaf.grad.data + g
+        leaf.grad._array = leaf.grad._array + g
 
 
 def _check_finite(node, g, device_gi, gi):

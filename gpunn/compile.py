@@ -168,8 +168,8 @@ class _Graph:
         dev = self.device = step.device
         xp = dev.xp
         with dev.scope:
-            self.x = Tensor._wrap(xp.asarray(xb.data, copy=True), dev)
-            self.y = Tensor._wrap(xp.asarray(yb.data, copy=True), dev)
+            self.x = Tensor._wrap(xp.asarray(xb._array, copy=True), dev)
+            self.y = Tensor._wrap(xp.asarray(yb._array, copy=True), dev)
         opt = self.optimizer
         self.flats = opt._flat_groups()
         i = opt._unrecordable_group(self.flats)
@@ -188,7 +188,7 @@ class _Graph:
         self.constants = self._constants(hypers)
         # every parameter and buffer the step reads, with the array the graph reads it from: a
         # replay copies values rebound since (load_state_dict, copy_) back into those arrays
-        self.pinned = [(t, t.data) for t in step.tensors()]
+        self.pinned = [(t, t._array) for t in step.tensors()]
         try:
             with dev.scope:
                 self._upload(hypers)
@@ -223,8 +223,8 @@ class _Graph:
         self._next = opt._next_hypers(flats)  # computed once per call: replay() uploads these
         if self._constants(self._next) != self.constants:
             return True
-        self.rebound = [(t, a) for t, a in self.pinned if t.data is not a]  # replay() copies these back
-        if any(t.data.shape != a.shape or t.data.dtype != a.dtype or t.device is not self.device
+        self.rebound = [(t, a) for t, a in self.pinned if t._array is not a]  # replay() copies these back
+        if any(t._array.shape != a.shape or t._array.dtype != a.dtype or t.device is not self.device
                for t, a in self.rebound):
             return True  # a tensor the graph reads was replaced by one it cannot be copied into
         return any(now.keys() != then.keys() or any(now[k] is not then[k] for k in now)
@@ -251,19 +251,19 @@ class _Graph:
             if self._launched_once:  # the first launch is the captured call's own step, already counted
                 self.optimizer._before_replay()
                 for t, array in self.rebound:  # found by stale() just before; the optimizer's own
-                    if t.data is not array:     # parameters are back in place already
-                        array[...] = t.data
-                        t.data = array
+                    if t._array is not array:     # parameters are back in place already
+                        array[...] = t._array
+                        t._array = array
                 self._upload(self._next)  # stale() computed them for this call
-                self._copy_into(self.x.data, xb.data)
-                self._copy_into(self.y.data, yb.data)
+                self._copy_into(self.x._array, xb._array)
+                self._copy_into(self.y._array, yb._array)
             dev.backend.replay(self.graph)
             if self._launched_once:
                 self.optimizer._after_replay()
             self._launched_once = True
             if isinstance(self.result, tuple):  # (loss, output): copies, as the next replay overwrites both
-                return tuple(Tensor._wrap(self._copy(t.data), dev) for t in self.result)
-            return Tensor._wrap(self._copy(self.result.data), dev)
+                return tuple(Tensor._wrap(self._copy(t._array), dev) for t in self.result)
+            return Tensor._wrap(self._copy(self.result._array), dev)
 
     def _copy(self, array):
         out = self.device.xp.empty_like(array)

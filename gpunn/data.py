@@ -114,7 +114,7 @@ class DataLoader:
         """Host data stays on the host, one contiguous NumPy array; data already on a device
         moves to `device` once (and comes home once when `device` is the cpu)."""
         if isinstance(data, Tensor):
-            data = data.data
+            data = data._array
         if backends.owner(data) not in (None, "cpu"):
             data = self.device.put(data)
         if backends.owner(data) in (None, "cpu"):

@@ -107,11 +107,11 @@ def embedding(input, weight):
                           f"move the indices with .to({str(weight.device)!r})")
     n = weight.shape[0]
     if input.device.type == "cpu" and input.numel():  # a host check is free here; on a GPU it would sync
-        lo, hi = int(input.data.min()), int(input.data.max())
+        lo, hi = int(input._array.min()), int(input._array.max())
         if lo < 0 or hi >= n:
             raise IndexError(f"embedding: index {lo if lo < 0 else hi} is out of range for {n} embeddings; "
                              f"indices must lie in [0, {n})")
-    flat = input.device.xp.reshape(input.data, (-1,))
+    flat = input.device.xp.reshape(input._array, (-1,))
     return apply(ops.getitem, weight, index=flat).reshape(*input.shape, weight.shape[1])
 
 
@@ -182,7 +182,7 @@ def _check_class_range(name, logits, target, ignore_index=-100):
         raise DTypeError(f"{name}: targets must be integer class indices, got {target.dtype}; use .long()")
     ignored = False
     if target.device.type == "cpu":  # a host check is free here; on a GPU it would cost a sync
-        data = target.data
+        data = target._array
         kept = data[data != ignore_index]
         ignored = kept.size < data.size
         if kept.size:
@@ -216,9 +216,9 @@ def _weighted_nll(log_probs, target, weight, ignore_index, reduction, label_smoo
     and "mean" divides the sum by the sum of w[y_i] over the targets kept.
     """
     dev, classes = log_probs.device, log_probs.shape[1]
-    xp, dtype = dev.xp, log_probs.data.dtype
-    kept = target.data != ignore_index
-    picked = (target.data[:, None] == _arange(dev, classes)[None, :]) & kept[:, None]
+    xp, dtype = dev.xp, log_probs._array.dtype
+    kept = target._array != ignore_index
+    picked = (target._array[:, None] == _arange(dev, classes)[None, :]) & kept[:, None]
     target_weight = Tensor._wrap(xp.astype(picked, dtype), dev)
     if weight is not None:
         target_weight = target_weight * weight
@@ -292,7 +292,7 @@ def nll_loss(log_probs, target, weight=None, *, ignore_index=-100, reduction="me
         # off the cpu nobody looked for ignored targets: the composite path masks them on the device
         loss = _weighted_nll(rows, target, weight, ignore_index, reduction, 0.0)
     else:
-        loss = -apply(ops.getitem, rows, index=(_arange(rows.device, rows.shape[0]), target.data))
+        loss = -apply(ops.getitem, rows, index=(_arange(rows.device, rows.shape[0]), target._array))
         loss = loss if reduction == "none" else loss.mean() if reduction == "mean" else loss.sum()
     return loss.reshape(out_shape) if reduction == "none" else loss
 

@@ -232,7 +232,7 @@ def _is_array(value):
 def _to_host(value):
     """A NumPy array of `value`'s values (no copy for host data: the writer only reads it)."""
     if isinstance(value, Tensor):
-        value = value.data
+        value = value._array
     kind = backends.owner(value)
     return np.asarray(value) if kind == "cpu" else backends.get(kind).to_host(value)
 

@@ -40,7 +40,7 @@ def apply(primitive, *args, **attrs):
                 dev = a.device
             elif a.device is not dev:
                 _mismatch(primitive.title(attrs), args)
-            arrays.append(a.data)
+            arrays.append(a._array)
             needs_grad = needs_grad or a.requires_grad
         else:
             arrays.append(a)
@@ -137,40 +137,40 @@ class Tensor:
     """A multidimensional array on one device, with automatic differentiation."""
 
     # _grad_slot: where backward writes this leaf's gradient (a view of a flat buffer), if anywhere
-    __slots__ = ("data", "grad", "requires_grad", "device", "_node", "_grad_slot", "__weakref__")
+    __slots__ = ("_array", "grad", "requires_grad", "device", "_node", "_grad_slot", "__weakref__")
     __array_ufunc__ = None  # NumPy defers to our reflected operators: np_array * tensor -> Tensor
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):
         made = tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
-        self.data, self.grad, self.device = made.data, None, made.device
+        self._array, self.grad, self.device = made._array, None, made.device
         self.requires_grad, self._node = made.requires_grad, None
 
     @classmethod
     def _wrap(cls, array, device):
         """A tensor around an array already on `device`: the internal constructor, no copy."""
         t = object.__new__(cls)
-        t.data, t.grad, t.requires_grad, t.device, t._node = array, None, False, device, None
+        t._array, t.grad, t.requires_grad, t.device, t._node = array, None, False, device, None
         return t
 
     # --- facts ---------------------------------------------------------------------------------
 
     @property
     def shape(self):
-        return tuple(self.data.shape)
+        return tuple(self._array.shape)
 
     @property
     def dtype(self):
-        return as_dtype(self.data.dtype)
+        return as_dtype(self._array.dtype)
 
     @property
     def ndim(self):
-        return self.data.ndim
+        return self._array.ndim
 
     def dim(self):
-        return self.data.ndim
+        return self._array.ndim
 
     def numel(self):
-        return math.prod(self.data.shape)
+        return math.prod(self._array.shape)
 
     def size(self, dim=None):
         return self.shape if dim is None else self.shape[dim]
@@ -179,7 +179,7 @@ class Tensor:
         """Rows along the first axis, as PyTorch iterates (each row keeps the graph)."""
         if self.ndim == 0:
             raise TypeError("iteration over a 0-d tensor")
-        return (self[i] for i in range(self.data.shape[0]))
+        return (self[i] for i in range(self._array.shape[0]))
 
     def __array__(self, dtype=None, copy=None):
         """np.asarray(tensor): a host copy from any device."""
@@ -189,7 +189,7 @@ class Tensor:
     def __len__(self):
         if self.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
-        return self.data.shape[0]
+        return self._array.shape[0]
 
     @property
     def is_leaf(self):
@@ -235,8 +235,8 @@ class Tensor:
     def numpy(self):
         """A NumPy copy of the values, from any device."""
         if self.device.type == "cpu":
-            return np.array(self.data, copy=True)
-        return self.device.backend.to_host(self.data)
+            return np.array(self._array, copy=True)
+        return self.device.backend.to_host(self._array)
 
     def item(self):
         if self.numel() != 1:
@@ -255,7 +255,7 @@ class Tensor:
 
     def detach(self):
         """The same values, cut from the graph (shares memory)."""
-        return Tensor._wrap(self.data, self.device)
+        return Tensor._wrap(self._array, self.device)
 
     def retain_grad(self):
         """Keep this intermediate tensor's gradient in `.grad` after backward (leaves always do)."""
@@ -286,7 +286,7 @@ class Tensor:
         if device is not None:
             dev = as_device(device)
             if dev is not self.device:
-                result = Tensor._wrap(dev.put(self.data), dev)
+                result = Tensor._wrap(dev.put(self._array), dev)
                 if self.requires_grad and mode.grad_enabled:
                     result.requires_grad = True
                     result._node = Node(_TRANSFER, (self,), (), None, {"source": self.device}, dev)
@@ -327,10 +327,10 @@ class Tensor:
         return self.device.type == "cuda"
 
     def __dlpack__(self, **kwargs):
-        return self.data.__dlpack__(**kwargs)
+        return self._array.__dlpack__(**kwargs)
 
     def __dlpack_device__(self):
-        return self.data.__dlpack_device__()
+        return self._array.__dlpack_device__()
 
     def backward(self, grad=None, retain_graph=False, *, gradient=None):
         """Accumulate the gradient of this tensor into every leaf that requires one.
@@ -350,12 +350,12 @@ class Tensor:
                 seed = ops.UNIT  # its rule never reads it: no ones array to fill
             else:
                 with self.device.scope:
-                    seed = self.device.xp.ones_like(self.data)
+                    seed = self.device.xp.ones_like(self._array)
         else:
             grad = grad if isinstance(grad, Tensor) else tensor(grad, dtype=self.dtype, device=self.device)
             if grad.device is not self.device:
                 _mismatch("backward", (self, grad))
-            seed = grad.data
+            seed = grad._array
             if tuple(seed.shape) != self.shape:
                 raise ShapeError(f"backward(grad=...) got shape {tuple(seed.shape)} for a tensor of shape {self.shape}")
         backward(self, seed, retain_graph=retain_graph)
@@ -365,9 +365,9 @@ class Tensor:
     def _assign(self, array):
         if tuple(array.shape) != self.shape:
             raise ShapeError(f"in-place update would change the shape {self.shape} to {tuple(array.shape)}")
-        if array.dtype != self.data.dtype:
+        if array.dtype != self._array.dtype:
             raise DTypeError(f"in-place update would change the dtype {self.dtype} to {as_dtype(array.dtype)}")
-        self.data = array  # a new array: graphs that saved the old one stay correct
+        self._array = array  # a new array: graphs that saved the old one stay correct
         return self
 
     def _inplace(self, primitive, *others):
@@ -375,7 +375,7 @@ class Tensor:
             raise GraphError(
                 f"in-place {primitive.name} on a tensor that requires grad would corrupt the graph; "
                 "write x = x + y, or do the update under gpunn.no_grad()")
-        return self._assign(apply(primitive, self, *(_operand(o, self) for o in others)).data)
+        return self._assign(apply(primitive, self, *(_operand(o, self) for o in others))._array)
 
     def __iadd__(self, other):
         return self._inplace(ops.add, other)
@@ -416,31 +416,31 @@ class Tensor:
         if isinstance(value, Tensor) and value.device is not self.device:
             _mismatch("setitem", (self, value))
         with self.device.scope:
-            updated = self.device.xp.asarray(self.data, copy=True)
+            updated = self.device.xp.asarray(self._array, copy=True)
             updated[_full_index(_index(index, self.device), self.ndim)] = (
-                value.data if isinstance(value, Tensor) else value)
+                value._array if isinstance(value, Tensor) else value)
         self._assign(updated)
 
     def zero_(self):
         with self.device.scope:
-            return self._assign(self.device.xp.zeros_like(self.data))
+            return self._assign(self.device.xp.zeros_like(self._array))
 
     def fill_(self, value):
         with self.device.scope:
-            return self._assign(self.device.xp.full_like(self.data, value))
+            return self._assign(self.device.xp.full_like(self._array, value))
 
     def copy_(self, other):
         """Overwrite the values with `other`'s (moved and cast to this tensor's device and dtype)."""
         other = other if isinstance(other, Tensor) else tensor(other, device=self.device)
         if mode.grad_enabled and (self.requires_grad or other.requires_grad):
             raise GraphError("copy_ is not differentiable: do it under gpunn.no_grad()")
-        array = self.device.put(other.data)
+        array = self.device.put(other._array)
         xp = self.device.xp
         with self.device.scope:
-            if array.dtype != self.data.dtype:
-                array = xp.astype(array, self.data.dtype)
+            if array.dtype != self._array.dtype:
+                array = xp.astype(array, self._array.dtype)
             try:
-                array = xp.broadcast_to(array, self.data.shape)
+                array = xp.broadcast_to(array, self._array.shape)
             except ValueError:
                 raise ShapeError(f"copy_: values of shape {other.shape} do not broadcast to {self.shape}") from None
             return self._assign(xp.asarray(array, copy=True))
@@ -521,7 +521,7 @@ class Tensor:
         if isinstance(other, Tensor) and other.device is not self.device:
             _mismatch(name, (self, other))
         with self.device.scope:
-            return Tensor._wrap(fn(self.data, other.data if isinstance(other, Tensor) else other), self.device)
+            return Tensor._wrap(fn(self._array, other._array if isinstance(other, Tensor) else other), self.device)
 
     def _compare(self, other, fn):
         return self._untracked_binary("comparison", other, fn)
@@ -676,7 +676,7 @@ class Tensor:
                              f"convert one, e.g. other.to('{self.dtype.name}') (PyTorch refuses this too)")
         xp = self.device.xp
         with self.device.scope:
-            a, b = self.data, other.data
+            a, b = self._array, other._array
             if not self.dtype.is_floating_point:
                 wide = self.device.dtype(as_dtype("float64"))
                 a, b = xp.astype(a, wide), xp.astype(b, wide)
@@ -706,9 +706,9 @@ class Tensor:
         return self._untracked("all")
 
     def _untracked(self, name, **kw):
-        """xp.<name>(self.data): a result without gradient, computed on this tensor's device."""
+        """xp.<name>(self._array): a result without gradient, computed on this tensor's device."""
         with self.device.scope:
-            return Tensor._wrap(getattr(self.device.xp, name)(self.data, **kw), self.device)
+            return Tensor._wrap(getattr(self.device.xp, name)(self._array, **kw), self.device)
 
     def reshape(self, *shape):
         shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
@@ -816,7 +816,7 @@ _TRANSFER = ops.Primitive("to_device", None, lambda xp, g, out, source: source.p
 
 
 def _integral(v):
-    return isinstance(v, int) or (isinstance(v, Tensor) and not _is_floating(v.data.dtype))
+    return isinstance(v, int) or (isinstance(v, Tensor) and not _is_floating(v._array.dtype))
 
 
 def _promoted(a, b, true_division=False):
@@ -826,7 +826,7 @@ def _promoted(a, b, true_division=False):
     a tensor with axes of the same kind (both floating, or both integer) takes the other's dtype:
     float32 x times a float64 0-d tensor stays float32, as in PyTorch (NumPy would widen it)."""
     if isinstance(a, Tensor) and isinstance(b, Tensor) and (a.ndim == 0) != (b.ndim == 0) and a.dtype != b.dtype:
-        if _is_floating(a.data.dtype) == _is_floating(b.data.dtype) and "bool" not in (a.dtype.name, b.dtype.name):
+        if _is_floating(a._array.dtype) == _is_floating(b._array.dtype) and "bool" not in (a.dtype.name, b.dtype.name):
             if a.ndim == 0:
                 a = a.to(dtype=b.dtype)
             else:
@@ -911,7 +911,7 @@ def _index(index, dev):
     if isinstance(index, Tensor):
         if index.device is not dev:
             raise DeviceError(f"getitem: index on {index.device} for a tensor on {dev}; move the index with .to('{dev}')")
-        return index.data
+        return index._array
     if isinstance(index, (list, np.ndarray)):
         return dev.put(np.asarray(index))
     if isinstance(index, np.generic):  # np.int64(1) from NumPy loops and argmax: a plain int
@@ -955,7 +955,7 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     """A new tensor (always a copy) from Python scalars and lists, NumPy arrays, backend arrays or
     tensors. Python floats give float32; NumPy arrays and backend arrays keep their dtype."""
     if isinstance(data, Tensor):
-        source, array = data.device, data.data
+        source, array = data.device, data._array
     elif backends.owner(data) not in (None, "cpu"):
         source, array = device_of(data), data
     else:
@@ -969,7 +969,7 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
             array = dev.put(np.asarray(host, order="C"))  # keeps 0-d arrays 0-d
     else:
         array = dev.put(array)
-        if array is data or (isinstance(data, Tensor) and array is data.data):
+        if array is data or (isinstance(data, Tensor) and array is data._array):
             array = dev.xp.asarray(array, copy=True)
         if dtype is not None and as_dtype(array.dtype) != as_dtype(dtype):
             array = dev.xp.astype(array, dev.dtype(as_dtype(dtype)))

@@ -34,17 +34,17 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
             continue
         analytic = t.grad.numpy() if t.grad is not None else np.zeros(t.shape)
         numeric = np.zeros(t.shape)
-        original = t.data
+        original = t._array
         host = t.numpy()
         for idx in np.ndindex(*t.shape):
             values = []
             for step in (eps, -eps):
                 moved = host.copy()
                 moved[idx] += step
-                t.data = t.device.put(moved)
+                t._array = t.device.put(moved)
                 values.append(objective())
             numeric[idx] = (values[0] - values[1]) / (2 * eps)
-        t.data = original
+        t._array = original
         error = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
         if error.size and error.max() > 0:
             worst = np.unravel_index(np.argmax(error), error.shape)

@@ -72,7 +72,7 @@ def test_compile_step_eager_on_cpu_matches_manual_step():
 
         def step(self):
             with gpunn.no_grad():
-                w.data = w.data - 0.1 * w.grad.data
+                w._array = w._array - 0.1 * w.grad._array
 
     x = gpunn.randn(5, 3)
     y = gpunn.randn(5, 2)

@@ -29,14 +29,14 @@ class EmulatedGraph:
         self.flats = optimizer._flat_groups()
         self.scalars = optimizer._device_scalars  # what the recorded updates read
         # the arrays the recorded step reads its parameters from (those of the optimizer's groups)
-        self.reads = [(p, p.data) for group in optimizer.param_groups for p in group["params"]]
+        self.reads = [(p, p._array) for group in optimizer.param_groups for p in group["params"]]
 
     def arrays(self):
         return [a for f in self.flats if f is not None for a in (f.param, f.grad, *f.buffers.values())]
 
     def replay(self, output):
         steps = {id(p): e.get("step") for p, e in self.optimizer.state.items()}
-        assert all(p.data is array for p, array in self.reads), \
+        assert all(p._array is array for p, array in self.reads), \
             "a parameter was rebound since the capture and not copied back: a replay would read its old array"
         self.optimizer._device_scalars = self.scalars
         try:
@@ -51,7 +51,7 @@ class EmulatedGraph:
                 e["step"] = steps[id(p)]
         for static, fresh in zip(output if isinstance(output, tuple) else (output,),
                                  loss if isinstance(loss, tuple) else (loss,)):
-            static.data[...] = fresh.data  # the graph's outputs live at fixed addresses
+            static._array[...] = fresh._array  # the graph's outputs live at fixed addresses
 
 
 class EmulatedBackend:

@@ -75,7 +75,7 @@ def test_the_check_sees_work_outside_the_context(made_off_device):
     """Negative control: an op on strict:1's arrays outside its context is caught."""
     t = gpunn.ones(3, device="strict:1")
     assert not made_off_device
-    t.device.xp.exp(t.data)
+    t.device.xp.exp(t._array)
     assert len(made_off_device) == 1
 
 

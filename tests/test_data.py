@@ -237,7 +237,7 @@ def test_batches_do_not_alias_the_data():
     X, y = _data(n=8)
     loader = DataLoader(X, y, batch_size=4, shuffle=False)
     xb, _ = next(iter(loader))
-    xb.data[...] = -1.0
+    xb._array[...] = -1.0
     assert np.array_equal(loader.X, X)
 
 

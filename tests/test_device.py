@@ -164,13 +164,13 @@ def test_data_stays_on_its_device_through_a_training_step():
     assert hidden.device is dev and loss.device is dev
     loss.backward()
     assert w.grad.device is dev and b.grad.device is dev
-    assert w.grad.data.device == dev.native
+    assert w.grad._array.device == dev.native
 
 
 def test_to_moves_between_devices_and_is_a_no_op_on_the_same_one():
     x = gpunn.tensor([1.0, 2.0], device="strict")
     y = x.to("strict:1")
-    assert y.device == "strict:1" and y.data.device == gpunn.device("strict:1").native
+    assert y.device == "strict:1" and y._array.device == gpunn.device("strict:1").native
     assert_close(y, [1.0, 2.0])
     assert x.to("strict") is x
     assert x.to(gpunn.device("strict:1"), dtype="float64").dtype == gpunn.float64
@@ -210,14 +210,14 @@ CREATORS = {
 def test_creation_functions_honour_device(device, name):
     t = CREATORS[name](device)
     assert t.device == device
-    assert device_of(t.data) == device  # where the array really is, not only what the tensor says
+    assert device_of(t._array) == device  # where the array really is, not only what the tensor says
 
 
 @pytest.mark.parametrize("name", ["zeros", "ones", "full", "tensor", "randn"])
 def test_creation_on_the_second_strict_device_puts_data_there(name):
     one = gpunn.device("strict:1")
-    assert CREATORS[name](one).data.device == one.native
-    assert CREATORS[name](gpunn.device("strict")).data.device != one.native
+    assert CREATORS[name](one)._array.device == one.native
+    assert CREATORS[name](gpunn.device("strict"))._array.device != one.native
 
 
 def test_numpy_returns_a_host_copy(device):

@@ -151,8 +151,8 @@ def flat_of(opt, index=0):
 def assert_views(model, flat):
     """Every parameter and gradient a view of the group's buffers, laid out end to end."""
     for i, p in enumerate(model.parameters()):
-        assert np.shares_memory(p.data, flat.param), f"parameter {i} is not a view of the flat buffer"
-        assert p.grad is not None and np.shares_memory(p.grad.data, flat.grad), f"gradient {i} is not a view"
+        assert np.shares_memory(p._array, flat.param), f"parameter {i} is not a view of the flat buffer"
+        assert p.grad is not None and np.shares_memory(p.grad._array, flat.grad), f"gradient {i} is not a view"
     assert np.array_equal(np.concatenate([p.numpy().ravel() for p in model.parameters()]), flat.param)
     assert np.array_equal(np.concatenate([p.grad.numpy().ravel() for p in model.parameters()]), flat.grad)
 
@@ -203,8 +203,8 @@ def test_two_param_groups_with_different_lr(name, update_calls):
     assert_identical(values(fused_model), values(ref_model))
     first, second = flat_of(fused_opt, 0), flat_of(fused_opt, 1)
     params = list(fused_model.parameters())
-    assert all(np.shares_memory(p.data, first.param) for p in params[:2])
-    assert all(np.shares_memory(p.data, second.param) for p in params[2:])
+    assert all(np.shares_memory(p._array, first.param) for p in params[:2])
+    assert all(np.shares_memory(p._array, second.param) for p in params[2:])
     sizes = (sum(p.numel() for p in params[:2]),), (sum(p.numel() for p in params[2:]),)
     assert update_calls[:2] == list(sizes)  # the fused run: one call per group per step
 
@@ -230,7 +230,7 @@ def test_fused_none_on_cpu_is_the_per_parameter_path():
     train(model, opt, 1)
     assert opt.fused is None and opt._flat[0] is None
     p0, p1 = list(model.parameters())[:2]
-    assert not np.shares_memory(p0.data, p1.data)
+    assert not np.shares_memory(p0._array, p1._array)
 
 
 # --- 2. layout and state_dict -------------------------------------------------------------------
@@ -246,7 +246,7 @@ def test_parameters_gradients_and_state_are_views_of_the_flat_buffers(name):
     for i, p in enumerate(model.parameters()):
         for key in names:
             t = state[i][key]
-            assert np.shares_memory(t.data, flat.buffers[key]), f"state {key!r} of parameter {i} is not a view"
+            assert np.shares_memory(t._array, flat.buffers[key]), f"state {key!r} of parameter {i} is not a view"
             assert t.shape == p.shape
     if "step" in state[0]:
         assert all(state[i]["step"] == 1 for i in state)
@@ -255,10 +255,10 @@ def test_parameters_gradients_and_state_are_views_of_the_flat_buffers(name):
 def test_reference_path_shares_no_buffers():
     """Negative control for the layout checks: per-parameter state is separate arrays."""
     model, opt, _ = run("sgd_momentum", False, steps=1)
-    bufs = [opt.state_dict()["state"][i]["momentum_buffer"].data for i in range(2)]
+    bufs = [opt.state_dict()["state"][i]["momentum_buffer"]._array for i in range(2)]
     assert not np.shares_memory(bufs[0], bufs[1])
     p = list(model.parameters())
-    assert not np.shares_memory(p[0].data, p[1].data)
+    assert not np.shares_memory(p[0]._array, p[1]._array)
 
 
 @pytest.mark.parametrize("name", ["sgd_nesterov_weight_decay", "adam_amsgrad", "adamw_weight_decay_amsgrad"])
@@ -379,7 +379,7 @@ def test_hand_assigned_gradient_is_ignored_without_the_grad_copy_back(monkeypatc
 def test_resized_parameter_raises_shape_error():
     model, opt, _ = run("sgd_momentum", True, steps=1)
     p = next(iter(model.parameters()))
-    p.data = np.zeros((p.shape[0] + 1, p.shape[1]), dtype=p.data.dtype)
+    p._array = np.zeros((p.shape[0] + 1, p.shape[1]), dtype=p._array.dtype)
     with pytest.raises(ShapeError, match="shape"):
         opt.step()
 
@@ -504,7 +504,7 @@ def test_zero_grad_keeps_views_or_sets_none():
     assert not np.any(flat.grad)
     for p in model.parameters():
         assert p.grad is not None and not np.any(p.grad.numpy())
-        assert np.shares_memory(p.grad.data, flat.grad)
+        assert np.shares_memory(p.grad._array, flat.grad)
     opt.zero_grad()
     assert all(p.grad is None for p in model.parameters())
     backward(model, 6)  # backward fills the buffer again
@@ -543,7 +543,7 @@ def test_clip_grad_norm_on_a_fused_model_is_one_reduction_over_the_buffer():
         np.testing.assert_allclose(p.grad.numpy(), g * coef, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(numpy_norm([p.grad.numpy() for p in model.parameters()]), max_norm, rtol=1e-5)
     for p, slot in zip(model.parameters(), flat._views["grad"]):
-        assert p.grad.data is slot  # scaled in place: the one-reduction path, not per-gradient rebinding
+        assert p.grad._array is slot  # scaled in place: the one-reduction path, not per-gradient rebinding
     assert_views(model, flat)
 
 
@@ -711,10 +711,10 @@ def test_a_shared_gradient_assigned_by_hand_is_copied_in_not_rebound():
         train(model, opt, 2)
         weight = list(model.parameters())[0]
         shared = gpunn.ones(*weight.shape)
-        before = shared.data
+        before = shared._array
         weight.grad = shared
         opt.step()
-        assert shared.data is before and np.array_equal(shared.numpy(), np.ones(weight.shape, np.float32))
+        assert shared._array is before and np.array_equal(shared.numpy(), np.ones(weight.shape, np.float32))
         results[fused] = values(model)
     assert_identical(results[True], results[False])
 
@@ -785,7 +785,7 @@ def test_clipping_across_two_fused_groups_scales_the_gradients_in_their_buffers(
             backward(model, k)
             clip_grad_norm_(model.parameters(), 0.05)
             if fused and k:
-                assert all(p.grad.data is p._grad_slot.array for p in model.parameters())
+                assert all(p.grad._array is p._grad_slot.array for p in model.parameters())
             opt.step()
         results.append(values(model))
     for a, b in zip(*results):

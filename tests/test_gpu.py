@@ -570,7 +570,7 @@ def test_fused_is_the_default_on_cuda(cuda):
     cross_entropy(model(gpunn.randn(5, 4, device=cuda)), gpunn.tensor([0, 1, 2, 0, 1], device=cuda)).backward()
     opt.step()
     assert opt._flat[0] is not None
-    assert model.weight.grad.data.data.ptr >= opt._flat[0].grad.data.ptr
+    assert model.weight.grad._array.data.ptr >= opt._flat[0].grad.data.ptr
 
 
 def test_out_of_memory_is_reraised_with_size_and_pool_stays_usable(cuda):

@@ -117,6 +117,6 @@ def test_a_seed_changed_in_place_between_two_backwards_is_used():
     seed = gpunn.ones(*out.shape, dtype="float64")
     out.backward(seed, retain_graph=True)
     first = w.grad.numpy().copy()
-    seed.data[...] = 3.0  # the same array object, new values
+    seed._array[...] = 3.0  # the same array object, new values
     out.backward(seed)
     np.testing.assert_allclose(w.grad.numpy(), 4 * first, rtol=1e-12)

@@ -94,7 +94,7 @@ def test_parameter_is_a_leaf_sharing_data():
     t = gpunn.tensor([1.0, 2.0])
     p = nn.Parameter(t)
     assert isinstance(p, gpunn.Tensor) and p.requires_grad and p.is_leaf
-    assert p.data is t.data
+    assert p._array is t._array
     from_list = nn.Parameter([[1.0, 2.0]])
     assert from_list.shape == (1, 2) and from_list.dtype == "float32"
     assert not nn.Parameter(t, requires_grad=False).requires_grad
@@ -173,7 +173,7 @@ def test_state_dict_is_detached_and_shares_data():
     sd = lin.state_dict()
     assert isinstance(sd, OrderedDict)
     assert not sd["weight"].requires_grad and sd["weight"].is_leaf
-    assert sd["weight"].data is lin.weight.data
+    assert sd["weight"]._array is lin.weight._array
 
 
 @pytest.mark.parametrize("source,target", [("cpu", "strict:1"), ("strict:1", "strict"), ("strict", "cpu")])

@@ -183,11 +183,11 @@ class AdamWithoutBiasCorrection(optim.Adam):
         for group in self.param_groups:
             (beta1, beta2), lr, eps = group["betas"], group["lr"], group["eps"]
             for p in group["params"]:
-                xp, g = p.device.xp, p.grad.data
-                entries = self.state.setdefault(p, {"m": xp.zeros_like(p.data), "v": xp.zeros_like(p.data)})
+                xp, g = p.device.xp, p.grad._array
+                entries = self.state.setdefault(p, {"m": xp.zeros_like(p._array), "v": xp.zeros_like(p._array)})
                 entries["m"] = beta1 * entries["m"] + (1 - beta1) * g
                 entries["v"] = beta2 * entries["v"] + (1 - beta2) * g * g
-                p.data = p.data - lr * entries["m"] / (xp.sqrt(entries["v"]) + eps)
+                p._array = p._array - lr * entries["m"] / (xp.sqrt(entries["v"]) + eps)
 
 
 class SGDDampingTheFirstStep(optim.SGD):
@@ -197,11 +197,11 @@ class SGDDampingTheFirstStep(optim.SGD):
         for group in self.param_groups:
             lr, mu, tau = group["lr"], group["momentum"], group["dampening"]
             for p in group["params"]:
-                g = p.grad.data
+                g = p.grad._array
                 buf = self.state.get(p)
                 buf = (1 - tau) * g if buf is None else mu * buf + (1 - tau) * g
                 self.state[p] = buf
-                p.data = p.data - lr * buf
+                p._array = p._array - lr * buf
 
 
 def test_negative_controls_fail_the_reference_comparison(device):
@@ -249,15 +249,15 @@ def test_state_lives_on_the_parameters_device_and_updates_in_place(device):
     opt = optim.Adam([p], amsgrad=True)
     for k in range(3):
         p.grad = gpunn.full((4, 3), 0.5, device=device)
-        array_before = p.data
+        array_before = p._array
         opt.step()
         # updated in place: memory stays put across steps, except that a fused optimizer (the
         # default on CUDA) moves its parameters into one flat buffer at its first step
         if k == 0 and getattr(device.backend, "fuse_by_default", False):
             flat = opt._flat[0]
-            assert flat.holds(p) and p.data is flat._views["param"][0]
+            assert flat.holds(p) and p._array is flat._views["param"][0]
         else:
-            assert p.data is array_before
+            assert p._array is array_before
     for name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
         entry = opt.state[p][name]
         assert isinstance(entry, gpunn.Tensor) and entry.device == device and entry.dtype == "float32"
@@ -265,9 +265,9 @@ def test_state_lives_on_the_parameters_device_and_updates_in_place(device):
     sgd = optim.SGD([p], lr=0.1, momentum=0.9)
     p.grad = gpunn.full((4, 3), 0.5, device=device)
     sgd.step()
-    buffer = sgd.state[p]["momentum_buffer"].data
+    buffer = sgd.state[p]["momentum_buffer"]._array
     sgd.step()
-    assert sgd.state[p]["momentum_buffer"].data is buffer and buffer is not p.grad.data
+    assert sgd.state[p]["momentum_buffer"]._array is buffer and buffer is not p.grad._array
 
 
 @pytest.mark.parametrize("name", ["SGD", "Adam", "RMSprop", "Adagrad"])

@@ -38,7 +38,7 @@ def test_integer_results_carry_no_gradient(device):
 
 def test_full_reductions_are_zero_d_arrays_on_numpy():
     loss = (gpunn.tensor([1.0, 2.0], requires_grad=True) ** 2).sum()
-    assert type(loss.data) is np.ndarray and loss.shape == ()
+    assert type(loss._array) is np.ndarray and loss.shape == ()
     assert np.from_dlpack(loss.detach()) == 5.0
 
 
@@ -185,11 +185,11 @@ def test_pytorch_conveniences():
         a[5]
     x = gpunn.tensor([1.0, 2.0], requires_grad=True)
     copy = x.clone()
-    assert copy.data is not x.data
+    assert copy._array is not x._array
     (copy * 3).sum().backward(gradient=gpunn.tensor(2.0))
     assert x.grad.numpy().tolist() == [6.0, 6.0]
     shared = np.zeros(2)
-    gpunn.from_numpy(shared).data[0] = 7.0
+    gpunn.from_numpy(shared)._array[0] = 7.0
     assert shared[0] == 7.0
     assert gpunn.long == gpunn.int64 and gpunn.double == gpunn.float64 and gpunn.bool == gpunn.bool_
     with gpunn.set_grad_enabled(False):

@@ -268,12 +268,12 @@ def test_inplace_methods_equal_the_operators(device, case):
     a_host, b_host = away_from_zero((2, 3), seed=8), away_from_zero((3,), seed=9)
     for other in (to_device(b_host, device), 1.5):
         a, twin = to_device(a_host, device), to_device(a_host, device)
-        data_before = a.data
+        data_before = a._array
         assert method(a, other) is a
         operator_form(twin, other)
         assert_close(a, reference(a_host, b_host if isinstance(other, gpunn.Tensor) else 1.5), device=device)
         np.testing.assert_array_equal(a.numpy(), twin.numpy())
-        assert a.data is not data_before  # rebinds, as +=: graphs that saved the old array stay right
+        assert a._array is not data_before  # rebinds, as +=: graphs that saved the old array stay right
 
 
 def test_add_and_sub_take_alpha(device):

@@ -2,7 +2,7 @@
 
 Random values are drawn from gpunn's one seeded host generator in float64, cast to the tensor's
 dtype on the host and then moved to its device: `gpunn.manual_seed(s)` gives bit-identical
-weights on cpu, cuda and strict. Each function rebinds `t.data` (never recorded by autograd)
+weights on cpu, cuda and strict. Each function rebinds `t._array` (never recorded by autograd)
 and returns `t`.
 """
 
@@ -63,7 +63,7 @@ def _fill(t, values):
         raise DTypeError(f"random initialisation needs a floating-point tensor, not {t.dtype}; create it with "
                          "dtype='float32'")
     host = np.ascontiguousarray(np.asarray(values, dtype=np.float64).astype(t.dtype.name))
-    t.data = t.device.put(host)
+    t._array = t.device.put(host)
     return t
 
 
@@ -90,10 +90,10 @@ def normal_(t, mean=0.0, std=1.0):
 
 def constant_(t, val):
     if t.device.ctx is None:
-        t.data = t.device.xp.full_like(t.data, val)
+        t._array = t.device.xp.full_like(t._array, val)
     else:
         with t.device.ctx:  # CuPy allocates on the current device
-            t.data = t.device.xp.full_like(t.data, val)
+            t._array = t.device.xp.full_like(t._array, val)
     return t
 
 
@@ -227,5 +227,5 @@ def dirac_(t, groups=1):
 
 def _put_exact(t, values):
     """Store host `values` (exact in every dtype: zeros and ones) into `t`, keeping its dtype."""
-    t.data = t.device.put(np.ascontiguousarray(values.astype(t.dtype.name)))
+    t._array = t.device.put(np.ascontiguousarray(values.astype(t.dtype.name)))
     return t

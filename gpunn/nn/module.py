@@ -494,26 +494,26 @@ def _copy_into(target, value):
     """Overwrite `target`'s data with `value` moved and cast to target's device and dtype (a copy)."""
     dev = target.device
     if isinstance(value, Tensor):
-        array = value.data
+        array = value._array
     elif backends.owner(value) is not None:
         array = value
     else:
-        array = tensor(value).data
+        array = tensor(value)._array
     with dev.scope:
         moved = dev.put(array)
-        if moved.dtype != target.data.dtype:
-            moved = dev.xp.astype(moved, target.data.dtype)  # astype copies
+        if moved.dtype != target._array.dtype:
+            moved = dev.xp.astype(moved, target._array.dtype)  # astype copies
         elif moved is array:
             moved = dev.xp.asarray(moved, copy=True)  # never alias the caller's array: steps update in place
-    target.data = moved
+    target._array = moved
 
 
 def _move(t, dev, dt):
     if dev is not None and t.device is not dev:
-        t.data = dev.put(t.data)
+        t._array = dev.put(t._array)
         t.device = dev
     if dt is not None and t.dtype.is_floating_point and t.dtype != dt:
         with t.device.scope:
-            t.data = t.device.xp.astype(t.data, t.device.dtype(dt))
+            t._array = t.device.xp.astype(t._array, t.device.dtype(dt))
 
 

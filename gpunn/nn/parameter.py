@@ -15,7 +15,7 @@ class Parameter(Tensor):
     def __init__(self, data, requires_grad=True):
         if not isinstance(data, Tensor):
             data = tensor(data)
-        self.data, self.device, self.grad, self._node = data.data, data.device, None, None
+        self._array, self.device, self.grad, self._node = data._array, data.device, None, None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)  # refuses integer data with a DTypeError

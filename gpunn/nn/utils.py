@@ -28,7 +28,7 @@ def _by_device(grads):
     groups = {}
     for g in grads:
         if g.numel():
-            a = g.data
+            a = g._array
             if g.dtype.name == "float16":
                 a = g.device.xp.astype(a, g.device.dtype("float32"))
             groups.setdefault(g.device, []).append(a)
@@ -47,7 +47,7 @@ def _total_norm(grads, norm_type):
     groups = _by_device(grads)
     if not groups:
         with dev.scope:
-            return xp.zeros((), dtype=grads[0].data.dtype)
+            return xp.zeros((), dtype=grads[0]._array.dtype)
     scale = None
     for d, arrays in groups.items():
         with d.scope:
@@ -100,22 +100,22 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
                 "gradients were left as they are. Find the source with gpunn.detect_anomaly(), lower the "
                 "learning rate, or pass error_if_nonfinite=False to clip anyway")
     with dev.scope:
-        coef = dev.xp.minimum(max_norm / (total.data + 1e-6), 1.0)  # not xp.clip: see ops._clip
+        coef = dev.xp.minimum(max_norm / (total._array + 1e-6), 1.0)  # not xp.clip: see ops._clip
     if flat is not None:
         with dev.scope:
             flat.grad *= dev.xp.astype(coef, flat.grad.dtype)  # in place: the gradients are views of it
         return total
     in_slots = {id(p.grad) for p in params
-                if p.grad is not None and p.grad.data is getattr(getattr(p, "_grad_slot", None), "array", None)}
+                if p.grad is not None and p.grad._array is getattr(getattr(p, "_grad_slot", None), "array", None)}
     for g in grads:
         with g.device.scope:
             c = g.device.put(coef)
-            if c.dtype != g.data.dtype:
-                c = g.device.xp.astype(c, g.data.dtype)
+            if c.dtype != g._array.dtype:
+                c = g.device.xp.astype(c, g._array.dtype)
             if id(g) in in_slots:
-                g.data *= c  # in its fused optimizer's buffer, which only this gradient uses
+                g._array *= c  # in its fused optimizer's buffer, which only this gradient uses
             else:
-                g.data = g.data * c  # rebinds: the old array may be shared with another gradient
+                g._array = g._array * c  # rebinds: the old array may be shared with another gradient
     return total
 
 
@@ -127,7 +127,7 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
         raise ValueError(f"clip_grad_value_: clip_value must be >= 0, got {clip_value}")
     for g in grads:
         with g.device.scope:
-            g.data = g.device.xp.minimum(g.device.xp.maximum(g.data, -clip_value), clip_value)
+            g._array = g.device.xp.minimum(g.device.xp.maximum(g._array, -clip_value), clip_value)
 
 
 def parameters_to_vector(parameters):

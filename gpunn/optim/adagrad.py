@@ -34,17 +34,17 @@ class Adagrad(Optimizer):
             for p, g in self._with_grads(group):
                 entries = state[p]
                 if not entries:
-                    entries.update(step=0, sum=Tensor._wrap(p.device.xp.full_like(p.data, initial), p.device))
+                    entries.update(step=0, sum=Tensor._wrap(p.device.xp.full_like(p._array, initial), p.device))
                 entries["step"] = t = entries["step"] + 1
                 if maximize:
                     g = -g
                 if weight_decay:
-                    g = g + weight_decay * p.data
-                s = entries["sum"].data
+                    g = g + weight_decay * p._array
+                s = entries["sum"]._array
                 s += g * g
                 std = p.device.xp.sqrt(s)
                 std += eps
                 update = g / std
                 update *= lr / (1 + (t - 1) * lr_decay)
-                p.data -= update
+                p._array -= update
         return loss

@@ -49,10 +49,10 @@ class Adam(Optimizer):
             xp = p.device.xp
             for name in names:
                 if name not in entries:
-                    entries[name] = Tensor._wrap(xp.zeros_like(p.data), p.device)
+                    entries[name] = Tensor._wrap(xp.zeros_like(p._array), p.device)
             entries["step"] = t = entries["step"] + 1
             update = _update(p.device)
-            update(xp, p.data, g, *(entries[n].data for n in names), **self._hyper(group, t))
+            update(xp, p._array, g, *(entries[n]._array for n in names), **self._hyper(group, t))
 
     def _flat_step(self, flat, group, scalars):
         flat.sync_params()

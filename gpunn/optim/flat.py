@@ -1,6 +1,6 @@
 """Flat buffers: a parameter group's parameters, gradients and optimizer state each as one array.
 
-Every parameter's `.data` becomes a view of one contiguous buffer, every gradient a view of a
+Every parameter's `._array` becomes a view of one contiguous buffer, every gradient a view of a
 second (the backward pass writes into it: `Tensor._grad_slot`, a GradSlot), and every state entry (momentum,
 moment estimates) a view of one buffer per name. An optimizer step is then a few whole-buffer ops
 (one kernel with a backend fast path) instead of a few ops per parameter, and clip_grad_norm_
@@ -34,7 +34,7 @@ def covering(params):
     in its buffer, or None: then whole-buffer gradient ops (clipping) are safe."""
     for flat in list(_live):
         if len(flat.params) == len(params) and all(a is b for a, b in zip(flat.params, params)):
-            if all(p.grad is not None and p.grad.data is slot for p, slot in zip(params, flat._views["grad"])):
+            if all(p.grad is not None and p.grad._array is slot for p, slot in zip(params, flat._views["grad"])):
                 return flat
     return None
 
@@ -53,10 +53,10 @@ class GradSlot:
 
     def claim(self):
         held = self._handed() if self._handed is not None else None
-        if held is not None and held.data is self.array and not mode.recording:  # (a recorded copy would
+        if held is not None and held._array is self.array and not mode.recording:  # (a recorded copy would
             # run on every replay, so a gradient held across a captured step is not protected)
             with self.device.scope:
-                held.data = self.device.xp.asarray(held.data, copy=True)
+                held._array = self.device.xp.asarray(held._array, copy=True)
         self._handed = None
 
     def hand_out(self):
@@ -65,7 +65,7 @@ class GradSlot:
 
     def adopt(self, tensor):
         """Make `tensor` (a parameter's current gradient) a view of the slot, keeping it."""
-        tensor.data = self.array
+        tensor._array = self.array
         self._handed = weakref.ref(tensor)
         return tensor
 
@@ -77,8 +77,8 @@ class FlatGroup:
     def __init__(self, params):
         self.params = list(params)
         first = self.params[0]
-        self.device, self.dtype = first.device, first.data.dtype
-        self.shapes = [tuple(p.data.shape) for p in self.params]
+        self.device, self.dtype = first.device, first._array.dtype
+        self.shapes = [tuple(p._array.shape) for p in self.params]
         sizes = [math.prod(s) for s in self.shapes]
         self.bounds = [(sum(sizes[:i]), sum(sizes[:i + 1])) for i in range(len(sizes))]
         self.size = sum(sizes)
@@ -93,13 +93,13 @@ class FlatGroup:
             self._views["param"] = self._split(self.param)
             self._views["grad"] = self._split(self.grad)
             for p, view in zip(self.params, self._views["param"]):
-                view[...] = p.data
-                p.data = view
+                view[...] = p._array
+                p._array = view
             self.slots = [GradSlot(view, self.device) for view in self._views["grad"]]
             for p, slot in zip(self.params, self.slots):
                 p._grad_slot = slot
                 if p.grad is not None:
-                    slot.array[...] = p.grad.data
+                    slot.array[...] = p.grad._array
                     slot.adopt(p.grad)
 
     def holds(self, p):
@@ -131,12 +131,12 @@ class FlatGroup:
     # --- keeping the per-parameter tensors and the buffers the same arrays --------------------
 
     def sync_params(self):
-        """Copy back any parameter whose `.data` was rebound since the last step."""
+        """Copy back any parameter whose `._array` was rebound since the last step."""
         for i, (p, view) in enumerate(zip(self.params, self._views["param"])):
-            if p.data is not view:
-                self._check(p, p.data, i, f"parameter {i}")
-                view[...] = p.data
-                p.data = view
+            if p._array is not view:
+                self._check(p, p._array, i, f"parameter {i}")
+                view[...] = p._array
+                p._array = view
 
     def sync_grads(self):
         """True when every parameter has a gradient, each then a view of `grad`; False if any is
@@ -145,9 +145,9 @@ class FlatGroup:
             return False
         for i, (p, slot) in enumerate(zip(self.params, self.slots)):
             p._grad_slot = slot
-            if p.grad.data is not slot.array:  # assigned by hand, or rebound: copy it in (cast if need be)
-                self._check(p.grad, p.grad.data, i, f"the gradient of parameter {i}", dtype=False)
-                given = p.grad.data
+            if p.grad._array is not slot.array:  # assigned by hand, or rebound: copy it in (cast if need be)
+                self._check(p.grad, p.grad._array, i, f"the gradient of parameter {i}", dtype=False)
+                given = p.grad._array
                 slot.claim()
                 slot.array[...] = given
                 p.grad = slot.hand_out()  # a new tensor: the user's may be shared
@@ -178,10 +178,10 @@ class FlatGroup:
             self._views[name] = self._split(buffer)
         for i, (e, view) in enumerate(zip(entries, self._views[name])):
             t = e[name]
-            if t.data is not view:
-                self._check(t, t.data, i, f"optimizer state {name!r} of parameter {i}")
-                view[...] = t.data
-                t.data = view
+            if t._array is not view:
+                self._check(t, t._array, i, f"optimizer state {name!r} of parameter {i}")
+                view[...] = t._array
+                t._array = view
         return buffer
 
     def sync_state(self, entries):

@@ -258,10 +258,10 @@ class Optimizer:
                 continue
             ctx = p.device.ctx
             if ctx is None:
-                yield p, grad.data
+                yield p, grad._array
             else:
                 with ctx:
-                    yield p, grad.data
+                    yield p, grad._array
 
     def zero_grad(self, set_to_none=True):
         for index, group in enumerate(self.param_groups):
@@ -351,7 +351,7 @@ def _updated(params):
 def _fuse_problem(params):
     """Why these parameters cannot share flat buffers, or None."""
     first = params[0]
-    if not all(p.device is first.device and p.data.dtype == first.data.dtype for p in params):
+    if not all(p.device is first.device and p._array.dtype == first._array.dtype for p in params):
         return "its parameters mix devices or dtypes"
     if not supports_flat(first.device):
         return f"device {first.device} keeps no views of one buffer (use cpu or cuda)"
@@ -378,12 +378,12 @@ def _restore(key, value, param):
     if isinstance(value, (int, float, bool)) or value is None:
         return value
     dev = param.device
-    array = value.data if isinstance(value, Tensor) else value
+    array = value._array if isinstance(value, Tensor) else value
     with dev.scope:
         moved = dev.put(array)
         xp = dev.xp
-        if xp.isdtype(moved.dtype, "real floating") and moved.dtype != param.data.dtype:
-            moved = xp.astype(moved, param.data.dtype)
+        if xp.isdtype(moved.dtype, "real floating") and moved.dtype != param._array.dtype:
+            moved = xp.astype(moved, param._array.dtype)
         elif moved is array:
             moved = xp.asarray(moved, copy=True)
     return Tensor._wrap(moved, dev)

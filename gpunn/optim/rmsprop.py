@@ -38,23 +38,23 @@ class RMSprop(Optimizer):
                 xp = p.device.xp
                 entries = state[p]
                 if not entries:
-                    entries.update(step=0, square_avg=Tensor._wrap(xp.zeros_like(p.data), p.device))
+                    entries.update(step=0, square_avg=Tensor._wrap(xp.zeros_like(p._array), p.device))
                 if momentum > 0 and "momentum_buffer" not in entries:
-                    entries["momentum_buffer"] = Tensor._wrap(xp.zeros_like(p.data), p.device)
+                    entries["momentum_buffer"] = Tensor._wrap(xp.zeros_like(p._array), p.device)
                 if centered and "grad_avg" not in entries:
-                    entries["grad_avg"] = Tensor._wrap(xp.zeros_like(p.data), p.device)
+                    entries["grad_avg"] = Tensor._wrap(xp.zeros_like(p._array), p.device)
                 entries["step"] += 1
                 if maximize:
                     g = -g
                 if weight_decay:
-                    g = g + weight_decay * p.data
-                v = entries["square_avg"].data
+                    g = g + weight_decay * p._array
+                v = entries["square_avg"]._array
                 square = g * g
                 square *= 1 - alpha
                 v *= alpha
                 v += square
                 if centered:
-                    ga = entries["grad_avg"].data
+                    ga = entries["grad_avg"]._array
                     ga *= alpha
                     ga += (1 - alpha) * g
                     avg = xp.sqrt(v - ga * ga)
@@ -62,12 +62,12 @@ class RMSprop(Optimizer):
                     avg = xp.sqrt(v)
                 avg += eps
                 if momentum > 0:
-                    buf = entries["momentum_buffer"].data
+                    buf = entries["momentum_buffer"]._array
                     buf *= momentum
                     buf += g / avg
-                    p.data -= lr * buf
+                    p._array -= lr * buf
                 else:
                     update = g / avg
                     update *= lr
-                    p.data -= update
+                    p._array -= update
         return loss

@@ -41,10 +41,10 @@ class SGD(Optimizer):
             entries = self.state[p]
             first = group["momentum"] and "momentum_buffer" not in entries
             if first:
-                entries["momentum_buffer"] = Tensor._wrap(p.device.xp.zeros_like(p.data), p.device)
-            buf = entries["momentum_buffer"].data if group["momentum"] else None
+                entries["momentum_buffer"] = Tensor._wrap(p.device.xp.zeros_like(p._array), p.device)
+            buf = entries["momentum_buffer"]._array if group["momentum"] else None
             update = _update(p.device)
-            update(p.device.xp, p.data, g, buf, first, **_hyper(group))
+            update(p.device.xp, p._array, g, buf, first, **_hyper(group))
 
     def _flat_step(self, flat, group, scalars):
         flat.sync_params()
