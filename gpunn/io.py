@@ -108,6 +108,17 @@ def save_checkpoint(path, model=None, optimizer=None, scheduler=None, **meta):
     safetensors_format.save_file(tensors, path, header)
 
 
+def _snapshot(state):
+    """A copy of a (nested) state_dict whose tensors have storage of their own."""
+    if isinstance(state, Tensor):
+        return state.detach().clone()
+    if isinstance(state, dict):
+        return {k: _snapshot(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_snapshot(v) for v in state)
+    return state
+
+
 def load_checkpoint(path, model=None, optimizer=None, scheduler=None, device=None):
     """Restore what `save_checkpoint` saved into the objects given, and return its `meta` dict.
 
@@ -137,7 +148,7 @@ def load_checkpoint(path, model=None, optimizer=None, scheduler=None, device=Non
     try:
         for part, owner in zip(_PARTS, (model, optimizer, scheduler)):
             if owner is not None:
-                before = owner.state_dict()
+                before = _snapshot(owner.state_dict())  # a state_dict shares storage: loading writes into it
                 owner.load_state_dict(states[part])
                 loaded.append((owner, before))
     except Exception:

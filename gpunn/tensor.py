@@ -102,7 +102,8 @@ def _share_storage(view, base, dev):
     view (reshape copies what it cannot view, as PyTorch's does)."""
     if dev.backend.shares_memory(view._array, base._array):
         view._counter = _counter_of(base)
-        view._base = getattr(base, "_base", None) or base
+        root = getattr(base, "_base", None)  # not `or`: a Tensor's truth value is its values'
+        view._base = base if root is None else root
 
 
 class _HookHandle:
