@@ -632,3 +632,23 @@ def _others_product(xp, x, axis):
 
 prod = Primitive("prod", _prod, _prod_grad)
 """The product over `axis` (all entries when None); integers multiply as int64, as in PyTorch."""
+
+
+def _log_at_least_minus_100(xp, x):
+    """log(x) clamped below at -100, as PyTorch's binary_cross_entropy takes it (log(0) = -100,
+    computed without a log of 0, so NumPy does not warn)."""
+    positive = x > 0
+    return xp.where(positive, xp.maximum(xp.log(xp.where(positive, x, 1.0)), -100.0), -100.0)
+
+
+def _bce_forward(xp, p, t):
+    return -(t * _log_at_least_minus_100(xp, p) + (1 - t) * _log_at_least_minus_100(xp, 1 - p))
+
+
+binary_cross_entropy = Primitive(
+    "binary_cross_entropy", _bce_forward,
+    # PyTorch's rule: (p - t) / max(p (1 - p), 1e-12), finite where a sigmoid saturated to 0 or 1
+    lambda xp, g, out, p, t: g * (p - t) / xp.maximum((1 - p) * p, 1e-12),
+    lambda xp, g, out, p, t: g * (_log_at_least_minus_100(xp, 1 - p) - _log_at_least_minus_100(xp, p)),
+    floats=(0, 1))
+"""Per-element binary cross-entropy of probabilities p against targets t (no reduction)."""

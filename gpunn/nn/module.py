@@ -413,6 +413,11 @@ class Module:
     def double(self):
         return self.to(dtype="float64")
 
+    def half(self):
+        """float16 parameters and buffers where the backend has float16 (NumPy, CuPy); on strict
+        (the array API standard, which has no float16) a DTypeError says so."""
+        return self.to(dtype="float16")
+
     def cpu(self):
         return self.to("cpu")
 
