@@ -585,7 +585,8 @@ scatter_add = Primitive("scatter_add",
                         lambda xp, g, out, x, index, src, axis: g,
                         None,
                         lambda xp, g, out, x, index, src, axis: xp.take_along_axis(
-                            g[tuple(slice(0, k) for k in index.shape)], index, axis=axis))
+                            g[tuple(slice(None) if d == axis else slice(0, k) for d, k in enumerate(index.shape))],
+                            index, axis=axis))
 """x with src added at index along `axis` (torch.scatter_add; index and src of one shape)."""
 
 broadcast_to = Primitive("broadcast_to", lambda xp, x, shape: xp.broadcast_to(x, shape),

@@ -343,7 +343,7 @@ def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     if dof <= 0:
         warnings.warn(f"var/std: degrees of freedom {dof} <= 0 (N={count}, correction={correction}); "
                       "the result is inf or nan, as in PyTorch", UserWarning, stacklevel=3)
-        return squares * math.inf
+        return squares * where(squares.detach() > 0, math.inf, math.nan)  # x / 0 without NumPy's 0 * inf warning
     return squares / dof
 
 
