@@ -291,8 +291,10 @@ def bincount(input, weights=None, minlength=0):
         raise DTypeError(f"bincount: input must be a 1-d integer tensor, got {input.ndim}-d {input.dtype}")
     if isinstance(minlength, bool) or not isinstance(minlength, int) or minlength < 0:
         raise ValueError(f"bincount: minlength must be a non-negative int, got {minlength!r}")
-    if input.numel() and int(input.min().item()) < 0:
-        raise ValueError("bincount: input must hold non-negative integers only")
+    lowest = int(input.min().item()) if input.numel() else 0
+    if lowest < 0:
+        raise ValueError(f"bincount: input must hold non-negative integers only, found {lowest}; shift or filter "
+                         "the values first")
     n = builtins.max(int(input.max().item()) + 1 if input.numel() else 0, minlength)
     if weights is None:
         src = ones_like(input)
