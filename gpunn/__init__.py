@@ -42,8 +42,8 @@ from gpunn.ops_api import (abs, allclose, argmax, argmin, cat, clamp, clip, conc
                            transpose, where)
 from gpunn.tensor import apply
 # issue 17: the PyTorch surface ported scripts reach for
-from gpunn.ops_api import (argsort, bincount, bmm, chunk, cumsum, expand, gather, is_tensor, masked_fill, prod, repeat,
-                           scatter_add, sort, split, std, topk, var)
+from gpunn.ops_api import (argsort, bincount, bmm, chunk, cumsum, gather, is_tensor, masked_fill, prod, scatter_add, sort,
+                           split, std, topk, var)
 from gpunn.random import rand_like, randn_like
 from gpunn.compile import compile_step
 from gpunn.precision import get_float32_matmul_precision, set_float32_matmul_precision
