@@ -345,6 +345,21 @@ def _broadcasts_onto(name, what, value, logits):
     return value
 
 
+def _binary_target(name, what, input, target, weight, reduction):
+    """The arguments of the binary cross-entropies checked; target as a tensor of input's shape."""
+    if isinstance(weight, str):
+        raise TypeError(f"{name}: the third positional argument is the weight (as in PyTorch); "
+                        f"pass reduction={weight!r} by keyword")
+    _check_reduction(name, reduction)
+    if not isinstance(target, Tensor):
+        target = tensor(target, dtype=input.dtype, device=input.device)
+    if input.shape != target.shape:
+        possessive = what + ("'" if what.endswith("s") else "'s")
+        raise ShapeError(f"{name}: {what} {input.shape} and target {target.shape} differ; give the target "
+                         f"the {possessive} shape (one 0/1 or probability per entry)")
+    return target
+
+
 def binary_cross_entropy_with_logits(logits, target, weight=None, reduction="mean", pos_weight=None):
     """Sigmoid + binary cross-entropy in one stable formula: finite for any logit. As in PyTorch,
     per element
@@ -354,15 +369,7 @@ def binary_cross_entropy_with_logits(logits, target, weight=None, reduction="mea
     softplus(-x) = -log sigmoid(x) is the primitive's loss at target 1, so the pos_weight term is
     the plain loss plus (pos_weight - 1) * t * softplus(-x)."""
     name = "binary_cross_entropy_with_logits"
-    if isinstance(weight, str):
-        raise TypeError(f"{name}: the third positional argument is the weight (as in PyTorch); "
-                        f"pass reduction={weight!r} by keyword")
-    _check_reduction(name, reduction)
-    if not isinstance(target, Tensor):
-        target = tensor(target, dtype=logits.dtype, device=logits.device)
-    if logits.shape != target.shape:
-        raise ShapeError(f"{name}: logits {logits.shape} and target {target.shape} differ; give the target "
-                         "the logits' shape (one 0/1 or probability per logit)")
+    target = _binary_target(name, "logits", logits, target, weight, reduction)
     weight = _broadcasts_onto(name, "weight", weight, logits)
     pos_weight = _broadcasts_onto(name, "pos_weight", pos_weight, logits)
     if weight is None and pos_weight is None:
@@ -443,15 +450,7 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     (p - t) / max(p (1 - p), 1e-12), so a saturated sigmoid gives finite numbers. Prefer
     binary_cross_entropy_with_logits, which is stable for any logit."""
     name = "binary_cross_entropy"
-    if isinstance(weight, str):
-        raise TypeError(f"{name}: the third positional argument is the weight (as in PyTorch); "
-                        f"pass reduction={weight!r} by keyword")
-    _check_reduction(name, reduction)
-    if not isinstance(target, Tensor):
-        target = tensor(target, dtype=input.dtype, device=input.device)
-    if input.shape != target.shape:
-        raise ShapeError(f"{name}: input {input.shape} and target {target.shape} differ; give the target the "
-                         "input's shape (one 0/1 or probability per entry)")
+    target = _binary_target(name, "input", input, target, weight, reduction)
     if input.device.type == "cpu" and input.numel():  # a host check is free here; on a GPU it would sync
         host = input._array
         if not ((host >= 0) & (host <= 1)).all():
