@@ -11,8 +11,8 @@ from gpunn import ops
 from gpunn.autograd import enable_grad, no_grad
 from gpunn.errors import DTypeError, IndexOutOfRangeError, ShapeError
 from gpunn.functional import log_softmax, relu, sigmoid, softmax, tanh  # noqa: F401 (re-exported)
-from gpunn.tensor import (Tensor, ValuesIndices, _operand, _reduction, apply, extremum, ones_like, tensor, zeros,
-                          zeros_like)
+from gpunn.tensor import (Tensor, ValuesIndices, _operand, _power_at_zero_flat, _reduction, apply, extremum, ones_like,
+                          tensor, zeros, zeros_like)
 
 
 def _t(x):
@@ -350,8 +350,9 @@ def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
 
 
 def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
-    """The square root of var (same arguments)."""
-    return var(input, dim, unbiased, keepdim, correction=correction).sqrt()
+    """The square root of var (same arguments); its gradient is 0 where the variance is 0 (constant
+    entries), as PyTorch's, rather than the NaN of a plain square root."""
+    return _power_at_zero_flat(var(input, dim, unbiased, keepdim, correction=correction), 0.5)
 
 
 def bmm(input, mat2):

@@ -325,3 +325,13 @@ def test_cpu_fast_paths_match_the_generic_scatter(dtype):
         np.testing.assert_allclose(cpu.fast_paths["gather"].grads[0](xp, g, None, x, index, axis),
                                    ops.gather.grads[0](xp, g, None, x, index, axis), rtol=1e-6)
         assert fast.forward(xp, *args, axis=axis).dtype == x.dtype
+
+
+def test_std_of_constant_entries_has_a_zero_gradient(device):
+    """PyTorch's choice where the variance is 0: gradient 0, not the NaN of d sqrt(v) at v = 0."""
+    x = to_device(np.array([[2.0, 2.0, 2.0], [1.0, 2.0, 4.0]]), device, requires_grad=True)
+    x.std(dim=1).sum().backward()
+    centered = np.array([1.0, 2.0, 4.0]) - 7 / 3
+    expected = np.zeros((2, 3))
+    expected[1] = centered / (np.sqrt((centered ** 2).sum() / 2) * 2)
+    assert_close(x.grad, expected)
