@@ -415,3 +415,35 @@ def test_lambda_lr_matches_torch():
     fn = lambda epoch: 0.95 ** epoch if epoch > 2 else (epoch + 1) / 3  # noqa: E731 (a warm-up, then decay)
     np.testing.assert_allclose(_lrs(lr_scheduler.LambdaLR(ours, fn), 10),
                                _lrs(torch.optim.lr_scheduler.LambdaLR(theirs, fn), 10), rtol=1e-12)
+
+
+def test_batch_norm_classifier_trains_as_in_torch():
+    """Linear -> BatchNorm1d -> ReLU -> Linear, ten SGD steps with momentum in float64 from the
+    same weights: the same losses, running statistics and eval predictions as PyTorch."""
+    torch = _torch()
+
+    def build(lib):
+        return lib.nn.Sequential(lib.nn.Linear(5, 8), lib.nn.BatchNorm1d(8, momentum=0.2), lib.nn.ReLU(),
+                                 lib.nn.Linear(8, 3)).double()
+
+    gpunn.manual_seed(3)
+    ours, theirs = build(gpunn), build(torch)
+    theirs.load_state_dict({k: torch.tensor(v.numpy()) for k, v in ours.state_dict().items()})
+    opt_ours = gpunn.optim.SGD(ours.parameters(), lr=0.1, momentum=0.9)
+    opt_theirs = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9)
+    data = rng(60)
+    for step in range(10):
+        x, y = data.normal(size=(16, 5)), data.integers(0, 3, size=16)
+        losses = []
+        for lib, model, opt in ((gpunn, ours, opt_ours), (torch, theirs, opt_theirs)):
+            loss = lib.nn.functional.cross_entropy(model(lib.tensor(x)), lib.tensor(y))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        np.testing.assert_allclose(losses[0], losses[1], rtol=1e-10)
+    ours.eval()
+    theirs.eval()
+    x = data.normal(size=(4, 5))
+    assert_close(ours(gpunn.tensor(x)), theirs(torch.tensor(x)).detach().numpy(), rtol=1e-9, atol=1e-12)
+    assert_close(ours[1].running_var, theirs[1].running_var.numpy(), rtol=1e-10)
