@@ -1,5 +1,5 @@
 """The ops as functions: gpunn.exp(x), gpunn.where(c, x, y), gpunn.concat([...]), and the rest of
-torch's everyday top level (argmax, allclose, isnan, norm, inference_mode, ...)."""
+torch's everyday top level (argmax, allclose, isnan, norm, amax, ...)."""
 
 import builtins
 import math
@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 
 from gpunn import ops
-from gpunn.autograd import enable_grad, no_grad
+from gpunn.autograd import no_grad
 from gpunn.errors import DTypeError, IndexOutOfRangeError, ShapeError
 from gpunn.functional import log_softmax, relu, sigmoid, softmax, tanh  # noqa: F401 (re-exported)
 from gpunn.tensor import (Tensor, ValuesIndices, _operand, _power_at_zero_flat, _reduction, apply, extremum, ones_like,
@@ -78,6 +78,14 @@ def max(x, dim=None, keepdim=False, *, axis=None, keepdims=False):
 
 def min(x, dim=None, keepdim=False, *, axis=None, keepdims=False):
     return extremum(ops.min, _t(x), dim, keepdim, axis, keepdims)
+
+
+def amax(x, dim=None, keepdim=False):
+    return _t(x).amax(dim, keepdim)
+
+
+def amin(x, dim=None, keepdim=False):
+    return _t(x).amin(dim, keepdim)
 
 
 def logsumexp(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
@@ -154,15 +162,6 @@ def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
 def equal(input, other):
     """Whether the two have the same shape and values (a Python bool)."""
     return _t(input).equal(other)
-
-
-def inference_mode(mode=True):
-    """torch.inference_mode: gpunn has no separate inference tensors, so this is no_grad()
-    (nothing is recorded); inference_mode(False) records again, as in PyTorch (even inside
-    no_grad). Works in a with-statement, as @inference_mode() and as a bare @inference_mode."""
-    if callable(mode):  # @inference_mode without parentheses: mode is the function
-        return no_grad()(mode)
-    return no_grad() if mode else enable_grad()
 
 
 # --- the PyTorch surface ported scripts reach for (issue 17) -------------------------------------
