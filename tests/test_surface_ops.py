@@ -337,3 +337,15 @@ def test_std_of_constant_entries_has_a_zero_gradient(device):
     expected = np.zeros((2, 3))
     expected[1] = centered / (np.sqrt((centered ** 2).sum() / 2) * 2)
     assert_close(x.grad, expected)
+
+
+def test_pieces_and_expansions_are_views(device):
+    """split/chunk pieces share their tensor's storage (an in-place edit shows through), and a view
+    of a view can be taken (repeat reshapes, then broadcasts: two views in a row)."""
+    a = to_device(np.arange(6.0).reshape(3, 2), device)
+    first = a.chunk(3)[0]
+    with gpunn.no_grad():
+        first.mul_(10)
+    assert_close(a, np.array([[0.0, 10.0], [2.0, 3.0], [4.0, 5.0]]))
+    x = to_device(np.arange(3.0).reshape(3, 1), device)
+    assert_close(x.reshape(1, 3).reshape(3, 1).expand(3, 2), np.repeat(np.arange(3.0)[:, None], 2, 1))
