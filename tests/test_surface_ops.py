@@ -311,22 +311,28 @@ def test_rand_like_and_randn_like(device):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "int64"])
-def test_cpu_fast_paths_match_the_generic_scatter(dtype):
-    """NumPy's bincount-based gather gradient and scatter_add against the standard-only one-hot sums."""
-    cpu = gpunn.device("cpu")
-    xp = cpu.xp
+@pytest.mark.parametrize("spec", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_fast_paths_match_the_generic_scatter(spec, dtype):
+    """The backends' scatter-adds (NumPy: bincount over flat positions; CuPy: an atomic
+    scatter-add) in gather's gradient and in scatter_add, against the standard-only one-hot sums."""
+    dev = gpunn.device(spec)
+    xp = dev.xp
     x = (away_from_zero((4, 5), seed=19) * 10).astype(dtype)
     src = (away_from_zero((3, 5), seed=20) * 10).astype(dtype)
     for axis in (0, 1):
         index = rng(21 + axis).integers(0, x.shape[axis], size=(3, 4))
-        fast, generic = cpu.fast_paths["scatter_add"], ops.scatter_add
-        args = (x, index, src[:, :4])
-        np.testing.assert_allclose(fast.forward(xp, *args, axis=axis), generic.forward(xp, *args, axis=axis),
-                                   rtol=1e-6)
-        g = src[:, :4]
-        np.testing.assert_allclose(cpu.fast_paths["gather"].grads[0](xp, g, None, x, index, axis),
-                                   ops.gather.grads[0](xp, g, None, x, index, axis), rtol=1e-6)
-        assert fast.forward(xp, *args, axis=axis).dtype == x.dtype
+        arrays = [dev.put(a) for a in (x, index, src[:, :4])]
+        with dev.scope:
+            for name in ("scatter_add", "gather"):
+                fast, generic = dev.fast_paths[name], getattr(ops, name)
+                if name == "scatter_add":
+                    got, want = fast.forward(xp, *arrays, axis=axis), generic.forward(xp, *arrays, axis=axis)
+                else:
+                    x_, index_, g = arrays
+                    got, want = fast.grads[0](xp, g, None, x_, index_, axis), generic.grads[0](xp, g, None, x_, index_,
+                                                                                                 axis)
+                assert got.dtype == want.dtype == arrays[0].dtype
+                np.testing.assert_allclose(dev.backend.to_host(got), dev.backend.to_host(want), rtol=1e-6)
 
 
 def test_std_of_constant_entries_has_a_zero_gradient(device):
