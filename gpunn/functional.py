@@ -514,6 +514,10 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if input.ndim < 2:
         raise ShapeError(f"batch_norm: input must be (N, C) or (N, C, L, ...), got shape {input.shape}")
     channels = input.shape[1]
+    for what, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias)):
+        if t is not None and t.shape != (channels,):
+            raise ShapeError(f"batch_norm: {what} has shape {t.shape} but the input has {channels} channels (axis 1); "
+                             f"give it shape ({channels},)")
     axes = (0, *range(2, input.ndim))
     per_channel = (1, channels) + (1,) * (input.ndim - 2)
     if training:

@@ -247,6 +247,8 @@ def test_batch_norm_1d_state_dict_round_trip_and_errors():
         a(gpunn.zeros(4, 3))
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         a(gpunn.zeros(1, 2))
+    with pytest.raises(ShapeError, match=r"running_mean has shape \(3,\)"):
+        F.batch_norm(gpunn.zeros(4, 2), gpunn.zeros(3), gpunn.ones(2), training=True)
     a.eval()
     assert a(gpunn.zeros(1, 2)).shape == (1, 2)  # eval needs no batch statistics
     assert repr(nn.BatchNorm1d(3)) == "BatchNorm1d(3, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)"
@@ -447,3 +449,15 @@ def test_batch_norm_classifier_trains_as_in_torch():
     x = data.normal(size=(4, 5))
     assert_close(ours(gpunn.tensor(x)), theirs(torch.tensor(x)).detach().numpy(), rtol=1e-9, atol=1e-12)
     assert_close(ours[1].running_var, theirs[1].running_var.numpy(), rtol=1e-10)
+
+
+def test_negative_controls_the_references_tell_near_misses_apart():
+    """The loss and schedule references are sharp: Huber is not smooth L1 once delta != 1, and a
+    warm-restart schedule with another T_mult gives another lr sequence."""
+    x, t = _loss_inputs("huber_loss")
+    huber = F.huber_loss(gpunn.tensor(x), gpunn.tensor(t), reduction="none", delta=0.6).numpy()
+    assert not np.allclose(huber, _smooth_l1(x - t, 0.6))
+    assert np.allclose(huber, 0.6 * _smooth_l1(x - t, 0.6))  # the documented relation holds
+    torch, ours, theirs = _pair()
+    assert not np.allclose(_lrs(lr_scheduler.CosineAnnealingWarmRestarts(ours, 3, 2), 20),
+                           _lrs(torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(theirs, 3, 3), 20))
