@@ -57,3 +57,13 @@ def randint(low, high=None, size=(), dtype="int64", device=None):
 
 def randperm(n, device=None):
     return _draw(_generator.permutation(n), "int64", device, False)
+
+
+def rand_like(input, *, dtype=None, device=None, requires_grad=False):
+    """Uniform [0, 1) values of input's shape, dtype and device (or those given), as torch.rand_like."""
+    return rand(input.shape, dtype=dtype or input.dtype, device=device or input.device, requires_grad=requires_grad)
+
+
+def randn_like(input, *, dtype=None, device=None, requires_grad=False):
+    """Standard normal values of input's shape, dtype and device (or those given), as torch.randn_like."""
+    return randn(input.shape, dtype=dtype or input.dtype, device=device or input.device, requires_grad=requires_grad)

@@ -711,6 +711,94 @@ class Tensor:
     def __abs__(self):
         return apply(ops.abs, self)
 
+    # --- the PyTorch surface of issue 17: thin faces of gpunn.ops_api's functions -----------------
+
+    _TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "HalfTensor",
+                   "int64": "LongTensor", "int32": "IntTensor", "int16": "ShortTensor", "int8": "CharTensor",
+                   "uint8": "ByteTensor", "bool": "BoolTensor"}  # what x.type() answers, as PyTorch
+
+    def sort(self, dim=-1, descending=False, stable=False):
+        from gpunn import ops_api
+        return ops_api.sort(self, dim, descending, stable)
+
+    def argsort(self, dim=-1, descending=False, stable=False):
+        from gpunn import ops_api
+        return ops_api.argsort(self, dim, descending, stable)
+
+    def topk(self, k, dim=-1, largest=True, sorted=True):
+        from gpunn import ops_api
+        return ops_api.topk(self, k, dim, largest, sorted)
+
+    def gather(self, dim, index):
+        from gpunn import ops_api
+        return ops_api.gather(self, dim, index)
+
+    def scatter_add(self, dim, index, src):
+        from gpunn import ops_api
+        return ops_api.scatter_add(self, dim, index, src)
+
+    def bincount(self, weights=None, minlength=0):
+        from gpunn import ops_api
+        return ops_api.bincount(self, weights, minlength)
+
+    def cumsum(self, dim, *, dtype=None):
+        from gpunn import ops_api
+        return ops_api.cumsum(self, dim, dtype=dtype)
+
+    def prod(self, dim=None, keepdim=False, *, dtype=None):
+        from gpunn import ops_api
+        return ops_api.prod(self, dim, keepdim, dtype=dtype)
+
+    def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        from gpunn import ops_api
+        return ops_api.var(self, dim, unbiased, keepdim, correction=correction)
+
+    def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        from gpunn import ops_api
+        return ops_api.std(self, dim, unbiased, keepdim, correction=correction)
+
+    def bmm(self, mat2):
+        from gpunn import ops_api
+        return ops_api.bmm(self, mat2)
+
+    def expand(self, *sizes):
+        from gpunn import ops_api
+        return ops_api.expand(self, *sizes)
+
+    def expand_as(self, other):
+        return self.expand(other.shape)
+
+    def repeat(self, *repeats):
+        from gpunn import ops_api
+        return ops_api.repeat(self, *repeats)
+
+    def split(self, split_size, dim=0):
+        from gpunn import ops_api
+        return ops_api.split(self, split_size, dim)
+
+    def chunk(self, chunks, dim=0):
+        from gpunn import ops_api
+        return ops_api.chunk(self, chunks, dim)
+
+    def masked_fill(self, mask, value):
+        from gpunn import ops_api
+        return ops_api.masked_fill(self, mask, value)
+
+    def contiguous(self, memory_format=None):
+        """Itself: gpunn's ops accept any memory layout, so there is nothing to reorder."""
+        return self
+
+    def type(self, dtype=None, non_blocking=False):
+        """With no argument, PyTorch's type string ('torch.FloatTensor'; 'torch.cuda.FloatTensor' on
+        CUDA) so ported comparisons hold; with a dtype (or such a string), a cast as .to(dtype)."""
+        if dtype is None:
+            name = self._TYPE_NAMES.get(self.dtype.name, self.dtype.name)
+            return f"torch.{'cuda.' if self.device.type == 'cuda' else ''}{name}"
+        names = {v: k for k, v in self._TYPE_NAMES.items()}  # x.type('torch.DoubleTensor') casts
+        if isinstance(dtype, str) and dtype.split(".")[-1] in names:
+            dtype = names[dtype.split(".")[-1]]
+        return self.to(dtype=dtype)
+
     # comparisons (and floor division) give tensors without gradient
     def _untracked_binary(self, name, other, fn):
         """fn(self's array, other's array or number) on this tensor's device, outside the graph."""
