@@ -1,0 +1,91 @@
+"""Run by tests/test_distributed.py under `mpiexec -n N` (never collected by pytest itself).
+
+    python tests/distributed_worker.py SCENARIO OUT [VARIANT]
+
+Rank 0 writes what the test compares into OUT (.npz or .json). VARIANT "sum" (no averaging) and
+"drop-tail" (sharding that loses the ragged tail) are the deliberately wrong negative controls.
+"""
+
+import json
+import sys
+
+import numpy as np
+
+import gpunn
+import gpunn.distributed as dist
+from gpunn.nn.parallel import DistributedDataParallel
+
+# the equivalence runs: (optimizer, fused, clip); 103 samples in global batches of 16: a ragged tail of 7
+CASES = [("sgd", False, None), ("sgd", True, 0.5), ("adam", False, 0.5), ("adam", True, None)]
+N_SAMPLES, BATCH, EPOCHS = 103, 16, 3
+
+
+def data():
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((N_SAMPLES, 5))
+    y = (X[:, 0] + X[:, 1] * X[:, 2] > 0).astype(np.int64) + (X[:, 3] > 1)
+    return X, y
+
+
+def train(case, ddp, seed=0):
+    """Train an MLP on the data above; `ddp`: through DistributedDataParallel and a sharded loader."""
+    name, fused, clip = case
+    gpunn.manual_seed(seed)
+    model = gpunn.nn.MLP([5, 8, 3], dtype="float64")
+    net = DistributedDataParallel(model) if ddp else model
+    if name == "sgd":
+        opt = gpunn.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, fused=fused)
+    else:
+        opt = gpunn.optim.Adam(model.parameters(), lr=0.01, fused=fused)
+    loader = gpunn.data.DataLoader(*data(), batch_size=BATCH, shuffle=True, seed=3, dtype="float64",
+                                   distributed=ddp)
+    for _ in range(EPOCHS):
+        for xb, yb in loader:
+            opt.zero_grad()
+            gpunn.functional.cross_entropy(net(xb), yb).backward()
+            if clip is not None:
+                gpunn.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            opt.step()
+    return [p.numpy() for p in model.parameters()]
+
+
+def equivalence(out, variant):
+    if variant == "sum":
+        import gpunn.nn.parallel as parallel
+        reduce = parallel._reduce
+        parallel._reduce = lambda array, device, scale, what: reduce(array, device, 1.0, what)
+    elif variant == "drop-tail":
+        import gpunn.data
+        share = gpunn.data._share
+        gpunn.data._share = lambda begin, end, rank, size: share(begin, begin + (end - begin) // size * size, rank,
+                                                                   size)
+    arrays = {f"{i}-{j}": a for i, case in enumerate(CASES) for j, a in enumerate(train(case, ddp=True))}
+    if dist.get_rank() == 0:
+        np.savez(out, **arrays)
+
+
+def seeds(out, variant):
+    """Each rank builds its model from its own seed; after DDP every rank holds rank 0's."""
+    gpunn.manual_seed(100 + dist.get_rank())
+    model = gpunn.nn.MLP([5, 8, 3])
+    if variant != "no-ddp":
+        DistributedDataParallel(model)
+    mine = np.concatenate([p.numpy().ravel() for p in model.parameters()]).tolist()
+    everyone = dist.all_gather_object(mine)
+    if dist.get_rank() == 0:
+        with open(out, "w") as f:
+            json.dump(everyone, f)
+
+
+def mismatch(out, variant):
+    """Rank 1 builds a wider model: DDP must refuse (the excepthook then ends the job)."""
+    gpunn.manual_seed(0)
+    DistributedDataParallel(gpunn.nn.MLP([5, 8 + dist.get_rank(), 3]))
+
+
+if __name__ == "__main__":
+    scenario, out = sys.argv[1], sys.argv[2]
+    variant = sys.argv[3] if len(sys.argv) > 3 else ""
+    dist.init_process_group()
+    {"equivalence": equivalence, "seeds": seeds, "mismatch": mismatch}[scenario](out, variant)
+    dist.destroy_process_group()
