@@ -83,9 +83,33 @@ def mismatch(out, variant):
     DistributedDataParallel(gpunn.nn.MLP([5, 8 + dist.get_rank(), 3]))
 
 
+def timeout(out, variant):
+    """Rank 1 never joins the all-reduce: rank 0 must abort the job naming the operation."""
+    if dist.get_rank() == 0:
+        dist.all_reduce(gpunn.ones(3), op="sum")
+    else:
+        import time
+        time.sleep(60)
+
+
+def collectives(out, variant):
+    """all_reduce with every op, broadcast and broadcast_object, as rank 0 sees them."""
+    rank = dist.get_rank()
+    results = {op: dist.all_reduce(gpunn.tensor([rank + 1.0, -rank], dtype="float64"), op=op).tolist()
+               for op in ("sum", "avg", "max", "min")}
+    results["broadcast"] = dist.broadcast(gpunn.tensor([float(rank)] * 2), src=1).tolist()
+    results["object"] = dist.broadcast_object({"from": rank} if rank == 1 else None, src=1)
+    results["local"] = [dist.get_local_rank(), dist.get_world_size()]
+    dist.barrier()
+    if rank == 0:
+        with open(out, "w") as f:
+            json.dump(results, f)
+
+
 if __name__ == "__main__":
     scenario, out = sys.argv[1], sys.argv[2]
     variant = sys.argv[3] if len(sys.argv) > 3 else ""
-    dist.init_process_group()
-    {"equivalence": equivalence, "seeds": seeds, "mismatch": mismatch}[scenario](out, variant)
+    dist.init_process_group(timeout=2 if scenario == "timeout" else None)
+    {"equivalence": equivalence, "seeds": seeds, "mismatch": mismatch, "timeout": timeout,
+     "collectives": collectives}[scenario](out, variant)
     dist.destroy_process_group()

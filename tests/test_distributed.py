@@ -1,0 +1,174 @@
+"""gpunn.distributed, DistributedDataParallel and the sharded DataLoader.
+
+Multi-process checks run `mpiexec -n N` as a subprocess of pytest, under a timeout, one BLAS
+thread per rank (tests/distributed_worker.py holds what the ranks run). They are few and small:
+each launch costs about a second on two cores.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gpunn
+import gpunn.distributed as dist
+from gpunn.data import DataLoader, _share
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = ROOT / "tests" / "distributed_worker.py"
+MPIEXEC = Path(sys.executable).parent / "mpiexec"
+
+
+def mpi_env():
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+def mpiexec(n, *args, timeout=60, **kwargs):
+    """Run `mpiexec -n n args...` and return the CompletedProcess (skip where MPI is missing)."""
+    if not dist.is_available():
+        pytest.skip("mpi4py is not installed (pip install 'gpunn[mpi]')")
+    if not MPIEXEC.exists():
+        pytest.skip(f"no mpiexec next to {sys.executable} (pip install mpich)")
+    return subprocess.run([str(MPIEXEC), "-n", str(n), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=mpi_env(), cwd=kwargs.pop("cwd", ROOT), **kwargs)
+
+
+def worker(n, scenario, out, variant="", **kwargs):
+    return mpiexec(n, sys.executable, WORKER, scenario, out, variant, **kwargs)
+
+
+def _load_worker():
+    sys.path.insert(0, str(WORKER.parent))
+    try:
+        import distributed_worker
+    finally:
+        sys.path.remove(str(WORKER.parent))
+    return distributed_worker
+
+
+# --- DistributedDataParallel equals one process --------------------------------------------------
+
+
+def _largest_difference(path):
+    w = _load_worker()
+    saved = np.load(path)
+    worst = 0.0
+    for i, case in enumerate(w.CASES):
+        for j, reference in enumerate(w.train(case, ddp=False)):
+            worst = max(worst, float(np.abs(saved[f"{i}-{j}"] - reference).max()))
+    return worst
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_ddp_equals_one_process(tmp_path, ranks):
+    """SGD with momentum and Adam, fused and unfused, with and without clipping, 3 epochs with a
+    ragged last batch, float64: N ranks at global batch 16 equal one process at batch 16."""
+    done = worker(ranks, "equivalence", tmp_path / "p.npz")
+    assert done.returncode == 0, done.stderr
+    assert _largest_difference(tmp_path / "p.npz") < 1e-12
+
+
+@pytest.mark.parametrize("variant", ["sum", "drop-tail"])
+def test_negative_controls_fail_the_equivalence(tmp_path, variant):
+    """Summing instead of averaging, or sharding that drops the ragged tail, is caught."""
+    done = worker(2, "equivalence", tmp_path / "p.npz", variant)
+    assert done.returncode == 0, done.stderr
+    assert _largest_difference(tmp_path / "p.npz") > 1e-3
+
+
+def test_ddp_copies_rank_0s_parameters(tmp_path):
+    done = worker(2, "seeds", tmp_path / "s.json")
+    assert done.returncode == 0, done.stderr
+    first, second = json.loads((tmp_path / "s.json").read_text())
+    assert first == second
+    # the control: without DDP the two seeds give different models, so the check can see a difference
+    done = worker(2, "seeds", tmp_path / "s.json", "no-ddp")
+    first, second = json.loads((tmp_path / "s.json").read_text())
+    assert first != second
+
+
+def test_ddp_refuses_different_models_and_ends_the_job(tmp_path):
+    started = time.monotonic()
+    done = worker(2, "mismatch", tmp_path / "x")
+    assert done.returncode != 0
+    assert time.monotonic() - started < 30
+    assert "rank 1 holds other parameters than rank 0" in done.stderr
+    assert "0.weight float32(8, 5) against 0.weight float32(9, 5)" in done.stderr
+
+
+def test_collectives(tmp_path):
+    done = worker(2, "collectives", tmp_path / "c.json")
+    assert done.returncode == 0, done.stderr
+    got = json.loads((tmp_path / "c.json").read_text())
+    assert got["sum"] == [3.0, -1.0] and got["avg"] == [1.5, -0.5]
+    assert got["max"] == [2.0, 0.0] and got["min"] == [1.0, -1.0]
+    assert got["broadcast"] == [1.0, 1.0] and got["object"] == {"from": 1}
+    assert got["local"] == [0, 2]
+
+
+def test_a_collective_past_the_timeout_aborts_naming_it(tmp_path):
+    started = time.monotonic()
+    done = worker(2, "timeout", tmp_path / "x")
+    assert done.returncode != 0
+    assert time.monotonic() - started < 30
+    assert "rank 0: all_reduce(sum) of a (3,) tensor waited more than 2 s" in done.stderr
+
+
+# --- in one process -----------------------------------------------------------------------------
+
+
+def test_import_gpunn_does_not_import_mpi4py():
+    code = "import sys, gpunn, gpunn.distributed, gpunn.nn.parallel; print('mpi4py' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=mpi_env(), timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_shares_cover_each_batch_once():
+    for begin, end in [(0, 16), (96, 103), (5, 6)]:
+        for size in (1, 2, 3, 4):
+            parts = [_share(begin, end, r, size) for r in range(size)]
+            assert parts[0][0] == begin and parts[-1][1] == end
+            assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+            assert max(b - a for a, b in parts) - min(b - a for a, b in parts) <= 1
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_sharded_loader_serves_what_one_loader_serves(ranks):
+    X = np.arange(50.0).reshape(25, 2)
+    y = np.arange(25)
+    whole = DataLoader(X, y, batch_size=8, shuffle=True, seed=4)
+    shards = [DataLoader(X, y, batch_size=8, shuffle=True, seed=4, distributed=True, rank=r, world_size=ranks)
+              for r in range(ranks)]
+    assert all(len(s) == len(whole) for s in shards)
+    for epoch in range(2):
+        for loader in (whole, *shards):
+            loader.set_epoch(epoch)
+        for batches in zip(whole, *shards):
+            (xb, yb), parts = batches[0], batches[1:]
+            assert np.array_equal(np.concatenate([p[1].numpy() for p in parts]), yb.numpy())
+            assert np.array_equal(np.concatenate([p[0].numpy() for p in parts]), xb.numpy())
+    assert shards[0].state_dict() == shards[1].state_dict() == whole.state_dict()
+
+
+def test_sharded_loader_errors():
+    with pytest.raises(ValueError, match="init_process_group"):
+        DataLoader(np.zeros((4, 2)), batch_size=2, distributed=True)
+    with pytest.raises(ValueError, match="0 <= rank < world_size"):
+        DataLoader(np.zeros((4, 2)), batch_size=2, distributed=True, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="only with distributed=True"):
+        DataLoader(np.zeros((4, 2)), batch_size=2, rank=0)
+
+
+def test_collectives_need_a_process_group():
+    assert not dist.is_initialized()
+    with pytest.raises(dist.DistributedError, match="init_process_group"):
+        dist.get_rank()
+    with pytest.raises(dist.DistributedError, match="backend must be"):
+        dist.init_process_group(backend="gloo")
