@@ -106,7 +106,38 @@ def collectives(out, variant):
             json.dump(results, f)
 
 
+def cli(fault, argv):
+    """`gpunn train argv` with a fault injected on rank 1 at its `at`-th training batch: 'raise' (an
+    exception), 'error' (a GpunnError: the `gpunn: error:` exit), 'kill' (SIGKILL), 'sigint' (Ctrl-C
+    on that rank alone), or 'none'."""
+    import os
+    import signal
+
+    import gpunn.cli
+    import gpunn.functional
+
+    kind, _, at = fault.partition("@")
+    if os.environ.get("PMI_RANK") == "1" and kind != "none":
+        loss, calls = gpunn.functional.cross_entropy, [0]
+
+        def faulty(*args, **kwargs):
+            if gpunn.is_grad_enabled():
+                calls[0] += 1
+                if calls[0] == int(at):
+                    if kind == "raise":
+                        raise RuntimeError("injected fault")
+                    if kind == "error":
+                        raise gpunn.GpunnError("injected failure")
+                    os.kill(os.getpid(), signal.SIGKILL if kind == "kill" else signal.SIGINT)
+            return loss(*args, **kwargs)
+
+        gpunn.functional.cross_entropy = faulty
+    sys.exit(gpunn.cli.main(argv))
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "cli":
+        cli(sys.argv[2], sys.argv[3:])
     scenario, out = sys.argv[1], sys.argv[2]
     variant = sys.argv[3] if len(sys.argv) > 3 else ""
     dist.init_process_group(timeout=2 if scenario == "timeout" else None)

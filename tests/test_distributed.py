@@ -172,3 +172,78 @@ def test_collectives_need_a_process_group():
         dist.get_rank()
     with pytest.raises(dist.DistributedError, match="backend must be"):
         dist.init_process_group(backend="gloo")
+
+
+# --- mpiexec -n N gpunn train ---------------------------------------------------------------------
+
+
+def gpunn_train(n, tmp_path, *args, fault="none"):
+    """`mpiexec -n n gpunn train args` (through the worker, which may inject `fault` on rank 1)."""
+    return mpiexec(n, sys.executable, WORKER, "cli", fault, "train", "--no-progress", *args, cwd=tmp_path)
+
+
+def reference(**settings):
+    from gpunn.train import TrainConfig, fit
+    return fit(TrainConfig(device="cpu", **settings))
+
+
+def test_mpiexec_train_equals_one_process(tmp_path):
+    done = gpunn_train(2, tmp_path, "--epochs", "3", "--out", "run")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    expected = reference(epochs=3)
+    assert summary["world_size"] == 2 and summary["threads"] == 1
+    assert summary["test_accuracy"] == pytest.approx(expected["test_accuracy"], abs=3e-3)
+    assert summary["test_loss"] == pytest.approx(expected["test_loss"], rel=1e-2)  # float32, Adam: roundoff grows
+    assert summary["train_loss"] == pytest.approx(expected["train_loss"], rel=1e-2)
+    assert done.stdout.count("files in run") == 1  # rank 0 alone prints
+    assert done.stderr.count("gpunn: note:") <= 1
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(
+        ["config.json", "metrics.csv", "checkpoint.safetensors", "model.safetensors", "summary.json", "curves.png"])
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # nothing written elsewhere (no runs/ of rank 1)
+
+
+@pytest.mark.parametrize("fault", ["raise@5", "error@5", "kill@5"])
+def test_a_failing_rank_ends_the_job(tmp_path, fault):
+    started = time.monotonic()
+    done = gpunn_train(2, tmp_path, "--epochs", "3", "--out", "run", fault=fault)
+    assert done.returncode != 0
+    assert time.monotonic() - started < 30
+    expected = {"raise": "gpunn: rank 1 raised; ending the job", "error": "gpunn: error: rank 1: injected failure",
+                "kill": "BAD TERMINATION"}[fault.split("@")[0]]
+    assert expected in done.stdout + done.stderr
+
+
+def test_stop_on_one_rank_and_resume_under_other_rank_counts(tmp_path):
+    """Ctrl-C on rank 1 alone, mid-epoch 2: both ranks stop at the same batch, rank 0 saves; the run
+    then resumes with 1 and with 3 ranks to what the uninterrupted run gives (float64: exactly)."""
+    import shutil
+
+    from gpunn.train import fit
+    done = gpunn_train(2, tmp_path, "--epochs", "3", "--dtype", "float64", "--out", "run", fault="sigint@30")
+    assert done.returncode == 130, done.stderr
+    assert "resume with: gpunn train --resume run/checkpoint.safetensors" in done.stderr
+    meta = gpunn.load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
+    assert meta["partial"] is not None and meta["loader"]["epoch"] == 1  # stopped inside epoch 2
+    shutil.copytree(tmp_path / "run", tmp_path / "again")
+    expected = reference(epochs=3, dtype="float64")
+    alone = fit(resume=tmp_path / "run")
+    done = gpunn_train(3, tmp_path, "--resume", "again")
+    assert done.returncode == 0, done.stderr
+    three = json.loads((tmp_path / "again" / "summary.json").read_text())
+    for summary in (alone, three):
+        for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
+            assert summary[key] == pytest.approx(expected[key], rel=1e-9, abs=1e-12), key
+
+
+def test_restarts_over_ranks_equal_the_serial_restarts(tmp_path):
+    done = gpunn_train(2, tmp_path, "--epochs", "2", "--restarts", "3", "--dtype", "float64", "--out", "run")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    expected = reference(epochs=2, restarts=3, dtype="float64")
+    assert summary["best_restart"] == expected["best_restart"]
+    assert len(summary["restarts"]) == 3
+    for got, want in zip(summary["restarts"], expected["restarts"]):
+        assert got.keys() == want.keys()
+        for key in got:
+            assert got[key] == pytest.approx(want[key], rel=1e-9), key
