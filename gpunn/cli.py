@@ -348,6 +348,11 @@ def _info():
                  if _version(dist) != "not installed"), "not installed")
     print(f"cupy: {cupy}")
     print(f"BLAS: {_blas()}")
+    print(f"threads: {gpunn.get_num_threads()} BLAS threads now; gpunn train uses 1 per process unless --threads N "
+          f"(this process may run on {threads.cores()} cores)")
+    print(f"distributed: {'mpi4py importable' if dist.is_available() else 'mpi4py not installed'}"
+          f"{'' if dist.nccl_version() is None else f', NCCL {dist.nccl_version()}'}"
+          " (mpiexec -n N gpunn train ...)")
     print("devices:")
     print(f"  cpu       {_cpu()}")
     reason = gpunn.cuda.why_unavailable()
