@@ -84,3 +84,13 @@ def test_one_bar_for_the_whole_run(monkeypatch):
     monkeypatch.setattr(train, "_bar", lambda total, initial: made.append((total, initial)) or real(total, initial))
     train.fit(train.TrainConfig(device="cpu", epochs=3, hidden=(8,), batch_size=512), progress=True)
     assert made == [(3 * 3, 0)]  # 1347 training samples: 3 batches of 512 per epoch
+
+
+def test_optimizer_state_of_another_type_is_refused():
+    p = [gpunn.zeros(3, requires_grad=True)]
+    saved = gpunn.optim.SGD(p, lr=0.1, momentum=0.9).state_dict()
+    with pytest.raises(ValueError, match=r"Adam.load_state_dict: the saved state is a SGD's .*dampening"):
+        gpunn.optim.Adam(p).load_state_dict(saved)
+    with pytest.raises(ValueError, match=r"SGD.load_state_dict: the saved state is a .*Adam"):
+        gpunn.optim.SGD(p, lr=0.1).load_state_dict(gpunn.optim.Adam(p).state_dict())
+    gpunn.optim.SGD(p, lr=0.5).load_state_dict(saved)  # the control: the same type loads
