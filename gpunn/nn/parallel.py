@@ -113,11 +113,25 @@ class DistributedDataParallel(Module):
         """Average every parameter's gradient over the ranks (what backward does; call it yourself
         after a backward that did not go through this module's output)."""
         params = [p for p in self.module.parameters() if p.requires_grad]
+        if not params:
+            return
         flats, rest = _layout(params)
-        group = distributed._need()
         local = self._samples if self.weight_by_samples else 1
         object.__setattr__(self, "_samples", 0)
-        sizes = [f.size for f in flats] + [sum(p.numel() for p in ps) for ps in rest.values()]
+        buffers = [(f.grad, f.device) for f in flats] + [(_pack(ps, device), device) for (device, _), ps in rest.items()]
+        with no_grad():
+            if all(distributed.backend_of(device) == "nccl" for _, device in buffers):
+                self._reduce_on_devices(buffers, local)
+            else:
+                self._reduce_over_mpi(buffers, [f.size for f in flats] + [b.shape[0] for b, _ in buffers[len(flats):]],
+                                      local)
+            for ((device, _), ps), (packed, _) in zip(rest.items(), buffers[len(flats):]):
+                _unpack(ps, device, packed)
+
+    def _reduce_over_mpi(self, buffers, sizes, local):
+        """The sample counts (and a fingerprint of the layout) gathered on the host, then each buffer
+        scaled by this rank's share and summed over the ranks."""
+        group = distributed._need()
         mine = np.array([local, zlib.crc32(repr(sizes).encode())], dtype=np.int64)
         everyone = np.empty((group.size, 2), dtype=np.int64)
         request = group.comm.Iallgather(mine, everyone)
@@ -128,12 +142,38 @@ class DistributedDataParallel(Module):
                 f"DistributedDataParallel: rank {bad} lays out its gradients differently from rank {group.rank} "
                 "(a fused optimizer on some ranks only?); build the same model and optimizer on every rank")
         total = int(everyone[:, 0].sum())
-        scale = local / total if total else 1.0 / group.size
-        with no_grad():
-            for f in flats:
-                _reduce(f.grad, f.device, scale, f"DistributedDataParallel's all-reduce of {f.size} gradients")
-            for (device, _), ps in rest.items():
-                _reduce_packed(ps, device, scale)
+        scale = _weight(local, total, group.size)
+        for array, device in buffers:
+            with device.scope:
+                if scale == 0:
+                    array[...] = 0  # no samples here: the gradient of an empty batch is 0/0
+                elif scale != 1:
+                    array *= scale
+            distributed.reduce_array(array, device, "sum", what=_what(array))
+
+    def _reduce_on_devices(self, buffers, local):
+        """NCCL: the count is summed on the device too, so nothing waits for the host and the whole
+        reduction can be recorded into a CUDA graph (compile_step) and replayed."""
+        device = buffers[0][1]
+        xp = device.xp
+        with device.scope:
+            total = xp.full((1,), float(local), dtype=device.dtype("float64"))
+        distributed.reduce_array(total, device, "sum", what="DistributedDataParallel's sample count")
+        for array, dev in buffers:
+            with dev.scope:
+                if local == 0:
+                    array[...] = 0
+                else:
+                    array *= xp.astype(float(local) / total, array.dtype)
+            distributed.reduce_array(array, dev, "sum", what=_what(array))
+
+    def _not_capturable(self):
+        """Why compile_step cannot record a step of this model into a CUDA graph, or None."""
+        devices = {p.device for p in self.module.parameters()}
+        if any(distributed.backend_of(device) != "nccl" for device in devices):
+            return ("DistributedDataParallel reduces the gradients over MPI through host memory, which a CUDA "
+                    "graph cannot record (NCCL can: install it, pip install nvidia-nccl-cu12 or -cu13)")
+        return None
 
     def extra_repr(self):
         return f"weight_by_samples={self.weight_by_samples}"
@@ -161,22 +201,27 @@ def _layout(params):
     return flats, rest
 
 
-def _reduce(array, device, scale, what):
-    with device.scope:
-        if scale == 0:
-            array[...] = 0  # no samples here: the gradient of an empty batch is 0/0
-        elif scale != 1:
-            array *= scale
-    distributed.reduce_array(array, device, "sum", what=what)
+def _weight(local, total, world_size):
+    """This rank's share of the global batch: what its gradient (a mean over its own samples) is
+    scaled by before the sum over the ranks."""
+    return local / total if total else 1.0 / world_size
 
 
-def _reduce_packed(params, device, scale):
+def _what(array):
+    return f"DistributedDataParallel's all-reduce of {array.shape[0]} gradients"
+
+
+def _pack(params, device):
+    """The gradients of `params` end to end in one new array (zeros for a parameter without one)."""
     xp = device.xp
     with device.scope:
         parts = [xp.reshape(p.grad._array if p.grad is not None else xp.zeros_like(p._array), (-1,))
                  for p in params]
-        packed = xp.concat(parts) if len(parts) > 1 else xp.asarray(parts[0], copy=True)
-    _reduce(packed, device, scale, f"DistributedDataParallel's all-reduce of {packed.shape[0]} gradients")
+        return xp.concat(parts) if len(parts) > 1 else xp.asarray(parts[0], copy=True)
+
+
+def _unpack(params, device, packed):
+    xp = device.xp
     start = 0
     for p in params:
         n = p.numel()
