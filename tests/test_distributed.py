@@ -7,6 +7,7 @@ each launch costs about a second on two cores.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -30,14 +31,14 @@ def mpi_env():
     return env
 
 
-def mpiexec(n, *args, timeout=60, **kwargs):
+def mpiexec(n, *args, timeout=60, extra_env=None, cwd=ROOT):
     """Run `mpiexec -n n args...` and return the CompletedProcess (skip where MPI is missing)."""
     if not dist.is_available():
         pytest.skip("mpi4py is not installed (pip install 'gpunn[mpi]')")
     if not MPIEXEC.exists():
         pytest.skip(f"no mpiexec next to {sys.executable} (pip install mpich)")
     return subprocess.run([str(MPIEXEC), "-n", str(n), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=mpi_env(), cwd=kwargs.pop("cwd", ROOT), **kwargs)
+                          timeout=timeout, env={**mpi_env(), **(extra_env or {})}, cwd=cwd)
 
 
 def worker(n, scenario, out, variant="", **kwargs):
@@ -81,6 +82,22 @@ def test_negative_controls_fail_the_equivalence(tmp_path, variant):
     done = worker(2, "equivalence", tmp_path / "p.npz", variant)
     assert done.returncode == 0, done.stderr
     assert _largest_difference(tmp_path / "p.npz") > 1e-3
+
+
+@pytest.mark.parametrize("device", ["strict", pytest.param("cuda", marks=pytest.mark.slow)])
+def test_ddp_stages_other_devices_through_the_host(tmp_path, device):
+    """array-api-strict, and CUDA without NCCL (the fake CuPy of scripts/fake_cuda): the same
+    parameters as one process on the cpu, and compile_step says why a DDP step stays eager."""
+    env = {}
+    if device == "cuda":
+        if shutil.which("g++") is None:
+            pytest.skip("the fake CuPy compiles kernels with g++")
+        env = {"PYTHONPATH": os.pathsep.join([str(ROOT / "scripts" / "fake_cuda"), str(ROOT)])}
+    done = worker(2, "staged", tmp_path / "s.json", device, extra_env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    got = json.loads((tmp_path / "s.json").read_text())
+    assert got["worst"] < 1e-12
+    assert any("reduces the gradients over MPI through host memory" in said for said in got["said"])
 
 
 def test_ddp_copies_rank_0s_parameters(tmp_path):
