@@ -5,7 +5,9 @@
 Starts `mpiexec -n N` (the one next to this Python) for each N and prints, per model, the global
 batch, samples/s, the speed-up over one rank and the all-reduce's share of the step (time inside
 DistributedDataParallel's reduction, including waiting for the slower rank). Each rank trains
-784-1024x3-10 at global batch 512 and 784-256-256-10 at 128 with SGD on random data.
+784-1024x3-10 at global batch 512 and 784-256-256-10 at 128 with SGD (momentum 0.9) on random data,
+fused by default: the optimizer's flat gradient buffer is all-reduced in place (--unfused: the
+gradients are packed into one buffer and unpacked after).
 """
 
 import argparse
@@ -19,7 +21,7 @@ from pathlib import Path
 MODELS = [("784-1024x3-10", [784, 1024, 1024, 1024, 10], 512), ("784-256-256-10", [784, 256, 256, 10], 128)]
 
 
-def worker(steps):
+def worker(steps, fused):
     import numpy as np
 
     import gpunn
@@ -45,7 +47,7 @@ def worker(steps):
         gpunn.manual_seed(0)
         model = gpunn.nn.MLP(sizes)
         net = parallel.DistributedDataParallel(model)
-        opt = gpunn.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        opt = gpunn.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, fused=fused)
         loader = gpunn.data.DataLoader(X, y, batch_size=batch, shuffle=True, seed=0, distributed=True)
 
         def run(count):
@@ -77,18 +79,21 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranks", default="1,2")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--unfused", dest="fused", action="store_false",
+                        help="per-parameter SGD (DDP packs the gradients) instead of flat buffers (reduced in place)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return worker(args.steps)
+        return worker(args.steps, args.fused)
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
     mpiexec = Path(sys.executable).parent / "mpiexec"
     results = {}
     for n in map(int, args.ranks.split(",")):
-        out = subprocess.run([str(mpiexec), "-n", str(n), sys.executable, __file__, "--worker", "--steps",
-                              str(args.steps)], capture_output=True, text=True, env=env, check=True)
+        command = [str(mpiexec), "-n", str(n), sys.executable, __file__, "--worker", "--steps", str(args.steps)]
+        out = subprocess.run(command + ([] if args.fused else ["--unfused"]), capture_output=True, text=True, env=env,
+                             check=True)
         line = next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))
         for row in json.loads(line[len("RESULT "):]):
             results[(row["model"], n)] = row

@@ -112,12 +112,12 @@ class DistributedDataParallel(Module):
     def reduce_gradients(self):
         """Average every parameter's gradient over the ranks (what backward does; call it yourself
         after a backward that did not go through this module's output)."""
-        params = [p for p in self.module.parameters() if p.requires_grad]
-        if not params:
-            return
-        flats, rest = _layout(params)
         local = self._samples if self.weight_by_samples else 1
         object.__setattr__(self, "_samples", 0)
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        if not params or distributed.get_world_size() == 1:  # the average over one rank is its own gradient
+            return
+        flats, rest = _layout(params)
         buffers = [(f.grad, f.device) for f in flats] + [(_pack(ps, device), device) for (device, _), ps in rest.items()]
         with no_grad():
             if all(distributed.backend_of(device) == "nccl" for _, device in buffers):
