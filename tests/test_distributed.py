@@ -112,13 +112,19 @@ def test_ddp_copies_rank_0s_parameters(tmp_path):
     assert first != second
 
 
-def test_ddp_refuses_different_models_and_ends_the_job(tmp_path):
+def job_ends(run, *args, **kwargs):
+    """Run a job that must fail: it ends with a non-zero status within 30 s; its output."""
     started = time.monotonic()
-    done = worker(2, "mismatch", tmp_path / "x")
+    done = run(*args, **kwargs)
     assert done.returncode != 0
     assert time.monotonic() - started < 30
-    assert "rank 1 holds other parameters than rank 0" in done.stderr
-    assert "0.weight float32(8, 5) against 0.weight float32(9, 5)" in done.stderr
+    return done.stdout + done.stderr
+
+
+def test_ddp_refuses_different_models_and_ends_the_job(tmp_path):
+    said = job_ends(worker, 2, "mismatch", tmp_path / "x")
+    assert "rank 1 holds other parameters than rank 0" in said
+    assert "0.weight float32(8, 5) against 0.weight float32(9, 5)" in said
 
 
 def test_collectives(tmp_path):
@@ -132,11 +138,8 @@ def test_collectives(tmp_path):
 
 
 def test_a_collective_past_the_timeout_aborts_naming_it(tmp_path):
-    started = time.monotonic()
-    done = worker(2, "timeout", tmp_path / "x")
-    assert done.returncode != 0
-    assert time.monotonic() - started < 30
-    assert "rank 0: all_reduce(sum) of a (3,) tensor waited more than 2 s" in done.stderr
+    said = job_ends(worker, 2, "timeout", tmp_path / "x")
+    assert "rank 0: all_reduce(sum) of a (3,) tensor waited more than 2 s" in said
 
 
 # --- in one process -----------------------------------------------------------------------------
@@ -223,13 +226,10 @@ def test_mpiexec_train_equals_one_process(tmp_path):
 
 @pytest.mark.parametrize("fault", ["raise@5", "error@5", "kill@5"])
 def test_a_failing_rank_ends_the_job(tmp_path, fault):
-    started = time.monotonic()
-    done = gpunn_train(2, tmp_path, "--epochs", "3", "--out", "run", fault=fault)
-    assert done.returncode != 0
-    assert time.monotonic() - started < 30
+    said = job_ends(gpunn_train, 2, tmp_path, "--epochs", "3", "--out", "run", fault=fault)
     expected = {"raise": "gpunn: rank 1 raised; ending the job", "error": "gpunn: error: rank 1: injected failure",
                 "kill": "BAD TERMINATION"}[fault.split("@")[0]]
-    assert expected in done.stdout + done.stderr
+    assert expected in said
 
 
 def test_stop_on_one_rank_and_resume_under_other_rank_counts(tmp_path):
