@@ -27,8 +27,9 @@ def data():
     return X, y
 
 
-def train(case, ddp, seed=0, device="cpu"):
-    """Train an MLP on the data above; `ddp`: through DistributedDataParallel and a sharded loader."""
+def train(case, ddp, seed=0, device="cpu", accumulate=False):
+    """Train an MLP on the data above; `ddp`: through DistributedDataParallel and a sharded loader;
+    `accumulate`: each rank's share in two halves, the first backward under no_sync()."""
     name, fused, clip = case
     gpunn.manual_seed(seed)
     model = gpunn.nn.MLP([5, 8, 3], dtype="float64", device=device)
@@ -43,7 +44,14 @@ def train(case, ddp, seed=0, device="cpu"):
     for _ in range(EPOCHS):
         for xb, yb in loader:
             opt.zero_grad()
-            gpunn.functional.cross_entropy(net(xb), yb).backward()
+            if accumulate:
+                half = xb.shape[0] // 2
+                with net.no_sync():
+                    (gpunn.functional.cross_entropy(net(xb[:half]), yb[:half]) * (half / xb.shape[0])).backward()
+                rest = xb.shape[0] - half
+                (gpunn.functional.cross_entropy(net(xb[half:]), yb[half:]) * (rest / xb.shape[0])).backward()
+            else:
+                gpunn.functional.cross_entropy(net(xb), yb).backward()
             if clip is not None:
                 gpunn.nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
@@ -60,6 +68,10 @@ def equivalence(out, variant):
         gpunn.data._share = lambda begin, end, rank, size: share(begin, begin + (end - begin) // size * size, rank,
                                                                    size)
     arrays = {f"{i}-{j}": a for i, case in enumerate(CASES) for j, a in enumerate(train(case, ddp=True))}
+    reductions, reduce = [0], DistributedDataParallel.reduce_gradients
+    DistributedDataParallel.reduce_gradients = lambda self: reductions.__setitem__(0, reductions[0] + 1) or reduce(self)
+    arrays.update({f"no_sync-{j}": a for j, a in enumerate(train(CASES[0], ddp=True, accumulate=True))})
+    arrays["no_sync_reductions"] = np.array(reductions[0])  # one per step: none under no_sync()
     if dist.get_rank() == 0:
         np.savez(out, **arrays)
 

@@ -61,19 +61,23 @@ def _largest_difference(path):
     w = _load_worker()
     saved = np.load(path)
     worst = 0.0
-    for i, case in enumerate(w.CASES):
+    for i, case in enumerate([*w.CASES, w.CASES[0]]):
+        key = i if i < len(w.CASES) else "no_sync"  # the last: gradient accumulation under no_sync()
         for j, reference in enumerate(w.train(case, ddp=False)):
-            worst = max(worst, float(np.abs(saved[f"{i}-{j}"] - reference).max()))
+            worst = max(worst, float(np.abs(saved[f"{key}-{j}"] - reference).max()))
     return worst
 
 
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_ddp_equals_one_process(tmp_path, ranks):
     """SGD with momentum and Adam, fused and unfused, with and without clipping, 3 epochs with a
-    ragged last batch, float64: N ranks at global batch 16 equal one process at batch 16."""
+    ragged last batch, float64: N ranks at global batch 16 equal one process at batch 16; so does
+    accumulating two half batches with no_sync()."""
     done = worker(ranks, "equivalence", tmp_path / "p.npz")
     assert done.returncode == 0, done.stderr
     assert _largest_difference(tmp_path / "p.npz") < 1e-12
+    w = _load_worker()
+    assert int(np.load(tmp_path / "p.npz")["no_sync_reductions"]) == w.EPOCHS * -(-w.N_SAMPLES // w.BATCH)
 
 
 @pytest.mark.parametrize("variant", ["sum", "drop-tail"])
