@@ -204,12 +204,14 @@ def test_collectives_need_a_process_group():
 
 def gpunn_train(n, tmp_path, *args, fault="none"):
     """`mpiexec -n n gpunn train args` (through the worker, which may inject `fault` on rank 1)."""
-    return mpiexec(n, sys.executable, WORKER, "cli", fault, "train", "--no-progress", *args, cwd=tmp_path)
+    return mpiexec(n, sys.executable, WORKER, "cli", fault, "train", "--no-progress", "--hidden", "32", *args,
+                   cwd=tmp_path)
 
 
 def reference(**settings):
+    """One process, in pytest's, with the settings gpunn_train gives every run (a small model: fast)."""
     from gpunn.train import TrainConfig, fit
-    return fit(TrainConfig(device="cpu", **settings))
+    return fit(TrainConfig(device="cpu", hidden=(32,), **settings))
 
 
 def test_mpiexec_train_equals_one_process(tmp_path):

@@ -170,7 +170,7 @@ class DistributedDataParallel(Module):
     def _not_capturable(self):
         """Why compile_step cannot record a step of this model into a CUDA graph, or None."""
         devices = {p.device for p in self.module.parameters()}
-        if any(distributed.backend_of(device) != "nccl" for device in devices):
+        if distributed.get_world_size() > 1 and any(distributed.backend_of(d) != "nccl" for d in devices):
             return ("DistributedDataParallel reduces the gradients over MPI through host memory, which a CUDA "
                     "graph cannot record (NCCL can: install it, pip install nvidia-nccl-cu12 or -cu13)")
         return None
@@ -184,10 +184,10 @@ def _layout(params):
     whole), and the other parameters grouped by (device, dtype), in the parameters' order."""
     position = {id(p): i for i, p in enumerate(params)}
     flats = []
-    for f in sorted((f for f in flat_buffers._live if all(id(p) in position for p in f.params)),
-                    key=lambda f: position[id(f.params[0])]):
-        if any(id(p) in {id(q) for g in flats for q in g.params} for p in f.params):
-            continue  # a stale buffer of an earlier optimizer for the same parameters
+    live = (f for f in flat_buffers._live  # (not the buffers of an earlier optimizer over the same parameters)
+            if all(id(p) in position and getattr(p, "_grad_slot", None) is slot
+                   for p, slot in zip(f.params, f.slots)))
+    for f in sorted(live, key=lambda f: position[id(f.params[0])]):
         for p in f.params:  # an unused parameter counts as a zero gradient: every rank reduces the same
             if p.grad is None:
                 p.grad = Tensor._wrap(p.device.xp.zeros_like(p._array), p.device)
