@@ -435,7 +435,13 @@ class _Run:
         started = time.perf_counter()
         batch = start_batch
         for xb, yb in loader:
-            if self.step is not None:  # the same step, recorded into a CUDA graph (eager elsewhere)
+            if yb.shape[0] == 0:  # this rank's share of a ragged last batch is empty (fewer samples than ranks)
+                optimizer.zero_grad()
+                self.net.reduce_gradients()  # joins the reduction with weight 0, then steps like the others
+                if c.clip_norm is not None:
+                    gpunn.nn.utils.clip_grad_norm_(params, c.clip_norm)
+                optimizer.step()
+            elif self.step is not None:  # the same step, recorded into a CUDA graph (eager elsewhere)
                 loss, logits = self.step(xb, yb)
             else:
                 logits = self.net(xb)  # the model, or DistributedDataParallel around it

@@ -71,7 +71,8 @@ def _largest_difference(path):
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_ddp_equals_one_process(tmp_path, ranks):
     """SGD with momentum and Adam, fused and unfused, with and without clipping, 3 epochs with a
-    ragged last batch, float64: N ranks at global batch 16 equal one process at batch 16; so does
+    ragged last batch of one sample (empty shares), float64: N ranks at global batch 17 equal one
+    process at batch 17; so does
     accumulating two half batches with no_sync()."""
     done = worker(ranks, "equivalence", tmp_path / "p.npz")
     assert done.returncode == 0, done.stderr

@@ -41,6 +41,10 @@ class DistributedDataParallel(Module):
     After each backward through its output, every parameter's gradient is the average over the
     global batch (`weight_by_samples=False`: the plain mean over ranks, PyTorch's rule).
     `state_dict()` has the module's own keys.
+
+    A rank whose share of a batch is empty (a ragged last batch with fewer samples than ranks)
+    has no loss to take backward; it calls `reduce_gradients()` instead, so that it joins the
+    reduction (with weight 0) and its optimizer steps with the same gradients as everyone's.
     """
 
     def __init__(self, module, weight_by_samples=True):
