@@ -20,7 +20,8 @@ single run trains one model with DistributedDataParallel on a sharded loader who
 the bar; metrics are sums and counts reduced over the ranks; a stop request on any rank is agreed
 by a collective after every batch, so all stop at the same batch and the checkpoint (which does
 not depend on N) can be resumed under any number of ranks. With `restarts > 1`, restart k trains
-on rank k mod N instead, without gradient collectives, and the results meet on rank 0 at the end.
+on rank k mod N instead, without gradient collectives, and the results meet on rank 0 at the end
+(such a run writes no checkpoint: a stop cannot be resumed, and a restarts run resumes in one process).
 """
 
 import contextlib
@@ -326,6 +327,9 @@ class _Run:
             _check_out_writable(self.folder)
         self.out = self.folder if ranks.rank == 0 else None  # where this process writes: rank 0 alone
         self.split_restarts = ranks.on and c.restarts > 1  # restart k on rank k mod N, no collectives
+        if self.split_restarts and resume is not None:
+            raise ConfigError("a run with --restarts resumes in one process (restarts spread over ranks write no "
+                              f"checkpoint to share); run gpunn train --resume {resume} without mpiexec")
         self.data = load_data(c)
         self.device = _rank_device(c.device, ranks)
         self.resume_path, self.meta = resume, meta
