@@ -373,7 +373,8 @@ def _refuse_other_type(optimizer, saved_group):
         cls = pending.pop()
         pending.extend(cls.__subclasses__())
         if cls is not mine and foreign <= set(inspect.signature(cls.__init__).parameters):
-            others.append(cls.__name__)
+            others.append(cls)
+    others = [cls.__name__ for cls in others if not any(o is not cls and issubclass(cls, o) for o in others)]
     if others:
         raise ValueError(f"{mine.__name__}.load_state_dict: the saved state is a {' or '.join(sorted(others))}'s "
                          f"(it has {', '.join(sorted(foreign))}); load it into that optimizer type, or start "
