@@ -49,3 +49,5 @@ from gpunn.compile import compile_step
 from gpunn.precision import get_float32_matmul_precision, set_float32_matmul_precision
 from gpunn.io import load, load_checkpoint, save, save_checkpoint
 from gpunn import data, datasets, functional, nn, optim, testing, viz
+from gpunn import distributed  # imports mpi4py only when a process group starts
+from gpunn.threads import get_num_threads, set_num_threads

@@ -48,6 +48,8 @@ class CompiledStep:
         if example_batch is not None:
             _check_example(example_batch, self.device)
         self.mode, self.reason = "eager", _why_not_capturable(self.device, optimizer)
+        if self.reason is None and hasattr(model, "_not_capturable"):  # DistributedDataParallel over MPI
+            self.reason = model._not_capturable()
         self._graphs = {}
         self._seen = set()
         self._not_ready = 0  # calls in a row whose optimizer state was not ready to be recorded

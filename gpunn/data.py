@@ -65,12 +65,19 @@ class DataLoader:
     of arrays already in memory, so there is no loading to spread over workers, and on a GPU the
     data usually moves to the device once, up front (see above), leaving no per-step copy to pin.
     Data too large to preload is copied batch by batch from ordinary (unpinned) host memory.
+
+    `distributed=True` (under gpunn.distributed, or with explicit `rank` and `world_size`) makes
+    `batch_size` the global batch: every rank computes the same (seed, epoch) order and takes its
+    contiguous share of each global batch (sizes differing by at most one), so every rank takes
+    `len(loader)` steps, nothing is padded or repeated, and the ranks together see exactly the
+    batches one process sees. `state_dict()` is the same whatever the number of ranks.
     """
 
     PRELOAD_BYTES = 256 * 2**20
 
     def __init__(self, X, y=None, batch_size=32, shuffle=False, drop_last=False, device="cpu", seed=None,
-                 check_finite=False, dtype=None, preload=None, num_workers=0, pin_memory=False):
+                 check_finite=False, dtype=None, preload=None, num_workers=0, pin_memory=False, distributed=False,
+                 rank=None, world_size=None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
@@ -84,6 +91,7 @@ class DataLoader:
             _refuse_dataset_habit(X)
         self.device = as_device(device)
         self.batch_size = int(batch_size)
+        self.rank, self.world_size = _shard(distributed, rank, world_size)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         self._seed_drawn = seed is None and self.shuffle
@@ -182,6 +190,8 @@ class DataLoader:
         self._position = start
         for b in range(start, stop):
             begin, end = b * size, min((b + 1) * size, n)  # the standard leaves out-of-range stops open
+            if self.world_size > 1:
+                begin, end = _share(begin, end, self.rank, self.world_size)
             self._position = b + 1
             xb = self._gather(self.X, order, device_order, begin, end)
             yield xb if self.y is None else (xb, self._gather(self.y, order, device_order, begin, end))
@@ -202,7 +212,34 @@ class DataLoader:
 
     def __repr__(self):
         return (f"DataLoader({self.num_samples} samples, batch_size={self.batch_size}, shuffle={self.shuffle}, "
-                f"drop_last={self.drop_last}, device='{self.device}', seed={self.seed}, epoch={self.epoch})")
+                f"drop_last={self.drop_last}, device='{self.device}', seed={self.seed}, epoch={self.epoch}"
+                + (f", rank={self.rank}, world_size={self.world_size})" if self.world_size > 1 else ")"))
+
+
+def _shard(distributed, rank, world_size):
+    """(rank, world size) of a sharded loader; (0, 1) for a whole one."""
+    if not distributed:
+        if rank is not None or world_size is not None:
+            raise ValueError("DataLoader: rank and world_size apply only with distributed=True")
+        return 0, 1
+    if rank is None and world_size is None:
+        from gpunn import distributed as dist
+        if not dist.is_initialized():
+            raise ValueError("DataLoader(distributed=True) needs gpunn.distributed.init_process_group() first "
+                             "(or explicit rank= and world_size=)")
+        return dist.get_rank(), dist.get_world_size()
+    ok = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (rank, world_size))
+    if not ok or not 0 <= rank < world_size:
+        raise ValueError(f"DataLoader: need 0 <= rank < world_size, got rank={rank!r}, world_size={world_size!r}")
+    return int(rank), int(world_size)
+
+
+def _share(begin, end, rank, world_size):
+    """Rank `rank`'s contiguous part of the rows begin..end: the first (end - begin) % world_size ranks
+    take one row more, so the parts differ by at most one and cover every row once."""
+    base, extra = divmod(end - begin, world_size)
+    start = begin + rank * base + min(rank, extra)
+    return start, start + base + (rank < extra)
 
 
 def _refuse_dataset_habit(X):
