@@ -45,3 +45,4 @@ from gpunn.compile import compile_step
 from gpunn.precision import get_float32_matmul_precision, set_float32_matmul_precision
 from gpunn.io import load, load_checkpoint, save, save_checkpoint
 from gpunn import data, datasets, functional, nn, optim, testing, viz
+from gpunn import utils  # gpunn.utils.data: torch.utils.data's names
