@@ -431,9 +431,9 @@ class _Run:
         if best is None or best["restart"] == restart or _val_rank(result) < _val_rank(best):
             self.best = restart
             if self.out is not None:
-                self._start_out()
-                gpunn.io.save(model.state_dict(), self.out / "model.safetensors",
-                              metadata={"restart": str(restart + 1), "config": json.dumps(self.config.to_dict())})
+                with self._writing():
+                    gpunn.io.save(model.state_dict(), self.out / "model.safetensors",
+                                  metadata={"restart": str(restart + 1), "config": json.dumps(self.config.to_dict())})
 
     def _start_out(self):
         """Create `out` and write config.json, on the first write of this session: a run that fails
@@ -450,13 +450,38 @@ class _Run:
         """Write the checkpoint and metrics.csv (end of an epoch, or mid-epoch when stopping)."""
         if self.out is None:
             return
-        self._start_out()
         loader_state = loader.state_dict() if partial is not None else {"epoch": epoch, "batch": 0}
-        gpunn.io.save_checkpoint(self.out / CHECKPOINT, model=model, optimizer=optimizer,
-                                 config=self.config.to_dict(), restart=restart, epoch=epoch, loader=loader_state,
-                                 partial=partial, history=self.history, results=self.results, best=self.best,
-                                 seconds=self.seconds + (partial["seconds"] if partial else 0.0))
-        _write_text(self.out / "metrics.csv", _metrics_csv(self.history, self.config.restarts > 1))
+        with self._writing():
+            gpunn.io.save_checkpoint(self.out / CHECKPOINT, model=model, optimizer=optimizer,
+                                     config=self.config.to_dict(), restart=restart, epoch=epoch, loader=loader_state,
+                                     partial=partial, history=self.history, results=self.results, best=self.best,
+                                     seconds=self.seconds + (partial["seconds"] if partial else 0.0))
+            _write_text(self.out / "metrics.csv", _metrics_csv(self.history, self.config.restarts > 1))
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """Write into `out` (made, with config.json, on the first write); if the first write of a
+        fresh run fails, undo it."""
+        first, created = not self.started, not self.out.exists()
+        self._start_out()
+        try:
+            yield
+        except BaseException:
+            if first and self.resume_path is None:
+                self._undo_start(created)
+            raise
+
+    def _undo_start(self, created):
+        """A fresh run whose very first save failed leaves `out` as it found it, so the same command
+        can be run again there (a folder holding only its config.json would be refused as taken)."""
+        for name in ("config.json", "metrics.csv", CHECKPOINT):
+            (self.out / name).unlink(missing_ok=True)
+        if created:
+            try:
+                self.out.rmdir()
+            except OSError:
+                pass
+        self.started = False
 
     def _finish(self):
         c = self.config
