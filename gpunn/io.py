@@ -255,7 +255,10 @@ def _decode(skeleton, arrays, dev, path, depth=0, decoded=None):
             if not (isinstance(body, list) and len(body) == 2 and body[0] in _SCALAR_DTYPES
                     and isinstance(body[1], (bool, int, float))):
                 raise bad(f"a NumPy scalar given as {body!r:.80}")
-            return np.dtype(body[0]).type(body[1])
+            try:
+                return np.dtype(body[0]).type(body[1])
+            except (OverflowError, ValueError, TypeError):
+                raise bad(f"a NumPy scalar given as {body!r:.80}") from None
         if tag == "__items__":
             if not (isinstance(body, list) and all(isinstance(kv, list) and len(kv) == 2 and not
                                                    isinstance(kv[0], (list, dict)) for kv in body)):

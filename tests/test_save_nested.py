@@ -126,6 +126,7 @@ def _hostile(tmp_path, structure, arrays=None):
     ('{"a":' * 300 + "1" + "}" * 300, "nested more than"),
     ('{"__scalar__": ["V1000000000000", 5]}', "NumPy scalar"),
     ('{"__scalar__": ["object", "os.system"]}', "NumPy scalar"),
+    ('{"__scalar__": ["int8", 100000000000000000000]}', "NumPy scalar"),
     ('{"__tensor__": "missing"}', "does not hold"),
     ('{"__tensor__": ["w"]}', "does not hold"),
     ('{"__items__": [[["k"], 1]]}', "pairs"),
