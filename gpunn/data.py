@@ -332,8 +332,9 @@ def _map_style(X, y, collate_fn, num_workers, torch_options, **array_only):
         unused, advice = _TORCH_OPTIONS[name]
         if not (value is unused or type(value) is type(unused) and value == unused):
             raise ValueError(f"DataLoader: {name}= is not supported by gpunn; {advice}")
-    is_dataset = (isinstance(X, Dataset) or hasattr(X, "__getitem__") and hasattr(X, "__len__")) \
-        and not isinstance(X, (list, tuple, str, bytes, Mapping, Tensor)) and not _is_array(X)
+    is_dataset = isinstance(X, Dataset) or (  # (array-likes, such as a pandas DataFrame, are data)
+        hasattr(X, "__getitem__") and hasattr(X, "__len__") and not hasattr(X, "__array__")
+        and not isinstance(X, (list, tuple, str, bytes, Mapping, Tensor)) and not _is_array(X))
     if isinstance(X, TensorDataset) and collate_fn is None and len(X.tensors) <= 2:
         return None  # whole arrays: the fast path
     if not is_dataset:

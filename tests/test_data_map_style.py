@@ -149,6 +149,27 @@ def test_dataset_defaults_and_properties():
     assert DataLoader(TensorDataset(np.ones((4, 2)))).batch_size == 1
 
 
+def test_array_likes_stay_on_the_array_path():
+    """Control for the protocol check: an object with __array__ (a pandas DataFrame, say) is data,
+    even though it has __len__ and __getitem__ too."""
+
+    class Frame:
+        def __init__(self, values):
+            self.values = values
+
+        def __array__(self, dtype=None, copy=None):
+            return self.values
+
+        def __len__(self):
+            return len(self.values)
+
+        def __getitem__(self, column):
+            raise AssertionError("a column lookup, not a sample")
+
+    loader = DataLoader(Frame(np.arange(8.0).reshape(4, 2)), Frame(np.arange(4)), batch_size=3)
+    assert loader.X.shape == (4, 2) and len(loader) == 2
+
+
 def test_a_tensor_dataset_of_three_tensors_is_batched_by_collate():
     X, y, w = np.arange(10.0).reshape(5, 2), np.arange(5), np.linspace(0, 1, 5)
     batches = list(DataLoader(TensorDataset(X, y, w), batch_size=2))
