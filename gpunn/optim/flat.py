@@ -112,7 +112,10 @@ class FlatGroup:
     def moved(self):
         """True when a parameter was cast or moved since the layout (model.double(), model.to(...)):
         the buffers no longer fit and the next step lays them out again."""
-        return any(p.device is not self.device or p._array.dtype != self.dtype for p in self.params)
+        for p, view in zip(self.params, self._views["param"]):
+            if p._array is not view and (p.device is not self.device or p._array.dtype != self.dtype):
+                return True  # (an array still the buffer's view has neither moved nor changed dtype)
+        return False
 
     def _split(self, flat):
         xp = self.device.xp

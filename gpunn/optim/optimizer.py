@@ -31,6 +31,7 @@ class Optimizer:
         self._flat = {}  # param group index -> FlatGroup, or None for the per-parameter path
         self._device_scalars = None  # per group {name: 0-d device array} while compile_step records
         self._all_frozen = set()  # indices of groups that would be fused but have no trainable parameter
+        self._checked_arrays = {}  # param -> the array _follow_params last found its state to fit
         self.defaults = dict(defaults)
         self.state = defaultdict(dict)  # param -> {name: value}, filled by the first step()
         self.param_groups = []
@@ -117,7 +118,10 @@ class Optimizer:
         """Keep each parameter's state where the parameter is now, on both paths alike: a model cast
         after steps (model.double()) casts its state to the new floating dtype; a model moved to
         another device after steps is refused, naming the fix (the state would otherwise stay behind)."""
+        checked = self._checked_arrays
         for i, p in enumerate(group["params"]):
+            if checked.get(p) is p._array:  # the same array as at the last check: neither moved nor cast
+                continue
             entries = self.state.get(p)
             for key, value in (entries or {}).items():
                 if not isinstance(value, Tensor) or (value.device is p.device and value._array.dtype == p._array.dtype):
@@ -131,6 +135,8 @@ class Optimizer:
                 if value.dtype.is_floating_point and p.dtype.is_floating_point:
                     with p.device.scope:  # the same tensor, as Module.to casts a parameter: a state_dict()
                         value._array = p.device.xp.astype(value._array, p._array.dtype)  # taken before sees it
+            if entries:  # (a parameter without state yet has nothing to follow: check it again next time)
+                checked[p] = p._array
 
     def _param_step(self, group):
         """The reference path: update each parameter of `group` that has a gradient."""
@@ -357,6 +363,7 @@ class Optimizer:
             self._check_group(group)
             groups.append(group)
         self.param_groups[:] = groups
+        self._checked_arrays = {}
         self.state = state  # flat buffers re-pack these at the next step (FlatGroup.state), into
         for flat in self._flat.values():  # new buffers: tensors of an earlier state_dict() keep the old
             if flat is not None:  # values, as the per-parameter path's do
