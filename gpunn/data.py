@@ -103,14 +103,11 @@ class DataLoader:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
-        if self._dataset is not None:
-            pass
-        elif isinstance(X, TensorDataset):
-            if y is not None or len(X.tensors) > 2:
-                raise ValueError("DataLoader takes a TensorDataset of X or of (X, y) alone; "
-                                 f"got one of {len(X.tensors)} arrays{' and a y' if y is not None else ''}")
+        if isinstance(X, TensorDataset) and self._dataset is None:
+            if y is not None:
+                raise ValueError("DataLoader takes a TensorDataset of X or of (X, y) alone; got one and a y")
             X, y = (*X.tensors, None)[:2]
-        else:
+        elif self._dataset is None:
             _refuse_dataset_habit(X)
         self.device = as_device(device)
         self.batch_size = int(batch_size)
