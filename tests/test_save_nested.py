@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn import io, nn, optim, safetensors_format
+from gpunn import nn, optim, safetensors_format
 
 
 def _trained(steps=2, seed=0):
