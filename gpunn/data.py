@@ -256,19 +256,21 @@ class DataLoader:
 
 
 def _refuse_dataset_habit(X):
-    """PyTorch code hands DataLoader a dataset: `DataLoader((X, y))` or a list of (x, y) samples.
-    Stacking those would fail with a ragged-list error (or, for equal shapes, silently make one
-    sample per array), so name the call gpunn takes instead."""
-    if not isinstance(X, (list, tuple)) or not X:
-        return
+    """`DataLoader((X, y))`: in PyTorch a data set of two samples, almost surely meant as
+    `DataLoader(X, y)`; stacking it would fail with a ragged-list error (or, for equal shapes,
+    silently make one sample per array), so name the call gpunn takes instead."""
     if isinstance(X, tuple) and len(X) > 1 and all(_is_array(a) and a.ndim > 0 for a in X):
         raise ValueError(f"DataLoader takes the arrays as separate arguments: DataLoader(X, y, batch_size=...); "
                          f"got a tuple of {len(X)} arrays as X; unpack it: DataLoader(*data, batch_size=...)")
+
+
+def _is_sample_list(X):
+    """A list (or tuple) of per-sample (x, y) pairs of different shapes: PyTorch's simplest
+    map-style dataset, read sample by sample (rows of equal length are stacked as data instead)."""
+    if not isinstance(X, (list, tuple)) or not X:
+        return False
     first = X[0]
-    if isinstance(first, (list, tuple)) and len(first) > 1 and len({_shape(v) for v in first}) > 1:
-        raise ValueError(f"DataLoader takes whole arrays: DataLoader(X, y, batch_size=...), one sample per row; "
-                         f"got a {type(X).__name__} of per-sample {type(first).__name__}s like (x, y). Stack them "
-                         "first: X = np.stack([x for x, _ in samples]); y = np.array([t for _, t in samples])")
+    return isinstance(first, (list, tuple)) and len(first) > 1 and len({_shape(v) for v in first}) > 1
 
 
 def _is_array(value):
@@ -329,8 +331,8 @@ def _map_style(X, y, collate_fn, num_workers, torch_options, **array_only):
         unused, advice = _TORCH_OPTIONS[name]
         if not (value is unused or type(value) is type(unused) and value == unused):
             raise ValueError(f"DataLoader: {name}= is not supported by gpunn; {advice}")
-    is_dataset = isinstance(X, Dataset) or (  # (array-likes, such as a pandas DataFrame, are data)
-        hasattr(X, "__getitem__") and hasattr(X, "__len__") and not hasattr(X, "__array__")
+    is_dataset = isinstance(X, Dataset) or _is_sample_list(X) or (  # (array-likes, such as a pandas
+        hasattr(X, "__getitem__") and hasattr(X, "__len__") and not hasattr(X, "__array__")  # DataFrame, are data)
         and not isinstance(X, (list, tuple, str, bytes, Mapping, Tensor)) and not _is_array(X))
     if isinstance(X, TensorDataset) and collate_fn is None and len(X.tensors) <= 2:
         return None  # whole arrays: the fast path

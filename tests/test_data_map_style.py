@@ -207,3 +207,12 @@ def test_utils_data_has_pytorchs_names():
     assert (L, D, T, c) == (DataLoader, Dataset, TensorDataset, default_collate)
     assert gpunn.utils.data.DataLoader is DataLoader
     assert isinstance(TensorDataset(np.ones(2)), gpunn.utils.data.Dataset)
+
+
+@pytest.mark.parametrize("as_lists", [False, True], ids=["arrays", "python-lists"])
+def test_a_list_of_samples_batches_like_pytorch(as_lists):
+    torch = pytest.importorskip("torch")
+    X, y = np.arange(10.0).reshape(5, 2), np.arange(5)
+    samples = [(X[i].tolist(), int(y[i])) if as_lists else (X[i], y[i]) for i in range(5)]
+    ours = list(DataLoader(samples, batch_size=2))
+    assert _same(_as_numpy(ours), _as_numpy(list(torch.utils.data.DataLoader(samples, batch_size=2))))
