@@ -536,7 +536,7 @@ def _save_error(e: OSError, path: str) -> OSError:
         why = f"{e.strerror or e} in its folder {directory}; save somewhere you can write to"
     else:
         why = f"{e.strerror or e} while writing it"
-    message = f"could not save {path}: {why}; any earlier file there is unchanged"
+    message = f"cannot write {path}: {why}; any earlier file there is unchanged"
     try:
         return type(e)(e.errno, message) if e.errno is not None else type(e)(message)
     except TypeError:  # an OSError subclass with its own constructor

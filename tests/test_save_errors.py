@@ -37,7 +37,7 @@ def test_a_full_disk_names_the_target_and_keeps_the_old_file(tmp_path, monkeypat
     with pytest.raises(OSError) as info:
         gpunn.save({"w": gpunn.zeros(2)}, path)
     assert info.value.errno == errno.ENOSPC
-    assert f"could not save {path}: No space left on device while writing it" in str(info.value)
+    assert f"cannot write {path}: No space left on device while writing it" in str(info.value)
     assert gpunn.load(path)["w"].tolist() == [1.0, 1.0] and not _leftovers(path.parent)
 
 
@@ -64,7 +64,7 @@ def test_a_read_only_folder_names_the_folder_and_the_file(tmp_path, monkeypatch)
     finally:
         folder.chmod(0o700)
     message = str(info.value)
-    assert f"could not save {folder / 'model.safetensors'}: Permission denied in its folder {folder}" in message
+    assert f"cannot write {folder / 'model.safetensors'}: Permission denied in its folder {folder}" in message
     assert ".tmp" not in message
 
 
@@ -76,7 +76,7 @@ def test_a_folder_given_as_the_file_says_so(tmp_path):
 
 
 def test_a_missing_folder_says_so(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"could not save .*nope/m.safetensors: its folder .*nope does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"cannot write .*nope/m.safetensors: its folder .*nope does not exist"):
         gpunn.save_checkpoint(tmp_path / "nope" / "m.safetensors", model=gpunn.nn.Linear(2, 2))
 
 
@@ -84,7 +84,7 @@ def test_a_run_whose_first_save_failed_starts_again_in_the_same_folder(tmp_path,
     config = TrainConfig(dataset="xor", epochs=1, device="cpu")
     out = tmp_path / "run"
     _full_disk(monkeypatch)
-    with pytest.raises(OSError, match=f"could not save {out}/.*safetensors: No space left"):
+    with pytest.raises(OSError, match=f"cannot write {out}/.*safetensors: No space left"):
         fit(config, out=out)
     assert not out.exists()  # left as it was found
     fit(config, out=out)  # the same command, once there is space again
