@@ -51,3 +51,4 @@ from gpunn.io import load, load_checkpoint, save, save_checkpoint
 from gpunn import data, datasets, functional, nn, optim, testing, viz
 from gpunn import distributed  # imports mpi4py only when a process group starts
 from gpunn.threads import get_num_threads, set_num_threads
+from gpunn import utils  # gpunn.utils.data: torch.utils.data's names

@@ -36,6 +36,7 @@ check that files written by either side load with the other.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -517,6 +518,32 @@ def save_file(arrays: Mapping[str, np.ndarray], path: str | os.PathLike,
     """
     spath = os.fspath(path)
     chunks = _prepare(arrays, metadata, spath)
+    try:
+        _write_atomic(spath, chunks)
+    except OSError as e:
+        raise _save_error(e, spath) from e
+
+
+def _save_error(e: OSError, path: str) -> OSError:
+    """The same kind of OSError (errno kept), naming the file the user asked for and what failed,
+    never only the temporary file the data was going to."""
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    if os.path.isdir(path):
+        why = "it is a folder; give a file path inside it, e.g. " + os.path.join(path, "model.safetensors")
+    elif not os.path.isdir(directory):
+        why = f"its folder {directory} does not exist; create it first (os.makedirs)"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = f"{e.strerror or e} in its folder {directory}; save somewhere you can write to"
+    else:
+        why = f"{e.strerror or e} while writing it"
+    message = f"cannot write {path}: {why}; any earlier file there is unchanged"
+    try:
+        return type(e)(e.errno, message) if e.errno is not None else type(e)(message)
+    except TypeError:  # an OSError subclass with its own constructor
+        return OSError(e.errno, message)
+
+
+def _write_atomic(spath: str, chunks: list[Any]) -> None:
     directory = os.path.dirname(os.path.abspath(spath))
     try:
         mode = stat.S_IMODE(os.stat(spath).st_mode)

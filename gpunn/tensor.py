@@ -258,6 +258,15 @@ class Tensor:
         host = self.numpy()
         return host if dtype is None else host.astype(dtype, copy=False)
 
+    def __array_function__(self, func, types, args, kwargs):
+        """A NumPy function given tensors (np.mean(t), np.allclose(t, a)) works on their values as
+        it would on np.asarray(t): a NumPy result, a host copy for device tensors. (NumPy would
+        otherwise call t.mean(axis=..., out=...) and fail; PyTorch's tensors fail there.)"""
+        if isinstance(kwargs.get("out"), Tensor):
+            raise TypeError(f"np.{func.__name__}(..., out=tensor): NumPy cannot write into a gpunn Tensor; "
+                            "use the Tensor's own method, or out= a NumPy array")
+        return func(*_as_host(args), **_as_host(kwargs))
+
     def __len__(self):
         if self.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
@@ -824,9 +833,13 @@ class Tensor:
         return self._compare(other, lambda a, b: a >= b)
 
     def __eq__(self, other):
+        if other is None:  # PyTorch: `t == None` is False (and `t != None` True), one Python bool
+            return False
         return self._compare(other, lambda a, b: a == b)
 
     def __ne__(self, other):
+        if other is None:
+            return True
         return self._compare(other, lambda a, b: a != b)
 
     __hash__ = object.__hash__
@@ -913,10 +926,14 @@ class Tensor:
         return apply(ops.logsumexp, self, **_reduction(axis, dim, keepdims, keepdim))
 
     def argmax(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        return self._untracked("argmax", **_reduction(axis, dim, keepdims, keepdim))
+        kw = _reduction(axis, dim, keepdims, keepdim)
+        _check_not_empty("argmax", self.shape, kw["axis"])
+        return self._untracked("argmax", **kw)
 
     def argmin(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        return self._untracked("argmin", **_reduction(axis, dim, keepdims, keepdim))
+        kw = _reduction(axis, dim, keepdims, keepdim)
+        _check_not_empty("argmin", self.shape, kw["axis"])
+        return self._untracked("argmin", **kw)
 
     def norm(self, p="fro", dim=None, keepdim=False, dtype=None):
         """The vector p-norm over `dim` (every entry when None), as torch.Tensor.norm: "fro" and 2
@@ -1380,3 +1397,25 @@ def from_dlpack(obj):
         with dev.ctx:
             return Tensor._wrap(dev.backend.from_dlpack(obj), dev)
     raise DeviceError(f"from_dlpack: DLPack device type {kind} is not supported (only CPU and CUDA)")
+
+
+def _check_not_empty(name, shape, axis):
+    """PyTorch's IndexError for argmax/argmin over nothing: an empty tensor without dim, or dim of
+    size 0 (NumPy's message is "attempt to get argmax of an empty sequence")."""
+    if axis is None and math.prod(shape) == 0:
+        raise IndexOutOfRangeError(f"{name}: the tensor is empty (shape {shape}), so it has no largest or smallest "
+                                   "entry; pass dim= over a non-empty axis, or check the tensor's size first")
+    if axis is not None and shape and shape[axis] == 0:
+        raise IndexOutOfRangeError(f"{name}: dim {axis} has size 0 (shape {shape}), so it has no largest or "
+                                   "smallest entry; reduce over a non-empty dim")
+
+
+def _as_host(value):
+    """`value` with every Tensor in it (tuples, lists and dicts too) a NumPy array."""
+    if isinstance(value, Tensor):
+        return value.numpy()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_as_host(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _as_host(v) for k, v in value.items()}
+    return value

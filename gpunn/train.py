@@ -519,9 +519,9 @@ class _Run:
             if self.split_restarts:  # kept in memory: the ranks' best meet on rank 0 at the end
                 self.kept = {name: t.numpy().copy() for name, t in model.state_dict().items()}
             elif self.out is not None:
-                self._start_out()
-                gpunn.io.save(model.state_dict(), self.out / "model.safetensors",
-                              metadata={"restart": str(restart + 1), "config": json.dumps(self.config.to_dict())})
+                with self._writing():
+                    gpunn.io.save(model.state_dict(), self.out / "model.safetensors",
+                                  metadata={"restart": str(restart + 1), "config": json.dumps(self.config.to_dict())})
 
     def _start_out(self):
         """Create `out` and write config.json, on the first write of this session: a run that fails
@@ -539,13 +539,38 @@ class _Run:
         spread over ranks write neither (their metrics.csv comes at the end)."""
         if self.out is None or self.split_restarts:
             return
-        self._start_out()
         loader_state = loader.state_dict() if partial is not None else {"epoch": epoch, "batch": 0}
-        gpunn.io.save_checkpoint(self.out / CHECKPOINT, model=model, optimizer=optimizer,
-                                 config=self.config.to_dict(), restart=restart, epoch=epoch, loader=loader_state,
-                                 partial=partial, history=self.history, results=self.results, best=self.best,
-                                 seconds=self.seconds + (partial["seconds"] if partial else 0.0))
-        _write_text(self.out / "metrics.csv", _metrics_csv(self.history, self.config.restarts > 1))
+        with self._writing():
+            gpunn.io.save_checkpoint(self.out / CHECKPOINT, model=model, optimizer=optimizer,
+                                     config=self.config.to_dict(), restart=restart, epoch=epoch, loader=loader_state,
+                                     partial=partial, history=self.history, results=self.results, best=self.best,
+                                     seconds=self.seconds + (partial["seconds"] if partial else 0.0))
+            _write_text(self.out / "metrics.csv", _metrics_csv(self.history, self.config.restarts > 1))
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """Write into `out` (made, with config.json, on the first write); if the first write of a
+        fresh run fails, undo it."""
+        first, created = not self.started, not self.out.exists()
+        self._start_out()
+        try:
+            yield
+        except BaseException:
+            if first and self.resume_path is None:
+                self._undo_start(created)
+            raise
+
+    def _undo_start(self, created):
+        """A fresh run whose very first save failed leaves `out` as it found it, so the same command
+        can be run again there (a folder holding only its config.json would be refused as taken)."""
+        for name in ("config.json", "metrics.csv", CHECKPOINT):
+            (self.out / name).unlink(missing_ok=True)
+        if created:
+            try:
+                self.out.rmdir()
+            except OSError:
+                pass
+        self.started = False
 
     def _gather_restarts(self):
         """Restarts spread over ranks: every rank's rows and results, the best restart over all, and

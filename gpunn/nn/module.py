@@ -522,8 +522,10 @@ def _move(t, dev, dt):
     if dev is not None and t.device is not dev:
         t._array = dev.put(t._array)
         t.device = dev
+        t._grad_slot = None  # its fused optimizer's gradient buffer is on the old device
     if dt is not None and t.dtype.is_floating_point and t.dtype != dt:
         with t.device.scope:
             t._array = t.device.xp.astype(t._array, t.device.dtype(dt))
+        t._grad_slot = None  # ... or of the old dtype: backward must not write there
 
 
