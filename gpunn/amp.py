@@ -176,6 +176,14 @@ def runs_in_float32(function):
     return run
 
 
+def _full(dev, value, dtype):
+    """A 0-d array of `value` on `dev` (CuPy takes its device from the context, strict from device=)."""
+    if dev.ctx is None:
+        return dev.xp.full((), value, dtype=dev.dtype(dtype), device=dev.native)
+    with dev.ctx:
+        return dev.xp.full((), value, dtype=dev.dtype(dtype))
+
+
 # --- GradScaler ----------------------------------------------------------------------------------
 
 _READY, _UNSCALED, _STEPPED = "ready", "unscaled", "stepped"
@@ -212,10 +220,8 @@ class GradScaler:
         return self._enabled
 
     def _lazy_init(self, dev):
-        xp = dev.xp
-        with dev.scope:
-            self._scale = xp.full((), self._init_scale, dtype=dev.dtype(float32))
-            self._growth_tracker = xp.full((), self._init_growth_tracker, dtype=dev.dtype("int32"))
+        self._scale = _full(dev, self._init_scale, float32)
+        self._growth_tracker = _full(dev, self._init_growth_tracker, "int32")
         self._device = dev
 
     def scale(self, outputs):
@@ -267,7 +273,7 @@ class GradScaler:
         with dev.scope:
             # 1/scale in float64, then float32, as PyTorch does
             inv = xp.astype(1.0 / xp.astype(self._scale, dev.dtype(float64)), dev.dtype(float32))
-            found = xp.zeros((), dtype=dev.dtype(float32))
+        found = _full(dev, 0.0, float32)
         whole, single = [], []
         for index, group in enumerate(optimizer.param_groups):
             flat = getattr(optimizer, "_flat", {}).get(index)
