@@ -397,3 +397,56 @@ def test_autocast_training_on_digits_matches_fp32_accuracy():
     assert dtype32 == gpunn.float32 and dtype16 == gpunn.float16  # the mixed run did run in half precision
     assert fp32 > 94.0
     assert abs(fp32 - mixed) <= 0.5, (fp32, mixed)
+
+
+# --- compile_step and gpunn train ----------------------------------------------------------------
+
+def test_compile_step_with_a_scaler_matches_the_hand_written_loop(device):
+    """Same losses, scales and parameters as the loop of _run_gpunn, with an inf step skipped; on
+    CUDA (also the fake CuPy) the later steps replay a recorded graph, whose skip and scale update
+    run on the device."""
+    if not _half_ok(device):
+        pytest.skip("no float16 on this device")
+    steps, bad = 9, 6  # the inf arrives after the graph is recorded (third call)
+    model = _mlp().to(device)
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, fused=True)
+    scaler = gpunn.amp.GradScaler(**SCALER_ARGS)
+    step = gpunn.compile_step(model, F.cross_entropy, opt, max_grad_norm=0.5, scaler=scaler)
+    scales, params = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gpunn.compile.CompileWarning)  # (eager on the cpu, with a note)
+        for xb, yb in _batches(steps, bad):
+            with gpunn.autocast(device.type):
+                step(_t(xb, device), _t(yb, device))
+            scales.append(scaler.get_scale())
+            params.append([p.detach().numpy().copy() for p in model.parameters()])
+    assert step.mode == ("graph" if device.type == "cuda" else "eager")
+    expected_scales, expected_params, _ = _run_gpunn("sgd", True, True, steps, bad, **SCALER_ARGS)
+    assert scales == expected_scales
+    tol = 1e-3 if device.type == "cuda" else 1e-6  # CUDA's half products round differently (float16 level)
+    for ours, theirs in zip(params, expected_params):
+        for a, b in zip(ours, theirs):
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    for a, b in zip(params[bad], params[bad - 1]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_gpunn_train_amp(tmp_path):
+    """--amp trains the digits MLP about as well as float32, records itself in config.json, keeps
+    the scaler's state in the checkpoint, and a device without float16 is a usage error."""
+    from gpunn.cli import main
+
+    common = ["train", "--dataset", "digits", "--hidden", "32", "--epochs", "3", "--device", "cpu", "--no-progress",
+              "--no-compile"]
+    assert main([*common, "--out", str(tmp_path / "fp32")]) == 0
+    assert main([*common, "--amp", "--clip-norm", "1", "--out", str(tmp_path / "amp")]) == 0
+    import json
+
+    config = json.loads((tmp_path / "amp" / "config.json").read_text())
+    assert config["amp"] is True and config["compile"] is False
+    accuracy = [json.loads((tmp_path / name / "summary.json").read_text())["test_accuracy"] for name in ("fp32", "amp")]
+    assert abs(accuracy[0] - accuracy[1]) < 0.02, accuracy
+    meta = gpunn.load_checkpoint(tmp_path / "amp" / "checkpoint.safetensors")
+    assert meta["scaler"]["scale"] == 2.0 ** 16 and meta["scaler"]["_growth_tracker"] > 0
+    assert main(["train", "--dataset", "xor", "--epochs", "1", "--device", "strict", "--amp", "--no-progress",
+                 "--out", str(tmp_path / "strict")]) == 2
