@@ -450,3 +450,23 @@ def test_gpunn_train_amp(tmp_path):
     assert meta["scaler"]["scale"] == 2.0 ** 16 and meta["scaler"]["_growth_tracker"] > 0
     assert main(["train", "--dataset", "xor", "--epochs", "1", "--device", "strict", "--amp", "--no-progress",
                  "--out", str(tmp_path / "strict")]) == 2
+
+
+def test_bench_amp_times_gpunn_and_torch_mixed_precision_steps(tmp_path):
+    """`gpunn bench --amp`: gpunn-amp and torch-amp rows beside the float32 ones, paired by vs_torch,
+    their first losses checked against the float32 forward pass at float16's tolerance."""
+    pytest.importorskip("torch")
+    import json
+
+    from gpunn import bench
+
+    args = bench.build_parser().parse_args(["--devices", "cpu", "--sizes", "16-8-4", "--batch-sizes", "8", "--amp",
+                                            "--repeats", "1", "--warmup", "1", "--block-ms", "0", "--no-plot",
+                                            "--out", str(tmp_path / "bench")])
+    assert bench.main(args) == 0
+    report = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    rows = {r["impl"]: r for r in report["results"]}
+    assert {"gpunn", "gpunn-amp", "torch", "torch-amp"} <= rows.keys()
+    assert rows["gpunn-amp"]["vs_torch"] == rows["gpunn-amp"]["median_ms"] / rows["torch-amp"]["median_ms"]
+    amp_checks = [c for c in report["loss_checks"] if c["impl"].endswith("-amp")]
+    assert amp_checks and all(c["ok"] and c["rtol"] == bench.AMP_RTOL for c in amp_checks)
