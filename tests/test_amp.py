@@ -45,6 +45,7 @@ def test_autocast_policies_on_every_device(device):
         h = x.abs().half()
         for out in (h.exp(), h.log(), h ** 2, h.sum(), h.softmax(dim=1), h.log_softmax(dim=1), h.logsumexp(axis=1)):
             assert out.dtype == gpunn.float32
+        assert F.layer_norm(h, (5,)).dtype == gpunn.float32
         assert gpunn.cat([h, x]).dtype == gpunn.float32
         assert gpunn.cat([h, h]).dtype == gpunn.float16
         assert (h + h).dtype == gpunn.float16  # not on any list: runs as it comes
