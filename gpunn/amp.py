@@ -263,9 +263,7 @@ class GradScaler:
 
     def _unscale_grads(self, optimizer):
         """One pass over the gradients: found_inf (0-d float32 on the scale's device, 1 if any is
-        not finite) and the gradients times 1/scale. All values are computed before any is
-        written, so gradients that share an array are divided once."""
-        from gpunn.autograd import no_grad
+        not finite) and the gradients times 1/scale."""
         from gpunn.optim.flat import covering
         from gpunn.tensor import Tensor
 
@@ -274,7 +272,7 @@ class GradScaler:
             # 1/scale in float64, then float32, as PyTorch does
             inv = xp.astype(1.0 / xp.astype(self._scale, dev.dtype(float64)), dev.dtype(float32))
         found = _full(dev, 0.0, float32)
-        whole, single = [], []
+        whole, single = [], []  # flat groups whose buffer holds every gradient; other parameters with one
         for index, group in enumerate(optimizer.param_groups):
             flat = getattr(optimizer, "_flat", {}).get(index)
             if flat is not None and covering(flat.params) is flat:
@@ -284,23 +282,22 @@ class GradScaler:
                     continue
                 if p.grad.dtype == float16:
                     raise ValueError("Attempting to unscale FP16 gradients.")
-                single.append(p.grad)
-        arrays = [(flat.grad, flat.device) for flat in whole] + [(g._array, g.device) for g in single]
+                single.append(p)
+        arrays = [(flat.grad, flat.device) for flat in whole] + [(p.grad._array, p.device) for p in single]
         for array, where in arrays:
             with where.scope:
                 bad = where.xp.any(~where.xp.isfinite(array))
             with dev.scope:
                 found = xp.maximum(found, xp.astype(dev.put(bad), found.dtype))
-        scaled = []
-        for g in single:
-            with g.device.scope:
-                scaled.append(g._array * g.device.xp.astype(g.device.put(inv), g._array.dtype))
         for flat in whole:
             with flat.device.scope:
                 flat.grad *= flat.device.xp.astype(flat.device.put(inv), flat.grad.dtype)
-        with no_grad():
-            for g, values in zip(single, scaled):
-                g.copy_(Tensor._wrap(values, g.device))
+        # a new gradient tensor each: a gradient may be a read-only broadcast, or one array shared
+        # by several parameters (the gradients of a + b), which an in-place write would divide twice
+        for p in single:
+            g = p.grad._array
+            with p.device.scope:
+                p.grad = Tensor._wrap(g * p.device.xp.astype(p.device.put(inv), g.dtype), p.device)
         return found
 
     def step(self, optimizer, *args, **kwargs):
