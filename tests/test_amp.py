@@ -471,3 +471,31 @@ def test_bench_amp_times_gpunn_and_torch_mixed_precision_steps(tmp_path):
     assert rows["gpunn-amp"]["vs_torch"] == rows["gpunn-amp"]["median_ms"] / rows["torch-amp"]["median_ms"]
     amp_checks = [c for c in report["loss_checks"] if c["impl"].endswith("-amp")]
     assert amp_checks and all(c["ok"] and c["rtol"] == bench.AMP_RTOL for c in amp_checks)
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_gpunn_train_compiles_by_default_on_cuda_only(device, amp, monkeypatch):
+    """fit records its steps with compile_step on CUDA (a graph replays, the GradScaler inside it
+    with --amp) unless compile=False; elsewhere it does not call compile_step at all."""
+    from gpunn.train import TrainConfig, fit
+
+    if amp and not _half_ok(device):
+        pytest.skip("no float16 on this device")
+    made = []
+    original = gpunn.compile_step
+
+    def recording(*args, **kwargs):
+        made.append(original(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(gpunn, "compile_step", recording)
+    config = dict(dataset="xor", hidden=(8,), epochs=2, device=str(device), amp=amp, optimizer="sgd")
+    fit(TrainConfig(**config))
+    if device.type == "cuda":
+        assert len(made) == 1 and made[0].mode == "graph", made and made[0].reason
+        assert (made[0].scaler is not None) == amp
+    else:
+        assert made == []
+    made.clear()
+    fit(TrainConfig(**config, compile=False))
+    assert made == []
