@@ -3,8 +3,10 @@ and the half-precision test in the matrix products (gpunn.ops._product), measure
 
 The tiny 64-32-10 MLP at batch 32 with SGD (all per-op overhead) steps alternately with the code as
 it is and with both removed (apply re-made from its source without the check; _product replaced by
-a plain product), many blocks each; the medians and their ratio are printed. Run with NumPy's BLAS
-at full speed:
+a plain product), many blocks each; the medians and their ratio are printed. On a busy machine
+that ratio is noise, so the script also times the two additions alone (per call, timeit) and
+counts how often one step makes them: their product is the added cost per step. Run with NumPy's
+BLAS at full speed:
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/amp_overhead.py
 """
@@ -48,6 +50,36 @@ def _use(apply, product):
     ops._product = product
 
 
+def _added_cost(step):
+    """(apply calls, products, ns per check, ns per half test) for one step of `step`."""
+    import timeit
+
+    import numpy as np
+
+    counts = {"apply": 0, "product": 0}
+    apply, product = tensor.apply, ops._product
+
+    def counting_apply(*args, **kwargs):
+        counts["apply"] += 1
+        return apply(*args, **kwargs)
+
+    def counting_product(*args, **kwargs):
+        counts["product"] += 1
+        return product(*args, **kwargs)
+
+    _use(counting_apply, counting_product)
+    try:
+        step.step()
+    finally:
+        _use(apply, product)
+    amp_state, prim, a = tensor._amp.state, ops.linear, np.ones((2, 2), np.float32)
+    n = 1_000_000
+    check = min(timeit.repeat(lambda: prim.autocast is not None and amp_state.enabled, number=n, repeat=5))
+    empty = min(timeit.repeat(lambda: None, number=n, repeat=5))
+    half = min(timeit.repeat(lambda: a.dtype not in ops.HALF_DTYPES, number=n, repeat=5))
+    return counts["apply"], counts["product"], (check - empty) / n * 1e9, (half - empty) / n * 1e9
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=40)
@@ -74,6 +106,10 @@ def main(argv=None):
     print(f"  with the autocast check:    {with_us:7.2f} us/step median, {best_with:7.2f} min")
     print(f"  without it:                 {without_us:7.2f} us/step median, {best_without:7.2f} min")
     print(f"  ratio: {with_us / without_us:.4f} (medians), {best_with / best_without:.4f} (minima)")
+    applies, products, check_ns, half_ns = _added_cost(step)
+    added = (applies * check_ns + products * half_ns) / 1e3
+    print(f"  per step: {applies} apply calls x {check_ns:.0f} ns (the check) + {products} products x {half_ns:.0f} "
+          f"ns (the half test) = {added:.2f} us, {100 * added / without_us:.2f}% of the median step")
 
 
 if __name__ == "__main__":
