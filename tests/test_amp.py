@@ -499,3 +499,23 @@ def test_gpunn_train_compiles_by_default_on_cuda_only(device, amp, monkeypatch):
     made.clear()
     fit(TrainConfig(**config, compile=False))
     assert made == []
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"])
+def test_grad_scaler_skips_inf_steps_with_every_optimizer(name):
+    """The same loop with each optimizer: the inf step leaves the parameters as they were and backs
+    the scale off, the finite ones change them (the torch comparison above checks the values)."""
+    model = _mlp()
+    opt = getattr(optim, name)(model.parameters(), lr=0.01)
+    scaler = gpunn.amp.GradScaler(init_scale=2.0 ** 8)
+    for i, (xb, yb) in enumerate(_batches(3, bad_step=1)):
+        before = [p.detach().numpy().copy() for p in model.parameters()]
+        opt.zero_grad()
+        with gpunn.autocast("cpu"):
+            loss = F.cross_entropy(model(gpunn.tensor(xb)), gpunn.tensor(yb))
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        changed = [not np.array_equal(p.detach().numpy(), b) for p, b in zip(model.parameters(), before)]
+        assert (not any(changed)) if i == 1 else all(changed), (i, changed)
+    assert scaler.get_scale() == 2.0 ** 7
