@@ -88,7 +88,6 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     if len(shape) > x.ndim or tuple(x.shape[x.ndim - len(shape):]) != shape:
         raise ShapeError(f"layer_norm: input of shape {x.shape} does not end in normalized_shape {shape}; "
                          "pass the trailing dimensions to normalize over")
-    x, weight, bias = amp.fp32(x, weight, bias)  # float32 under autocast, as on PyTorch's list
     axes = tuple(range(-len(shape), 0))
     centered = x - x.mean(axis=axes, keepdims=True)
     var = (centered * centered).mean(axis=axes, keepdims=True)
