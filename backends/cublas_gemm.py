@@ -5,7 +5,9 @@ refuses to do so while a stream is being captured into a CUDA graph. This module
 its own (with its own workspace, as cuBLAS asks for under capture) and calls `cublasSgemm_v2` /
 `cublasDgemm_v2` through ctypes on the library CuPy already loaded, so the same call works
 eagerly and inside `compile_step`'s graph. Row-major products are computed as the column-major
-product of the transposes, so `x @ w.T` never materialises `w.T`.
+product of the transposes, so `x @ w.T` never materialises `w.T`. float16 products (autocast) go
+through `cublasGemmEx` with float32 compute (CUBLAS_COMPUTE_32F): half inputs on tensor cores,
+float32 accumulation, one rounding of the result.
 """
 
 import ctypes
@@ -20,9 +22,12 @@ _STATUS = {1: "NOT_INITIALIZED", 7: "INVALID_VALUE", 8: "ARCH_MISMATCH", 13: "EX
            14: "INTERNAL_ERROR", 15: "NOT_SUPPORTED"}
 _DEFAULT_MATH, _TF32_TENSOR_OP_MATH = 0, 3
 _WORKSPACE_BYTES = 32 * 2**20  # cuBLAS's recommendation for Hopper
+_R_16F, _COMPUTE_32F, _GEMM_DEFAULT = 2, 68, -1  # cudaDataType CUDA_R_16F, cublasComputeType, cublasGemmAlgo
 
-# alpha and beta are read through host pointers: they must outlive every call (and every capture)
+# alpha and beta are read through host pointers: they must outlive every call (and every capture);
+# float16 products compute in float32, so their alpha and beta are float32 too
 _SCALARS = {np.dtype(dt): (np.ones((), dt), np.zeros((), dt)) for dt in (np.float32, np.float64)}
+_SCALARS[np.dtype(np.float16)] = _SCALARS[np.dtype(np.float32)]
 _ONE_ZERO = {dt: (one.ctypes.data, zero.ctypes.data) for dt, (one, zero) in _SCALARS.items()}  # (ndarray.ctypes is slow)
 
 # The C signatures, declared once: ctypes then converts plain ints in C, which is several times
@@ -34,6 +39,7 @@ _SIGNATURES = {
     "cublasSetMathMode": (_P, _I),
     "cublasSgemm_v2": (_P, _I, _I, _I, _I, _I, _P, _P, _I, _P, _I, _P, _P, _I),
     "cublasDgemm_v2": (_P, _I, _I, _I, _I, _I, _P, _P, _I, _P, _I, _P, _P, _I),
+    "cublasGemmEx": (_P, _I, _I, _I, _I, _I, _P, _P, _I, _I, _P, _I, _I, _P, _P, _I, _I, _I, _I),
 }
 
 
@@ -137,13 +143,13 @@ def _rowmajor(a, transposed):
 
 
 def gemm(a, b, trans_a=False, trans_b=False, out=None, accumulate=False, tf32=False):
-    """out = op(a) @ op(b) (+ out if accumulate) for 2-D float32/float64 CuPy arrays, row-major.
+    """out = op(a) @ op(b) (+ out if accumulate) for 2-D float16/float32/float64 CuPy arrays, row-major.
 
     op(x) is x or x.T. `out` (C-contiguous, the right shape) is written in place when given.
     """
     dtype = a.dtype
     if dtype not in _SCALARS or b.dtype != dtype:
-        raise TypeError(f"gemm needs two float32 or two float64 arrays, got {a.dtype} and {b.dtype}")
+        raise TypeError(f"gemm needs two float16, float32 or float64 arrays, got {a.dtype} and {b.dtype}")
     m = a.shape[1] if trans_a else a.shape[0]
     k = a.shape[0] if trans_a else a.shape[1]
     n = b.shape[0] if trans_b else b.shape[1]
@@ -168,8 +174,14 @@ def gemm(a, b, trans_a=False, trans_b=False, out=None, accumulate=False, tf32=Fa
     handle.bind(tf32 and dtype == np.float32)
     one, zero = _ONE_ZERO[dtype]
     # row-major C (m x n) = op(A) op(B)  <=>  column-major C^T (n x m) = op(B)^T op(A)^T
+    op_b, op_a, beta = _OP_T if tb else _OP_N, _OP_T if ta else _OP_N, one if accumulate else zero
+    if dtype == np.float16:
+        status = handle.lib.cublasGemmEx(handle.ptr, op_b, op_a, n, m, k, one, b.data.ptr, _R_16F, ldb,
+                                         a.data.ptr, _R_16F, lda, beta, out.data.ptr, _R_16F, n, _COMPUTE_32F,
+                                         _GEMM_DEFAULT)
+        _Handle._check(status, "cublasGemmEx")
+        return out
     fn = handle.lib.cublasSgemm_v2 if dtype == np.float32 else handle.lib.cublasDgemm_v2
-    status = fn(handle.ptr, _OP_T if tb else _OP_N, _OP_T if ta else _OP_N, n, m, k,
-                one, b.data.ptr, ldb, a.data.ptr, lda, one if accumulate else zero, out.data.ptr, n)
+    status = fn(handle.ptr, op_b, op_a, n, m, k, one, b.data.ptr, ldb, a.data.ptr, lda, beta, out.data.ptr, n)
     _Handle._check(status, "cublasSgemm" if dtype == np.float32 else "cublasDgemm")
     return out

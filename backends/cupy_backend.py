@@ -37,6 +37,9 @@ def _scatter_sum(index, src, axis, shape):
     return out
 
 
+ops.HALF_DTYPES.add(cupy.dtype(cupy.float16))  # its float16 products accumulate in float32 (gpunn.ops._product)
+
+
 class CupyBackend:
     name = "cuda"
     xp = xp

@@ -27,6 +27,7 @@ from gpunn.precision import get_float32_matmul_precision
 from . import cublas_gemm
 
 _FLOATS = (cupy.float32, cupy.float64)
+_GEMM_FLOATS = (cupy.float16, *_FLOATS)  # float16 (autocast): cublasGemmEx, float32 accumulation
 
 
 def _tf32():
@@ -35,7 +36,7 @@ def _tf32():
 
 def _gemm_ok(*arrays):
     first = arrays[0].dtype
-    return all(a.ndim == 2 and a.dtype == first for a in arrays) and first in _FLOATS
+    return all(a.ndim == 2 and a.dtype == first for a in arrays) and first in _GEMM_FLOATS
 
 
 # --- matrix products ---------------------------------------------------------------------------
@@ -54,10 +55,21 @@ def _linear_forward(xp, x, w, b):
     x2 = _rows(x)
     if x2 is None or not _gemm_ok(x2, w):
         return ops.linear.forward(xp, x, w, b)
-    y = cublas_gemm.gemm(x2, w, trans_b=True, tf32=_tf32()).reshape(x.shape[:-1] + (w.shape[0],))
-    if b is not None:
-        y += b
-    return y
+    if x.dtype == cupy.float16 and b is not None and b.dtype == x.dtype:
+        y = _half_linear(x2, w, b)
+    else:
+        y = cublas_gemm.gemm(x2, w, trans_b=True, tf32=_tf32())
+        if b is not None:
+            y += b
+    return y.reshape(x.shape[:-1] + (w.shape[0],))
+
+
+def _half_linear(x2, w, b):
+    """x2 @ w.T + b in float16 with the bias added inside the float32 accumulation (the product
+    adds into rows of b: one rounding, as the generic reference and a cuBLASLt epilogue do)."""
+    y = cupy.empty((x2.shape[0], w.shape[0]), dtype=x2.dtype)
+    y[...] = b
+    return cublas_gemm.gemm(x2, w, trans_b=True, out=y, accumulate=True)
 
 
 def _linear_grad_x(xp, g, out, x, w, b):
@@ -148,8 +160,8 @@ _bias_act_kernels = {
 def _linear_act_forward(xp, x, w, b, activation):
     """One product and one elementwise kernel (the generic: a product, a bias add, an activation)."""
     x2 = _rows(x)
-    if b is None or b.ndim != 1 or x2 is None or not _gemm_ok(x2, w) or b.dtype != x.dtype:
-        return ops.ACTIVATIONS[activation].forward(xp, _linear_forward(xp, x, w, b))
+    if b is None or b.ndim != 1 or x2 is None or not _gemm_ok(x2, w) or b.dtype != x.dtype or x.dtype not in _FLOATS:
+        return ops.ACTIVATIONS[activation].forward(xp, _linear_forward(xp, x, w, b))  # (float16: no fused kernel)
     y = cublas_gemm.gemm(x2, w, trans_b=True, tf32=_tf32())
     _bias_act_kernels[activation](b, y)
     return y.reshape(x.shape[:-1] + (w.shape[0],))

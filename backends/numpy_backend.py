@@ -66,6 +66,9 @@ _ACTIVATIONS = {"relu": ops.relu.override(forward=lambda xp, y: np.maximum(y, 0,
              "sigmoid": ops.sigmoid}
 
 
+ops.HALF_DTYPES.add(np.dtype(np.float16))  # its float16 products accumulate in float32 (gpunn.ops._product)
+
+
 class NumpyBackend:
     name = "cpu"
     xp = xp

@@ -29,7 +29,7 @@ _source_checkout_backends()
 from gpunn import cuda
 from gpunn.autograd import detect_anomaly, enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from gpunn.device import Device, DeviceWarning, device
-from gpunn.dtypes import bool_, dtype, float16, float32, float64, int8, int16, int32, int64, uint8
+from gpunn.dtypes import bfloat16, bool_, dtype, float16, float32, float64, int8, int16, int32, int64, uint8
 from gpunn.dtypes import bool_ as bool, float32 as float, float64 as double, int64 as long  # PyTorch's aliases
 from gpunn.errors import (AnomalyError, DeviceError, DTypeError, GpunnError, GraphError, OutOfMemoryError,
                           ShapeError)
@@ -52,3 +52,5 @@ from gpunn import data, datasets, functional, nn, optim, testing, viz
 from gpunn import distributed  # imports mpi4py only when a process group starts
 from gpunn.threads import get_num_threads, set_num_threads
 from gpunn import utils  # gpunn.utils.data: torch.utils.data's names
+from gpunn import amp
+from gpunn.amp import autocast, get_autocast_dtype, is_autocast_enabled

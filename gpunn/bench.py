@@ -62,7 +62,8 @@ QUICK_BATCHES = "64"
 FIRST_LOSS_RTOL = {"float32": 1e-5, "float64": 1e-10}
 TF32_RTOL = 2e-4  # TF32 rounds float32 products' inputs to a 10-bit mantissa (2e-5 measured, worst case)
 GRAPH_WARMUP = 3  # warm-up steps with graph contenders: gpunn-graph's last one is then a replay
-TORCH_PEER = {"gpunn": "torch", "gpunn-graph": "torch-graph"}  # vs_torch compares like with like
+TORCH_PEER = {"gpunn": "torch", "gpunn-graph": "torch-graph", "gpunn-amp": "torch-amp"}  # vs_torch: like with like
+AMP_RTOL = 1e-2  # a first loss from float16 products (--amp) against the float32 NumPy forward pass
 EAGER_SIBLING = {"gpunn-graph": "gpunn", "torch-graph": "torch"}  # must reach the same loss
 SLOW_BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -167,6 +168,10 @@ def add_arguments(parser):
                         help="TF32 tensor cores for float32 matrix products on CUDA, in gpunn and PyTorch "
                              "(set_float32_matmul_precision('high')); the loss checks then allow rtol "
                              f"{TF32_RTOL:g} on CUDA")
+    parser.add_argument("--amp", action="store_true",
+                        help="also time mixed precision (float16 autocast and a GradScaler) where the device has "
+                             "float16: gpunn-amp against torch-amp, beside the float32 steps; first losses within "
+                             f"rtol {AMP_RTOL:g}")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the weights and the batch")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="limit NumPy's BLAS and PyTorch to this many CPU threads (needs threadpoolctl; "
@@ -194,6 +199,7 @@ def _settings(args):
         "block_ms": block_ms,
         "lr": args.lr,
         "tf32": args.tf32,
+        "amp": args.amp,
         "seed": args.seed,
         "quick": quick,
         "threads": args.threads,
@@ -351,6 +357,26 @@ class GpunnGraphStep(GpunnStep):
         return f"ran eagerly: {self.compiled.reason or 'no graph captured yet'}"
 
 
+class GpunnAmpStep(GpunnStep):
+    """gpunn's step in mixed precision, as a PyTorch user writes it: the forward pass under
+    autocast (float16 products, float32 loss), a GradScaler around backward and the update."""
+
+    impl = "gpunn-amp"
+
+    def __init__(self, device, weights, x, y, lr):
+        super().__init__(device, weights, x, y, lr)
+        self.scaler = gpunn.amp.GradScaler()
+
+    def step(self):
+        with gpunn.autocast(self.dev.type):
+            loss = self.cross_entropy(self.model(self.x), self.y)
+        self.optimizer.zero_grad()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss
+
+
 class TorchStep:
     """PyTorch eager with the same weights and batch: Sequential of Linear/ReLU, optim.SGD."""
 
@@ -451,6 +477,26 @@ class TorchGraphStep(TorchStep):
         self.static_y.copy_(self.y)
         self.graph.replay()
         return self.static_loss
+
+
+class TorchAmpStep(TorchStep):
+    """PyTorch's mixed-precision step: torch.autocast (float16) and torch.amp.GradScaler."""
+
+    impl = "torch-amp"
+
+    def __init__(self, torch, device, weights, x, y, lr):
+        super().__init__(torch, device, weights, x, y, lr)
+        self.kind = device.split(":")[0]
+        self.scaler = torch.amp.GradScaler(self.kind)
+
+    def step(self):
+        with self.torch.autocast(self.kind, dtype=self.torch.float16):
+            loss = self.cross_entropy(self.model(self.x), self.y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss
 
 
 def torch_device(torch, dev):
@@ -561,10 +607,13 @@ def build_contenders(settings, devices, torch, weights, x, y):
     """gpunn on each device, the NumPy baseline, PyTorch where it runs; CUDA graphs on CUDA only."""
     lr = settings["lr"]
     contenders = []
+    amp = settings.get("amp") and settings["dtype"] == "float32"  # (autocast leaves float64 alone)
     for dev in devices:
         contenders.append(GpunnStep(dev, weights, x, y, lr))
         if dev.type == "cuda":
             contenders.append(GpunnGraphStep(dev, weights, x, y, lr))
+        if amp and dev.type in ("cpu", "cuda"):  # the devices with float16
+            contenders.append(GpunnAmpStep(dev, weights, x, y, lr))
     if "numpy" in settings["baselines"]:
         contenders.append(NumpyStep(weights, x, y, lr))
     if torch is not None:
@@ -574,6 +623,8 @@ def build_contenders(settings, devices, torch, weights, x, y):
                 contenders.append(TorchStep(torch, place, weights, x, y, lr))
             if place is not None and place.startswith("cuda"):
                 contenders.append(TorchGraphStep(torch, place, weights, x, y, lr))
+            if place is not None and amp:
+                contenders.append(TorchAmpStep(torch, place, weights, x, y, lr))
     return contenders
 
 
@@ -616,6 +667,8 @@ def loss_checks(settings, contenders, first, warm, reference, warm_step):
 
     def check(c, step, against, loss, expected, rtol=None):
         rtol = loss_rtol(dtype, c.device, tf32) if rtol is None else rtol
+        if c.impl.endswith("-amp"):
+            rtol = max(rtol, AMP_RTOL)
         checks.append({"impl": c.impl, "device": c.device, "step": step, "against": against, "loss": loss,
                        "expected": expected, "rtol": rtol, "tf32": uses_tf32(dtype, c.device, tf32),
                        "ok": losses_agree(loss, expected, rtol)})

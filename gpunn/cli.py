@@ -29,7 +29,7 @@ DEFAULTS = TrainConfig()
 # the train options that are TrainConfig fields (the rest steer the command, not the run)
 CONFIG_OPTIONS = ("dataset", "data_root", "download", "hidden", "activation", "optimizer", "lr", "momentum",
                   "weight_decay", "clip_norm", "epochs", "batch_size", "device", "seed", "restarts", "dtype",
-                  "compile")
+                  "compile", "amp")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -173,7 +173,12 @@ def _add_train(commands):
                           "--epochs may differ")
     run.add_argument("--compile", action="store_true", default=None,
                      help="on CUDA, record each training step into a CUDA graph and replay it with one launch "
-                          "(gpunn.compile_step); elsewhere the steps run as usual, with a note")
+                          "(gpunn.compile_step; the default on CUDA); elsewhere the steps run as usual, with a note")
+    run.add_argument("--no-compile", dest="compile", action="store_false",
+                     help="run every step eagerly, also on CUDA")
+    opt.add_argument("--amp", action="store_true", default=None,
+                     help="mixed precision: float16 matrix products (gpunn.autocast) with dynamic loss scaling "
+                          "(gpunn.amp.GradScaler); float32 weights")
     run.add_argument("--no-progress", action="store_true",
                      help="no progress bar (the bar goes to stderr, and only when stderr is a terminal)")
     run.add_argument("--threads", type=positive_int, metavar="N",

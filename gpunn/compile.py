@@ -28,6 +28,7 @@ import sys
 import types
 import warnings
 
+from gpunn import amp
 from gpunn.autograd import _mode
 from gpunn.nn.module import hook_edits, structure_edits
 from gpunn.precision import get_float32_matmul_precision
@@ -45,9 +46,11 @@ class CompiledStep:
     max_graphs = 4  # distinct (shape, dtype) signatures of the batch that get a graph each
     churn = (4, 64)  # graphs gone stale this many times within this many calls: eager for that many calls
 
-    def __init__(self, model, loss_fn, optimizer, example_batch=None, *, max_grad_norm=None, return_output=False):
+    def __init__(self, model, loss_fn, optimizer, example_batch=None, *, max_grad_norm=None, return_output=False,
+                 scaler=None):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.max_grad_norm, self.return_output = max_grad_norm, return_output
+        self.scaler = scaler if scaler is not None and scaler.is_enabled() else None
         params = self._params = list(model.parameters())
         self.device = params[0].device if params else None
         if example_batch is not None:
@@ -81,12 +84,19 @@ class CompiledStep:
         output = self.model(xb)
         loss = self.loss_fn(output, yb)
         self.optimizer.zero_grad()
-        loss.backward()
+        scaler = self.scaler
+        (loss if scaler is None else scaler.scale(loss)).backward()
         if self.max_grad_norm is not None:
             from gpunn.nn.utils import clip_grad_norm_
 
+            if scaler is not None:
+                scaler.unscale_(self.optimizer)
             clip_grad_norm_(self._params, self.max_grad_norm)
-        self.optimizer.step()
+        if scaler is None:
+            self.optimizer.step()
+        else:  # inside a recorded graph the skip of a non-finite step happens on the device
+            scaler.step(self.optimizer)
+            scaler.update()
         return (loss.detach(), output.detach()) if self.return_output else loss.detach()
 
     def _graph_for(self, key, xb, yb):
@@ -172,6 +182,7 @@ class _Graph:
         from gpunn.tensor import Tensor
 
         self.optimizer = step.optimizer  # not the step itself: no reference cycle keeps a graph alive
+        self.scaler = step.scaler
         dev = self.device = step.device
         xp = dev.xp
         with dev.scope:
@@ -202,6 +213,8 @@ class _Graph:
                 with opt._recording(device_scalars), _mode("recording", True):
                     self.graph, self.pool, self.result = dev.backend.capture(lambda: step._eager(self.x, self.y))
         except Exception as exc:
+            if self.scaler is not None:
+                self.scaler._per_optimizer = {}  # a step cut short leaves no unscale_ behind
             raise _CaptureFailed(f"{type(exc).__name__}: {exc}") from exc
         self.recorded_state = opt._recorded_state()  # the state arrays the graph updates
         self.rebound = []
@@ -216,7 +229,9 @@ class _Graph:
         graph), and which parameters are trainable (a replay keeps the gradients it recorded)."""
         scheduled = self.optimizer._scheduled
         trainable = tuple(p.requires_grad for group in self.optimizer.param_groups for p in group["params"])
-        return [get_float32_matmul_precision(), hook_edits(), structure_edits(), trainable, len(hypers)] + [
+        scaler = self.scaler and self.scaler._constants()
+        return [get_float32_matmul_precision(), amp.state.key(), scaler, hook_edits(), structure_edits(), trainable,
+                len(hypers)] + [
             hyper and {k: v != 0 if k in scheduled else v for k, v in hyper.items()} for hyper in hypers]
 
     def stale(self):
@@ -311,15 +326,21 @@ def _why_not_capturable(device, optimizer):
     return why
 
 
-def compile_step(model, loss_fn, optimizer, example_batch=None, *, max_grad_norm=None, return_output=False):
+def compile_step(model, loss_fn, optimizer, example_batch=None, *, max_grad_norm=None, return_output=False,
+                 scaler=None):
     """A training step for `model`, `loss_fn(output, target)` and `optimizer` (see module doc).
 
     `example_batch` (optional): an (inputs, targets) pair checked for its device only, at once;
     nothing is run on it (a step on it would train). `max_grad_norm` clips the gradients' total
     2-norm before the update (nn.utils.clip_grad_norm_, inside the graph); `return_output=True`
-    makes a step return (loss, model output), both detached."""
+    makes a step return (loss, model output), both detached.
+
+    `scaler` (a gpunn.amp.GradScaler) scales the loss, unscales before clipping, and skips steps
+    whose gradients are not finite; in a recorded graph the check, the skip and the scale update
+    all run on the device. Call the step under `gpunn.autocast(...)` for mixed precision (a graph
+    records the autocast state it ran under and is recorded again when that changes)."""
     return CompiledStep(model, loss_fn, optimizer, example_batch, max_grad_norm=max_grad_norm,
-                        return_output=return_output)
+                        return_output=return_output, scaler=scaler)
 
 
 # --- gpunn.compile(model): torch.compile's call, answered honestly -------------------------------

@@ -28,6 +28,7 @@ class dtype:
 
 
 float16 = dtype("float16", True, 2)
+bfloat16 = dtype("bfloat16", True, 2)  # a name for autocast and safetensors: NumPy and CuPy have no such array type
 float32 = dtype("float32", True, 4)
 float64 = dtype("float64", True, 8)
 int8 = dtype("int8", False, 1)
@@ -37,7 +38,7 @@ int64 = dtype("int64", False, 8)
 uint8 = dtype("uint8", False, 1)
 bool_ = dtype("bool", False, 1)
 
-_BY_NAME = {d.name: d for d in (float16, float32, float64, int8, int16, int32, int64, uint8, bool_)}
+_BY_NAME = {d.name: d for d in (float16, bfloat16, float32, float64, int8, int16, int32, int64, uint8, bool_)}
 _ALIASES = {"float": float32, "double": float64, "half": float16, "long": int64, "int": int64}
 
 

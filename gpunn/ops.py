@@ -41,17 +41,23 @@ class Primitive:
     read a changed value, so a test holds every entry against its rules. A `view` primitive's
     output may share its first input's memory (reshape, permute, basic indexing): where the backend
     made a view, the two share storage and version, as PyTorch's views do.
+
+    `autocast` is the op's policy under gpunn.autocast (PyTorch's op lists): "lower" casts its
+    floating inputs to the autocast dtype (matrix products), "fp32" to float32 (reductions,
+    softmax, losses), "widest" to the widest floating input dtype (concat, stack); None leaves them.
     """
 
     __slots__ = ("name", "forward", "grads", "variadic", "floats", "saves", "into", "prepare", "prepare_into",
-                 "label", "unit_seeded", "reads", "reads_out", "view")
+                 "label", "unit_seeded", "reads", "reads_out", "view", "autocast")
 
     def __init__(self, name, forward, *grads, variadic=False, floats=(), saves=False, into=None, prepare=None,
-                 prepare_into=None, label=None, unit_seeded=False, reads=None, reads_out=True, view=False):
+                 prepare_into=None, label=None, unit_seeded=False, reads=None, reads_out=True, view=False,
+                 autocast=None):
         self.name, self.forward, self.grads = name, forward, grads
         self.variadic, self.floats, self.saves, self.into = variadic, floats, saves, into
         self.prepare, self.prepare_into, self.label, self.unit_seeded = prepare, prepare_into, label, unit_seeded
         self.reads, self.reads_out, self.view = reads, reads_out and not saves, view
+        self.autocast = autocast
 
     def title(self, attrs):
         """The op's name for an error message about a call with `attrs`."""
@@ -147,15 +153,34 @@ def _pow_grad_exponent(xp, g, out, x, y):
     return g * out * log_x
 
 
-pow = Primitive("pow", lambda xp, x, y: x ** y, _pow_grad_base, _pow_grad_exponent)
+pow = Primitive("pow", lambda xp, x, y: x ** y, _pow_grad_base, _pow_grad_exponent, autocast="fp32")
+
+
+HALF_DTYPES = set()  # the backends' half-precision array dtypes, added by each backend as it loads
+
+
+def _product(xp, a, b, bias=None):
+    """a @ b (+ bias). Half-precision operands are multiplied (and the bias added) in float32 and
+    the result rounded once, as tensor cores do (half inputs, float32 accumulation): products that
+    accumulate in half precision lose digits with every addition (and NumPy's are slow)."""
+    if a.dtype not in HALF_DTYPES:
+        y = a @ b
+        if bias is not None:
+            y += bias
+        return y
+    wide = xp.float32
+    y = xp.astype(a, wide) @ xp.astype(b, wide)
+    if bias is not None:
+        y += xp.astype(bias, wide)
+    return xp.astype(y, a.dtype)
 
 
 def _matmul_grad_x(xp, g, out, x, y):
     if y.ndim == 1:
         return g * y if x.ndim == 1 else g[..., None] * y
     if x.ndim == 1:
-        return (y @ g[..., None])[..., 0]
-    return g @ y.mT
+        return _product(xp, y, g[..., None])[..., 0]
+    return _product(xp, g, y.mT)
 
 
 def _matmul_grad_y(xp, g, out, x, y):
@@ -163,18 +188,15 @@ def _matmul_grad_y(xp, g, out, x, y):
         return g * x if y.ndim == 1 else x[:, None] * g[..., None, :]
     if y.ndim == 1:
         return xp.sum(x * g[..., None], axis=-2)
-    return x.mT @ g
+    return _product(xp, x.mT, g)
 
 
-matmul = Primitive("matmul", lambda xp, x, y: x @ y, _matmul_grad_x, _matmul_grad_y, floats=(0, 1),
-                   reads_out=False)
+matmul = Primitive("matmul", _product, _matmul_grad_x, _matmul_grad_y, floats=(0, 1),
+                   reads_out=False, autocast="lower")
 
 
 def _linear_forward(xp, x, w, b):
-    y = x @ w.mT
-    if b is not None:
-        y += b
-    return y
+    return _product(xp, x, w.mT, b)
 
 
 def _linear_grad_w(xp, g, out, x, w, b):
@@ -182,7 +204,7 @@ def _linear_grad_w(xp, g, out, x, w, b):
         return g[:, None] * x
     if x.ndim > 2:
         g, x = xp.reshape(g, (-1, g.shape[-1])), xp.reshape(x, (-1, x.shape[-1]))
-    return g.mT @ x
+    return _product(xp, g.mT, x)
 
 
 def _linear_grad_b(xp, g, out, x, w, b):
@@ -190,17 +212,18 @@ def _linear_grad_b(xp, g, out, x, w, b):
 
 
 linear = Primitive("linear", _linear_forward,
-                   lambda xp, g, out, x, w, b: g @ w,
-                   _linear_grad_w, _linear_grad_b, floats=(0, 1, 2), reads=(0, 1), reads_out=False)
+                   lambda xp, g, out, x, w, b: _product(xp, g, w),
+                   _linear_grad_w, _linear_grad_b, floats=(0, 1, 2), reads=(0, 1), reads_out=False,
+                   autocast="lower")
 """The affine map x @ w.T + b in one node (PyTorch's F.linear layout: w is (out, in))."""
 
 # --- elementwise functions --------------------------------------------------------------------
 
 exp = Primitive("exp", lambda xp, x: xp.exp(x),
-                lambda xp, g, out, x: g * out, floats=(0,), reads=())
+                lambda xp, g, out, x: g * out, floats=(0,), reads=(), autocast="fp32")
 
 log = Primitive("log", lambda xp, x: xp.log(x),
-                lambda xp, g, out, x: g / x, floats=(0,), reads_out=False)
+                lambda xp, g, out, x: g / x, floats=(0,), reads_out=False, autocast="fp32")
 
 sqrt = Primitive("sqrt", lambda xp, x: xp.sqrt(x),
                  lambda xp, g, out, x: g / (2 * out), floats=(0,), reads=())
@@ -250,7 +273,7 @@ def linear_act_primitive(linear, activations, forward=None, prepare_into=None):
     into = linear.into and tuple(None if r is None else into_rule(k) for k, r in enumerate(linear.into))
     return Primitive("linear_act", forward or composed, rule(0), rule(1), rule(2), floats=(0, 1, 2), into=into,
                      prepare=pre_activation, prepare_into=prepare_into and (2, prepare_into), label=_fused_label,
-                     reads=(0, 1))
+                     reads=(0, 1), autocast="lower")
 
 
 def _fused_label(attrs):
@@ -365,7 +388,7 @@ def _sum(xp, x, axis=None, keepdims=False):
 
 sum = Primitive("sum", _sum,
                 lambda xp, g, out, x, axis=None, keepdims=False: _expand(xp, g, x.shape, axis, keepdims),
-                reads=(), reads_out=False)
+                reads=(), reads_out=False, autocast="fp32")
 
 mean = Primitive("mean", lambda xp, x, axis=None, keepdims=False: xp.mean(x, axis=axis, keepdims=keepdims),
                  lambda xp, g, out, x, axis=None, keepdims=False:
@@ -398,7 +421,7 @@ def _logsumexp(xp, x, axis=None, keepdims=False):
 logsumexp = Primitive("logsumexp", _logsumexp,
                       lambda xp, g, out, x, axis=None, keepdims=False:
                       _expand(xp, g, x.shape, axis, keepdims) * xp.exp(x - _expand(xp, out, x.shape, axis, keepdims)),
-                      floats=(0,))
+                      floats=(0,), autocast="fp32")
 
 
 def _softmax(xp, x, axis=-1):
@@ -408,7 +431,7 @@ def _softmax(xp, x, axis=-1):
 
 softmax = Primitive("softmax", _softmax,
                     lambda xp, g, out, x, axis=-1: out * (g - xp.sum(g * out, axis=axis, keepdims=True)),
-                    floats=(0,), reads=())
+                    floats=(0,), reads=(), autocast="fp32")
 
 
 def _log_softmax(xp, x, axis=-1):
@@ -420,7 +443,7 @@ def _log_softmax(xp, x, axis=-1):
 
 log_softmax = Primitive("log_softmax", _log_softmax,
                         lambda xp, g, out, x, axis=-1: g - xp.exp(out) * xp.sum(g, axis=axis, keepdims=True),
-                        floats=(0,), reads=())
+                        floats=(0,), reads=(), autocast="fp32")
 
 # --- shape and indexing -----------------------------------------------------------------------
 
@@ -490,7 +513,8 @@ def _index_put_grad_x(xp, g, out, x, v, index):
 
 
 index_put = Primitive("index_put", _index_put, _index_put_grad_x,
-                      lambda xp, g, out, x, v, index: _get(xp, g, index), reads=(), reads_out=False)
+                      lambda xp, g, out, x, v, index: _get(xp, g, index), reads=(), reads_out=False,
+                      autocast="widest")
 """x with x[index] = v, out of place: what `x[index] = v` records on a tensor in the graph (the
 gradient reaches v from the positions written, and x from the others)."""
 
@@ -510,7 +534,7 @@ def _concat_grad(i, xp, g, out, *xs, axis=0):
 
 
 concat = Primitive("concat", lambda xp, *xs, axis=0: xp.concat(xs, axis=axis), _concat_grad, variadic=True,
-                   reads=(), reads_out=False)
+                   reads=(), reads_out=False, autocast="widest")
 
 
 def _stack_grad(i, xp, g, out, *xs, axis=0):
@@ -520,7 +544,7 @@ def _stack_grad(i, xp, g, out, *xs, axis=0):
 
 
 stack = Primitive("stack", lambda xp, *xs, axis=0: xp.stack(xs, axis=axis), _stack_grad, variadic=True,
-                  reads=(), reads_out=False)
+                  reads=(), reads_out=False, autocast="widest")
 
 # --- fused losses -----------------------------------------------------------------------------
 
@@ -575,7 +599,7 @@ def _cross_entropy_grad(xp, g, residual, logits, target, reduction="mean", ignor
 
 
 cross_entropy = Primitive("cross_entropy", _cross_entropy, _cross_entropy_grad, None, floats=(0,), saves=True,
-                          unit_seeded=True, reads=())
+                          unit_seeded=True, reads=(), autocast="fp32")
 """Softmax cross-entropy of (n, C) logits against (n,) integer classes, fused and stable."""
 
 
@@ -594,7 +618,7 @@ bce_with_logits = Primitive(
     "bce_with_logits", _bce_logits,
     lambda xp, g, out, x, t, reduction="mean": (_sigmoid(xp, x) - t) * _scale_like(xp, g, x, reduction),
     lambda xp, g, out, x, t, reduction="mean": -x * _scale_like(xp, g, x, reduction),
-    floats=(0, 1), reads_out=False)
+    floats=(0, 1), reads_out=False, autocast="fp32")
 
 # --- gather, scatter, scans and products (issue 17: the PyTorch surface) ------------------------
 
@@ -628,7 +652,7 @@ scatter_add = Primitive("scatter_add",
                         None,
                         lambda xp, g, out, x, index, src, axis: xp.take_along_axis(
                             g[tuple(slice(None) if d == axis else slice(0, k) for d, k in enumerate(index.shape))],
-                            index, axis=axis), reads=(1,), reads_out=False)
+                            index, axis=axis), reads=(1,), reads_out=False, autocast="widest")
 """x with src added at index along `axis` (torch.scatter_add; index and src of one shape)."""
 
 broadcast_to = Primitive("broadcast_to", lambda xp, x, shape: xp.broadcast_to(x, shape),
@@ -644,7 +668,7 @@ def _cumsum(xp, x, axis):
 
 cumsum = Primitive("cumsum", _cumsum,
                    lambda xp, g, out, x, axis: xp.flip(xp.cumulative_sum(xp.flip(g, axis=axis), axis=axis), axis=axis),
-                   reads=(), reads_out=False)
+                   reads=(), reads_out=False, autocast="fp32")
 """Running sums along `axis`; the gradient is the running sum of g taken from the other end."""
 
 
@@ -674,7 +698,7 @@ def _others_product(xp, x, axis):
     return left * right
 
 
-prod = Primitive("prod", _prod, _prod_grad, reads_out=False)
+prod = Primitive("prod", _prod, _prod_grad, reads_out=False, autocast="fp32")
 """The product over `axis` (all entries when None); integers multiply as int64, as in PyTorch."""
 
 
@@ -694,5 +718,5 @@ binary_cross_entropy = Primitive(
     # PyTorch's rule: (p - t) / max(p (1 - p), 1e-12), finite where a sigmoid saturated to 0 or 1
     lambda xp, g, out, p, t: g * (p - t) / xp.maximum((1 - p) * p, 1e-12),
     lambda xp, g, out, p, t: g * (_log_at_least_minus_100(xp, 1 - p) - _log_at_least_minus_100(xp, p)),
-    floats=(0, 1), reads_out=False)
+    floats=(0, 1), reads_out=False, autocast="fp32")
 """Per-element binary cross-entropy of probabilities p against targets t (no reduction)."""

@@ -10,7 +10,7 @@ import weakref
 
 import numpy as np
 
-from gpunn import backends, ops
+from gpunn import amp as _amp, backends, ops
 from gpunn.autograd import Node, Version, backward, grad_targets, mode, no_higher_order, run_backward
 from gpunn.device import Device, cuda_device, device as as_device, of as device_of
 from gpunn.dtypes import as_dtype
@@ -32,6 +32,8 @@ def _is_floating(dt):
 
 def apply(primitive, *args, **attrs):
     """Run `primitive` on tensors (and constants) and record how the result was made."""
+    if primitive.autocast is not None and _amp.state.enabled:  # mixed precision: gpunn.amp
+        args = _amp.cast_inputs(primitive, args)
     dev = None
     arrays = []
     needs_grad = False

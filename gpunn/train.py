@@ -62,7 +62,7 @@ RUN_FILES = ("config.json", "metrics.csv", "checkpoint.safetensors", "model.safe
 CHECKPOINT = "checkpoint.safetensors"
 EVAL_BATCH = 1024
 # What a resumed run may change: where it runs, where its data lives, and (single runs) how long.
-RESUMABLE_CHANGES = ("device", "epochs", "data_root", "download", "compile")
+RESUMABLE_CHANGES = ("device", "epochs", "data_root", "download", "compile", "amp")
 
 
 class ConfigError(GpunnError, ValueError):
@@ -102,7 +102,8 @@ class TrainConfig:
     seed: int = 0
     restarts: int = 1
     dtype: str = "float32"
-    compile: bool = False  # record each training step into a CUDA graph (gpunn.compile_step); eager elsewhere
+    compile: bool | None = None  # record each step into a CUDA graph (gpunn.compile_step); None: on CUDA only
+    amp: bool = False  # mixed precision: float16 products under gpunn.autocast, loss scaling (gpunn.amp.GradScaler)
     val_fraction: float = 0.2  # of the training split, carved out only when restarts > 1
     test_fraction: float = 0.25  # held out from digits and the synthetic sets (MNIST has its own test split)
 
@@ -163,6 +164,9 @@ def _check(c):
         if c.momentum and c.optimizer not in DEFAULT_MOMENTUM:
             raise ConfigError(f"momentum applies to {' and '.join(DEFAULT_MOMENTUM)}, not {c.optimizer}; "
                               "drop it or pick one of those optimizers")
+    if c.amp and c.dtype != "float32":
+        raise ConfigError(f"amp (mixed precision) trains float32 weights with float16 products; drop --amp or use "
+                          f"--dtype float32, not {c.dtype}")
     number("val_fraction", c.val_fraction, 0, False, 1)
     number("test_fraction", c.test_fraction, 0, False, 1)
     if c.dataset in ("mnist", "fashion-mnist"):
@@ -332,6 +336,12 @@ class _Run:
                               f"checkpoint to share); run gpunn train --resume {resume} without mpiexec")
         self.data = load_data(c)
         self.device = _rank_device(c.device, ranks)
+        if c.amp:  # a device without float16 (strict) says so now, not at the first step
+            try:
+                with gpunn.autocast(self.device.type):
+                    pass
+            except gpunn.DTypeError as exc:
+                raise ConfigError(f"--amp on device {self.device}: {exc}") from None
         self.resume_path, self.meta = resume, meta
         # state carried across epochs, restarts and resumes
         self.history, self.results, self.best = [], [], None
@@ -365,9 +375,10 @@ class _Run:
                                        distributed=data_parallel)
         net = gpunn.nn.parallel.DistributedDataParallel(model) if data_parallel else model
         self.net, self.step = net, None
-        if c.compile:
+        self.scaler = gpunn.amp.GradScaler(enabled=c.amp)  # disabled: scale, unscale_ and update do nothing
+        if c.compile or (c.compile is None and self.device.type == "cuda"):
             self.step = gpunn.compile_step(net, gpunn.functional.cross_entropy, optimizer,
-                                           max_grad_norm=c.clip_norm, return_output=True)
+                                           max_grad_norm=c.clip_norm, return_output=True, scaler=self.scaler)
         return model, optimizer, loader
 
     # --- the loop
@@ -409,11 +420,23 @@ class _Run:
         wanted = stop(restart, epoch, batch)
         return wanted if self.split_restarts else self.ranks.any(wanted, "the stop check")
 
+    def _update(self, optimizer, params):
+        """After backward: unscale (for clipping), clip, step unless a gradient is not finite, and
+        adapt the loss scale; with the scaler disabled (no --amp), clip and step."""
+        scaler, clip = self.scaler, self.config.clip_norm
+        if clip is not None:
+            scaler.unscale_(optimizer)
+            gpunn.nn.utils.clip_grad_norm_(params, clip)
+        scaler.step(optimizer)
+        scaler.update()
+
     def _restore(self, model, optimizer, loader):
         """Load the checkpoint into the restart it was taken in; (first epoch, partial epoch or None)."""
         gpunn.io.load_checkpoint(self.resume_path, model=model, optimizer=optimizer, device=self.device)
         state = self.meta["loader"]
         partial = self.meta.get("partial")
+        if self.meta.get("scaler"):  # the loss scale it had reached (absent: a run without --amp)
+            self.scaler.load_state_dict(self.meta["scaler"])
         if partial is not None:
             loader.load_state_dict(state)
             return state["epoch"], partial
@@ -438,23 +461,23 @@ class _Run:
         shown = time.perf_counter()  # the bar's running numbers cost a host sync: twice a second at most
         started = time.perf_counter()
         batch = start_batch
+        scaler, autocast = self.scaler, gpunn.autocast(dev.type, enabled=c.amp)
         for xb, yb in loader:
             if yb.shape[0] == 0:  # this rank's share of a ragged last batch is empty (fewer samples than ranks)
                 optimizer.zero_grad()
                 self.net.reduce_gradients()  # joins the reduction with weight 0, then steps like the others
-                if c.clip_norm is not None:
-                    gpunn.nn.utils.clip_grad_norm_(params, c.clip_norm)
-                optimizer.step()
+                scaler.scale(zero("float32"))  # (the scale exists even if this rank never scaled a loss)
+                self._update(optimizer, params)
             elif self.step is not None:  # the same step, recorded into a CUDA graph (eager elsewhere)
-                loss, logits = self.step(xb, yb)
+                with autocast:
+                    loss, logits = self.step(xb, yb)
             else:
-                logits = self.net(xb)  # the model, or DistributedDataParallel around it
-                loss = gpunn.functional.cross_entropy(logits, yb)
+                with autocast:
+                    logits = self.net(xb)  # the model, or DistributedDataParallel around it
+                    loss = gpunn.functional.cross_entropy(logits, yb)
                 optimizer.zero_grad()
-                loss.backward()
-                if c.clip_norm is not None:
-                    gpunn.nn.utils.clip_grad_norm_(params, c.clip_norm)
-                optimizer.step()
+                scaler.scale(loss).backward()
+                self._update(optimizer, params)
             n = yb.shape[0]
             if n:  # (a rank's share of a ragged last batch may be empty)
                 with gpunn.no_grad():  # running sums stay on the device: no host sync per batch
@@ -544,7 +567,8 @@ class _Run:
             gpunn.io.save_checkpoint(self.out / CHECKPOINT, model=model, optimizer=optimizer,
                                      config=self.config.to_dict(), restart=restart, epoch=epoch, loader=loader_state,
                                      partial=partial, history=self.history, results=self.results, best=self.best,
-                                     seconds=self.seconds + (partial["seconds"] if partial else 0.0))
+                                     seconds=self.seconds + (partial["seconds"] if partial else 0.0),
+                                     scaler=self.scaler.state_dict())
             _write_text(self.out / "metrics.csv", _metrics_csv(self.history, self.config.restarts > 1))
 
     @contextlib.contextmanager

@@ -129,6 +129,14 @@ class _Squares(gpunn.utils.data.Dataset):
 
 
 # name, what triggers it, documented exception type, phrases the message must contain
+def _scaler_stepped_twice():
+    w = gpunn.ones(2, requires_grad=True)
+    opt, scaler = optim.SGD([w], lr=0.1), gpunn.amp.GradScaler()
+    scaler.scale(w.sum()).backward()
+    scaler.step(opt)
+    scaler.step(opt)
+
+
 CATALOGUE = [
     ("matrix product shapes", lambda: gpunn.ones(2, 3) @ gpunn.ones(4, 5), gpunn.ShapeError, ["matmul", "(2, 3)", "(4, 5)"]),
     ("broadcast shapes", lambda: gpunn.ones(2, 3) + gpunn.ones(4), gpunn.ShapeError, ["add", "(2, 3)", "(4,)"]),
@@ -171,6 +179,12 @@ CATALOGUE = [
     ("argmax of an empty tensor", lambda: gpunn.zeros(0).argmax(), IndexError, ["argmax", "empty"]),
     ("random tensor of an impossible shape", lambda: gpunn.randn(10**6, 10**6), gpunn.OutOfMemoryError,
      ["randn", "(1000000, 1000000)"]),
+    # issue 19: mixed precision
+    ("autocast on a device without float16", lambda: gpunn.autocast("strict").__enter__(), gpunn.DTypeError,
+     ["array-api-strict", "float16"]),
+    ("autocast to a dtype the backend lacks", lambda: gpunn.autocast("cpu", dtype=gpunn.bfloat16).__enter__(),
+     gpunn.DTypeError, ["NumPy", "bfloat16", "float16"]),
+    ("GradScaler.step twice in one iteration", _scaler_stepped_twice, RuntimeError, ["step()", "update()"]),
 ]
 
 

@@ -9,6 +9,8 @@
 #   bench            784-256-256-10 and 784-1024-1024-1024-10 at batch 128 and 512, cpu and cuda
 #   bench-4096       4096-4096-4096-4096-1000 at batch 4096, cuda only, float32
 #   bench-4096-tf32  the same with --tf32
+#   bench-4096-amp   the same with --amp: float16 autocast + GradScaler, gpunn-amp against torch-amp
+#                    (issue 19: at most 1.05x torch-amp, at least 3x faster than gpunn's float32 step)
 # (results in LOGDIR/bench-*/bench.{csv,json,png}); tests/test_gpu.py (pytest-gpu: fast paths
 # against the generic ones, graphs, the 50-step trajectories, whose measured drifts go into
 # LOGDIR/pytest-gpu.xml as properties); CPU/CUDA parity of a seeded training run; `gpunn train` on
@@ -154,12 +156,15 @@ if [ -z "$cuda_reason" ]; then
         --batch-sizes 128,512 --out "$LOGDIR/bench-$run_id"
     step bench-4096 "${gpunn_cli[@]}" bench "${big[@]}" --out "$LOGDIR/bench-4096-$run_id"
     step bench-4096-tf32 "${gpunn_cli[@]}" bench "${big[@]}" --tf32 --out "$LOGDIR/bench-4096-tf32-$run_id"
+    step bench-4096-amp "${gpunn_cli[@]}" bench "${big[@]}" --amp --out "$LOGDIR/bench-4096-amp-$run_id"
     step pytest-gpu "$PY" -m pytest -q -p no:cacheprovider --durations=5 -o junit_family=xunit1 \
         --junitxml="$LOGDIR/pytest-gpu.xml" tests/test_gpu.py
     step parity "$PY" benchmarks/parity.py --devices cpu,cuda --steps 50
     step train "${gpunn_cli[@]}" train --device cuda --epochs 2 --no-progress --out "$LOGDIR/train-$run_id"
     step train-compile "${gpunn_cli[@]}" train --device cuda --epochs 2 --no-progress --compile --clip-norm 1.0 \
         --out "$LOGDIR/train-compile-$run_id"  # a "gpunn: note: compile_step runs eagerly" line means no graph
+    step train-amp "${gpunn_cli[@]}" train --device cuda --epochs 2 --no-progress --amp --clip-norm 1.0 \
+        --out "$LOGDIR/train-amp-$run_id"  # compiled by default on CUDA, with the GradScaler inside the graph
     step fused "$PY" benchmarks/fused_step.py --device cuda --repeats 7
     mpiexec=$(command -v mpiexec || { [ -x /tmp/site/bin/mpiexec ] && echo /tmp/site/bin/mpiexec; })
     if [ -n "$mpiexec" ] && "$PY" -c "import mpi4py" >/dev/null 2>&1; then
@@ -178,8 +183,8 @@ if [ -z "$cuda_reason" ]; then
     step cuda-cases "$PY" -m pytest -m gpu -q -p no:cacheprovider --durations=5 "${workers[@]}" \
         --ignore=tests/test_gpu.py tests
 else
-    for name in bench bench-4096 bench-4096-tf32 pytest-gpu parity train train-compile fused ddp-1 ddp-2 profile-cuda \
-        cuda-sources cuda-cases; do
+    for name in bench bench-4096 bench-4096-tf32 bench-4096-amp pytest-gpu parity train train-compile train-amp fused \
+        ddp-1 ddp-2 profile-cuda cuda-sources cuda-cases; do
         skip "$name" "no usable CUDA device: $cuda_reason"
     done
 fi

@@ -467,7 +467,7 @@ class EmulatedCublas:
     def __init__(self, flaw=None):
         self.flaw, self.handles, self.calls, self.modes = flaw, {}, 0, []  # modes: the math mode of each gemm
         for name in ("cublasSetStream_v2", "cublasSetWorkspace_v2", "cublasSetMathMode", "cublasSgemm_v2",
-                     "cublasDgemm_v2"):
+                     "cublasDgemm_v2", "cublasGemmEx"):
             setattr(self, name, CFunction(getattr(self, name)))
 
     def cublasCreate_v2(self, handle):
@@ -509,8 +509,21 @@ class EmulatedCublas:
     def cublasDgemm_v2(self, *args):
         return self.gemm(np.dtype(np.float64), args)
 
+    def cublasGemmEx(self, *args):
+        return self.gemm(np.dtype(np.float16), args)
+
     def gemm(self, dtype, args):
-        handle, op_a, op_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc = c_values(args, "PiiiiiPPiPiPPi")
+        """Sgemm/Dgemm, or GemmEx (19 arguments) as gpunn calls it: float16 A, B and C, float32
+        compute (CUBLAS_COMPUTE_32F), alpha and beta float32; anything else NOT_SUPPORTED (15)."""
+        compute = dtype
+        if len(args) == 19:
+            (handle, op_a, op_b, m, n, k, alpha, a, a_type, lda, b, b_type, ldb, beta, c, c_type, ldc, compute_type,
+             algo) = c_values(args, "PiiiiiPPiiPiiPPiiii")
+            if (a_type, b_type, c_type, compute_type) != (2, 2, 2, 68):  # CUDA_R_16F x3, CUBLAS_COMPUTE_32F
+                return 15
+            compute = np.dtype(np.float32)
+        else:
+            handle, op_a, op_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc = c_values(args, "PiiiiiPPiPiPPi")
         self.calls += 1
         if handle not in self.handles:
             return 1
@@ -524,18 +537,18 @@ class EmulatedCublas:
             return 0
         if self.flaw == "swapped ld":
             lda, ldb = ldb, lda
-        alpha, beta = host_scalar(alpha, dtype), host_scalar(beta, dtype)
+        alpha, beta = host_scalar(alpha, compute), host_scalar(beta, compute)
         if self.flaw == "ignores beta":
-            beta = dtype.type(0)
+            beta = compute.type(0)
         out, buffer = device_matrix(c, m, n, ldc, dtype)
-        product = np.zeros((m, n), dtype)
+        product = np.zeros((m, n), compute)
         if alpha != 0 and k > 0:
-            mat_a, mat_b = (device_matrix(p, r, q, ld, dtype)[0] for p, r, q, ld in
+            mat_a, mat_b = (device_matrix(p, r, q, ld, dtype)[0].astype(compute) for p, r, q, ld in
                             ((a, rows_a, cols_a, lda), (b, rows_b, cols_b, ldb)))
             if self.handles[handle]["math"] & ~16 == 3 and dtype == np.float32:  # TF32 tensor-op math
                 mat_a, mat_b = tf32(mat_a), tf32(mat_b)
             product = alpha * ((mat_a if op_a == 0 else mat_a.T) @ (mat_b if op_b == 0 else mat_b.T))
-        out[...] = product if beta == 0 else product + beta * out
+        out[...] = product if beta == 0 else product + beta * out.astype(compute)  # one rounding to C's type
         if id(buffer) in _buffers and not guards_intact(buffer):
             raise RuntimeError("gemm wrote outside an array")
         return 0
