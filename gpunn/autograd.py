@@ -316,13 +316,15 @@ def _run_rules_here(node, g, pending, sink, slots, Tensor):
             if prepared is None:
                 written = None
         g = prepared if prepared is not None else prim.prepare(xp, g, out, *arrays, **attrs)
+    anomaly, into = mode.anomaly, prim.into if slots else None
     for i, parent in enumerate(node.parents):
         if parent is None or i == written:
             continue
         rule = prim.grads[i] if not prim.variadic else prim.rule(i)
         if rule is None:
             continue
-        if slots and prim.into is not None and prim.into[i] is not None and _written_into(node, i, parent, g, Tensor):
+        if (into is not None and into[i] is not None and getattr(parent, "_grad_slot", None) is not None
+                and _written_into(node, i, parent, g, Tensor)):
             continue
         try:
             gi = rule(xp, g, out, *arrays, **attrs)
@@ -331,7 +333,7 @@ def _run_rules_here(node, g, pending, sink, slots, Tensor):
                 raise OutOfMemoryError(f"backward of '{prim.name}': {node.device} ran out of memory ({exc}); "
                                        "use a smaller batch or model") from exc
             raise
-        if mode.anomaly:
+        if anomaly:
             _check_finite(node, g, parent.device, gi)
         if parent.device is node.device:
             _deliver(parent, gi, arrays[i], pending, sink, Tensor)

@@ -44,23 +44,14 @@ def apply(primitive, *args, **attrs):
             elif a.device is not dev:
                 _mismatch(primitive.title(attrs), args)
             arrays.append(a._array)
-            needs_grad = needs_grad or a.requires_grad
+            if a.requires_grad:
+                needs_grad = True
         else:
             arrays.append(a)
     if dev is None:
         raise TypeError(f"{primitive.title(attrs)}: at least one input must be a gpunn.Tensor")
-    first = None
-    for i in primitive.floats:
-        if i < len(args) and isinstance(args[i], Tensor):
-            if not _is_floating(arrays[i].dtype):
-                raise DTypeError(
-                    f"{primitive.title(attrs)} needs floating-point tensors, but input {i} is {args[i].dtype} "
-                    f"with shape {tuple(args[i].shape)}; convert it with .float() or .to('float32')")
-            if first is None:
-                first = arrays[i].dtype
-            elif arrays[i].dtype != first:
-                raise DTypeError(f"{primitive.title(attrs)}: inputs have different dtypes ({as_dtype(first).name} and "
-                                 f"{args[i].dtype.name}); {_cast_hint(args[i].dtype.name)} (PyTorch refuses this too)")
+    if primitive.floats:
+        _check_floats(primitive, args, arrays, attrs)
     primitive = dev.fast_paths.get(primitive.name, primitive)
     try:
         if dev.ctx is None:
@@ -86,9 +77,33 @@ def apply(primitive, *args, **attrs):
     return result
 
 
+def _check_floats(primitive, args, arrays, attrs):
+    """The inputs named in primitive.floats are floating point, all of one dtype (PyTorch's rule)."""
+    first = None
+    for i in primitive.floats:
+        if i < len(args) and isinstance(args[i], Tensor):
+            dtype = arrays[i].dtype
+            if first is None:
+                if not _is_floating(dtype):
+                    raise DTypeError(
+                        f"{primitive.title(attrs)} needs floating-point tensors, but input {i} is {args[i].dtype} "
+                        f"with shape {tuple(args[i].shape)}; convert it with .float() or .to('float32')")
+                first = dtype
+            elif dtype is not first and dtype != first:
+                if not _is_floating(dtype):
+                    raise DTypeError(
+                        f"{primitive.title(attrs)} needs floating-point tensors, but input {i} is {args[i].dtype} "
+                        f"with shape {tuple(args[i].shape)}; convert it with .float() or .to('float32')")
+                raise DTypeError(f"{primitive.title(attrs)}: inputs have different dtypes ({as_dtype(first).name} and "
+                                 f"{args[i].dtype.name}); {_cast_hint(args[i].dtype.name)} (PyTorch refuses this too)")
+
+
 def _record(primitive, args, arrays, saved, attrs, dev, result):
     """The node for `result`: where each input's gradient goes, and the versions of what its rules read."""
-    parents = tuple((a._node or a) if isinstance(a, Tensor) and a.requires_grad else None for a in args)
+    parents = [None] * len(args)
+    for i, a in enumerate(args):
+        if isinstance(a, Tensor) and a.requires_grad:
+            parents[i] = a if a._node is None else a._node
     versions = []
     for i in range(len(args)) if primitive.reads is None else primitive.reads:
         if isinstance(args[i], Tensor):
@@ -96,7 +111,7 @@ def _record(primitive, args, arrays, saved, attrs, dev, result):
             versions.append((counter, counter.n, i))
     if primitive.reads_out:
         versions.append((_counter_of(result), result._counter.n, -1))
-    return Node(primitive, parents, arrays, saved, attrs, dev, tuple(versions) or None)
+    return Node(primitive, parents, arrays, saved, attrs, dev, versions or None)
 
 
 def _share_storage(view, base, dev):

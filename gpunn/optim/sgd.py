@@ -37,14 +37,14 @@ class SGD(Optimizer):
     _can_fuse = True
 
     def _param_step(self, group):
+        hyper, momentum = _hyper(group), group["momentum"]
         for p, g in self._with_grads(group):
             entries = self.state[p]
-            first = group["momentum"] and "momentum_buffer" not in entries
+            first = momentum and "momentum_buffer" not in entries
             if first:
                 entries["momentum_buffer"] = Tensor._wrap(p.device.xp.zeros_like(p._array), p.device)
-            buf = entries["momentum_buffer"]._array if group["momentum"] else None
-            update = _update(p.device)
-            update(p.device.xp, p._array, g, buf, first, **_hyper(group))
+            buf = entries["momentum_buffer"]._array if momentum else None
+            _update(p.device)(p.device.xp, p._array, g, buf, first, **hyper)
 
     def _flat_step(self, flat, group, scalars):
         flat.sync_params()
