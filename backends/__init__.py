@@ -7,7 +7,7 @@ A backend knows nothing of Tensor. Every backend gives:
   from_host(h, dev)  a NumPy array moved onto native device `dev`
   synchronize(dev)   wait until queued work on `dev` is done
   fast_paths         {name: override} of generic functions written against xp, looked up by name:
-                     primitives of gpunn.ops and the updates of gpunn.optim.updates
+                     primitives of gpunn.ops and the optimizer updates of gpunn.updates
 and may give:
   views              True when slices are writable views (then optimizers may keep flat buffers)
   fuse_by_default    optimizers built with fused=None use flat buffers here

@@ -49,7 +49,7 @@ import numpy as np
 from gpunn import ops
 from gpunn.backends import cublas_gemm, cupy_kernels
 from gpunn.optim.adam import Adam
-from gpunn.optim.updates import adam_update, sgd_update
+from gpunn.updates import adam_update, sgd_update
 from gpunn.precision import set_float32_matmul_precision
 
 sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_cuda"))  # after site-packages: CuPy stays real
