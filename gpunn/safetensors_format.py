@@ -38,12 +38,11 @@ from __future__ import annotations
 
 import json
 import os
-import stat
-import tempfile
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from gpunn._files import atomic_write
 from gpunn.errors import GpunnError
 
 __all__ = [
@@ -490,19 +489,6 @@ def _prepare(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str] | Non
     return chunks
 
 
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_file(arrays: Mapping[str, np.ndarray], path: str | os.PathLike,
               metadata: Mapping[str, str] | None = None) -> None:
     """Write ``arrays`` (and optional str -> str ``metadata``) to ``path``.
@@ -517,27 +503,5 @@ def save_file(arrays: Mapping[str, np.ndarray], path: str | os.PathLike,
     """
     spath = os.fspath(path)
     chunks = _prepare(arrays, metadata, spath)
-    directory = os.path.dirname(os.path.abspath(spath))
-    try:
-        mode = stat.S_IMODE(os.stat(spath).st_mode)
-    except OSError:
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(spath)}.",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _write_bytes(f, chunks)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.chmod(tmp, mode)  # mkstemp creates 0600
-        except OSError:
-            pass
-        os.replace(tmp, spath)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(directory)
+    with atomic_write(spath) as f:
+        _write_bytes(f, chunks)

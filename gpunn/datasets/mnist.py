@@ -11,12 +11,13 @@ import hashlib
 import http.client
 import os
 import shutil
-import tempfile
 import urllib.request
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+
+from gpunn._files import atomic_write
 
 from .idx import read_idx_with_magic
 
@@ -153,18 +154,14 @@ def _download(root: Path, kind: str, filename: str) -> Path:
     failures = []
     for base in MIRRORS[kind]:
         url = base + filename
-        fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{filename}.", suffix=".part")
         try:
-            with os.fdopen(fd, "wb") as out:
+            with atomic_write(target) as out:
                 _fetch(url, out)
-            got = _md5(tmp)
-            if got != expected:
-                raise ValueError(f"MD5 {got} does not match the published {expected}")
-            os.replace(tmp, target)
+                out.flush()
+                got = _md5(out.name)
+                if got != expected:
+                    raise ValueError(f"MD5 {got} does not match the published {expected}")
             return target
         except (OSError, ValueError, http.client.HTTPException) as err:
             failures.append(f"{url}: {err}")
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
     raise OSError(f"could not download {kind} {filename}: " + "; ".join(failures))
