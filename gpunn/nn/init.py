@@ -89,11 +89,8 @@ def normal_(t, mean=0.0, std=1.0):
 
 
 def constant_(t, val):
-    if t.device.ctx is None:
+    with t.device.scope:  # CuPy allocates on the current device
         t._array = t.device.xp.full_like(t._array, val)
-    else:
-        with t.device.ctx:  # CuPy allocates on the current device
-            t._array = t.device.xp.full_like(t._array, val)
     return t
 
 
