@@ -63,6 +63,17 @@ def _imports(name, path, known):
     return found
 
 
+def third_party_imports(path):
+    """The top-level names of the modules outside gpunn that one file imports, anywhere in it."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found - {"gpunn"}
+
+
 def import_closure(root):
     """{module: every gpunn module it may load, directly or through others}."""
     files = _module_names(root)
@@ -118,8 +129,26 @@ def test_no_library_module_imports_the_tools(closure):
     assert not {m: v for m, v in broken.items() if v}
 
 
+def foreign_imports(root):
+    """{module: [cupy or mpi4py modules it imports]} for modules that may not: CuPy belongs to
+    backends/, mpi4py to backends/ and the distributed module."""
+    found = {}
+    for name, path in _module_names(root).items():
+        allowed = {"cupy", "cupyx", "cupy_backends", "mpi4py"} if name.startswith("gpunn.backends") else \
+            {"mpi4py"} if name.startswith("gpunn.distributed") else set()
+        bad = sorted(third_party_imports(path) & ({"cupy", "cupyx", "cupy_backends", "mpi4py"} - allowed))
+        if bad:
+            found[name] = bad
+    return found
+
+
+def test_only_backends_import_cupy_and_mpi4py():
+    assert foreign_imports(ROOT) == {}
+
+
 def test_rule_checks_catch_a_backend_importing_optim(tmp_path):
-    """Negative control: a backend reaching gpunn.optim through a lazy import and a relative one."""
+    """Negative control: a backend reaching gpunn.optim through a lazy import and a relative one,
+    and a library module importing CuPy inside a function."""
     for path, text in {
         "gpunn/__init__.py": "",
         "gpunn/updates.py": "",
@@ -128,6 +157,7 @@ def test_rule_checks_catch_a_backend_importing_optim(tmp_path):
         "backends/__init__.py": "_MODULES = {'cuda': 'fast'}\n",
         "backends/fast.py": "from . import helper\n",
         "backends/helper.py": "def f():\n    from gpunn.optim.sgd import SGD\n",
+        "gpunn/probe.py": "def f():\n    import cupy.cuda\n",
     }.items():
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text(text)
@@ -135,6 +165,7 @@ def test_rule_checks_catch_a_backend_importing_optim(tmp_path):
     assert _in(closure["gpunn.backends"], "gpunn.optim") == ["gpunn.optim", "gpunn.optim.sgd"]
     assert _in(closure["gpunn.backends.fast"], "gpunn.optim") == ["gpunn.optim", "gpunn.optim.sgd"]
     assert closure["gpunn.updates"] == set()
+    assert foreign_imports(tmp_path) == {"gpunn.probe": ["cupy"]}
 
 
 def test_import_gpunn_loads_neither_cupy_nor_mpi4py_nor_the_tools():
