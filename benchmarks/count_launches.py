@@ -4,8 +4,8 @@
 
 A small model's eager step on a GPU is bound by the host: each launch (kernel, cuBLAS call, copy)
 costs CuPy 10-20 us of Python and driver time whatever its size. So the number of launches per
-step, by phase and by kind, is the figure to drive down before a GPU is at hand to time it; a
-recorded step (compile_step) replays its launches in one graph, and what it launches outside
+step, by phase and by kind, is a figure to drive down that needs no GPU time to measure (the H100
+timings of BENCHMARKS.md confirm it matters); a recorded step (compile_step) replays its launches in one graph, and what it launches outside
 the graph (copying the batch in, uploading the learning rate) is counted apart.
 """
 

@@ -75,6 +75,11 @@ def _model_cast_after_fused_step():
     opt.step()
 
 
+def _save_into_missing_folder():
+    path = os.path.join(tempfile.mkdtemp(), "no-such-folder", "weights.safetensors")
+    gpunn.save(nn.Linear(2, 2).state_dict(), path)
+
+
 def _mixed_devices():
     return gpunn.ones(3) + gpunn.ones(3, device="strict:1")
 
@@ -109,6 +114,8 @@ CATALOGUE = [
     ("NaN made in backward (anomaly mode)", _anomaly, gpunn.AnomalyError, ["sqrt", "error_catalogue.py"]),
     ("a pickle where safetensors are expected", _pickle_file, ValueError, ["pickle"]),
     ("a truncated checkpoint", _truncated_checkpoint, ValueError, ["model.safetensors"]),
+    ("saving into a folder that does not exist", _save_into_missing_folder, FileNotFoundError,
+     ["cannot write", "no-such-folder/weights.safetensors"]),
 ]
 
 
