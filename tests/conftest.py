@@ -42,7 +42,7 @@ def device(request):
 
 @pytest.fixture
 def fake_cuda_env():
-    """os.environ for a subprocess on the fake CuPy (tests/fake_cuda first on PYTHONPATH, and
-    GPUNN_CUPY=fake for tests/test_cupy_contract.py); this process keeps its own imports."""
+    """os.environ for a subprocess on the fake CuPy (tests/fake_cuda first on PYTHONPATH, two fake
+    devices, GPUNN_CUPY=fake for tests/test_cupy_contract.py); this process keeps its own imports."""
     path = os.pathsep.join(filter(None, (str(FAKE_CUDA), os.environ.get("PYTHONPATH"))))
-    return {**os.environ, "PYTHONPATH": path, "GPUNN_CUPY": "fake"}
+    return {**os.environ, "PYTHONPATH": path, "GPUNN_CUPY": "fake", "FAKE_CUDA_DEVICES": "2"}

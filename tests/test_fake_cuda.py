@@ -39,8 +39,8 @@ def _count(summary, word):
 
 
 def test_the_fake_keeps_cupys_rules(fake_cuda_env):
-    """tests/test_cupy_contract.py on the fake: each rule by a case that must fail; only the
-    checks that need two devices are skipped where FAKE_CUDA_DEVICES is 1."""
+    """tests/test_cupy_contract.py on the fake (two devices): each rule by a case that must fail,
+    none skipped."""
     summary, tail = _pytest(fake_cuda_env, "-rs", "tests/test_cupy_contract.py")
     assert _count(summary, "passed") >= 20 and _count(summary, "skipped") == 0, tail
 
