@@ -5,6 +5,7 @@ The graph is read from the source (every `import`, also those inside functions, 
 but still load what they name) and followed transitively, so a rule fails however deep the edge
 that breaks it. Importing `gpunn.x.y` runs the `__init__` of `gpunn.x` first: that counts as an
 edge. The top package `gpunn` is loaded before any of its modules anyway, so it is not one.
+A few layers are also imported alone in a fresh interpreter, listing what they really pulled in.
 """
 
 import ast
@@ -166,6 +167,40 @@ def test_rule_checks_catch_a_backend_importing_optim(tmp_path):
     assert _in(closure["gpunn.backends.fast"], "gpunn.optim") == ["gpunn.optim", "gpunn.optim.sgd"]
     assert closure["gpunn.updates"] == set()
     assert foreign_imports(tmp_path) == {"gpunn.probe": ["cupy"]}
+
+
+ALONE = """
+import importlib, importlib.util, os, sys, types
+root = sys.argv[1]
+package = types.ModuleType("gpunn")  # the package without its __init__, which loads every layer
+package.__path__ = [os.path.join(root, "gpunn")]
+sys.modules["gpunn"] = package
+spec = importlib.util.spec_from_file_location("gpunn.backends", os.path.join(root, "backends", "__init__.py"),
+                                              submodule_search_locations=[os.path.join(root, "backends")])
+sys.modules["gpunn.backends"] = backends = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(backends)
+package.backends = backends
+importlib.import_module(sys.argv[2])
+for kind in sys.argv[3:]:
+    backends.get(kind)
+print(" ".join(sorted(m for m in sys.modules if m.startswith("gpunn."))))
+"""
+
+
+@pytest.mark.parametrize("module, backends, forbidden", [
+    ("gpunn.backends.numpy_backend", ["cpu", "strict"], ["gpunn.tensor", "gpunn.nn", "gpunn.optim"]),
+    ("gpunn.backends.cupy_backend", [], ["gpunn.tensor", "gpunn.nn", "gpunn.optim"]),
+    ("gpunn.autograd", ["cpu"], ["gpunn.optim"]),
+])
+def test_a_layer_imported_alone_pulls_in_no_higher_layer(module, backends, forbidden, fake_cuda_env):
+    """At run time, in a fresh interpreter (on the fake CuPy, for the CUDA backend): what one layer
+    pulled in, without gpunn/__init__.py (which imports them all)."""
+    done = subprocess.run([sys.executable, "-c", ALONE, str(ROOT), module, *backends], capture_output=True,
+                          text=True, env=fake_cuda_env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = done.stdout.split()
+    assert module in loaded
+    assert _in(loaded, *forbidden) == []
 
 
 def test_import_gpunn_loads_neither_cupy_nor_mpi4py_nor_the_tools():
