@@ -9,6 +9,7 @@ the fake and in scripts/gpu_check.sh on a GPU. Needs g++; a minute or two (kerne
 cached in $TMPDIR).
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -45,12 +46,17 @@ def test_the_fake_keeps_cupys_rules(fake_cuda_env):
     assert _count(summary, "passed") >= 20 and _count(summary, "skipped") == 0, tail
 
 
-def test_gpu_tests_pass_on_fake_cuda_devices(fake_cuda_env):
+def test_gpu_tests_pass_on_fake_cuda_devices(fake_cuda_env, tmp_path):
     """Every `gpu` test (the cuda case of each device-parametrized test, and test_gpu.py) but the
-    50-step trajectories of test_gpu.py, which take minutes here."""
-    summary, tail = _pytest(fake_cuda_env, "-m", "gpu", "-k", "not issue_tolerance and not generic_path_does",
-                            "tests")
+    50-step trajectories of test_gpu.py, which take minutes here; and every CUDA kernel gpunn
+    made in that run was launched by one of them."""
+    log = tmp_path / "kernels.json"
+    summary, tail = _pytest({**fake_cuda_env, "FAKE_CUDA_KERNEL_LOG": str(log)}, "-m", "gpu",
+                            "-k", "not issue_tolerance and not generic_path_does", "tests")
     assert _count(summary, "passed") > 500, tail
+    kernels = json.loads(log.read_text())
+    assert len(kernels["present"]) >= 10
+    assert sorted(set(kernels["present"]) - set(kernels["ran"])) == []
 
 
 def test_kernels_agree_with_their_threads_in_reverse_order(fake_cuda_env):

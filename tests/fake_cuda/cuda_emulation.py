@@ -13,8 +13,10 @@ loop over the kernel's own operation. cuBLAS is a stand-in library taking the ct
 gpunn passes and reading BLAS's column-major contract literally from raw addresses.
 """
 
+import atexit
 import ctypes
 import hashlib
+import json
 import math
 import os
 import re
@@ -208,6 +210,16 @@ SCHEDULE = {"reverse": int(os.environ.get("FAKE_CUDA_REVERSE", "0"))}
 KERNELS = {"present": set(), "ran": set()}  # names, so that a kernel without a check shows
 
 
+@atexit.register
+def _log_kernels():
+    """With FAKE_CUDA_KERNEL_LOG=path, write the kernels made and those launched when the process
+    ends (tests/test_fake_cuda.py: every kernel gpunn makes is run by some test)."""
+    path = os.environ.get("FAKE_CUDA_KERNEL_LOG")
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({kind: sorted(names) for kind, names in KERNELS.items()}, f)
+
+
 def compile_library(source):
     """g++ `source` into a shared library, cached by its hash and the flags; loaded with ctypes."""
     key = hashlib.sha256((source + " ".join(FLAGS)).encode()).hexdigest()[:20]
@@ -350,6 +362,7 @@ class EmulatedElementwise:
 
     def __init__(self, kernel):
         self.kernel = kernel
+        KERNELS["present"].add(kernel.name)
 
     def __call__(self, *args):
         k = self.kernel
