@@ -6,6 +6,7 @@ A backend knows nothing of Tensor. Every backend gives:
   to_host(a)         a NumPy copy of an array of this backend
   from_host(h, dev)  a NumPy array moved onto native device `dev`
   synchronize(dev)   wait until queued work on `dev` is done
+  shares_memory(a, b) whether two arrays of this backend may share memory (a view and its base)
   fast_paths         {name: override} of generic functions written against xp, looked up by name:
                      primitives of gpunn.ops and the optimizer updates of gpunn.updates
 and may give:

@@ -75,6 +75,9 @@ class CupyBackend:
     def synchronize(self, native):
         native.synchronize()
 
+    def shares_memory(self, a, b):
+        return cupy.may_share_memory(a, b)  # bounds of device pointers only: no kernel, no sync
+
     def capture(self, run):
         """Record the work `run()` launches into a CUDA graph: (graph, its memory pool, run's result).
 

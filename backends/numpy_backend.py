@@ -83,6 +83,9 @@ class NumpyBackend:
     def synchronize(self, native):
         pass
 
+    def shares_memory(self, a, b):
+        return np.may_share_memory(a, b)  # bounds only: exact for a view against a fresh copy
+
     def describe(self, native):
         return "NumPy on the host CPU"
 

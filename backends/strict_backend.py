@@ -32,6 +32,11 @@ class StrictBackend:
     def synchronize(self, native):
         pass
 
+    def shares_memory(self, a, b):
+        # array-api-strict's arrays hold NumPy arrays, and its views share their memory (the
+        # standard leaves aliasing unspecified; this backend's behaviour is NumPy's)
+        return np.may_share_memory(a._array, b._array)
+
     def describe(self, native):
         return f"array-api-strict {xp.__version__} ({native})"
 

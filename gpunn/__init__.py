@@ -27,7 +27,7 @@ def _source_checkout_backends():
 _source_checkout_backends()
 
 from gpunn import cuda
-from gpunn.autograd import detect_anomaly, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from gpunn.autograd import detect_anomaly, enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from gpunn.device import Device, DeviceWarning, device
 from gpunn.dtypes import bool_, dtype, float16, float32, float64, int8, int16, int32, int64, uint8
 from gpunn.dtypes import bool_ as bool, float32 as float, float64 as double, int64 as long  # PyTorch's aliases
@@ -36,7 +36,7 @@ from gpunn.errors import (AnomalyError, DeviceError, DTypeError, GpunnError, Gra
 from gpunn.random import get_rng_state, manual_seed, rand, randint, randn, randperm, set_rng_state
 from gpunn.tensor import (Tensor, arange, empty, eye, from_dlpack, from_numpy, full, full_like, linspace, ones,
                           ones_like, tensor, zeros, zeros_like)
-from gpunn.ops_api import (abs, allclose, argmax, argmin, cat, clamp, clip, concat, equal, exp, inference_mode,
+from gpunn.ops_api import (abs, allclose, amax, amin, argmax, argmin, cat, clamp, clip, concat, equal, exp,
                            isclose, isfinite, isinf, isnan, log, log_softmax, logsumexp, matmul, max, maximum, mean,
                            min, minimum, norm, permute, relu, reshape, sigmoid, softmax, sqrt, stack, sum, tanh,
                            transpose, where)

@@ -17,10 +17,14 @@ from gpunn.tensor import Tensor, apply, ones_like, tensor
 _REDUCTIONS = ("mean", "sum", "none")
 
 
+def _in_place(x, result, inplace):
+    """`inplace=True` (PyTorch's flag): the result is written into x's storage and x takes its node."""
+    return x._inplace(result) if inplace else result
+
+
 def relu(x, inplace=False):
-    """max(x, 0). `inplace` is accepted for PyTorch code: the result is computed out of place (same
-    values), since gpunn never overwrites an array the graph may still need (so is leaky_relu's)."""
-    return apply(ops.relu, x)
+    """max(x, 0); with inplace=True written into x (recorded like any in-place op)."""
+    return _in_place(x, apply(ops.relu, x), inplace)
 
 
 def tanh(x):
@@ -32,7 +36,7 @@ def sigmoid(x):
 
 
 def leaky_relu(x, negative_slope=0.01, inplace=False):
-    return apply(ops.leaky_relu, x, negative_slope=float(negative_slope))
+    return _in_place(x, apply(ops.leaky_relu, x, negative_slope=float(negative_slope)), inplace)
 
 
 def gelu(x, approximate="none"):
@@ -52,7 +56,7 @@ def log_softmax(x, axis=-1, *, dim=None):
 
 def dropout(x, p=0.5, training=True, inplace=False):
     """Zero each entry with probability p and scale the rest by 1/(1-p), keeping the expectation.
-    (`inplace` is accepted and computes out of place, as relu's.)
+    With inplace=True the result is written into x, as relu's.
 
     The mask is drawn on the host from gpunn's seeded generator (float64 uniforms compared with p)
     and enters as a constant factor, so one seed gives the same mask on every device and the
@@ -67,7 +71,7 @@ def dropout(x, p=0.5, training=True, inplace=False):
     keep = generator().random(x.shape) >= p
     scale = keep * (1 / (1 - p)) if p < 1 else keep * 0.0
     mask = Tensor._wrap(x.device.put(scale.astype(x.dtype.name)), x.device)
-    return x * mask
+    return _in_place(x, x * mask, inplace)
 
 
 def _shape_tuple(shape):

@@ -33,16 +33,25 @@ class Primitive:
 
     A loss whose rules return their saved gradient as is when handed `UNIT` (below) is
     `unit_seeded`: loss.backward() on it hands them that marker instead of filling a ones array.
+
+    What the rules read, so that backward can refuse values changed in place since the forward
+    (version counters): `reads` names the inputs whose values they use (None: all of them) and
+    `reads_out` says whether they use the output. Shapes and dtypes do not count: no in-place op
+    changes them. Saying too much only makes backward refuse more; saying too little lets a rule
+    read a changed value, so a test holds every entry against its rules. A `view` primitive's
+    output may share its first input's memory (reshape, permute, basic indexing): where the backend
+    made a view, the two share storage and version, as PyTorch's views do.
     """
 
     __slots__ = ("name", "forward", "grads", "variadic", "floats", "saves", "into", "prepare", "prepare_into",
-                 "label", "unit_seeded")
+                 "label", "unit_seeded", "reads", "reads_out", "view")
 
     def __init__(self, name, forward, *grads, variadic=False, floats=(), saves=False, into=None, prepare=None,
-                 prepare_into=None, label=None, unit_seeded=False):
+                 prepare_into=None, label=None, unit_seeded=False, reads=None, reads_out=True, view=False):
         self.name, self.forward, self.grads = name, forward, grads
         self.variadic, self.floats, self.saves, self.into = variadic, floats, saves, into
         self.prepare, self.prepare_into, self.label, self.unit_seeded = prepare, prepare_into, label, unit_seeded
+        self.reads, self.reads_out, self.view = reads, reads_out and not saves, view
 
     def title(self, attrs):
         """The op's name for an error message about a call with `attrs`."""
@@ -54,12 +63,20 @@ class Primitive:
             return lambda xp, g, out, *args, **attrs: rule(i, xp, g, out, *args, **attrs)
         return self.grads[i]
 
+    def replace(self, **changes):
+        """A copy with some fields changed; every other field is carried over, whatever fields exist."""
+        unknown = set(changes) - set(self.__slots__)
+        if unknown:
+            raise TypeError(f"Primitive has no field(s) {sorted(unknown)}")
+        copy = object.__new__(Primitive)
+        for field in self.__slots__:
+            setattr(copy, field, changes[field] if field in changes else getattr(self, field))
+        return copy
+
     def override(self, forward=None, grads=None, into=None):
         """A copy with a faster forward, rules and/or into-rules: how a backend's fast path is made."""
-        return Primitive(self.name, forward or self.forward, *(grads or self.grads),
-                         variadic=self.variadic, floats=self.floats, saves=self.saves, into=into or self.into,
-                         prepare=self.prepare, prepare_into=self.prepare_into, label=self.label,
-                         unit_seeded=self.unit_seeded)
+        return self.replace(forward=forward or self.forward, grads=tuple(grads or self.grads),
+                            into=into or self.into)
 
     def __repr__(self):
         return f"<primitive {self.name}>"
@@ -89,22 +106,22 @@ def _count(shape, axis):
 
 add = Primitive("add", lambda xp, x, y: x + y,
                 lambda xp, g, out, x, y: g,
-                lambda xp, g, out, x, y: g)
+                lambda xp, g, out, x, y: g, reads=(), reads_out=False)
 
 sub = Primitive("sub", lambda xp, x, y: x - y,
                 lambda xp, g, out, x, y: g,
-                lambda xp, g, out, x, y: -g)
+                lambda xp, g, out, x, y: -g, reads=(), reads_out=False)
 
 mul = Primitive("mul", lambda xp, x, y: x * y,
                 lambda xp, g, out, x, y: g * y,
-                lambda xp, g, out, x, y: g * x)
+                lambda xp, g, out, x, y: g * x, reads_out=False)
 
 div = Primitive("div", lambda xp, x, y: x / y,
                 lambda xp, g, out, x, y: g / y,
-                lambda xp, g, out, x, y: -g * out / y)
+                lambda xp, g, out, x, y: -g * out / y, reads=(1,))
 
 neg = Primitive("neg", lambda xp, x: -x,
-                lambda xp, g, out, x: -g)
+                lambda xp, g, out, x: -g, reads=(), reads_out=False)
 
 
 def _pow_grad_base(xp, g, out, x, y):
@@ -149,7 +166,8 @@ def _matmul_grad_y(xp, g, out, x, y):
     return x.mT @ g
 
 
-matmul = Primitive("matmul", lambda xp, x, y: x @ y, _matmul_grad_x, _matmul_grad_y, floats=(0, 1))
+matmul = Primitive("matmul", lambda xp, x, y: x @ y, _matmul_grad_x, _matmul_grad_y, floats=(0, 1),
+                   reads_out=False)
 
 
 def _linear_forward(xp, x, w, b):
@@ -173,25 +191,25 @@ def _linear_grad_b(xp, g, out, x, w, b):
 
 linear = Primitive("linear", _linear_forward,
                    lambda xp, g, out, x, w, b: g @ w,
-                   _linear_grad_w, _linear_grad_b, floats=(0, 1, 2))
+                   _linear_grad_w, _linear_grad_b, floats=(0, 1, 2), reads=(0, 1), reads_out=False)
 """The affine map x @ w.T + b in one node (PyTorch's F.linear layout: w is (out, in))."""
 
 # --- elementwise functions --------------------------------------------------------------------
 
 exp = Primitive("exp", lambda xp, x: xp.exp(x),
-                lambda xp, g, out, x: g * out, floats=(0,))
+                lambda xp, g, out, x: g * out, floats=(0,), reads=())
 
 log = Primitive("log", lambda xp, x: xp.log(x),
-                lambda xp, g, out, x: g / x, floats=(0,))
+                lambda xp, g, out, x: g / x, floats=(0,), reads_out=False)
 
 sqrt = Primitive("sqrt", lambda xp, x: xp.sqrt(x),
-                 lambda xp, g, out, x: g / (2 * out), floats=(0,))
+                 lambda xp, g, out, x: g / (2 * out), floats=(0,), reads=())
 
 abs = Primitive("abs", lambda xp, x: xp.abs(x),
-                lambda xp, g, out, x: g * xp.sign(x))
+                lambda xp, g, out, x: g * xp.sign(x), reads_out=False)
 
 tanh = Primitive("tanh", lambda xp, x: xp.tanh(x),
-                 lambda xp, g, out, x: g * (1 - out * out), floats=(0,))
+                 lambda xp, g, out, x: g * (1 - out * out), floats=(0,), reads=())
 
 
 def _sigmoid(xp, x):
@@ -200,12 +218,12 @@ def _sigmoid(xp, x):
 
 
 sigmoid = Primitive("sigmoid", _sigmoid,
-                    lambda xp, g, out, x: g * out * (1 - out), floats=(0,))
+                    lambda xp, g, out, x: g * out * (1 - out), floats=(0,), reads=())
 
 relu = Primitive("relu", lambda xp, x: xp.maximum(x, 0),
                  # a multiply by the 0/1 mask: ~10x faster than where() on NumPy, and a NaN arriving
                  # at a dead unit stays NaN (loud) instead of being masked
-                 lambda xp, g, out, x: g * xp.astype(out > 0, g.dtype), floats=(0,))
+                 lambda xp, g, out, x: g * xp.astype(out > 0, g.dtype), floats=(0,), reads=())
 
 def linear_act_primitive(linear, activations, forward=None, prepare_into=None):
     """`act(x @ w.T + b)` as one node, built from a linear primitive and {name: activation
@@ -231,7 +249,8 @@ def linear_act_primitive(linear, activations, forward=None, prepare_into=None):
 
     into = linear.into and tuple(None if r is None else into_rule(k) for k, r in enumerate(linear.into))
     return Primitive("linear_act", forward or composed, rule(0), rule(1), rule(2), floats=(0, 1, 2), into=into,
-                     prepare=pre_activation, prepare_into=prepare_into and (2, prepare_into), label=_fused_label)
+                     prepare=pre_activation, prepare_into=prepare_into and (2, prepare_into), label=_fused_label,
+                     reads=(0, 1))
 
 
 def _fused_label(attrs):
@@ -248,7 +267,7 @@ linear_act = linear_act_primitive(linear, ACTIVATIONS)
 leaky_relu = Primitive("leaky_relu",
                        lambda xp, x, negative_slope=0.01: xp.where(x > 0, x, x * negative_slope),
                        lambda xp, g, out, x, negative_slope=0.01: xp.where(x > 0, g, g * negative_slope),
-                       floats=(0,))
+                       floats=(0,), reads_out=False)
 """x where x > 0, else negative_slope * x (PyTorch's rule: the slope at 0 is negative_slope)."""
 
 
@@ -296,16 +315,16 @@ normal density. approximate="tanh" is PyTorch's tanh formula, with its exact der
 
 maximum = Primitive("maximum", lambda xp, x, y: xp.maximum(x, y),
                     lambda xp, g, out, x, y: xp.where(x >= y, g, 0.0),
-                    lambda xp, g, out, x, y: xp.where(x >= y, 0.0, g))
+                    lambda xp, g, out, x, y: xp.where(x >= y, 0.0, g), reads_out=False)
 
 minimum = Primitive("minimum", lambda xp, x, y: xp.minimum(x, y),
                     lambda xp, g, out, x, y: xp.where(x <= y, g, 0.0),
-                    lambda xp, g, out, x, y: xp.where(x <= y, 0.0, g))
+                    lambda xp, g, out, x, y: xp.where(x <= y, 0.0, g), reads_out=False)
 
 where = Primitive("where", lambda xp, c, x, y: xp.where(c, x, y),
                   None,
                   lambda xp, g, out, c, x, y: xp.where(c, g, 0.0),
-                  lambda xp, g, out, c, x, y: xp.where(c, 0.0, g))
+                  lambda xp, g, out, c, x, y: xp.where(c, 0.0, g), reads=(0,), reads_out=False)
 
 
 def _inside(x, lo, hi):
@@ -330,10 +349,10 @@ def _clip(xp, x, lo=None, hi=None):
 
 
 clip = Primitive("clip", _clip,
-                 lambda xp, g, out, x, lo=None, hi=None: xp.where(_inside(x, lo, hi), g, 0.0))
+                 lambda xp, g, out, x, lo=None, hi=None: xp.where(_inside(x, lo, hi), g, 0.0), reads_out=False)
 
 astype = Primitive("astype", lambda xp, x, dtype: xp.astype(x, dtype),
-                   lambda xp, g, out, x, dtype: xp.astype(g, x.dtype))
+                   lambda xp, g, out, x, dtype: xp.astype(g, x.dtype), reads=(), reads_out=False)
 
 # --- reductions -------------------------------------------------------------------------------
 
@@ -345,11 +364,13 @@ def _sum(xp, x, axis=None, keepdims=False):
 
 
 sum = Primitive("sum", _sum,
-                lambda xp, g, out, x, axis=None, keepdims=False: _expand(xp, g, x.shape, axis, keepdims))
+                lambda xp, g, out, x, axis=None, keepdims=False: _expand(xp, g, x.shape, axis, keepdims),
+                reads=(), reads_out=False)
 
 mean = Primitive("mean", lambda xp, x, axis=None, keepdims=False: xp.mean(x, axis=axis, keepdims=keepdims),
                  lambda xp, g, out, x, axis=None, keepdims=False:
-                 _expand(xp, g, x.shape, axis, keepdims) / _count(x.shape, axis), floats=(0,))
+                 _expand(xp, g, x.shape, axis, keepdims) / _count(x.shape, axis), floats=(0,), reads=(),
+                 reads_out=False)
 
 
 def _extremum_grad(xp, g, out, x, axis=None, keepdims=False):
@@ -387,7 +408,7 @@ def _softmax(xp, x, axis=-1):
 
 softmax = Primitive("softmax", _softmax,
                     lambda xp, g, out, x, axis=-1: out * (g - xp.sum(g * out, axis=axis, keepdims=True)),
-                    floats=(0,))
+                    floats=(0,), reads=())
 
 
 def _log_softmax(xp, x, axis=-1):
@@ -399,14 +420,15 @@ def _log_softmax(xp, x, axis=-1):
 
 log_softmax = Primitive("log_softmax", _log_softmax,
                         lambda xp, g, out, x, axis=-1: g - xp.exp(out) * xp.sum(g, axis=axis, keepdims=True),
-                        floats=(0,))
+                        floats=(0,), reads=())
 
 # --- shape and indexing -----------------------------------------------------------------------
 
-copy = Primitive("copy", lambda xp, x: xp.asarray(x, copy=True), lambda xp, g, out, x: g)
+copy = Primitive("copy", lambda xp, x: xp.asarray(x, copy=True), lambda xp, g, out, x: g, reads=(),
+                 reads_out=False)
 
 reshape = Primitive("reshape", lambda xp, x, shape: xp.reshape(x, shape),
-                    lambda xp, g, out, x, shape: xp.reshape(g, x.shape))
+                    lambda xp, g, out, x, shape: xp.reshape(g, x.shape), reads=(), reads_out=False, view=True)
 
 
 def _inverse(axes):
@@ -417,7 +439,8 @@ def _inverse(axes):
 
 
 permute = Primitive("permute", lambda xp, x, axes: xp.permute_dims(x, axes),
-                    lambda xp, g, out, x, axes: xp.permute_dims(g, _inverse(axes)))
+                    lambda xp, g, out, x, axes: xp.permute_dims(g, _inverse(axes)), reads=(), reads_out=False,
+                    view=True)
 
 
 def has_array_index(index):
@@ -452,7 +475,24 @@ def _getitem_grad(xp, g, out, x, index):
     return xp.reshape(flat, x.shape)
 
 
-getitem = Primitive("getitem", _get, _getitem_grad)
+getitem = Primitive("getitem", _get, _getitem_grad, reads=(), reads_out=False, view=True)
+
+def _index_put(xp, x, v, index):
+    out = xp.asarray(x, copy=True)
+    out[index] = v
+    return out
+
+
+def _index_put_grad_x(xp, g, out, x, v, index):
+    gx = xp.asarray(g, copy=True)
+    gx[index] = 0
+    return gx
+
+
+index_put = Primitive("index_put", _index_put, _index_put_grad_x,
+                      lambda xp, g, out, x, v, index: _get(xp, g, index), reads=(), reads_out=False)
+"""x with x[index] = v, out of place: what `x[index] = v` records on a tensor in the graph (the
+gradient reaches v from the positions written, and x from the others)."""
 
 
 def _offsets(xs, axis):
@@ -469,7 +509,8 @@ def _concat_grad(i, xp, g, out, *xs, axis=0):
     return g[tuple(index)]
 
 
-concat = Primitive("concat", lambda xp, *xs, axis=0: xp.concat(xs, axis=axis), _concat_grad, variadic=True)
+concat = Primitive("concat", lambda xp, *xs, axis=0: xp.concat(xs, axis=axis), _concat_grad, variadic=True,
+                   reads=(), reads_out=False)
 
 
 def _stack_grad(i, xp, g, out, *xs, axis=0):
@@ -478,7 +519,8 @@ def _stack_grad(i, xp, g, out, *xs, axis=0):
     return g[tuple(index)]
 
 
-stack = Primitive("stack", lambda xp, *xs, axis=0: xp.stack(xs, axis=axis), _stack_grad, variadic=True)
+stack = Primitive("stack", lambda xp, *xs, axis=0: xp.stack(xs, axis=axis), _stack_grad, variadic=True,
+                  reads=(), reads_out=False)
 
 # --- fused losses -----------------------------------------------------------------------------
 
@@ -533,7 +575,7 @@ def _cross_entropy_grad(xp, g, residual, logits, target, reduction="mean", ignor
 
 
 cross_entropy = Primitive("cross_entropy", _cross_entropy, _cross_entropy_grad, None, floats=(0,), saves=True,
-                          unit_seeded=True)
+                          unit_seeded=True, reads=())
 """Softmax cross-entropy of (n, C) logits against (n,) integer classes, fused and stable."""
 
 
@@ -552,4 +594,4 @@ bce_with_logits = Primitive(
     "bce_with_logits", _bce_logits,
     lambda xp, g, out, x, t, reduction="mean": (_sigmoid(xp, x) - t) * _scale_like(xp, g, x, reduction),
     lambda xp, g, out, x, t, reduction="mean": -x * _scale_like(xp, g, x, reduction),
-    floats=(0, 1))
+    floats=(0, 1), reads_out=False)

@@ -1,8 +1,7 @@
 """The ops as functions: gpunn.exp(x), gpunn.where(c, x, y), gpunn.concat([...]), and the rest of
-torch's everyday top level (argmax, allclose, isnan, norm, inference_mode, ...)."""
+torch's everyday top level (argmax, allclose, isnan, norm, amax, ...)."""
 
 from gpunn import ops
-from gpunn.autograd import enable_grad, no_grad
 from gpunn.errors import ShapeError
 from gpunn.functional import log_softmax, relu, sigmoid, softmax, tanh  # noqa: F401 (re-exported)
 from gpunn.tensor import Tensor, _operand, _reduction, apply, extremum, tensor
@@ -71,6 +70,14 @@ def max(x, dim=None, keepdim=False, *, axis=None, keepdims=False):
 
 def min(x, dim=None, keepdim=False, *, axis=None, keepdims=False):
     return extremum(ops.min, _t(x), dim, keepdim, axis, keepdims)
+
+
+def amax(x, dim=None, keepdim=False):
+    return _t(x).amax(dim, keepdim)
+
+
+def amin(x, dim=None, keepdim=False):
+    return _t(x).amin(dim, keepdim)
 
 
 def logsumexp(x, axis=None, keepdims=False, *, dim=None, keepdim=False):
@@ -147,12 +154,3 @@ def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
 def equal(input, other):
     """Whether the two have the same shape and values (a Python bool)."""
     return _t(input).equal(other)
-
-
-def inference_mode(mode=True):
-    """torch.inference_mode: gpunn has no separate inference tensors, so this is no_grad()
-    (nothing is recorded); inference_mode(False) records again, as in PyTorch (even inside
-    no_grad). Works in a with-statement, as @inference_mode() and as a bare @inference_mode."""
-    if callable(mode):  # @inference_mode without parentheses: mode is the function
-        return no_grad()(mode)
-    return no_grad() if mode else enable_grad()

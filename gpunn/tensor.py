@@ -6,11 +6,12 @@ the inputs, runs the primitive's forward and, when a gradient is needed, records
 
 import collections
 import math
+import weakref
 
 import numpy as np
 
 from gpunn import backends, ops
-from gpunn.autograd import Node, backward, mode
+from gpunn.autograd import Node, Version, backward, grad_targets, mode, no_higher_order, run_backward
 from gpunn.device import Device, cuda_device, device as as_device, of as device_of
 from gpunn.dtypes import as_dtype
 from gpunn.errors import (DeviceError, DTypeError, GpunnError, GraphError, IndexOutOfRangeError, OutOfMemoryError,
@@ -75,10 +76,76 @@ def apply(primitive, *args, **attrs):
     if isinstance(out, np.generic):  # NumPy reduces to scalars; a tensor always holds an array
         out = np.asarray(out)
     result = Tensor._wrap(out, dev)
+    if primitive.view:
+        _share_storage(result, args[0], dev)
     if needs_grad and mode.grad_enabled and _is_floating(out.dtype):  # integer results carry no gradient
         result.requires_grad = True
-        result._node = Node(primitive, args, arrays, saved, attrs, dev)
+        result._node = _record(primitive, args, arrays, saved, attrs, dev, result)
     return result
+
+
+def _record(primitive, args, arrays, saved, attrs, dev, result):
+    """The node for `result`: where each input's gradient goes, and the versions of what its rules read."""
+    parents = tuple((a._node or a) if isinstance(a, Tensor) and a.requires_grad else None for a in args)
+    versions = []
+    for i in range(len(args)) if primitive.reads is None else primitive.reads:
+        if isinstance(args[i], Tensor):
+            counter = _counter_of(args[i])
+            versions.append((counter, counter.n, i))
+    if primitive.reads_out:
+        versions.append((_counter_of(result), result._counter.n, -1))
+    return Node(primitive, parents, arrays, saved, attrs, dev, tuple(versions) or None)
+
+
+def _share_storage(view, base, dev):
+    """A view primitive's result shares its input's storage and version where the backend made a
+    view (reshape copies what it cannot view, as PyTorch's does)."""
+    if dev.backend.shares_memory(view._array, base._array):
+        view._counter = _counter_of(base)
+        view._base = getattr(base, "_base", None) or base
+
+
+class _HookHandle:
+    """What register_hook returns: remove() unregisters the hook (PyTorch's RemovableHandle)."""
+    _next = 0
+
+    def __init__(self, hooks, hook):
+        self.hooks, self.id = hooks, _HookHandle._next
+        _HookHandle._next += 1
+        hooks[self.id] = hook
+
+    def remove(self):
+        self.hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+def _keep_old_values(node, target):
+    """Before `target` is overwritten in place: the arrays of `node` that are target's storage and
+    that its rules read become private copies (PyTorch saves the original self for x.mul_(w))."""
+    counter = target._counter
+    if counter is None or node.saved is None:
+        return
+    kept, arrays = [], list(node.arrays)
+    for entry in node.saved:
+        if entry[0] is counter and entry[2] >= 0:
+            with node.device.scope:
+                arrays[entry[2]] = node.device.xp.asarray(arrays[entry[2]], copy=True)
+        else:
+            kept.append(entry)
+    node.arrays, node.saved = tuple(arrays), tuple(kept) or None
+
+
+def _counter_of(t):
+    """t's version counter, made on first need (most tensors are never written in place)."""
+    counter = t._counter
+    if counter is None:
+        counter = t._counter = Version()
+    return counter
 
 
 def _mismatch(name, args):
@@ -137,19 +204,23 @@ class Tensor:
     """A multidimensional array on one device, with automatic differentiation."""
 
     # _grad_slot: where backward writes this leaf's gradient (a view of a flat buffer), if anywhere
-    __slots__ = ("_array", "grad", "requires_grad", "device", "_node", "_grad_slot", "__weakref__")
+    # _counter: the Version shared with views and aliases (None until something needs one)
+    # _base: for a view, the tensor whose storage it shares
+    # _hooks: register_hook's functions of a leaf (a non-leaf keeps them on its node)
+    __slots__ = ("_array", "grad", "requires_grad", "device", "_node", "_grad_slot", "_counter", "_base", "_hooks",
+                 "__weakref__")
     __array_ufunc__ = None  # NumPy defers to our reflected operators: np_array * tensor -> Tensor
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):
         made = tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
         self._array, self.grad, self.device = made._array, None, made.device
-        self.requires_grad, self._node = made.requires_grad, None
+        self.requires_grad, self._node, self._counter = made.requires_grad, None, None
 
     @classmethod
     def _wrap(cls, array, device):
         """A tensor around an array already on `device`: the internal constructor, no copy."""
         t = object.__new__(cls)
-        t._array, t.grad, t.requires_grad, t.device, t._node = array, None, False, device, None
+        t._array, t.grad, t.requires_grad, t.device, t._node, t._counter = array, None, False, device, None, None
         return t
 
     # --- facts ---------------------------------------------------------------------------------
@@ -199,6 +270,44 @@ class Tensor:
     def grad_fn(self):
         return self._node.primitive.name if self._node is not None else None
 
+    @property
+    def data(self):
+        """The same storage as a tensor outside the graph (PyTorch's .data): writing into it changes
+        this tensor, without autograd seeing it (prefer `with gpunn.no_grad():` or detach())."""
+        return self._alias()
+
+    @data.setter
+    def data(self, value):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"assigning to .data needs a gpunn.Tensor, got {type(value).__name__}; "
+                            "wrap it with gpunn.tensor(...) on this tensor's device first")
+        if value.shape != self.shape or value.dtype != self.dtype or value.device is not self.device:
+            raise ShapeError(
+                f"assigning to .data: the new value is {value.shape} {value.dtype} on {value.device}, but this "
+                f"tensor is {self.shape} {self.dtype} on {self.device}; they must match (use .to(...) / "
+                "reshape first, or write the values with copy_())")
+        self._array = value._array
+        self._bump()
+
+    def _alias(self):
+        """A tensor without node or gradient sharing this one's storage and version."""
+        alias = Tensor._wrap(self._array, self.device)
+        alias._counter = _counter_of(self)
+        return alias
+
+    def _bump(self):
+        """Count an in-place write: nodes that saved this storage's old values will refuse to use them."""
+        counter = self._counter
+        if counter is None:
+            self._counter = Version(1)
+        else:
+            counter.n += 1
+
+    @property
+    def _version(self):
+        """How many in-place writes this storage has seen (PyTorch's Tensor._version)."""
+        return 0 if self._counter is None else self._counter.n
+
     def __repr__(self):
         text = np.array2string(self.numpy(), separator=", ", prefix="tensor(")
         extras = [f"device='{self.device}'"] if self.device.type != "cpu" else []
@@ -233,15 +342,17 @@ class Tensor:
     # --- leaving the graph or the device ---------------------------------------------------------
 
     def numpy(self):
-        """A NumPy copy of the values, from any device."""
+        """The values as a NumPy array: on the cpu the tensor's own memory (as torch's numpy(), so
+        writes show on both sides), from other devices a copy. A tensor that requires grad gives a
+        copy (PyTorch refuses: write t.detach().numpy() for the shared array)."""
         if self.device.type == "cpu":
-            return np.array(self._array, copy=True)
+            return np.array(self._array, copy=True) if self.requires_grad else self._array
         return self.device.backend.to_host(self._array)
 
     def item(self):
         if self.numel() != 1:
             raise ValueError(f"item() needs a tensor with one element, this one has shape {self.shape}")
-        return self.numpy().reshape(()).item()
+        return self.device.backend.to_host(self._array).reshape(()).item()
 
     def tolist(self):
         return self.numpy().tolist()
@@ -254,13 +365,13 @@ class Tensor:
         return self.dtype.is_floating_point
 
     def detach(self):
-        """The same values, cut from the graph (shares memory)."""
-        return Tensor._wrap(self._array, self.device)
+        """The same storage, cut from the graph: in-place writes show on both (and bump one version)."""
+        return self._alias()
 
     def retain_grad(self):
         """Keep this intermediate tensor's gradient in `.grad` after backward (leaves always do)."""
         if self._node is not None:
-            self._node.retains_grad = True
+            self._node.retained = weakref.ref(self)
         elif not self.requires_grad:
             raise GraphError("retain_grad() on a tensor that does not require grad")
         return self
@@ -289,7 +400,8 @@ class Tensor:
                 result = Tensor._wrap(dev.put(self._array), dev)
                 if self.requires_grad and mode.grad_enabled:
                     result.requires_grad = True
-                    result._node = Node(_TRANSFER, (self,), (), None, {"source": self.device}, dev)
+                    result._node = Node(_TRANSFER, (self._node or self,), (self._array,), None,
+                                        {"source": self.device}, dev)
         if dtype is not None and result.dtype != as_dtype(dtype):
             result = apply(ops.astype, result, dtype=result.device.dtype(as_dtype(dtype)))
         return result
@@ -332,118 +444,202 @@ class Tensor:
     def __dlpack_device__(self):
         return self._array.__dlpack_device__()
 
-    def backward(self, grad=None, retain_graph=False, *, gradient=None):
-        """Accumulate the gradient of this tensor into every leaf that requires one.
+    def backward(self, grad=None, retain_graph=None, create_graph=False, inputs=None, *, gradient=None):
+        """Accumulate the gradient of this tensor into every leaf that requires one, or only into
+        `inputs` (tensors, leaves or not) when given. `gradient=` is PyTorch's name for `grad`."""
+        no_higher_order(create_graph)
+        seed = self._seed(gradient if grad is None else grad, "backward()", unit_ok=inputs is None)
+        if inputs is None:
+            backward(self, seed, retain_graph=bool(retain_graph))
+            return
+        inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+        for t, g in zip(inputs, run_backward([self], [seed], bool(retain_graph), capture=grad_targets(inputs))):
+            if g is not None:
+                t.grad = Tensor._wrap(g, t.device) if t.grad is None else t.grad + Tensor._wrap(g, t.device)
 
-        `gradient=` is PyTorch's name for `grad`."""
-        grad = gradient if grad is None else grad
+    def _seed(self, grad, what, unit_ok=True):
+        """The gradient that starts a backward pass from this tensor, as an array."""
         if not self.requires_grad:
             raise GraphError(
-                "backward() on a tensor that does not require grad: no input of the computation had "
+                f"{what} on a tensor that does not require grad: no input of the computation had "
                 "requires_grad=True (or it ran under gpunn.no_grad())")
         if grad is None:
             if self.numel() != 1:
-                raise GraphError(f"backward() without a gradient needs a scalar, this tensor has shape {self.shape}; "
+                raise GraphError(f"{what} without a gradient needs a scalar, this tensor has shape {self.shape}; "
                                  "pass grad= of the same shape, or reduce with .sum() first")
             node = self._node
-            if node is not None and node.primitive.unit_seeded and not node.retains_grad and not mode.anomaly:
-                seed = ops.UNIT  # its rule never reads it: no ones array to fill
-            else:
-                with self.device.scope:
-                    seed = self.device.xp.ones_like(self._array)
+            if (unit_ok and node is not None and node.primitive.unit_seeded and node.retained is None
+                    and node.hooks is None and not mode.anomaly):
+                return ops.UNIT  # its rule never reads it: no ones array to fill
+            with self.device.scope:
+                return self.device.xp.ones_like(self._array)
+        grad = grad if isinstance(grad, Tensor) else tensor(grad, dtype=self.dtype, device=self.device)
+        if grad.device is not self.device:
+            _mismatch("backward", (self, grad))
+        if tuple(grad._array.shape) != self.shape:
+            raise ShapeError(f"{what}: the gradient has shape {tuple(grad._array.shape)} for a tensor of shape "
+                             f"{self.shape}")
+        return grad._array
+
+    def register_hook(self, hook):
+        """Call `hook(grad)` whenever the gradient with respect to this tensor is computed; a
+        returned tensor replaces the gradient. Returns a handle whose remove() unregisters it."""
+        if not self.requires_grad:
+            raise GraphError("register_hook on a tensor that does not require grad: nothing will reach it")
+        if self._node is not None:
+            if self._node.hooks is None:
+                self._node.hooks = {}
+            hooks = self._node.hooks
         else:
-            grad = grad if isinstance(grad, Tensor) else tensor(grad, dtype=self.dtype, device=self.device)
-            if grad.device is not self.device:
-                _mismatch("backward", (self, grad))
-            seed = grad._array
-            if tuple(seed.shape) != self.shape:
-                raise ShapeError(f"backward(grad=...) got shape {tuple(seed.shape)} for a tensor of shape {self.shape}")
-        backward(self, seed, retain_graph=retain_graph)
+            hooks = getattr(self, "_hooks", None)
+            if hooks is None:
+                hooks = self._hooks = {}
+        return _HookHandle(hooks, hook)
 
-    # --- in-place edits: correct or refused -------------------------------------------------------
+    # --- in-place edits: written into the storage, recorded where the graph needs them -----------
 
-    def _assign(self, array):
-        if tuple(array.shape) != self.shape:
-            raise ShapeError(f"in-place update would change the shape {self.shape} to {tuple(array.shape)}")
-        if array.dtype != self._array.dtype:
-            raise DTypeError(f"in-place update would change the dtype {self.dtype} to {as_dtype(array.dtype)}")
-        self._array = array  # a new array: graphs that saved the old one stay correct
+    def _write(self, values):
+        """Write `values` (an array of this device, shape and dtype, or a number) into this tensor's
+        storage, so every view and alias sees them, and count the write."""
+        if hasattr(values, "shape"):
+            if tuple(values.shape) != self.shape:
+                raise ShapeError(f"in-place update would change the shape {self.shape} to {tuple(values.shape)}")
+            if values.dtype != self._array.dtype:
+                raise DTypeError(f"in-place update would change the dtype {self.dtype} to {as_dtype(values.dtype)} "
+                                 "(PyTorch refuses this too); write x = x + y for a new tensor")
+        with self.device.scope:
+            self._array[...] = values
+        self._bump()
         return self
 
-    def _inplace(self, primitive, *others):
-        if mode.grad_enabled and (self.requires_grad or any(getattr(o, "requires_grad", False) for o in others)):
+    def _inplace(self, result):
+        """Make `result`, computed out of place from this tensor, its new value, in its own storage.
+        Where the graph recorded `result`, this tensor takes over its node (PyTorch's rebase): graphs
+        built before keep pointing at the old node, and rules that read the old values keep a copy."""
+        node = result._node
+        if node is not None:
+            self._check_inplace()
+            _keep_old_values(node, self)
+        self._write(result._array)
+        if node is not None:
+            if node.primitive.reads_out:  # the rules read the output: this storage, at this version
+                node.out = self._array
+                node.saved = tuple(s for s in node.saved if s[2] >= 0) + ((_counter_of(self), self._counter.n, -1),)
+            if self._node is not None and self._node.retained is not None:
+                node.retained = self._node.retained
+            self._node, self.requires_grad = node, True
+        return self
+
+    def _check_inplace(self):
+        """PyTorch's refusals: in-place on a leaf that requires grad (its .grad would describe values
+        that are gone), or on a view of a tensor that requires grad."""
+        if self._node is None and self.requires_grad:
             raise GraphError(
-                f"in-place {primitive.name} on a tensor that requires grad would corrupt the graph; "
-                "write x = x + y, or do the update under gpunn.no_grad()")
-        return self._assign(apply(primitive, self, *(_operand(o, self) for o in others))._array)
+                "a leaf tensor that requires grad is being used in an in-place operation; do the update "
+                "under `with gpunn.no_grad():` (as optimizers do), or change a clone() of it")
+        base = getattr(self, "_base", None)
+        if base is not None and base.requires_grad:
+            kind = "a leaf tensor" if base._node is None else "a tensor in the graph"
+            raise GraphError(
+                f"a view of {kind} that requires grad is being changed in place, which gpunn cannot record; "
+                "do it under `with gpunn.no_grad():`, or build the new tensor out of place (gpunn.where, "
+                "gpunn.cat) or change a clone()")
 
     def __iadd__(self, other):
-        return self._inplace(ops.add, other)
+        return self._inplace(self + other)
 
     def __isub__(self, other):
-        return self._inplace(ops.sub, other)
+        return self._inplace(self - other)
 
     def __imul__(self, other):
-        return self._inplace(ops.mul, other)
+        return self._inplace(self * other)
 
     def __itruediv__(self, other):
-        return self._inplace(ops.div, other)
+        return self._inplace(self / other)
 
     # PyTorch's spelling of the same edits: x.add_(y, alpha=a) is x += a * y
     def add_(self, other, *, alpha=1):
-        return self._inplace(ops.add, self._scaled(other, alpha))
+        return self._inplace(self + self._scaled(other, alpha))
 
     def sub_(self, other, *, alpha=1):
-        return self._inplace(ops.sub, self._scaled(other, alpha))
+        return self._inplace(self - self._scaled(other, alpha))
 
     def mul_(self, other):
-        return self._inplace(ops.mul, other)
+        return self._inplace(self * other)
 
     def div_(self, other):
-        return self._inplace(ops.div, other)
+        return self._inplace(self / other)
 
     def exp_(self):
-        return self._inplace(ops.exp)
+        return self._inplace(self.exp())
+
+    def relu_(self):
+        return self._inplace(self.relu())
+
+    def clamp_(self, min=None, max=None):
+        return self._inplace(self.clip(min, max))
+
+    clip_ = clamp_
+
+    def masked_fill_(self, mask, value):
+        """Set the elements where `mask` (a bool tensor broadcasting to this shape) is True."""
+        return self._inplace(apply(ops.where, mask, _operand(value, self), self))
 
     def _scaled(self, other, alpha):
         return other if alpha == 1 else _operand(other, self) * alpha
 
     def __setitem__(self, index, value):
-        if mode.grad_enabled and (self.requires_grad or getattr(value, "requires_grad", False)):
-            raise GraphError("item assignment is not differentiable: do it under gpunn.no_grad(), or build the "
-                             "tensor with gpunn.where / gpunn.concat so the gradient can flow")
         value = _operand(value, self)
         if isinstance(value, Tensor) and value.device is not self.device:
             _mismatch("setitem", (self, value))
+        index = _full_index(_index(index, self.device), self.ndim)
+        if mode.grad_enabled and (self.requires_grad or getattr(value, "requires_grad", False)):
+            self._inplace(apply(ops.index_put, self, value, index=index))
+            return
         with self.device.scope:
-            updated = self.device.xp.asarray(self._array, copy=True)
-            updated[_full_index(_index(index, self.device), self.ndim)] = (
-                value._array if isinstance(value, Tensor) else value)
-        self._assign(updated)
+            self._array[index] = value._array if isinstance(value, Tensor) else value
+        self._bump()
 
     def zero_(self):
-        with self.device.scope:
-            return self._assign(self.device.xp.zeros_like(self._array))
+        return self.fill_(0)
 
     def fill_(self, value):
-        with self.device.scope:
-            return self._assign(self.device.xp.full_like(self._array, value))
+        self[...] = value
+        return self
 
     def copy_(self, other):
-        """Overwrite the values with `other`'s (moved and cast to this tensor's device and dtype)."""
+        """Overwrite the values with `other`'s, broadcast, moved and cast to this tensor's device and
+        dtype; differentiable, as PyTorch's (the gradient flows to `other`)."""
         other = other if isinstance(other, Tensor) else tensor(other, device=self.device)
-        if mode.grad_enabled and (self.requires_grad or other.requires_grad):
-            raise GraphError("copy_ is not differentiable: do it under gpunn.no_grad()")
-        array = self.device.put(other._array)
-        xp = self.device.xp
-        with self.device.scope:
-            if array.dtype != self._array.dtype:
-                array = xp.astype(array, self._array.dtype)
-            try:
-                array = xp.broadcast_to(array, self._array.shape)
-            except ValueError:
-                raise ShapeError(f"copy_: values of shape {other.shape} do not broadcast to {self.shape}") from None
-            return self._assign(xp.asarray(array, copy=True))
+        if other.device is not self.device:
+            other = other.to(self.device)
+        if other.dtype != self.dtype:
+            other = other.to(dtype=self.dtype)
+        try:
+            fits = np.broadcast_shapes(other.shape, self.shape) == self.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ShapeError(f"copy_: values of shape {other.shape} do not broadcast to {self.shape}")
+        self[...] = other
+        return self
+
+    def normal_(self, mean=0.0, std=1.0):
+        """Values from N(mean, std^2), drawn by gpunn's seeded host generator (same on every device)."""
+        from gpunn.random import generator
+        return self._random_fill(mean + std * generator().standard_normal(size=self.shape))
+
+    def uniform_(self, a=0.0, b=1.0):
+        """Values from U(a, b), drawn by gpunn's seeded host generator."""
+        from gpunn.random import generator
+        return self._random_fill(generator().uniform(a, b, size=self.shape))
+
+    def _random_fill(self, host):
+        if mode.grad_enabled and self.requires_grad:
+            self._check_inplace()
+        if not self.dtype.is_floating_point:
+            raise DTypeError(f"random values need a floating-point tensor, not {self.dtype}")
+        return self._write(self.device.put(np.ascontiguousarray(np.asarray(host).astype(self.dtype.name))))
 
     # --- arithmetic ------------------------------------------------------------------------------
 
@@ -614,6 +810,15 @@ class Tensor:
     def min(self, dim=None, keepdim=False, *, axis=None, keepdims=False):
         """As `max`: values for axis=, (values, indices) for dim."""
         return extremum(ops.min, self, dim, keepdim, axis, keepdims)
+
+    def amax(self, dim=None, keepdim=False):
+        """The largest values over `dim` (all axes by default); ties share the gradient evenly,
+        where max(dim) gives it all to the index it returns (PyTorch's two rules)."""
+        return apply(ops.max, self, **_reduction(None, dim, False, keepdim))
+
+    def amin(self, dim=None, keepdim=False):
+        """As amax, for the smallest values."""
+        return apply(ops.min, self, **_reduction(None, dim, False, keepdim))
 
     def logsumexp(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
         return apply(ops.logsumexp, self, **_reduction(axis, dim, keepdims, keepdim))
@@ -812,7 +1017,7 @@ def _power_at_zero_flat(a, p):
     return apply(ops.where, zero, 0.0 if p > 0 else math.inf, safe.sqrt() if p == 0.5 else safe ** p)
 
 
-_TRANSFER = ops.Primitive("to_device", None, lambda xp, g, out, source: source.put(g))
+_TRANSFER = ops.Primitive("to_device", None, lambda xp, g, out, x, source: source.put(g), reads=(), reads_out=False)
 
 
 def _integral(v):
@@ -877,8 +1082,15 @@ def extremum(primitive, x, dim, keepdim, axis, keepdims):
     if axis is not None or not isinstance(dim, int):
         raise TypeError(f"{primitive.name}: pass one int dim= (PyTorch: returns values and indices) "
                         "or axis= (array API: values, any axes), not both")
-    values = apply(primitive, x, axis=dim, keepdims=bool(keepdim))
-    indices = x._untracked("argmax" if primitive.name == "max" else "argmin", axis=dim, keepdims=bool(keepdim))
+    indices = x._untracked("argmax" if primitive.name == "max" else "argmin", axis=dim, keepdims=True)
+    dev, axis = x.device, dim % max(x.ndim, 1)
+    with dev.scope:  # the returned index's position along dim, as a mask: all of the gradient goes there
+        positions = dev.xp.arange(x.shape[axis], device=dev.native) if x.ndim else dev.xp.asarray(0)
+        at = Tensor._wrap(dev.xp.reshape(positions, tuple(-1 if i == axis else 1 for i in range(x.ndim)))
+                          == indices._array, dev)
+    values = apply(ops.sum, apply(ops.where, at, x, 0), axis=axis if x.ndim else None, keepdims=bool(keepdim))
+    if not keepdim:
+        indices = indices.reshape(values.shape)
     return ValuesIndices(values, indices)
 
 

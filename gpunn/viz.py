@@ -3,35 +3,49 @@
 import shutil
 import subprocess
 
-from gpunn.autograd import topological_order
+from gpunn.autograd import Node, topological_order
 
 
 def to_dot(root, names=None):
-    """DOT text of the graph that made `root`: one box per tensor, labelled with the op that made
-    it (or "leaf") and its shape; arrows run from inputs to outputs, in topological order.
+    """DOT text of the graph that made `root`: one box per value, labelled with the op that made
+    it ("leaf" for tensors that require grad, "const" for the others) and its shape; arrows run
+    from inputs to outputs, in topological order.
 
     `names` maps tensors to labels (e.g. {w: "w"}); `dict(model.named_parameters())` reversed works.
     """
-    names = {id(t): n for t, n in (names or {}).items()}
-    order = topological_order(root) if root._node is not None else [root]
+    labels = {id(t._node if t._node is not None else t): n for t, n in (names or {}).items()}
+    order = topological_order(root._node) if root._node is not None else []
+    shapes = {id(root._node if root._node is not None else root): root.shape}
+    for node in order:  # a node's output shape is what its consumers received
+        for parent, array in zip(node.parents, node.arrays):
+            if parent is not None:
+                shapes[id(parent)] = tuple(array.shape)
     ids, lines = {}, ["digraph gpunn {", '  rankdir="LR";', '  node [shape=box, fontname="Helvetica"];']
 
-    def node_id(t):
-        if id(t) not in ids:
-            ids[id(t)] = f"t{len(ids)}"
-            op = t._node.primitive.name if t._node is not None else ("leaf" if t.requires_grad else "const")
-            label = f"{names[id(t)]}\\n" if id(t) in names else ""
-            style = ', style=filled, fillcolor="#dbe9f6"' if t._node is None and t.requires_grad else ""
-            lines.append(f'  {ids[id(t)]} [label="{label}{op}\\n{tuple(t.shape)}"{style}];')
-        return ids[id(t)]
+    def box(key, op, shape, filled=False):
+        ids[key] = f"t{len(ids)}"
+        label = f"{labels[key]}\\n" if key in labels else ""
+        style = ', style=filled, fillcolor="#dbe9f6"' if filled else ""
+        lines.append(f'  {ids[key]} [label="{label}{op}\\n{shape}"{style}];')
+        return ids[key]
 
-    for t in order:
-        for parent in t._node.inputs:
-            if hasattr(parent, "_node"):
-                lines.append(f"  {node_id(parent)} -> {node_id(t)};")
-        node_id(t)
-    if not order[0]._node:
-        node_id(root)
+    def vertex(obj):
+        if id(obj) not in ids:
+            if type(obj) is Node:
+                box(id(obj), obj.primitive.name, shapes[id(obj)])
+            else:
+                box(id(obj), "leaf" if obj.requires_grad else "const", tuple(obj.shape), filled=obj.requires_grad)
+        return ids[id(obj)]
+
+    for node in order:
+        for i, (parent, array) in enumerate(zip(node.parents, node.arrays)):
+            if parent is not None:
+                lines.append(f"  {vertex(parent)} -> {vertex(node)};")
+            elif hasattr(array, "shape"):  # a constant tensor input
+                lines.append(f"  {box(('const', id(node), i), 'const', tuple(array.shape))} -> {vertex(node)};")
+        vertex(node)
+    if not order:
+        vertex(root)
     lines.append("}")
     return "\n".join(lines) + "\n"
 

@@ -63,8 +63,7 @@ def _fill(t, values):
         raise DTypeError(f"random initialisation needs a floating-point tensor, not {t.dtype}; create it with "
                          "dtype='float32'")
     host = np.ascontiguousarray(np.asarray(values, dtype=np.float64).astype(t.dtype.name))
-    t._array = t.device.put(host)
-    return t
+    return t._write(t.device.put(host))
 
 
 def _draws_nothing(t):
@@ -89,9 +88,7 @@ def normal_(t, mean=0.0, std=1.0):
 
 
 def constant_(t, val):
-    with t.device.scope:  # CuPy allocates on the current device
-        t._array = t.device.xp.full_like(t._array, val)
-    return t
+    return t._write(val)
 
 
 def zeros_(t):
@@ -224,5 +221,4 @@ def dirac_(t, groups=1):
 
 def _put_exact(t, values):
     """Store host `values` (exact in every dtype: zeros and ones) into `t`, keeping its dtype."""
-    t._array = t.device.put(np.ascontiguousarray(values.astype(t.dtype.name)))
-    return t
+    return t._write(t.device.put(np.ascontiguousarray(values.astype(t.dtype.name))))

@@ -393,8 +393,7 @@ def _as_parameter(value):
     return value if isinstance(value, Parameter) else Parameter(value)
 
 
-# The activations below accept PyTorch's `inplace=` so copied model code runs; they compute out of
-# place (the same values): gpunn never overwrites an array the graph may still need.
+# ReLU, LeakyReLU and Dropout take PyTorch's `inplace=`: the result is written into the input.
 
 
 class ReLU(Module):
@@ -403,7 +402,7 @@ class ReLU(Module):
         self.inplace = inplace
 
     def forward(self, x):
-        return F.relu(x)
+        return F.relu(x, self.inplace)
 
     def extra_repr(self):
         return "inplace=True" if self.inplace else ""
@@ -425,7 +424,7 @@ class LeakyReLU(Module):
         self.negative_slope, self.inplace = negative_slope, inplace
 
     def forward(self, x):
-        return F.leaky_relu(x, self.negative_slope)
+        return F.leaky_relu(x, self.negative_slope, self.inplace)
 
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
@@ -447,7 +446,7 @@ class GELU(Module):
 
 class Dropout(Module):
     """Zeroes entries with probability p while training (scaling the rest by 1/(1-p)); identity in eval().
-    `inplace=True` is accepted and computes out of place, as the activations above."""
+    `inplace=True` writes the result into the input, as PyTorch's."""
 
     def __init__(self, p=0.5, inplace=False):
         super().__init__()
@@ -456,7 +455,7 @@ class Dropout(Module):
         self.p, self.inplace = p, inplace
 
     def forward(self, x):
-        return F.dropout(x, self.p, self.training)
+        return F.dropout(x, self.p, self.training, self.inplace)
 
     def extra_repr(self):
         return f"p={self.p}, inplace={self.inplace}"

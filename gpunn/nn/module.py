@@ -491,7 +491,8 @@ def _mismatch_error(owner, missing, unexpected, wrong_shape, strict):
 
 
 def _copy_into(target, value):
-    """Overwrite `target`'s data with `value` moved and cast to target's device and dtype (a copy)."""
+    """Write `value`, moved and cast to target's device and dtype, into target's storage (views and
+    aliases see it; graphs that saved the old values refuse them)."""
     dev = target.device
     if isinstance(value, Tensor):
         array = value._array
@@ -502,13 +503,13 @@ def _copy_into(target, value):
     with dev.scope:
         moved = dev.put(array)
         if moved.dtype != target._array.dtype:
-            moved = dev.xp.astype(moved, target._array.dtype)  # astype copies
-        elif moved is array:
-            moved = dev.xp.asarray(moved, copy=True)  # never alias the caller's array: steps update in place
-    target._array = moved
+            moved = dev.xp.astype(moved, target._array.dtype)
+    target._write(moved)
 
 
 def _move(t, dev, dt):
+    """Module.to's move, as PyTorch's (param.data = fn(param.data)): new storage, a new version."""
+    t._bump()
     if dev is not None and t.device is not dev:
         t._array = dev.put(t._array)
         t.device = dev

@@ -16,6 +16,7 @@ class Parameter(Tensor):
         if not isinstance(data, Tensor):
             data = tensor(data)
         self._array, self.device, self.grad, self._node = data._array, data.device, None, None
+        self._counter = data._counter  # shares the storage, so the version too
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)  # refuses integer data with a DTypeError

@@ -108,6 +108,8 @@ class Optimizer:
                                        "give every parameter a gradient each step, or leave unused ones out of "
                                        "the optimizer")
                 self._param_step(group)
+            for p in group["params"]:  # updated in place: graphs that saved the old values will refuse them
+                p._bump()
         return loss
 
     def _param_step(self, group):
