@@ -25,6 +25,18 @@ def _index_add_grad(xp_, g, out, x, index):
     return gx
 
 
+def _scatter_sum(index, src, axis, shape):
+    """ops._scatter_sum as one atomic scatter-add (memory of the index, not index x shape[axis]);
+    float32 and float64 only, the dtypes CuPy adds atomically everywhere: others take the generic."""
+    if src.dtype not in (cupy.float32, cupy.float64):
+        return ops._scatter_sum(xp, index, src, axis, shape)
+    out = cupy.zeros(shape, dtype=src.dtype)
+    where = tuple(index if d == axis else cupy.arange(n).reshape([n if e == d else 1 for e in range(index.ndim)])
+                  for d, n in enumerate(index.shape))
+    cupyx.scatter_add(out, where, src)
+    return out
+
+
 class CupyBackend:
     name = "cuda"
     xp = xp
@@ -33,6 +45,10 @@ class CupyBackend:
 
     def __init__(self):
         self.fast_paths = {"getitem": ops.getitem.override(grads=(_index_add_grad,)), **cupy_kernels.fast_paths()}
+        self.fast_paths["gather"] = ops.gather.override(grads=(
+            lambda xp_, g, out, x, index, axis: _scatter_sum(index, g, axis, x.shape), None))
+        self.fast_paths["scatter_add"] = ops.scatter_add.override(
+            forward=lambda xp_, x, index, src, axis: x + _scatter_sum(index, src, axis, x.shape))
         if get_float32_matmul_precision() == "high":  # else leave CuPy as configured (CUPY_TF32)
             self.set_tf32(True)
 

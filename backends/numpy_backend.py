@@ -1,5 +1,7 @@
 """NumPy on the host: the CPU backend."""
 
+import math
+
 import numpy as np
 import array_api_compat.numpy as xp
 
@@ -13,6 +15,16 @@ def _index_add_grad(xp_, g, out, x, index):
     flat = np.arange(x.size).reshape(x.shape)[index].ravel()
     summed = np.bincount(flat, weights=np.broadcast_to(g, out.shape).ravel(), minlength=x.size)
     return summed.astype(g.dtype, copy=False).reshape(x.shape)
+
+
+def _scatter_sum(index, src, axis, shape):
+    """ops._scatter_sum by bincount over flat positions: memory of the index's size, not the
+    generic one-hot's index size times shape[axis] (which bincount(x) on a big x could not afford)."""
+    where = list(np.indices(index.shape, sparse=True))
+    where[axis] = index
+    flat = np.ravel_multi_index(tuple(np.broadcast_arrays(*where)), shape)
+    summed = np.bincount(flat.ravel(), weights=np.broadcast_to(src, index.shape).ravel(), minlength=math.prod(shape))
+    return summed.astype(src.dtype, copy=False).reshape(shape)
 
 
 def _cross_entropy_forward(xp_, logits, target, reduction="mean", ignore_index=-100):
@@ -67,6 +79,10 @@ class NumpyBackend:
         }
         linear = self.fast_paths["linear"] = ops.linear.override(into=(None, _linear_grad_w_into, _linear_grad_b_into))
         self.fast_paths["linear_act"] = ops.linear_act_primitive(linear, _ACTIVATIONS)
+        self.fast_paths["gather"] = ops.gather.override(grads=(
+            lambda xp_, g, out, x, index, axis: _scatter_sum(index, g, axis, x.shape), None))
+        self.fast_paths["scatter_add"] = ops.scatter_add.override(
+            forward=lambda xp_, x, index, src, axis: x + _scatter_sum(index, src, axis, x.shape))
 
     def native_device(self, index):
         return "cpu"

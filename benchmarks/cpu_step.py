@@ -1,7 +1,8 @@
 """The published CPU comparison: one gpunn training step against hand-written NumPy and PyTorch.
 
-Two models: 784-256-256-10 at batch 128 (small: per-op Python overhead shows) and
-784-1024-1024-1024-10 at batch 512 (large: the matrix products dominate). Each contender gets the
+Three models: 64-32-10 at batch 32 (tiny: almost all per-op Python cost), 784-256-256-10 at batch
+128 (small: per-op Python overhead shows) and 784-1024-1024-1024-10 at batch 512 (large: the matrix
+products dominate). Each contender gets the
 same weights and batch and takes whole training steps (forward, softmax cross-entropy, backward,
 SGD); the contenders are timed alternately, many repeats each, and the ratios gpunn / baseline are
 printed against the targets. Run it with NumPy's BLAS at full speed:
@@ -18,8 +19,9 @@ import sys
 
 from gpunn import bench
 
-CONFIGS = [((784, 256, 256, 10), 128, 1.15), ((784, 1024, 1024, 1024, 10), 512, 1.05)]
-"""(layer widths, batch size, target for gpunn time / NumPy time)."""
+CONFIGS = [((64, 32, 10), 32, 1.6), ((784, 256, 256, 10), 128, 1.15), ((784, 1024, 1024, 1024, 10), 512, 1.05)]
+"""(layer widths, batch size, target for gpunn time / NumPy time). The tiny first model is nearly all
+per-op Python cost (the lecture's networks are this size)."""
 
 
 def compare(sizes, batch, dtype, repeats, warmup, block_s, torch):
@@ -48,6 +50,7 @@ def main(argv=None):
                         help="limit NumPy's BLAS and PyTorch to this many threads (default: as configured); "
                              "one thread is less disturbed by other busy processes")
     parser.add_argument("--json", help="also write the numbers and the machine description here")
+    parser.add_argument("--only", help="run only the model whose widths are given, e.g. 64-32-10")
     args = parser.parse_args(argv)
 
     torch = None
@@ -71,6 +74,8 @@ def main(argv=None):
 
     results = {}
     for sizes, batch, target in CONFIGS:
+        if args.only and args.only != "-".join(map(str, sizes)):
+            continue
         name = f"{'-'.join(map(str, sizes))} @{batch}"
         r = results[name] = compare(sizes, batch, args.dtype, args.repeats, args.warmup, args.block_ms / 1e3, torch)
         r["target_vs_numpy"] = target

@@ -71,6 +71,8 @@ def main():
     value = {"w": w_whole}
     for name, _, inputs, fn in graph:
         value[name] = fn(*(value[i] for i in inputs))
+    names = {x: "x", y: "y", lam: "lam", w_whole: "w", **{value[n]: n for n, *_ in graph}}
+    dot = gpunn.viz.to_dot(value["J"], names=names)  # before backward, which frees what the nodes saved
     value["J"].backward()
 
     r, xs, ws, lm = (t.numpy() for t in (leaf["r"], x, w, lam))
@@ -86,8 +88,6 @@ def main():
     print(f"  one backward through the whole graph gives the same dJ/dw: max error {whole_error:.1e}")
     print("all gradients match the closed forms" if ok else "GRADIENT MISMATCH")
 
-    names = {x: "x", y: "y", lam: "lam", w_whole: "w", **{value[n]: n for n, *_ in graph}}
-    dot = gpunn.viz.to_dot(value["J"], names=names)
     (args.out / "computation_graph.dot").write_text(dot)
     print(f"wrote {args.out / 'computation_graph.dot'}")
     if gpunn.viz.render(dot, args.out / "computation_graph.png"):

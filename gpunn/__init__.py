@@ -41,7 +41,14 @@ from gpunn.ops_api import (abs, allclose, amax, amin, argmax, argmin, cat, clamp
                            min, minimum, norm, permute, relu, reshape, sigmoid, softmax, sqrt, stack, sum, tanh,
                            transpose, where)
 from gpunn.tensor import apply
+# issue 17: the PyTorch surface ported scripts reach for
+from gpunn.ops_api import (argsort, bincount, bmm, chunk, cumsum, gather, is_tensor, masked_fill, prod, scatter_add, sort,
+                           split, std, topk, var)
+from gpunn.random import rand_like, randn_like
 from gpunn.compile import compile_step
 from gpunn.precision import get_float32_matmul_precision, set_float32_matmul_precision
 from gpunn.io import load, load_checkpoint, save, save_checkpoint
 from gpunn import data, datasets, functional, nn, optim, testing, viz
+from gpunn import distributed  # imports mpi4py only when a process group starts
+from gpunn.threads import get_num_threads, set_num_threads
+from gpunn import utils  # gpunn.utils.data: torch.utils.data's names

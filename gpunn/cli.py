@@ -3,7 +3,10 @@
 Errors never end in a traceback: every problem gpunn can name is printed as one line,
 `gpunn: error: ...`, saying what to do. Exit status: 0 success, 1 a failure while running
 (missing file, unusable device, damaged checkpoint), 2 a usage error (bad option or value),
-130 stopped with Ctrl-C (after saving a checkpoint to resume from).
+130 stopped with Ctrl-C and 143 with SIGTERM (after saving a checkpoint to resume from).
+
+`mpiexec -n N gpunn train ...` trains one model over N processes (gpunn.distributed): the launch is
+detected, rank 0 alone prints and writes files, and any rank's error ends the whole job.
 """
 
 import argparse
@@ -16,6 +19,7 @@ import warnings
 from pathlib import Path
 
 import gpunn
+from gpunn import distributed as dist, threads
 from gpunn.cli_common import (cpu_model, memory_bytes, non_negative_float, non_negative_int, numpy_build_blas,
                                positive_float, positive_int, thread_pools, version)
 from gpunn.errors import GpunnError
@@ -132,6 +136,15 @@ def _add_train(commands):
                           "(gpunn.compile_step); elsewhere the steps run as usual, with a note")
     run.add_argument("--no-progress", action="store_true",
                      help="no progress bar (the bar goes to stderr, and only when stderr is a terminal)")
+    run.add_argument("--threads", type=positive_int, metavar="N",
+                     help="BLAS threads per process on the cpu (default: 1, never much slower than the best for "
+                          "small models, and safe on a busy machine; more can help a large model on idle cores). "
+                          "Under mpiexec each rank takes at most its share of the machine's cores")
+    run.add_argument("--distributed", action="store_true",
+                     help="train over the processes mpiexec started (detected without this flag): the global "
+                          "batch --batch-size is split over the ranks; with --restarts, restart k runs on rank k mod N")
+    run.add_argument("--dist-timeout", type=positive_float, metavar="SECONDS", default=1800.0,
+                     help="under mpiexec, a collective that waits longer than this ends the job (default: 1800)")
 
 
 def _add_bench(commands):
@@ -155,11 +168,13 @@ def main(argv=None):
     if hasattr(signal, "SIGPIPE") and argv is None:  # `gpunn info | head` ends quietly, like other tools
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.error("choose a command: train, info or bench")
     try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.error("choose a command: train, info or bench")
         if args.command == "train":
+            if args.distributed or dist.launched() > 1:
+                dist.init_process_group(timeout=args.dist_timeout)
             return _train(args)
         if args.command == "info":
             return _info()
@@ -170,6 +185,9 @@ def main(argv=None):
         return _fail(exc, 1)
     except MemoryError as exc:
         return _fail(f"out of memory ({exc or 'no details'}); try a smaller --batch-size or --hidden", 1)
+    except KeyboardInterrupt:  # Ctrl-C before training began (while importing or loading): no traceback
+        print("gpunn: interrupted", file=sys.stderr)
+        return 130
 
 
 _show_warning = warnings.showwarning
@@ -182,53 +200,76 @@ def _note(message, category, filename, lineno, file=None, line=None):
     from gpunn.device import DeviceWarning
 
     if issubclass(category, (CompileWarning, DeviceWarning)):
-        print(f"gpunn: note: {message}", file=sys.stderr)
+        if not dist.is_initialized() or dist.get_rank() == 0:  # once per job, not once per rank
+            print(f"gpunn: note: {message}", file=sys.stderr)
     else:
         _show_warning(message, category, filename, lineno, file, line)
 
 
 def _fail(exc, status):
-    message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    print(f"gpunn: error: {message or type(exc).__name__}", file=sys.stderr)
+    message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.abort(message, status)  # the other ranks would wait for this one in their next collective
+    print(f"gpunn: error: {message}", file=sys.stderr)
     return status
 
 
 def _train(args):
+    distributed = dist.is_initialized()
+    lead = not distributed or dist.get_rank() == 0  # the process that prints
+    local_ranks = dist.get_local_world_size() if distributed else 1
+    threads.set_num_threads(min(args.threads or 1, threads.share(local_ranks)))
     given = {name: getattr(args, name) for name in CONFIG_OPTIONS if getattr(args, name) is not None}
-    options = {"progress": not args.no_progress, "handle_sigint": True}
+    options = {"progress": not args.no_progress, "handle_sigint": True, "distributed": distributed}
+    made = None  # the default folder this run created, removed again if the run ends before writing into it
     if args.resume is not None:
         checkpoint = Path(args.resume)
         folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
         run = lambda: fit(given, out=args.out, resume=args.resume, **options)  # noqa: E731
     else:
-        folder = Path(args.out) if args.out is not None else _fresh_folder()
+        folder = Path(args.out) if args.out is not None else None
+        if folder is None:
+            made = folder = _fresh_folder() if lead else None
+            if distributed:
+                folder = Path(dist.broadcast_object(str(folder) if lead else None))
         run = lambda: fit(TrainConfig(**given), out=folder, **options)  # noqa: E731
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _note  # compile_step's fallback and device 'auto' are news, not tracebacks
             summary = run()
     except TrainingInterrupted as stop:
-        return _interrupted(stop.checkpoint)
+        return _interrupted(stop.checkpoint, stop.signum, lead)
     except KeyboardInterrupt:  # a second Ctrl-C: the last end-of-epoch checkpoint, if any, is intact
-        return _interrupted(folder / CHECKPOINT if (folder / CHECKPOINT).is_file() else None)
-    _print_summary(summary)
+        return _interrupted(folder / CHECKPOINT if (folder / CHECKPOINT).is_file() else None, None, lead)
+    finally:
+        if made is not None and made.is_dir() and not any(made.iterdir()):
+            made.rmdir()
+    if lead:
+        _print_summary(summary)
     return 0
 
 
 def _fresh_folder():
+    """A new runs/<date-time> folder, created atomically: runs started in the same second (a sweep
+    launched with &) each get their own (-1, -2, ... appended), never a shared one."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     folder, n = Path("runs") / stamp, 1
-    while folder.exists():
-        folder, n = Path("runs") / f"{stamp}-{n}", n + 1
-    return folder
+    Path("runs").mkdir(exist_ok=True)
+    while True:
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            folder, n = Path("runs") / f"{stamp}-{n}", n + 1
 
 
-def _interrupted(checkpoint):
-    if checkpoint is None:
+def _interrupted(checkpoint, signum, lead=True):
+    """Exit status 130 after Ctrl-C, 143 after SIGTERM (128 + the signal, as shells report it)."""
+    if lead and checkpoint is None:
         print("gpunn: interrupted before the first checkpoint was written; nothing to resume", file=sys.stderr)
-    else:
+    elif lead:
         print(f"gpunn: interrupted; resume with: gpunn train --resume {checkpoint}", file=sys.stderr)
-    return 130
+    return 128 + (signum or signal.SIGINT)
 
 
 def _print_summary(s):
@@ -263,10 +304,15 @@ def _info():
     print("packages: " + ", ".join(f"{name} {_version(name)}" for name in
                                    ("numpy", "array-api-compat", "array-api-strict", "tqdm", "matplotlib",
                                     "torch")))
-    cupy = next((f"{dist} {version(dist)}" for dist in ("cupy-cuda12x", "cupy-cuda13x", "cupy") if version(dist)),
+    cupy = next((f"{name} {version(name)}" for name in ("cupy-cuda12x", "cupy-cuda13x", "cupy") if version(name)),
                 "not installed")
     print(f"cupy: {cupy}")
     print(f"BLAS: {_blas()}")
+    print(f"threads: {gpunn.get_num_threads()} BLAS threads now; gpunn train uses 1 per process unless --threads N "
+          f"(this process may run on {threads.cores()} cores)")
+    print(f"distributed: {'mpi4py importable' if dist.is_available() else 'mpi4py not installed'}"
+          f"{'' if dist.nccl_version() is None else f', NCCL {dist.nccl_version()}'}"
+          " (mpiexec -n N gpunn train ...)")
     print("devices:")
     print(f"  cpu       {_cpu()}")
     reason = gpunn.cuda.why_unavailable()

@@ -19,8 +19,13 @@ Where a graph cannot work it runs eagerly and says once why: other devices, an o
 a fused update (or fused=False), an op that needs the host mid-step (dropout masks from the host
 generator, a host sync, anomaly mode), or more than a few distinct batch shapes. The returned loss
 is a detached tensor: reading it (`.item()`) is the only host sync.
+
+The module itself is callable, so PyTorch code's `model = gpunn.compile(model)` works: it gives
+the model back unchanged (gpunn runs eagerly) and says once where graph capture lives.
 """
 
+import sys
+import types
 import warnings
 
 from gpunn.autograd import _mode
@@ -48,6 +53,8 @@ class CompiledStep:
         if example_batch is not None:
             _check_example(example_batch, self.device)
         self.mode, self.reason = "eager", _why_not_capturable(self.device, optimizer)
+        if self.reason is None and hasattr(model, "_not_capturable"):  # DistributedDataParallel over MPI
+            self.reason = model._not_capturable()
         self._graphs = {}
         self._seen = set()
         self._not_ready = 0  # calls in a row whose optimizer state was not ready to be recorded
@@ -313,3 +320,41 @@ def compile_step(model, loss_fn, optimizer, example_batch=None, *, max_grad_norm
     makes a step return (loss, model output), both detached."""
     return CompiledStep(model, loss_fn, optimizer, example_batch, max_grad_norm=max_grad_norm,
                         return_output=return_output)
+
+
+# --- gpunn.compile(model): torch.compile's call, answered honestly -------------------------------
+
+_TORCH_COMPILE_OPTIONS = ("fullgraph", "dynamic", "backend", "mode", "options", "disable")
+_noted = False
+
+
+def compile_model(model=None, **options):
+    """torch.compile's call: returns `model` itself (or, called without one, a decorator that does),
+    so it trains exactly as before. gpunn has no tracing compiler; the first call says so once and
+    points to compile_step, which records a whole training step into a CUDA graph."""
+    global _noted
+    unknown = sorted(set(options) - set(_TORCH_COMPILE_OPTIONS))
+    if unknown:
+        raise TypeError(f"gpunn.compile got an unexpected keyword argument {unknown[0]!r}")
+    if model is None:
+        return lambda fn: compile_model(fn, **options)
+    if not callable(model):
+        raise TypeError(f"gpunn.compile expects a Module or a function, got {type(model).__name__}; for a whole "
+                        "training step use gpunn.compile_step(model, loss_fn, optimizer)")
+    if not _noted:
+        _noted = True
+        warnings.warn("gpunn.compile(model) returns the model unchanged: gpunn runs eagerly. To record a whole "
+                      "training step into a CUDA graph, use step = gpunn.compile_step(model, loss_fn, optimizer)",
+                      CompileWarning, stacklevel=3)
+    return model
+
+
+class _CallableModule(types.ModuleType):
+    """`gpunn.compile` is this module (so `from gpunn.compile import compile_step` works) and, as
+    in PyTorch, a function: calling it is compile_model."""
+
+    def __call__(self, model=None, **options):
+        return compile_model(model, **options)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -10,6 +10,8 @@ import warnings
 import numpy as np
 
 from gpunn import ops
+from gpunn.autograd import no_grad
+from gpunn.dtypes import as_dtype
 from gpunn.errors import DeviceError, DTypeError, ShapeError
 from gpunn.random import generator
 from gpunn.tensor import Tensor, apply, ones_like, tensor
@@ -96,10 +98,11 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     return y
 
 
-def embedding(input, weight):
+def embedding(input, weight, padding_idx=None):
     """Rows of the (num_embeddings, dim) weight picked by integer indices of any shape: the result
     has shape input.shape + (dim,). One gather of the flattened indices, so the gradient of a
-    repeated index accumulates (getitem's rule)."""
+    repeated index accumulates (getitem's rule). Positions holding padding_idx get that row's
+    values but pass no gradient to it, as in PyTorch."""
     if not isinstance(input, Tensor):
         input = tensor(input, device=weight.device)
     if input.dtype.is_floating_point or input.dtype.name == "bool":
@@ -116,7 +119,11 @@ def embedding(input, weight):
             raise IndexError(f"embedding: index {lo if lo < 0 else hi} is out of range for {n} embeddings; "
                              f"indices must lie in [0, {n})")
     flat = input.device.xp.reshape(input._array, (-1,))
-    return apply(ops.getitem, weight, index=flat).reshape(*input.shape, weight.shape[1])
+    rows = apply(ops.getitem, weight, index=flat)
+    if padding_idx is not None:
+        padding = Tensor._wrap(input.device.xp.reshape(flat == padding_idx % n, (-1, 1)), input.device)
+        rows = apply(ops.where, padding, rows.detach(), rows)
+    return rows.reshape(*input.shape, weight.shape[1])
 
 
 def linear(x, weight, bias=None):
@@ -320,18 +327,7 @@ def mse_loss(input, target, reduction="mean"):
     Shapes that differ but broadcast are broadcast, with a UserWarning, as in PyTorch: (N, 1)
     predictions against (N,) targets give an (N, N) loss, which is rarely what was meant."""
     _check_reduction("mse_loss", reduction)
-    if not isinstance(target, Tensor):
-        target = tensor(target, dtype=input.dtype, device=input.device)
-    if input.shape != target.shape:
-        shape = _broadcast_shape(input.shape, target.shape)
-        if shape is None:
-            raise ShapeError(f"mse_loss: input {input.shape} and target {target.shape} differ and do not broadcast; "
-                             "reshape one (e.g. target.reshape(-1, 1)) so they match")
-        warnings.warn(f"mse_loss: target shape {target.shape} differs from input shape {input.shape}; they broadcast "
-                      f"to {shape}, which is rarely intended: reshape one so the shapes match", UserWarning,
-                      stacklevel=2)
-    if input.numel() == 0:
-        raise ShapeError("mse_loss: empty batch")
+    target = _regression_pair("mse_loss", input, target)
     d = input - target
     loss = d * d
     return loss if reduction == "none" else loss.mean() if reduction == "mean" else loss.sum()
@@ -351,6 +347,21 @@ def _broadcasts_onto(name, what, value, logits):
     return value
 
 
+def _binary_target(name, what, input, target, weight, reduction):
+    """The arguments of the binary cross-entropies checked; target as a tensor of input's shape."""
+    if isinstance(weight, str):
+        raise TypeError(f"{name}: the third positional argument is the weight (as in PyTorch); "
+                        f"pass reduction={weight!r} by keyword")
+    _check_reduction(name, reduction)
+    if not isinstance(target, Tensor):
+        target = tensor(target, dtype=input.dtype, device=input.device)
+    if input.shape != target.shape:
+        possessive = what + ("'" if what.endswith("s") else "'s")
+        raise ShapeError(f"{name}: {what} {input.shape} and target {target.shape} differ; give the target "
+                         f"the {possessive} shape (one 0/1 or probability per entry)")
+    return target
+
+
 def binary_cross_entropy_with_logits(logits, target, weight=None, reduction="mean", pos_weight=None):
     """Sigmoid + binary cross-entropy in one stable formula: finite for any logit. As in PyTorch,
     per element
@@ -360,15 +371,7 @@ def binary_cross_entropy_with_logits(logits, target, weight=None, reduction="mea
     softplus(-x) = -log sigmoid(x) is the primitive's loss at target 1, so the pos_weight term is
     the plain loss plus (pos_weight - 1) * t * softplus(-x)."""
     name = "binary_cross_entropy_with_logits"
-    if isinstance(weight, str):
-        raise TypeError(f"{name}: the third positional argument is the weight (as in PyTorch); "
-                        f"pass reduction={weight!r} by keyword")
-    _check_reduction(name, reduction)
-    if not isinstance(target, Tensor):
-        target = tensor(target, dtype=logits.dtype, device=logits.device)
-    if logits.shape != target.shape:
-        raise ShapeError(f"{name}: logits {logits.shape} and target {target.shape} differ; give the target "
-                         "the logits' shape (one 0/1 or probability per logit)")
+    target = _binary_target(name, "logits", logits, target, weight, reduction)
     weight = _broadcasts_onto(name, "weight", weight, logits)
     pos_weight = _broadcasts_onto(name, "pos_weight", pos_weight, logits)
     if weight is None and pos_weight is None:
@@ -380,3 +383,165 @@ def binary_cross_entropy_with_logits(logits, target, weight=None, reduction="mea
     if weight is not None:
         loss = loss * weight
     return loss if reduction == "none" else loss.mean() if reduction == "mean" else loss.sum()
+
+
+# --- issue 17: the losses and helpers ported scripts reach for -----------------------------------
+
+def _reduced(name, loss, reduction):
+    _check_reduction(name, reduction)
+    return loss if reduction == "none" else loss.mean() if reduction == "mean" else loss.sum()
+
+
+def _regression_pair(name, input, target):
+    """target as a tensor like input's; shapes that differ but broadcast give PyTorch's warning."""
+    if not isinstance(target, Tensor):
+        target = tensor(target, dtype=input.dtype, device=input.device)
+    if input.shape != target.shape:
+        shape = _broadcast_shape(input.shape, target.shape)
+        if shape is None:
+            raise ShapeError(f"{name}: input {input.shape} and target {target.shape} differ and do not broadcast; "
+                             "reshape one (e.g. target.reshape(-1, 1)) so they match")
+        warnings.warn(f"{name}: target shape {target.shape} differs from input shape {input.shape}; they broadcast "
+                      f"to {shape}, which is rarely intended: reshape one so the shapes match", UserWarning,
+                      stacklevel=3)
+    if input.numel() == 0:
+        raise ShapeError(f"{name}: empty batch")
+    return target
+
+
+def l1_loss(input, target, reduction="mean"):
+    """Mean absolute error |input - target|, as torch's l1_loss."""
+    _check_reduction("l1_loss", reduction)
+    target = _regression_pair("l1_loss", input, target)
+    return _reduced("l1_loss", (input - target).abs(), reduction)
+
+
+def _piecewise_quadratic(name, input, target, reduction, width, scale_linear):
+    """0.5 d**2 / q where |d| < width, else |d| - 0.5 width, times width if scale_linear (Huber)
+    with q = width if not scale_linear (smooth L1) else 1."""
+    _check_reduction(name, reduction)
+    target = _regression_pair(name, input, target)
+    d = input - target
+    a = d.abs()
+    quadratic = d * d * (0.5 if scale_linear else 0.5 / width)
+    linear = (a - 0.5 * width) * width if scale_linear else a - 0.5 * width
+    return _reduced(name, apply(ops.where, a < width, quadratic, linear), reduction)
+
+
+def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
+    """0.5 d**2 / beta where |d| < beta, else |d| - 0.5 beta (d = input - target), as torch's
+    smooth_l1_loss; beta=0 is l1_loss."""
+    if beta < 0:
+        raise ValueError(f"smooth_l1_loss: beta must be >= 0, got {beta}")
+    if beta == 0:
+        return l1_loss(input, target, reduction)
+    return _piecewise_quadratic("smooth_l1_loss", input, target, reduction, float(beta), False)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0):
+    """0.5 d**2 where |d| < delta, else delta (|d| - 0.5 delta), as torch's huber_loss
+    (smooth_l1_loss times delta)."""
+    if not delta > 0:
+        raise ValueError(f"huber_loss: delta must be > 0, got {delta}")
+    return _piecewise_quadratic("huber_loss", input, target, reduction, float(delta), True)
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    """-(t log p + (1 - t) log(1 - p)) of probabilities p (e.g. after a sigmoid), as torch's
+    binary_cross_entropy: logs are clamped at -100 and the gradient is PyTorch's
+    (p - t) / max(p (1 - p), 1e-12), so a saturated sigmoid gives finite numbers. Prefer
+    binary_cross_entropy_with_logits, which is stable for any logit."""
+    name = "binary_cross_entropy"
+    target = _binary_target(name, "input", input, target, weight, reduction)
+    if input.device.type == "cpu" and input.numel():  # a host check is free here; on a GPU it would sync
+        host = input._array
+        if not ((host >= 0) & (host <= 1)).all():
+            raise ValueError(f"{name}: input must hold probabilities in [0, 1], found {float(host.min())} .. "
+                             f"{float(host.max())}; apply a sigmoid first, or use binary_cross_entropy_with_logits "
+                             "on the raw scores")
+    loss = apply(ops.binary_cross_entropy, input, target)
+    weight = _broadcasts_onto(name, "weight", weight, input)
+    if weight is not None:
+        loss = loss * weight
+    return _reduced(name, loss, reduction)
+
+
+def one_hot(tensor, num_classes=-1):
+    """int64 indicators of shape tensor.shape + (num_classes,), as torch.nn.functional.one_hot;
+    num_classes=-1 takes max + 1, read from the device (one sync)."""
+    t = tensor
+    if not isinstance(t, Tensor) or t.dtype.is_floating_point or t.dtype.name == "bool":
+        raise DTypeError(f"one_hot: needs an integer tensor of class indices, got "
+                         f"{t.dtype if isinstance(t, Tensor) else type(t).__name__}; use .long()")
+    if t.numel() and (t.device.type == "cpu" or num_classes == -1):
+        lo, hi = int(t.min().item()), int(t.max().item())
+        if lo < 0:
+            raise ValueError(f"one_hot: class values must be non-negative, found {lo}")
+        if num_classes == -1:
+            num_classes = hi + 1
+        elif hi >= num_classes:
+            raise ValueError(f"one_hot: class values must be smaller than num_classes={num_classes}, found {hi}")
+    if num_classes == -1:
+        raise ValueError("one_hot: cannot infer the number of classes from an empty tensor; pass num_classes")
+    xp, dev = t.device.xp, t.device
+    with dev.scope:
+        hits = xp.expand_dims(t._array, axis=-1) == _arange(dev, num_classes)
+        return Tensor._wrap(xp.astype(hits, dev.dtype(as_dtype("int64"))), dev)
+
+
+def normalize(input, p=2.0, dim=1, eps=1e-12):
+    """input / max(||input||_p over dim, eps), as torch.nn.functional.normalize."""
+    return input / input.norm(p, dim, keepdim=True).clip(min=eps)
+
+
+def cosine_similarity(x1, x2, dim=1, eps=1e-8):
+    """sum(x1 / ||x1|| * x2 / ||x2||) over dim (x1 and x2 broadcast), with each norm at least eps,
+    as torch's: the clamp applies to the values only, the gradient passes as if unclamped."""
+    norms = []
+    for x in (x1, x2):
+        n = x.norm(2, dim, keepdim=True)
+        norms.append(n + (n.clip(min=eps) - n).detach())
+    return ((x1 / norms[0]) * (x2 / norms[1])).sum(dim=dim)
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """Normalize each channel (axis 1) of (N, C) or (N, C, L, ...) input by its batch statistics
+    (training) or by running_mean / running_var (eval), then scale by weight and shift by bias, as
+    torch's batch_norm. In training the running buffers, when given, move toward the batch's
+    mean and unbiased variance by `momentum` (written in place, outside the graph)."""
+    if input.ndim < 2:
+        raise ShapeError(f"batch_norm: input must be (N, C) or (N, C, L, ...), got shape {input.shape}")
+    channels = input.shape[1]
+    for what, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias)):
+        if t is not None and t.shape != (channels,):
+            raise ShapeError(f"batch_norm: {what} has shape {t.shape} but the input has {channels} channels (axis 1); "
+                             f"give it shape ({channels},)")
+    axes = (0, *range(2, input.ndim))
+    per_channel = (1, channels) + (1,) * (input.ndim - 2)
+    if training:
+        count = input.numel() // channels if channels else 0
+        if count <= 1:
+            raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input of shape "
+                             f"{input.shape}; use a batch of at least 2 (or call model.eval())")
+        mean = input.mean(axis=axes, keepdims=True)
+        centered = input - mean
+        var = (centered * centered).mean(axis=axes, keepdims=True)
+        if running_mean is not None or running_var is not None:
+            with no_grad():
+                if running_mean is not None:
+                    running_mean.copy_(running_mean * (1 - momentum) + mean.reshape(channels) * momentum)
+                if running_var is not None:
+                    unbiased = var.reshape(channels) * (count / (count - 1))
+                    running_var.copy_(running_var * (1 - momentum) + unbiased * momentum)
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("batch_norm: eval mode needs running_mean and running_var; pass training=True to "
+                             "use the batch's statistics")
+        centered = input - running_mean.reshape(per_channel)
+        var = running_var.reshape(per_channel)
+    y = centered / (var + eps).sqrt()
+    if weight is not None:
+        y = y * weight.reshape(per_channel)
+    if bias is not None:
+        y = y + bias.reshape(per_channel)
+    return y

@@ -1,6 +1,8 @@
 """Saving tensors and whole training states as safetensors: data only, never code.
 
-`save`/`load` write and read a flat dict of tensors. `save_checkpoint`/`load_checkpoint` put
+`save`/`load` write and read tensors: a flat dict of them as a plain safetensors file, or a nested
+structure of dicts, lists, tensors, numbers and strings (PyTorch's `{"model": ..., "optimizer":
+..., "epoch": 3}`) with its shape as JSON in the metadata. `save_checkpoint`/`load_checkpoint` put
 everything a run needs to continue exactly as if it had never stopped into one file: the
 model's tensors, the optimizer's and scheduler's state, gpunn's random generator and the user's
 own values (epoch, step, the DataLoader's state_dict, ...). Tensors are stored as tensors; the
@@ -24,30 +26,35 @@ _FORMAT = "gpunn.checkpoint/1"
 _PARTS = ("model", "optimizer", "scheduler")
 
 
-def save(state_dict, path, metadata=None):
-    """Write a dict of name -> Tensor (or NumPy/backend array) to a safetensors file.
+def save(obj, path, metadata=None):
+    """Write tensors, or a nested structure holding them, to a safetensors file.
 
-    `metadata` is an optional dict of str -> str stored in the file's header. A file holds
-    tensors only: a training state (model, optimizer, epoch, ...) goes to `save_checkpoint`.
+    A flat dict of name -> Tensor (or NumPy/backend array), such as `model.state_dict()`, is
+    stored as it is: any safetensors reader loads it. Anything else PyTorch code saves (nested
+    dicts, lists and tuples of tensors, numbers, strings, bools and None: `{"model":
+    model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": 3}`) keeps its tensors as
+    tensors, named by their place (`model.fc.weight`, `optimizer.state.0.exp_avg`), and its shape
+    as JSON in the file's metadata; `load` gives the same structure back. `metadata` is an optional
+    dict of str -> str stored in the header.
     """
-    if not isinstance(state_dict, dict):
-        raise TypeError(f"save: expected a dict of name -> Tensor, got {type(state_dict).__name__}; "
-                        f"{_what_to_save_instead(state_dict)}")
-    if "state" in state_dict and "param_groups" in state_dict:
-        raise TypeError(f"save: this is an optimizer's state_dict, which holds more than tensors; {_CHECKPOINT_HINT}")
-    nested = next((name for name, value in state_dict.items() if isinstance(value, dict)), None)
-    if nested is not None:
-        raise TypeError(f"save: {nested!r} is a nested {type(state_dict[nested]).__name__}: gpunn.save writes one flat dict "
-                        f"of name -> tensor (such as model.state_dict()); for a training state, {_CHECKPOINT_HINT}")
-    arrays = {}
-    for name, value in state_dict.items():
-        if not isinstance(name, str):
-            raise TypeError(f"save: tensor names must be strings, got {name!r}")
-        if not _is_array(value):
-            raise TypeError(f"save: {name!r} is a {type(value).__name__}, not a Tensor or array; store plain "
-                            f"values in `metadata` (str -> str), or, for a training state, {_CHECKPOINT_HINT}")
-        arrays[name] = _to_host(value)
-    safetensors_format.save_file(arrays, path, metadata)
+    if isinstance(obj, dict) and all(isinstance(k, str) and _is_array(v) for k, v in obj.items()):
+        safetensors_format.save_file({name: _to_host(value) for name, value in obj.items()}, path, metadata)
+        return
+    if not isinstance(obj, (dict, list, tuple)) and not _is_array(obj):
+        raise TypeError(f"save: expected tensors or a dict/list of them, got {type(obj).__name__}; "
+                        f"{_what_to_save_instead(obj)}")
+    header = dict(metadata or {})
+    clash = sorted(set(header) & {_OBJECT_FORMAT_KEY, _OBJECT_KEY})
+    if clash:
+        raise ValueError(f"save: metadata key {clash[0]!r} is reserved by gpunn.save for the saved structure; "
+                         "rename it")
+    tensors = {}
+    skeleton = _encode(obj, "tensor" if _is_array(obj) else "", tensors, who="save")
+    header[_OBJECT_FORMAT_KEY], header[_OBJECT_KEY] = _OBJECT_FORMAT, json.dumps(skeleton)
+    safetensors_format.save_file(tensors, path, header)
+
+
+_OBJECT_FORMAT_KEY, _OBJECT_KEY, _OBJECT_FORMAT = "gpunn.format", "gpunn.object", "gpunn.object/1"
 
 
 _CHECKPOINT_HINT = ("use gpunn.save_checkpoint(path, model=model, optimizer=optimizer, epoch=epoch) "
@@ -67,7 +74,8 @@ def _what_to_save_instead(obj):
 
 
 def load(path, device=None, *, map_location=None, weights_only=True):
-    """Read a safetensors file into a dict of name -> Tensor on `device` (default cpu), dtypes kept.
+    """Read a safetensors file into a dict of name -> Tensor on `device` (default cpu), dtypes kept,
+    or, for a file `save` wrote from a nested structure, that structure again.
 
     `map_location` is PyTorch's name for `device` (a device or its spec; a torch.device works
     too). `weights_only` is accepted for PyTorch code: gpunn only ever reads tensors and never
@@ -88,7 +96,10 @@ def load(path, device=None, *, map_location=None, weights_only=True):
                              "pass one of them")
         device = map_location
     dev = as_device("cpu" if device is None else device)
-    return {name: Tensor._wrap(dev.put(array), dev) for name, array in safetensors_format.load_file(path).items()}
+    arrays, header = safetensors_format.load_file_with_metadata(path)
+    if header.get(_OBJECT_FORMAT_KEY) == _OBJECT_FORMAT and _OBJECT_KEY in header:
+        return _decode(_json(header[_OBJECT_KEY], path, "structure"), arrays, dev, path)
+    return {name: Tensor._wrap(dev.put(array), dev) for name, array in arrays.items()}
 
 
 def save_checkpoint(path, model=None, optimizer=None, scheduler=None, **meta):
@@ -106,6 +117,17 @@ def save_checkpoint(path, model=None, optimizer=None, scheduler=None, **meta):
             header[part] = json.dumps(_encode(owner.state_dict(), part, tensors))
     header["meta"] = json.dumps({key: _encode(value, key, None) for key, value in meta.items()})
     safetensors_format.save_file(tensors, path, header)
+
+
+def _snapshot(state):
+    """A copy of a (nested) state_dict whose tensors have storage of their own."""
+    if isinstance(state, Tensor):
+        return state.detach().clone()
+    if isinstance(state, dict):
+        return {k: _snapshot(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_snapshot(v) for v in state)
+    return state
 
 
 def load_checkpoint(path, model=None, optimizer=None, scheduler=None, device=None):
@@ -137,7 +159,7 @@ def load_checkpoint(path, model=None, optimizer=None, scheduler=None, device=Non
     try:
         for part, owner in zip(_PARTS, (model, optimizer, scheduler)):
             if owner is not None:
-                before = owner.state_dict()
+                before = _snapshot(owner.state_dict())  # a state_dict shares storage: loading writes into it
                 owner.load_state_dict(states[part])
                 loaded.append((owner, before))
     except Exception:
@@ -159,7 +181,7 @@ def load_checkpoint(path, model=None, optimizer=None, scheduler=None, device=Non
 #                         or keys starting with "__" (so tags never clash with user keys)
 
 
-def _encode(value, name, tensors):
+def _encode(value, name, tensors, who="save_checkpoint"):
     """The JSON skeleton of `value`; its arrays go into `tensors` under `name`-derived keys
     (`tensors=None` means arrays are not allowed, as in `meta`)."""
     if isinstance(value, np.generic) and value.dtype.kind in "biuf":  # first: np.float64 is a float
@@ -168,57 +190,98 @@ def _encode(value, name, tensors):
         return value
     if _is_array(value):
         if tensors is None:
-            raise TypeError(f"save_checkpoint: meta value {name!r} is a {type(value).__name__}; meta holds "
+            raise TypeError(f"{who}: meta value {name!r} is a {type(value).__name__}; meta holds "
                             "JSON values: convert it with .item() or .tolist()")
         if name in tensors:
-            raise ValueError(f"save_checkpoint: two entries would both be stored as {name!r}; rename one")
+            raise ValueError(f"{who}: two entries would both be stored as {name!r}; rename one")
         tensors[name] = _to_host(value)
         tag = "__tensor__" if isinstance(value, Tensor) else "__ndarray__" if isinstance(value, np.ndarray) else "__array__"
         return {tag: name}
     if isinstance(value, (list, tuple)):
-        items = [_encode(v, f"{name}.{i}", tensors) for i, v in enumerate(value)]
+        items = [_encode(v, _join(name, i), tensors, who) for i, v in enumerate(value)]
         return items if isinstance(value, list) else {"__tuple__": items}
     if isinstance(value, dict):
         if all(isinstance(k, str) and not k.startswith("__") for k in value):
-            return {k: _encode(v, f"{name}.{k}", tensors) for k, v in value.items()}
+            return {k: _encode(v, _join(name, k), tensors, who) for k, v in value.items()}
         for k in value:
             if k is not None and not isinstance(k, (bool, int, float, str)):
-                raise TypeError(f"save_checkpoint: {name!r} has a key of type {type(k).__name__}; "
+                raise TypeError(f"{who}: {name!r} has a key of type {type(k).__name__}; "
                                 "keys must be str, int, float, bool or None")
-        return {"__items__": [[k, _encode(v, f"{name}.{k}", tensors)] for k, v in value.items()]}
-    what = "meta value" if tensors is None else "state entry"
-    raise TypeError(f"save_checkpoint: {what} {name!r} is a {type(value).__name__}, which cannot be saved as "
-                    "JSON; use numbers, strings, lists, tuples and dicts")
+        return {"__items__": [[k, _encode(v, _join(name, k), tensors, who)] for k, v in value.items()]}
+    what = "meta value" if tensors is None else "entry"
+    raise TypeError(f"{who}: {what} {name or 'the object'!r} is a {type(value).__name__}, which cannot be saved; "
+                    f"use tensors, numbers, strings, bools, None, lists, tuples and dicts{_hint_for(value)}")
 
 
-def _decode(skeleton, arrays, dev, path):
+def _join(name, key):
+    return f"{name}.{key}" if name != "" else str(key)
+
+
+def _hint_for(value):
+    """For a module or optimizer inside a saved structure: save its state_dict() instead."""
+    return f" (save {type(value).__name__}.state_dict(), not the object)" if hasattr(value, "state_dict") else ""
+
+
+# Decoding treats the JSON as hostile: every tag's body is type-checked, NumPy scalars are limited to
+# numeric dtypes (a dtype such as 'V1000000000000' would allocate on construction), the nesting depth
+# is bounded, and a tensor referenced many times is decoded once, so nothing built is larger than a
+# bounded multiple of the file. Nothing is ever evaluated or imported.
+_MAX_DEPTH = 200
+_SCALAR_DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                            "float16", "float32", "float64"})
+_ARRAY_TAGS = ("__tensor__", "__ndarray__", "__array__")
+
+
+def _decode(skeleton, arrays, dev, path, depth=0, decoded=None):
+    decoded = {} if decoded is None else decoded  # (tag, name) -> the object made for it
+
+    def bad(why):
+        return ValueError(f"{path}: the saved structure is damaged ({why}); the file was not written by gpunn "
+                          "or was altered")
+
+    if depth > _MAX_DEPTH:
+        raise bad(f"nested more than {_MAX_DEPTH} levels deep")
     if isinstance(skeleton, list):
-        return [_decode(v, arrays, dev, path) for v in skeleton]
+        return [_decode(v, arrays, dev, path, depth + 1, decoded) for v in skeleton]
     if not isinstance(skeleton, dict):
         return skeleton
     if len(skeleton) == 1:
         (tag, body), = skeleton.items()
-        if tag in ("__tensor__", "__ndarray__", "__array__"):
-            if body not in arrays:
-                raise ValueError(f"{path}: the checkpoint refers to a tensor {body!r} it does not hold; "
+        if tag in _ARRAY_TAGS:
+            if not isinstance(body, str) or body not in arrays:
+                raise ValueError(f"{path}: the checkpoint refers to a tensor {body!r:.80} it does not hold; "
                                  "the file is damaged")
-            if tag == "__ndarray__":
-                return arrays[body]
-            array = dev.put(arrays[body])
-            return Tensor._wrap(array, dev) if tag == "__tensor__" else array
+            if (tag, body) not in decoded:
+                if tag == "__ndarray__":
+                    decoded[tag, body] = arrays[body]
+                else:
+                    array = dev.put(arrays[body])
+                    decoded[tag, body] = Tensor._wrap(array, dev) if tag == "__tensor__" else array
+            return decoded[tag, body]
         if tag == "__tuple__":
-            return tuple(_decode(v, arrays, dev, path) for v in body)
+            if not isinstance(body, list):
+                raise bad("a tuple that is not a list")
+            return tuple(_decode(v, arrays, dev, path, depth + 1, decoded) for v in body)
         if tag == "__scalar__":
-            return np.dtype(body[0]).type(body[1])
+            if not (isinstance(body, list) and len(body) == 2 and body[0] in _SCALAR_DTYPES
+                    and isinstance(body[1], (bool, int, float))):
+                raise bad(f"a NumPy scalar given as {body!r:.80}")
+            try:
+                return np.dtype(body[0]).type(body[1])
+            except (OverflowError, ValueError, TypeError):
+                raise bad(f"a NumPy scalar given as {body!r:.80}") from None
         if tag == "__items__":
-            return {k: _decode(v, arrays, dev, path) for k, v in body}
-    return {k: _decode(v, arrays, dev, path) for k, v in skeleton.items()}
+            if not (isinstance(body, list) and all(isinstance(kv, list) and len(kv) == 2 and not
+                                                   isinstance(kv[0], (list, dict)) for kv in body)):
+                raise bad("a dict's items are not [key, value] pairs")
+            return {k: _decode(v, arrays, dev, path, depth + 1, decoded) for k, v in body}
+    return {k: _decode(v, arrays, dev, path, depth + 1, decoded) for k, v in skeleton.items()}
 
 
 def _json(text, path, part):
     try:
         return json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # (too deep a nesting: json's own limit)
         raise ValueError(f"{path}: the checkpoint's {part} entry is not valid JSON ({exc}); the file is damaged") from None
 
 

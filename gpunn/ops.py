@@ -595,3 +595,104 @@ bce_with_logits = Primitive(
     lambda xp, g, out, x, t, reduction="mean": (_sigmoid(xp, x) - t) * _scale_like(xp, g, x, reduction),
     lambda xp, g, out, x, t, reduction="mean": -x * _scale_like(xp, g, x, reduction),
     floats=(0, 1), reads_out=False)
+
+# --- gather, scatter, scans and products (issue 17: the PyTorch surface) ------------------------
+
+def _scatter_sum(xp, index, src, axis, shape):
+    """zeros(shape) with src[i] added at position index[i] along `axis` (repeats accumulate).
+
+    Standard-only: a one-hot comparison of the indices with 0..n-1 on a new axis after `axis`,
+    summed over `axis`. index and src share a shape, which may be smaller than `shape` on the
+    other axes (PyTorch allows it): the sum is then written into the leading corner of zeros."""
+    n = shape[axis]
+    positions = xp.reshape(xp.arange(n, device=index.device), (n,) + (1,) * (index.ndim - axis - 1))
+    hits = xp.expand_dims(index, axis=axis + 1) == positions
+    summed = xp.sum(xp.where(hits, xp.expand_dims(src, axis=axis + 1), xp.zeros((), dtype=src.dtype,
+                                                                                 device=src.device)), axis=axis)
+    if tuple(summed.shape) == tuple(shape):
+        return summed
+    out = xp.zeros(shape, dtype=src.dtype, device=src.device)
+    out[tuple(slice(0, k) for k in summed.shape)] = summed
+    return out
+
+
+gather = Primitive("gather", lambda xp, x, index, axis: xp.take_along_axis(x, index, axis=axis),
+                   lambda xp, g, out, x, index, axis: _scatter_sum(xp, index, g, axis, x.shape),
+                   None, reads=(1,), reads_out=False)
+"""x[..., index[i], ...] along `axis` (torch.gather, with index shaped like x but on `axis`);
+the gradient scatters back and adds where an index repeats."""
+
+scatter_add = Primitive("scatter_add",
+                        lambda xp, x, index, src, axis: x + _scatter_sum(xp, index, src, axis, x.shape),
+                        lambda xp, g, out, x, index, src, axis: g,
+                        None,
+                        lambda xp, g, out, x, index, src, axis: xp.take_along_axis(
+                            g[tuple(slice(None) if d == axis else slice(0, k) for d, k in enumerate(index.shape))],
+                            index, axis=axis), reads=(1,), reads_out=False)
+"""x with src added at index along `axis` (torch.scatter_add; index and src of one shape)."""
+
+broadcast_to = Primitive("broadcast_to", lambda xp, x, shape: xp.broadcast_to(x, shape),
+                         lambda xp, g, out, x, shape: g, reads=(), reads_out=False, view=True)
+"""x repeated along axes of length 1 (and new leading axes): the engine sums the gradient back."""
+
+
+def _cumsum(xp, x, axis):
+    if x.dtype == xp.bool or xp.isdtype(x.dtype, "integral"):  # PyTorch sums integers as int64
+        x = xp.astype(x, xp.int64)
+    return xp.cumulative_sum(x, axis=axis)
+
+
+cumsum = Primitive("cumsum", _cumsum,
+                   lambda xp, g, out, x, axis: xp.flip(xp.cumulative_sum(xp.flip(g, axis=axis), axis=axis), axis=axis),
+                   reads=(), reads_out=False)
+"""Running sums along `axis`; the gradient is the running sum of g taken from the other end."""
+
+
+def _prod(xp, x, axis=None, keepdims=False):
+    if x.dtype == xp.bool or xp.isdtype(x.dtype, "integral"):
+        x = xp.astype(x, xp.int64)
+    return xp.prod(x, axis=axis, keepdims=keepdims)
+
+
+def _prod_grad(xp, g, out, x, axis=None, keepdims=False):
+    """The product of the other entries, as exclusive running products from both ends: right
+    where some entries are 0 (out / x would divide by zero there)."""
+    g = _expand(xp, g, x.shape, axis, keepdims)
+    if axis is None:
+        flat = xp.reshape(x, (-1,))
+        return g * xp.reshape(_others_product(xp, flat, 0), x.shape)
+    return g * _others_product(xp, x, axis)
+
+
+def _others_product(xp, x, axis):
+    n = x.shape[axis]
+    before = [slice(None)] * x.ndim
+    before[axis] = slice(0, n)
+    left = xp.cumulative_prod(x, axis=axis, include_initial=True)[tuple(before)]
+    right = xp.flip(xp.cumulative_prod(xp.flip(x, axis=axis), axis=axis, include_initial=True)[tuple(before)],
+                    axis=axis)
+    return left * right
+
+
+prod = Primitive("prod", _prod, _prod_grad, reads_out=False)
+"""The product over `axis` (all entries when None); integers multiply as int64, as in PyTorch."""
+
+
+def _log_at_least_minus_100(xp, x):
+    """log(x) clamped below at -100, as PyTorch's binary_cross_entropy takes it (log(0) = -100,
+    computed without a log of 0, so NumPy does not warn)."""
+    positive = x > 0
+    return xp.where(positive, xp.maximum(xp.log(xp.where(positive, x, 1.0)), -100.0), -100.0)
+
+
+def _bce_forward(xp, p, t):
+    return -(t * _log_at_least_minus_100(xp, p) + (1 - t) * _log_at_least_minus_100(xp, 1 - p))
+
+
+binary_cross_entropy = Primitive(
+    "binary_cross_entropy", _bce_forward,
+    # PyTorch's rule: (p - t) / max(p (1 - p), 1e-12), finite where a sigmoid saturated to 0 or 1
+    lambda xp, g, out, p, t: g * (p - t) / xp.maximum((1 - p) * p, 1e-12),
+    lambda xp, g, out, p, t: g * (_log_at_least_minus_100(xp, 1 - p) - _log_at_least_minus_100(xp, p)),
+    floats=(0, 1), reads_out=False)
+"""Per-element binary cross-entropy of probabilities p against targets t (no reduction)."""

@@ -4,6 +4,8 @@ Values are drawn on the host in float64 and then cast and moved, so one seed giv
 numbers on every device (cpu, cuda, strict) and in every run.
 """
 
+import math
+
 import numpy as np
 
 _generator = np.random.Generator(np.random.PCG64(0))
@@ -36,14 +38,30 @@ def _draw(values, dtype, device, requires_grad):
     return tensor(values, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
+def _sample(name, draw, shape):
+    """draw(shape) on the host, with gpunn's errors for a shape that cannot be: a negative size
+    (ShapeError) or more values than memory holds (OutOfMemoryError), not NumPy's."""
+    from gpunn.errors import OutOfMemoryError, ShapeError
+
+    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
+    if any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0 for n in shape):
+        raise ShapeError(f"{name}: sizes must be non-negative integers, got shape {shape}")
+    size = math.prod(shape) * 8  # drawn as float64 on the host, then cast
+    try:
+        if size > np.iinfo(np.intp).max:
+            raise MemoryError("larger than any array can be")
+        return draw(shape)
+    except MemoryError as exc:
+        raise OutOfMemoryError(f"{name}: the host ran out of memory drawing shape {shape} ({size / 2**30:.1f} GiB "
+                               f"as float64 before the cast; {exc}); use a smaller shape") from None
+
+
 def rand(*shape, dtype="float32", device=None, requires_grad=False):
-    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    return _draw(_generator.random(shape), dtype, device, requires_grad)
+    return _draw(_sample("rand", _generator.random, shape), dtype, device, requires_grad)
 
 
 def randn(*shape, dtype="float32", device=None, requires_grad=False):
-    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    return _draw(_generator.standard_normal(shape), dtype, device, requires_grad)
+    return _draw(_sample("randn", _generator.standard_normal, shape), dtype, device, requires_grad)
 
 
 def randint(low, high=None, size=(), dtype="int64", device=None):
@@ -57,3 +75,13 @@ def randint(low, high=None, size=(), dtype="int64", device=None):
 
 def randperm(n, device=None):
     return _draw(_generator.permutation(n), "int64", device, False)
+
+
+def rand_like(input, *, dtype=None, device=None, requires_grad=False):
+    """Uniform [0, 1) values of input's shape, dtype and device (or those given), as torch.rand_like."""
+    return rand(input.shape, dtype=dtype or input.dtype, device=device or input.device, requires_grad=requires_grad)
+
+
+def randn_like(input, *, dtype=None, device=None, requires_grad=False):
+    """Standard normal values of input's shape, dtype and device (or those given), as torch.randn_like."""
+    return randn(input.shape, dtype=dtype or input.dtype, device=device or input.device, requires_grad=requires_grad)

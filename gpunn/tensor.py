@@ -102,7 +102,8 @@ def _share_storage(view, base, dev):
     view (reshape copies what it cannot view, as PyTorch's does)."""
     if dev.backend.shares_memory(view._array, base._array):
         view._counter = _counter_of(base)
-        view._base = getattr(base, "_base", None) or base
+        root = getattr(base, "_base", None)  # not `or`: a Tensor's truth value is its values'
+        view._base = base if root is None else root
 
 
 class _HookHandle:
@@ -256,6 +257,15 @@ class Tensor:
         """np.asarray(tensor): a host copy from any device."""
         host = self.numpy()
         return host if dtype is None else host.astype(dtype, copy=False)
+
+    def __array_function__(self, func, types, args, kwargs):
+        """A NumPy function given tensors (np.mean(t), np.allclose(t, a)) works on their values as
+        it would on np.asarray(t): a NumPy result, a host copy for device tensors. (NumPy would
+        otherwise call t.mean(axis=..., out=...) and fail; PyTorch's tensors fail there.)"""
+        if isinstance(kwargs.get("out"), Tensor):
+            raise TypeError(f"np.{func.__name__}(..., out=tensor): NumPy cannot write into a gpunn Tensor; "
+                            "use the Tensor's own method, or out= a NumPy array")
+        return func(*_as_host(args), **_as_host(kwargs))
 
     def __len__(self):
         if self.ndim == 0:
@@ -710,6 +720,94 @@ class Tensor:
     def __abs__(self):
         return apply(ops.abs, self)
 
+    # --- the PyTorch surface of issue 17: thin faces of gpunn.ops_api's functions -----------------
+
+    _TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "HalfTensor",
+                   "int64": "LongTensor", "int32": "IntTensor", "int16": "ShortTensor", "int8": "CharTensor",
+                   "uint8": "ByteTensor", "bool": "BoolTensor"}  # what x.type() answers, as PyTorch
+
+    def sort(self, dim=-1, descending=False, stable=False):
+        from gpunn import ops_api
+        return ops_api.sort(self, dim, descending, stable)
+
+    def argsort(self, dim=-1, descending=False, stable=False):
+        from gpunn import ops_api
+        return ops_api.argsort(self, dim, descending, stable)
+
+    def topk(self, k, dim=-1, largest=True, sorted=True):
+        from gpunn import ops_api
+        return ops_api.topk(self, k, dim, largest, sorted)
+
+    def gather(self, dim, index):
+        from gpunn import ops_api
+        return ops_api.gather(self, dim, index)
+
+    def scatter_add(self, dim, index, src):
+        from gpunn import ops_api
+        return ops_api.scatter_add(self, dim, index, src)
+
+    def bincount(self, weights=None, minlength=0):
+        from gpunn import ops_api
+        return ops_api.bincount(self, weights, minlength)
+
+    def cumsum(self, dim, *, dtype=None):
+        from gpunn import ops_api
+        return ops_api.cumsum(self, dim, dtype=dtype)
+
+    def prod(self, dim=None, keepdim=False, *, dtype=None):
+        from gpunn import ops_api
+        return ops_api.prod(self, dim, keepdim, dtype=dtype)
+
+    def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        from gpunn import ops_api
+        return ops_api.var(self, dim, unbiased, keepdim, correction=correction)
+
+    def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        from gpunn import ops_api
+        return ops_api.std(self, dim, unbiased, keepdim, correction=correction)
+
+    def bmm(self, mat2):
+        from gpunn import ops_api
+        return ops_api.bmm(self, mat2)
+
+    def expand(self, *sizes):
+        from gpunn import ops_api
+        return ops_api.expand(self, *sizes)
+
+    def expand_as(self, other):
+        return self.expand(other.shape)
+
+    def repeat(self, *repeats):
+        from gpunn import ops_api
+        return ops_api.repeat(self, *repeats)
+
+    def split(self, split_size, dim=0):
+        from gpunn import ops_api
+        return ops_api.split(self, split_size, dim)
+
+    def chunk(self, chunks, dim=0):
+        from gpunn import ops_api
+        return ops_api.chunk(self, chunks, dim)
+
+    def masked_fill(self, mask, value):
+        from gpunn import ops_api
+        return ops_api.masked_fill(self, mask, value)
+
+    def contiguous(self, memory_format=None):
+        """Itself: gpunn's ops accept any memory layout, so there is nothing to reorder."""
+        return self
+
+    def type(self, dtype=None, non_blocking=False):
+        """With no argument, PyTorch's type string ('torch.FloatTensor'; 'torch.cuda.FloatTensor' on
+        CUDA) so ported comparisons hold; with a dtype (or such a string), a cast as .to(dtype)."""
+        if dtype is None:
+            name = self._TYPE_NAMES.get(self.dtype.name, self.dtype.name)
+            return f"torch.{'cuda.' if self.device.type == 'cuda' else ''}{name}"
+        names = {v: k for k, v in self._TYPE_NAMES.items()}  # x.type('torch.DoubleTensor') casts
+        if isinstance(dtype, str) and dtype.split(".")[-1] in names:
+            dtype = names[dtype.split(".")[-1]]
+        return self.to(dtype=dtype)
+
     # comparisons (and floor division) give tensors without gradient
     def _untracked_binary(self, name, other, fn):
         """fn(self's array, other's array or number) on this tensor's device, outside the graph."""
@@ -735,9 +833,13 @@ class Tensor:
         return self._compare(other, lambda a, b: a >= b)
 
     def __eq__(self, other):
+        if other is None:  # PyTorch: `t == None` is False (and `t != None` True), one Python bool
+            return False
         return self._compare(other, lambda a, b: a == b)
 
     def __ne__(self, other):
+        if other is None:
+            return True
         return self._compare(other, lambda a, b: a != b)
 
     __hash__ = object.__hash__
@@ -824,10 +926,14 @@ class Tensor:
         return apply(ops.logsumexp, self, **_reduction(axis, dim, keepdims, keepdim))
 
     def argmax(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        return self._untracked("argmax", **_reduction(axis, dim, keepdims, keepdim))
+        kw = _reduction(axis, dim, keepdims, keepdim)
+        _check_not_empty("argmax", self.shape, kw["axis"])
+        return self._untracked("argmax", **kw)
 
     def argmin(self, axis=None, keepdims=False, *, dim=None, keepdim=False):
-        return self._untracked("argmin", **_reduction(axis, dim, keepdims, keepdim))
+        kw = _reduction(axis, dim, keepdims, keepdim)
+        _check_not_empty("argmin", self.shape, kw["axis"])
+        return self._untracked("argmin", **kw)
 
     def norm(self, p="fro", dim=None, keepdim=False, dtype=None):
         """The vector p-norm over `dim` (every entry when None), as torch.Tensor.norm: "fro" and 2
@@ -1291,3 +1397,25 @@ def from_dlpack(obj):
         with dev.ctx:
             return Tensor._wrap(dev.backend.from_dlpack(obj), dev)
     raise DeviceError(f"from_dlpack: DLPack device type {kind} is not supported (only CPU and CUDA)")
+
+
+def _check_not_empty(name, shape, axis):
+    """PyTorch's IndexError for argmax/argmin over nothing: an empty tensor without dim, or dim of
+    size 0 (NumPy's message is "attempt to get argmax of an empty sequence")."""
+    if axis is None and math.prod(shape) == 0:
+        raise IndexOutOfRangeError(f"{name}: the tensor is empty (shape {shape}), so it has no largest or smallest "
+                                   "entry; pass dim= over a non-empty axis, or check the tensor's size first")
+    if axis is not None and shape and shape[axis] == 0:
+        raise IndexOutOfRangeError(f"{name}: dim {axis} has size 0 (shape {shape}), so it has no largest or "
+                                   "smallest entry; reduce over a non-empty dim")
+
+
+def _as_host(value):
+    """`value` with every Tensor in it (tuples, lists and dicts too) a NumPy array."""
+    if isinstance(value, Tensor):
+        return value.numpy()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_as_host(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _as_host(v) for k, v in value.items()}
+    return value

@@ -13,6 +13,15 @@ model.safetensors whenever a restart ends better than the ones before it (so it 
 kept model); summary.json and curves.png at the end. The checkpoint holds everything needed to
 continue exactly as if the run had never stopped (model, optimizer, RNG, DataLoader position,
 metrics so far), so `fit(resume=path)` gives the same metrics as an uninterrupted run.
+
+Under `mpiexec -n N` (`fit(..., distributed=True)` after gpunn.distributed.init_process_group) a
+single run trains one model with DistributedDataParallel on a sharded loader whose global batch is
+`batch_size`: N ranks compute what one process computes. Rank 0 alone writes files and shows
+the bar; metrics are sums and counts reduced over the ranks; a stop request on any rank is agreed
+by a collective after every batch, so all stop at the same batch and the checkpoint (which does
+not depend on N) can be resumed under any number of ranks. With `restarts > 1`, restart k trains
+on rank k mod N instead, without gradient collectives, and the results meet on rank 0 at the end
+(such a run writes no checkpoint: a stop cannot be resumed, and a restarts run resumes in one process).
 """
 
 import contextlib
@@ -35,7 +44,7 @@ import gpunn
 import gpunn.data
 import gpunn.io
 import gpunn.nn
-from gpunn import datasets, safetensors_format
+from gpunn import datasets, distributed as dist, safetensors_format
 from gpunn._files import atomic_write
 from gpunn.errors import GpunnError
 
@@ -62,11 +71,12 @@ class ConfigError(GpunnError, ValueError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """The run stopped early (Ctrl-C or `should_stop`); `checkpoint` is the file to resume from."""
+    """The run stopped early (Ctrl-C, SIGTERM or `should_stop`); `checkpoint` is the file to resume
+    from (None when there is none); `signum` the signal that asked for the stop, if any."""
 
-    def __init__(self, checkpoint):
+    def __init__(self, checkpoint, signum=None):
         super().__init__(checkpoint)
-        self.checkpoint = checkpoint
+        self.checkpoint, self.signum = checkpoint, signum
 
 
 @dataclasses.dataclass
@@ -209,7 +219,8 @@ def load_data(config):
 # --- the run -----------------------------------------------------------------------------------------
 
 
-def fit(config=None, out=None, *, resume=None, progress=False, handle_sigint=False, should_stop=None):
+def fit(config=None, out=None, *, resume=None, progress=False, handle_sigint=False, should_stop=None,
+        distributed=False):
     """Train as `config` (a TrainConfig or dict) says and return the summary dict (summary.json's content).
 
     out: folder for the run's files (None: write nothing). It must not hold another run's files;
@@ -217,18 +228,45 @@ def fit(config=None, out=None, *, resume=None, progress=False, handle_sigint=Fal
     resume: a checkpoint written by an earlier run (or its folder). The run continues with the
         saved settings, in the checkpoint's folder; `config` may then hold only changes allowed by
         RESUMABLE_CHANGES (others that differ from the saved ones raise ConfigError).
-    progress: a tqdm bar per epoch on stderr, with the running loss and accuracy (only when stderr
-        is a terminal).
-    handle_sigint: the first Ctrl-C stops at the end of the current batch and saves a checkpoint
-        (a second one stops at once); works only from the main thread.
+    progress: one tqdm bar on stderr for the whole run, with the running loss and accuracy (only when
+        stderr is a terminal; on rank 0 only).
+    handle_sigint: the first Ctrl-C or SIGTERM stops at the end of the current batch and saves a
+        checkpoint (a second one stops at once); works only from the main thread.
     should_stop(restart, epoch, batch) -> bool: called after every batch; True stops the same way.
+
+    distributed: train over the ranks of gpunn.distributed (which must be initialized), as the
+        module docstring describes; every rank calls fit with the same arguments.
 
     A stop raises TrainingInterrupted whose `checkpoint` names the file to resume from.
     """
-    run = _Run(config, out, resume)
+    ranks = _Ranks(distributed)
+    run = _Run(config, out, resume, ranks)
     stop = _StopFlag(should_stop)
     with stop.catching_sigint(handle_sigint):
-        return run.train(progress, stop)
+        return run.train(progress and ranks.rank == 0, stop)
+
+
+class _Ranks:
+    """This process's place in a distributed run: rank 0 of 1, with no collectives, when alone."""
+
+    def __init__(self, distributed):
+        if distributed and not dist.is_initialized():
+            raise GpunnError("fit(distributed=True) needs gpunn.distributed.init_process_group() first")
+        self.on = bool(distributed) and dist.get_world_size() > 1
+        self.rank, self.size = (dist.get_rank(), dist.get_world_size()) if self.on else (0, 1)
+
+    def sum(self, *values):
+        """The sums over the ranks of these numbers, in float64 (exact for counts below 2**53)."""
+        if not self.on:
+            return values
+        totals = gpunn.tensor([float(v) for v in values], dtype="float64")
+        return tuple(dist.all_reduce(totals, op="sum").tolist())
+
+    def any(self, flag, what):
+        """True on every rank when `flag` is True on any: how all ranks stop at the same batch."""
+        if not self.on:
+            return flag
+        return bool(dist.all_reduce(gpunn.tensor([int(bool(flag))]), op="max").item())
 
 
 class _StopFlag:
@@ -237,6 +275,7 @@ class _StopFlag:
     def __init__(self, should_stop):
         self.should_stop = should_stop
         self.requested = False
+        self.signum = None  # the signal that set the flag, if one did
 
     def __call__(self, restart, epoch, batch):
         if not self.requested and self.should_stop is not None:
@@ -245,8 +284,9 @@ class _StopFlag:
 
     @contextlib.contextmanager
     def catching_sigint(self, enabled):
-        """While active, the first Ctrl-C sets the flag; a second one stops at once (KeyboardInterrupt),
-        leaving the last end-of-epoch checkpoint as the one to resume from."""
+        """While active, the first Ctrl-C or SIGTERM (what docker stop, Kubernetes and SLURM send
+        before they kill) sets the flag; a second one stops at once (KeyboardInterrupt), leaving
+        the last end-of-epoch checkpoint as the one to resume from."""
         if not enabled or threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -254,19 +294,21 @@ class _StopFlag:
         def handle(signum, frame):
             if self.requested:
                 raise KeyboardInterrupt
-            self.requested = True
+            self.requested, self.signum = True, signum
 
-        previous = signal.signal(signal.SIGINT, handle)
+        caught = (signal.SIGINT, signal.SIGTERM)
+        previous = {signum: signal.signal(signum, handle) for signum in caught}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 class _Run:
     """One call of fit: settings, data and output folder checked up front, then the restarts."""
 
-    def __init__(self, config, out, resume):
+    def __init__(self, config, out, resume, ranks):
         meta = None
         if resume is not None:
             resume = _checkpoint_path(resume)
@@ -278,13 +320,19 @@ class _Run:
         elif isinstance(config, dict):
             config = TrainConfig.from_dict(config)
         self.config = c = config.resolved()
-        self.out = None if out is None else Path(out)
-        if self.out is not None:
+        self.ranks = ranks
+        self.folder = None if out is None else Path(out)
+        if self.folder is not None:
             if resume is None:
-                _check_out_free(self.out)
-            _check_out_writable(self.out)
+                _check_out_free(self.folder)
+            _check_out_writable(self.folder)
+        self.out = self.folder if ranks.rank == 0 else None  # where this process writes: rank 0 alone
+        self.split_restarts = ranks.on and c.restarts > 1  # restart k on rank k mod N, no collectives
+        if self.split_restarts and resume is not None:
+            raise ConfigError("a run with --restarts resumes in one process (restarts spread over ranks write no "
+                              f"checkpoint to share); run gpunn train --resume {resume} without mpiexec")
         self.data = load_data(c)
-        self.device = gpunn.device(c.device)
+        self.device = _rank_device(c.device, ranks)
         self.resume_path, self.meta = resume, meta
         # state carried across epochs, restarts and resumes
         self.history, self.results, self.best = [], [], None
@@ -302,17 +350,24 @@ class _Run:
 
     # --- setup of one restart
 
+    def _model(self):
+        c = self.config
+        sizes = [self.data.X_train.shape[1], *c.hidden, self.data.classes]
+        return gpunn.nn.MLP(sizes, activation=c.activation, device=self.device, dtype=c.dtype)
+
     def _build(self, restart):
         c = self.config
         gpunn.manual_seed(c.seed + restart)
-        sizes = [self.data.X_train.shape[1], *c.hidden, self.data.classes]
-        model = gpunn.nn.MLP(sizes, activation=c.activation, device=self.device, dtype=c.dtype)
+        model = self._model()
         optimizer = _make_optimizer(c, model.parameters())
+        data_parallel = self.ranks.on and not self.split_restarts
         loader = gpunn.data.DataLoader(self.data.X_train, self.data.y_train, batch_size=c.batch_size, shuffle=True,
-                                       device=self.device, seed=c.seed + restart, dtype=c.dtype)
-        self.step = None
+                                       device=self.device, seed=c.seed + restart, dtype=c.dtype,
+                                       distributed=data_parallel)
+        net = gpunn.nn.parallel.DistributedDataParallel(model) if data_parallel else model
+        self.net, self.step = net, None
         if c.compile:
-            self.step = gpunn.compile_step(model, gpunn.functional.cross_entropy, optimizer,
+            self.step = gpunn.compile_step(net, gpunn.functional.cross_entropy, optimizer,
                                            max_grad_norm=c.clip_norm, return_output=True)
         return model, optimizer, loader
 
@@ -320,26 +375,40 @@ class _Run:
 
     def train(self, progress, stop):
         c = self.config
-        partial = None
-        for restart in range(self.restart, c.restarts):
-            model, optimizer, loader = self._build(restart)
-            first_epoch = 0
-            if self.meta is not None and restart == self.restart:
-                first_epoch, partial = self._restore(model, optimizer, loader)
-            for epoch in range(first_epoch, c.epochs):
-                if partial is None:
-                    loader.set_epoch(epoch)
-                row = self._epoch(model, optimizer, loader, restart, epoch, partial, progress, stop)
-                partial = None
-                if row is None:  # stopped mid-epoch: the checkpoint was saved by _epoch
-                    raise TrainingInterrupted(self._checkpoint_file())
-                self.history.append(row)
-                if epoch + 1 == c.epochs:
-                    self._finish_restart(model, restart)
-                self._save(model, optimizer, loader, restart, epoch + 1)
-                if stop(restart, epoch + 1, 0) and (restart, epoch + 1) != (c.restarts - 1, c.epochs):
-                    raise TrainingInterrupted(self._checkpoint_file())
-        return self._finish()
+        partial, bar = None, None
+        try:
+            for restart in range(self.restart, c.restarts):
+                if self.split_restarts and restart % self.ranks.size != self.ranks.rank:
+                    continue
+                model, optimizer, loader = self._build(restart)
+                first_epoch = 0
+                if self.meta is not None and restart == self.restart:
+                    first_epoch, partial = self._restore(model, optimizer, loader)
+                if progress and bar is None:
+                    done = (restart * c.epochs + first_epoch) * len(loader) + (partial["batch"] if partial else 0)
+                    bar = _bar(c.restarts * c.epochs * len(loader), done)
+                for epoch in range(first_epoch, c.epochs):
+                    if partial is None:
+                        loader.set_epoch(epoch)
+                    row = self._epoch(model, optimizer, loader, restart, epoch, partial, bar, stop)
+                    partial = None
+                    if row is None:  # stopped mid-epoch: the checkpoint was saved by _epoch
+                        raise TrainingInterrupted(self._checkpoint_file(), stop.signum)
+                    self.history.append(row)
+                    if epoch + 1 == c.epochs:
+                        self._finish_restart(model, restart)
+                    self._save(model, optimizer, loader, restart, epoch + 1)
+                    if self._stop(stop, restart, epoch + 1, 0) and (restart, epoch + 1) != (c.restarts - 1, c.epochs):
+                        raise TrainingInterrupted(self._checkpoint_file(), stop.signum)
+            return self._finish()
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _stop(self, stop, restart, epoch, batch):
+        """Whether to stop here; under data parallelism every rank gets the same answer (a collective)."""
+        wanted = stop(restart, epoch, batch)
+        return wanted if self.split_restarts else self.ranks.any(wanted, "the stop check")
 
     def _restore(self, model, optimizer, loader):
         """Load the checkpoint into the restart it was taken in; (first epoch, partial epoch or None)."""
@@ -351,7 +420,7 @@ class _Run:
             return state["epoch"], partial
         return self.meta["epoch"], None
 
-    def _epoch(self, model, optimizer, loader, restart, epoch, partial, progress, stop):
+    def _epoch(self, model, optimizer, loader, restart, epoch, partial, bar, stop):
         """Train one epoch and evaluate; the metrics row, or None when stopped (after saving)."""
         c, dev = self.config, self.device
         model.train()
@@ -360,47 +429,61 @@ class _Run:
         loss_sum, correct, count, seconds = zero("float64"), zero("int64"), 0, 0.0
         start_batch = 0
         if partial is not None:
-            loss_sum += partial["loss_sum"]
-            correct += partial["correct"]
-            count, seconds, start_batch = partial["count"], partial["seconds"], partial["batch"]
-        bar = _bar(progress, len(loader), start_batch, self._label(restart, epoch))
+            seconds, start_batch = partial["seconds"], partial["batch"]
+            if self.ranks.rank == 0:  # the saved sums are over all ranks: counted once
+                loss_sum += partial["loss_sum"]
+                correct += partial["correct"]
+                count = partial["count"]
+        if bar is not None:
+            bar.set_description(self._label(restart, epoch))
         shown = time.perf_counter()  # the bar's running numbers cost a host sync: twice a second at most
         started = time.perf_counter()
         batch = start_batch
         for xb, yb in loader:
-            if self.step is not None:  # the same step, recorded into a CUDA graph (eager elsewhere)
+            if yb.shape[0] == 0:  # this rank's share of a ragged last batch is empty (fewer samples than ranks)
+                optimizer.zero_grad()
+                self.net.reduce_gradients()  # joins the reduction with weight 0, then steps like the others
+                if c.clip_norm is not None:
+                    gpunn.nn.utils.clip_grad_norm_(params, c.clip_norm)
+                optimizer.step()
+            elif self.step is not None:  # the same step, recorded into a CUDA graph (eager elsewhere)
                 loss, logits = self.step(xb, yb)
             else:
-                logits = model(xb)
+                logits = self.net(xb)  # the model, or DistributedDataParallel around it
                 loss = gpunn.functional.cross_entropy(logits, yb)
                 optimizer.zero_grad()
                 loss.backward()
                 if c.clip_norm is not None:
                     gpunn.nn.utils.clip_grad_norm_(params, c.clip_norm)
                 optimizer.step()
-            with gpunn.no_grad():  # running sums stay on the device: no host sync per batch
-                n = yb.shape[0]
-                loss_sum += loss.detach().to("float64") * n
-                correct += (logits.detach().argmax(axis=1) == yb).sum()  # a sum of bools is int64
-                count += n
+            n = yb.shape[0]
+            if n:  # (a rank's share of a ragged last batch may be empty)
+                with gpunn.no_grad():  # running sums stay on the device: no host sync per batch
+                    loss_sum += loss.detach().to("float64") * n
+                    correct += (logits.detach().argmax(axis=1) == yb).sum()  # a sum of bools is int64
+                    count += n
             batch += 1
             if bar is not None:
                 bar.update(1)
                 if batch == len(loader) or time.perf_counter() - shown >= 0.5:
-                    bar.set_postfix(loss=f"{loss_sum.item() / count:.4f}", acc=f"{correct.item() / count:.4f}")
+                    bar.set_postfix(loss=_digits(loss_sum.item() / max(count, 1)),
+                                    acc=f"{correct.item() / max(count, 1):.4f}")
                     shown = time.perf_counter()
-            if batch < len(loader) and stop(restart, epoch, batch):
+            if batch < len(loader) and self._stop(stop, restart, epoch, batch):
                 dev.synchronize()
-                partial = {"loss_sum": loss_sum.item(), "correct": int(correct.item()), "count": count,
+                sums = self._sums(loss_sum.item(), correct.item(), count)
+                partial = {"loss_sum": sums[0], "correct": int(sums[1]), "count": int(sums[2]),
                            "seconds": seconds + time.perf_counter() - started, "batch": batch}
-                if bar is not None:
-                    bar.close()
                 self._save(model, optimizer, loader, restart, epoch, partial)
+                if self.ranks.on:  # no rank exits (which ends the job) before rank 0 wrote the checkpoint
+                    dist.barrier()
                 return None
-        train_loss, train_acc = loss_sum.item() / count, correct.item() / count
+        loss_total, correct_total, count_total = self._sums(loss_sum.item(), correct.item(), count)
+        train_loss, train_acc = loss_total / count_total, correct_total / count_total
         model.eval()
-        val = evaluate(model, *self.val) if self.val is not None else (None, None)
-        test = evaluate(model, *self.test)
+        ranks = None if self.split_restarts else self.ranks
+        val = evaluate(model, *self.val, ranks=ranks) if self.val is not None else (None, None)
+        test = evaluate(model, *self.test, ranks=ranks)
         model.train()
         dev.synchronize()
         elapsed = time.perf_counter() - started
@@ -410,12 +493,15 @@ class _Run:
                "val_loss": val[0], "val_accuracy": val[1], "test_loss": test[0], "test_accuracy": test[1],
                "seconds": seconds, "lr": float(optimizer.param_groups[0]["lr"])}
         if bar is not None:
-            shown = {"loss": f"{train_loss:.4f}", "acc": f"{train_acc:.4f}"}
+            shown = {"loss": _digits(train_loss), "acc": f"{train_acc:.4f}"}
             if val[0] is not None:
                 shown["val_acc"] = f"{val[1]:.4f}"
             bar.set_postfix(**shown, test_acc=f"{test[1]:.4f}")
-            bar.close()
         return row
+
+    def _sums(self, *values):
+        """Sums over the ranks that train this model together (this rank's own in a restart of its own)."""
+        return values if self.split_restarts else self.ranks.sum(*values)
 
     def _label(self, restart, epoch):
         label = f"epoch {epoch + 1}/{self.config.epochs}"
@@ -431,10 +517,12 @@ class _Run:
         best = None if self.best is None else next(r for r in self.results if r["restart"] == self.best)
         if best is None or best["restart"] == restart or _val_rank(result) < _val_rank(best):
             self.best = restart
-            if self.out is not None:
-                self._start_out()
-                gpunn.io.save(model.state_dict(), self.out / "model.safetensors",
-                              metadata={"restart": str(restart + 1), "config": json.dumps(self.config.to_dict())})
+            if self.split_restarts:  # kept in memory: the ranks' best meet on rank 0 at the end
+                self.kept = {name: t.numpy().copy() for name, t in model.state_dict().items()}
+            elif self.out is not None:
+                with self._writing():
+                    gpunn.io.save(model.state_dict(), self.out / "model.safetensors",
+                                  metadata={"restart": str(restart + 1), "config": json.dumps(self.config.to_dict())})
 
     def _start_out(self):
         """Create `out` and write config.json, on the first write of this session: a run that fails
@@ -445,22 +533,71 @@ class _Run:
             self.started = True
 
     def _checkpoint_file(self):
-        return None if self.out is None else self.out / CHECKPOINT
+        return None if self.folder is None or self.split_restarts else self.folder / CHECKPOINT
 
     def _save(self, model, optimizer, loader, restart, epoch, partial=None):
-        """Write the checkpoint and metrics.csv (end of an epoch, or mid-epoch when stopping)."""
-        if self.out is None:
+        """Write the checkpoint and metrics.csv (end of an epoch, or mid-epoch when stopping); restarts
+        spread over ranks write neither (their metrics.csv comes at the end)."""
+        if self.out is None or self.split_restarts:
             return
-        self._start_out()
         loader_state = loader.state_dict() if partial is not None else {"epoch": epoch, "batch": 0}
-        gpunn.io.save_checkpoint(self.out / CHECKPOINT, model=model, optimizer=optimizer,
-                                 config=self.config.to_dict(), restart=restart, epoch=epoch, loader=loader_state,
-                                 partial=partial, history=self.history, results=self.results, best=self.best,
-                                 seconds=self.seconds + (partial["seconds"] if partial else 0.0))
-        _write_text(self.out / "metrics.csv", _metrics_csv(self.history, self.config.restarts > 1))
+        with self._writing():
+            gpunn.io.save_checkpoint(self.out / CHECKPOINT, model=model, optimizer=optimizer,
+                                     config=self.config.to_dict(), restart=restart, epoch=epoch, loader=loader_state,
+                                     partial=partial, history=self.history, results=self.results, best=self.best,
+                                     seconds=self.seconds + (partial["seconds"] if partial else 0.0))
+            _write_text(self.out / "metrics.csv", _metrics_csv(self.history, self.config.restarts > 1))
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """Write into `out` (made, with config.json, on the first write); if the first write of a
+        fresh run fails, undo it."""
+        first, created = not self.started, not self.out.exists()
+        self._start_out()
+        try:
+            yield
+        except BaseException:
+            if first and self.resume_path is None:
+                self._undo_start(created)
+            raise
+
+    def _undo_start(self, created):
+        """A fresh run whose very first save failed leaves `out` as it found it, so the same command
+        can be run again there (a folder holding only its config.json would be refused as taken)."""
+        for name in ("config.json", "metrics.csv", CHECKPOINT):
+            (self.out / name).unlink(missing_ok=True)
+        if created:
+            try:
+                self.out.rmdir()
+            except OSError:
+                pass
+        self.started = False
+
+    def _gather_restarts(self):
+        """Restarts spread over ranks: every rank's rows and results, the best restart over all, and
+        its weights written by rank 0 (sent there by the rank that trained it)."""
+        everyone = dist.all_gather_object([self.history, self.results, self.seconds])
+        self.history = sorted((row for h, _, _ in everyone for row in h), key=lambda r: (r["restart"], r["epoch"]))
+        self.results = sorted((r for _, rs, _ in everyone for r in rs), key=lambda r: r["restart"])
+        self.seconds = max(seconds for _, _, seconds in everyone)
+        self.best = min(self.results, key=lambda r: (_val_rank(r), r["restart"]))["restart"]
+        owner = self.best % self.ranks.size
+        model = self._model()
+        with gpunn.no_grad():
+            for name, t in model.state_dict().items():
+                if self.ranks.rank == owner:
+                    t.copy_(gpunn.tensor(self.kept[name]))
+                dist.broadcast(t, src=owner)
+        if self.out is not None:
+            self._start_out()
+            gpunn.io.save(model.state_dict(), self.out / "model.safetensors",
+                          metadata={"restart": str(self.best + 1), "config": json.dumps(self.config.to_dict())})
+            _write_text(self.out / "metrics.csv", _metrics_csv(self.history, True))
 
     def _finish(self):
         c = self.config
+        if self.split_restarts:
+            self._gather_restarts()
         best = next(r for r in self.results if r["restart"] == self.best)
         summary = {"dataset": c.dataset, "device": str(self.device), "epochs": c.epochs, "seconds": self.seconds,
                    "train_loss": best["train_loss"], "train_accuracy": best["train_accuracy"],
@@ -468,7 +605,8 @@ class _Run:
                    "n_train": len(self.data.y_train), "n_test": len(self.data.y_test),
                    "n_val": 0 if self.data.y_val is None else len(self.data.y_val),
                    "best_restart": self.best + 1,  # numbered from 1 in every file, as on the console
-                   "restarts": [{**r, "restart": r["restart"] + 1} for r in sorted(self.results, key=lambda r: r["restart"])]}
+                   "restarts": [{**r, "restart": r["restart"] + 1} for r in sorted(self.results, key=lambda r: r["restart"])],
+                   "world_size": self.ranks.size, "threads": gpunn.get_num_threads()}
         if self.out is not None:
             summary["out"] = str(self.out)
             _write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
@@ -482,19 +620,24 @@ def _val_rank(result):
     return loss if loss is not None and math.isfinite(loss) else math.inf
 
 
-def evaluate(model, X, y, batch_size=EVAL_BATCH):
-    """(mean cross-entropy, accuracy) of `model` on tensors X, y, in batches under no_grad; one host read."""
+def evaluate(model, X, y, batch_size=EVAL_BATCH, ranks=None):
+    """(mean cross-entropy, accuracy) of `model` on tensors X, y, in batches under no_grad; one host read.
+    With `ranks` (a distributed run), each rank evaluates its contiguous share and the sums are reduced."""
     dev = X.device
     loss_sum = gpunn.zeros((), dtype="float64", device=dev)
     correct = gpunn.zeros((), dtype="int64", device=dev)
     n = X.shape[0]
+    first, last = (0, n) if ranks is None or not ranks.on else gpunn.data._share(0, n, ranks.rank, ranks.size)
     with gpunn.no_grad():
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)  # the standard leaves out-of-range slice stops unspecified
+        for start in range(first, last, batch_size):
+            stop = min(start + batch_size, last)  # the standard leaves out-of-range slice stops unspecified
             xb, yb = X[start:stop], y[start:stop]
             logits = model(xb)
             loss_sum += gpunn.functional.cross_entropy(logits, yb, reduction="sum").to("float64")
             correct += (logits.argmax(axis=1) == yb).sum()
+    if ranks is not None:
+        total_loss, total_correct = ranks.sum(loss_sum.item(), correct.item())
+        return total_loss / n, total_correct / n
     return loss_sum.item() / n, correct.item() / n
 
 
@@ -511,14 +654,25 @@ def _make_optimizer(c, params):
     return cls(params, **kwargs)  # fused by default on CUDA, which a recorded step needs
 
 
-def _bar(progress, total, initial, label):
-    if not progress:
-        return None
+def _bar(total, initial):
+    """One bar for the whole run, updated in place; its label names the epoch (and restart)."""
     from tqdm import tqdm
 
     # disable=None: no bar when stderr is not a terminal (`gpunn train 2>&1 | tee log`), as tqdm means it
-    return tqdm(total=total, initial=initial, desc=label, unit="batch", file=sys.stderr, dynamic_ncols=True,
-                disable=None)
+    return tqdm(total=total, initial=initial, unit="batch", file=sys.stderr, dynamic_ncols=True, disable=None)
+
+
+def _digits(loss):
+    """A loss with four significant digits: 0.0016 stays visible (not 0.0000) as the loss falls."""
+    return f"{loss:.4g}"
+
+
+def _rank_device(spec, ranks):
+    """The run's device; under mpiexec, `auto` and `cuda` mean this rank's GPU, cuda:{local rank}."""
+    device = gpunn.device(spec)
+    if ranks.on and device.type == "cuda" and spec in ("auto", "cuda"):
+        return gpunn.device(f"cuda:{dist.get_local_rank() % gpunn.cuda.device_count()}")
+    return device
 
 
 # --- resuming ----------------------------------------------------------------------------------------

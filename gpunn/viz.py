@@ -12,12 +12,14 @@ def to_dot(root, names=None):
     from inputs to outputs, in topological order.
 
     `names` maps tensors to labels (e.g. {w: "w"}); `dict(model.named_parameters())` reversed works.
+    Draw before backward: it frees what the nodes saved, and with it the constant inputs and the
+    shapes of unnamed intermediate values ("?" after it).
     """
-    labels = {id(t._node if t._node is not None else t): n for t, n in (names or {}).items()}
+    labels = {_key(t): n for t, n in (names or {}).items()}
     order = topological_order(root._node) if root._node is not None else []
-    shapes = {id(root._node if root._node is not None else root): root.shape}
-    for node in order:  # a node's output shape is what its consumers received
-        for parent, array in zip(node.parents, node.arrays):
+    shapes = {_key(t): t.shape for t in [root, *(names or {})]}
+    for node in order:  # a node's output shape is what its consumers received (until backward frees them)
+        for parent, array in zip(node.parents, node.arrays or ()):
             if parent is not None:
                 shapes[id(parent)] = tuple(array.shape)
     ids, lines = {}, ["digraph gpunn {", '  rankdir="LR";', '  node [shape=box, fontname="Helvetica"];']
@@ -32,22 +34,31 @@ def to_dot(root, names=None):
     def vertex(obj):
         if id(obj) not in ids:
             if type(obj) is Node:
-                box(id(obj), obj.primitive.name, shapes[id(obj)])
+                box(id(obj), obj.primitive.name, shapes.get(id(obj), "?"))
             else:
                 box(id(obj), "leaf" if obj.requires_grad else "const", tuple(obj.shape), filled=obj.requires_grad)
         return ids[id(obj)]
 
     for node in order:
-        for i, (parent, array) in enumerate(zip(node.parents, node.arrays)):
+        for parent, array in zip(node.parents, node.arrays or (None,) * len(node.parents)):
             if parent is not None:
                 lines.append(f"  {vertex(parent)} -> {vertex(node)};")
-            elif hasattr(array, "shape"):  # a constant tensor input
-                lines.append(f"  {box(('const', id(node), i), 'const', tuple(array.shape))} -> {vertex(node)};")
+            elif hasattr(array, "shape"):  # a constant tensor input, known by its array
+                key = ("const", id(array))
+                source = ids[key] if key in ids else box(key, "const", tuple(array.shape))
+                lines.append(f"  {source} -> {vertex(node)};")
         vertex(node)
     if not order:
         vertex(root)
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _key(t):
+    """How a named tensor is found in the graph: by its node, as a leaf, or as a constant's array."""
+    if t._node is not None:
+        return id(t._node)
+    return id(t) if t.requires_grad else ("const", id(t._array))
 
 
 def render(dot_text, path, format=None):

@@ -65,23 +65,67 @@ def _fused_on_strict():
     opt.step()
 
 
-def _model_cast_after_fused_step():
-    model = nn.Linear(2, 2)
-    opt = optim.Adam(model.parameters(), fused=True)
-    model(gpunn.ones(1, 2)).sum().backward()
-    opt.step()
-    model.double()
-    model(gpunn.ones(1, 2, dtype="float64")).sum().backward()
-    opt.step()
-
-
-def _save_into_missing_folder():
-    path = os.path.join(tempfile.mkdtemp(), "no-such-folder", "weights.safetensors")
-    gpunn.save(nn.Linear(2, 2).state_dict(), path)
 
 
 def _mixed_devices():
     return gpunn.ones(3) + gpunn.ones(3, device="strict:1")
+
+
+# --- issue 17: data, saving and consistency -------------------------------------------------------
+
+
+def _model_moved_after_steps():
+    model = nn.Linear(2, 2)
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(gpunn.ones(1, 2)).sum().backward()
+    opt.step()
+    model.to("strict")
+    model(gpunn.ones(1, 2, device="strict")).sum().backward()
+    opt.step()
+
+
+def _other_optimizer_state():
+    model = nn.Linear(2, 2)
+    adam = optim.Adam(model.parameters())
+    model(gpunn.ones(1, 2)).sum().backward()
+    adam.step()
+    optim.SGD(model.parameters(), lr=0.1).load_state_dict(adam.state_dict())
+
+
+def _full_disk():
+    from gpunn import safetensors_format
+
+    def write(fileobj, chunks):
+        raise OSError(28, os.strerror(28))
+
+    real, safetensors_format._write_bytes = safetensors_format._write_bytes, write
+    try:
+        gpunn.save({"w": gpunn.ones(2)}, os.path.join(tempfile.mkdtemp(), "checkpoint.safetensors"))
+    finally:
+        safetensors_format._write_bytes = real
+
+
+def _folder_as_file():
+    folder = os.path.join(tempfile.mkdtemp(), "weights")
+    os.mkdir(folder)
+    gpunn.save({"w": gpunn.ones(2)}, folder)
+
+
+def _hostile_structure():
+    from gpunn import safetensors_format
+
+    path = os.path.join(tempfile.mkdtemp(), "state.safetensors")
+    safetensors_format.save_file({}, path, {"gpunn.format": "gpunn.object/1",
+                                            "gpunn.object": '{"__scalar__": ["V1000000000000", 5]}'})
+    gpunn.load(path)
+
+
+class _Squares(gpunn.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return gpunn.tensor([float(i)]), i
 
 
 # name, what triggers it, documented exception type, phrases the message must contain
@@ -105,7 +149,6 @@ CATALOGUE = [
     ("unknown device", lambda: gpunn.device("tpu:0"), gpunn.DeviceError, ["tpu:0", "'cpu'"]),
     ("CUDA where it cannot work", lambda: gpunn.device("cuda:7"), gpunn.DeviceError, ["cuda:7", "cpu"]),
     ("fused optimizer on a device without views", _fused_on_strict, ValueError, ["fused=True", "strict", "fused=None"]),
-    ("model cast after a fused optimizer was built", _model_cast_after_fused_step, gpunn.DTypeError, ["float64", "model.to"]),
     ("tensors on two devices", _mixed_devices, gpunn.DeviceError, ["add", "cpu", "strict:1", ".to("]),
     ("second backward through a freed graph", _second_backward, gpunn.GraphError, ["second time", "retain_graph=True"]),
     ("backward without any gradient", lambda: gpunn.ones(2).sum().backward(), gpunn.GraphError, ["requires_grad"]),
@@ -114,8 +157,20 @@ CATALOGUE = [
     ("NaN made in backward (anomaly mode)", _anomaly, gpunn.AnomalyError, ["sqrt", "error_catalogue.py"]),
     ("a pickle where safetensors are expected", _pickle_file, ValueError, ["pickle"]),
     ("a truncated checkpoint", _truncated_checkpoint, ValueError, ["model.safetensors"]),
-    ("saving into a folder that does not exist", _save_into_missing_folder, FileNotFoundError,
-     ["cannot write", "no-such-folder/weights.safetensors"]),
+    # issue 17: data, saving and consistency
+    ("model moved after its optimizer took steps", _model_moved_after_steps, gpunn.DeviceError,
+     ["SGD", "strict", "cpu", "optimizer.load_state_dict(optimizer.state_dict())"]),
+    ("optimizer state of another optimizer type", _other_optimizer_state, TypeError, ["SGD", "Adam", "betas"]),
+    ("saving onto a full disk", _full_disk, OSError, ["checkpoint.safetensors", "No space left on device"]),
+    ("a folder given as the file to save", _folder_as_file, OSError, ["is a folder", "model.safetensors"]),
+    ("a damaged saved structure", _hostile_structure, ValueError, ["damaged", "NumPy scalar"]),
+    ("DataLoader option gpunn lacks", lambda: DataLoader(_Squares(), sampler=[0, 1]), ValueError,
+     ["sampler=", "shuffle=True"]),
+    ("worker processes for a dataset", lambda: DataLoader(_Squares(), num_workers=4), ValueError,
+     ["num_workers=4", "num_workers=0"]),
+    ("argmax of an empty tensor", lambda: gpunn.zeros(0).argmax(), IndexError, ["argmax", "empty"]),
+    ("random tensor of an impossible shape", lambda: gpunn.randn(10**6, 10**6), gpunn.OutOfMemoryError,
+     ["randn", "(1000000, 1000000)"]),
 ]
 
 

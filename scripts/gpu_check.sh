@@ -30,6 +30,12 @@
 # The GPU machine has numpy, cupy, torch, pytest, hypothesis, safetensors, tqdm and matplotlib but
 # no network and no array-api-compat: put its wheel (and array-api-strict's) in .whl/ first, e.g.
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl array-api-compat array-api-strict
+# The data-parallel steps (ddp-1, ddp-2: scripts/ddp_gpu_check.py under mpiexec -n 1 and -n 2; NCCL's
+# version, DDP equal to one process, a captured DDP step) need mpi4py and mpich as well, carried the
+# same way (.whl/ is not ignored by git, so it travels with the working tree to a lent machine):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_17_x86_64 \
+#       -d .whl mpi4py mpich
+# mpich's wheel brings mpiexec (into /tmp/site/bin); without them those steps SKIP.
 # If the editable install still fails, gpunn runs from this tree, with a link gpunn/backends ->
 # ../backends standing in for the installed package's layout (a fallback for a lent machine).
 set -o pipefail
@@ -160,6 +166,14 @@ if [ -z "$cuda_reason" ]; then
     step train-compile "${gpunn_cli[@]}" train --device cuda --epochs 2 --no-progress --compile --clip-norm 1.0 \
         --out "$LOGDIR/train-compile-$run_id"  # a "gpunn: note: compile_step runs eagerly" line means no graph
     step fused "$PY" benchmarks/fused_step.py --device cuda --repeats 7
+    mpiexec=$(command -v mpiexec || { [ -x /tmp/site/bin/mpiexec ] && echo /tmp/site/bin/mpiexec; })
+    if [ -n "$mpiexec" ] && "$PY" -c "import mpi4py" >/dev/null 2>&1; then
+        step ddp-1 "$mpiexec" -n 1 "$PY" scripts/ddp_gpu_check.py
+        step ddp-2 "$mpiexec" -n 2 "$PY" scripts/ddp_gpu_check.py
+    else
+        skip ddp-1 "no mpiexec or mpi4py: carry the mpi4py and mpich wheels in .whl/"
+        skip ddp-2 "no mpiexec or mpi4py: carry the mpi4py and mpich wheels in .whl/"
+    fi
     step profile-cuda "$PY" benchmarks/profile_step.py --device cuda --steps 300 --top 30
     cuda_sources
     # the cuda case of every device-parametrized test (hundreds: CuPy compiles a kernel for each
@@ -169,8 +183,8 @@ if [ -z "$cuda_reason" ]; then
     step cuda-cases "$PY" -m pytest -m gpu -q -p no:cacheprovider --durations=5 "${workers[@]}" \
         --ignore=tests/test_gpu.py tests
 else
-    for name in bench bench-4096 bench-4096-tf32 pytest-gpu cupy-contract parity train train-compile fused profile-cuda cuda-sources \
-        cuda-cases; do
+    for name in bench bench-4096 bench-4096-tf32 pytest-gpu cupy-contract parity train train-compile fused ddp-1 \
+        ddp-2 profile-cuda cuda-sources cuda-cases; do
         skip "$name" "no usable CUDA device: $cuda_reason"
     done
 fi

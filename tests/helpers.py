@@ -63,5 +63,6 @@ def names_along_the_output(out):
     node = out._node
     while node is not None:
         names.append(node.primitive.name)
-        node = getattr(node.inputs[0], "_node", None)
+        parent = node.parents[0]
+        node = parent if isinstance(parent, gpunn.autograd.Node) else None
     return names

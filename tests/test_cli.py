@@ -209,7 +209,9 @@ def test_stopped_run_resumes_exactly(tmp_path, stop_at):
     assert read_metrics(tmp_path / "other" / "metrics.csv") != whole
 
 
-def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path):
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, signum, status):
+    """Ctrl-C, and SIGTERM (what docker stop, Kubernetes and SLURM send first), stop the same way."""
     out = tmp_path / "run"
     args = [sys.executable, "-m", "gpunn", "train", "--no-progress", "--device", "cpu", "--dataset", "digits",
             "--epochs", "10000", "--out", str(out)]
@@ -219,11 +221,11 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path):
         while not (out / "metrics.csv").exists():  # the handler is installed once training runs
             assert process.poll() is None and time.monotonic() < deadline, "no epoch finished"
             time.sleep(0.02)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         stdout, stderr = process.communicate(timeout=60)
     finally:
         process.kill()
-    assert process.returncode == 130, stderr
+    assert process.returncode == status, stderr
     assert "Traceback" not in stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and f"gpunn train --resume {out / 'checkpoint.safetensors'}" in lines[0], stderr

@@ -367,11 +367,12 @@ def test_a_tuple_of_arrays_names_the_right_call(make):
 
 
 @pytest.mark.parametrize("container", [list, tuple])
-def test_a_list_of_samples_names_the_right_call(container):
+def test_a_list_of_samples_is_a_dataset_as_in_pytorch(container):
     X, y = _data(n=10)
-    for samples in ([(X[i], y[i]) for i in range(10)], [(X[i].tolist(), int(y[i])) for i in range(10)]):
-        with pytest.raises(ValueError, match=r"DataLoader\(X, y, batch_size=...\).*per-sample"):
-            DataLoader(container(samples), batch_size=3)
+    batches = list(DataLoader(container([(X[i], y[i]) for i in range(10)]), batch_size=3))
+    assert len(batches) == 4
+    np.testing.assert_array_equal(batches[3][0].numpy(), X[9:])
+    np.testing.assert_array_equal(np.concatenate([yb.numpy() for _, yb in batches]), y)
 
 
 def test_rows_given_as_lists_or_tuples_still_stack():

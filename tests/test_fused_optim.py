@@ -58,7 +58,7 @@ def train(model, opt, steps, start=0, dtype="float32", hook=None):
 
 
 def values(model):
-    return [p.numpy() for p in model.parameters()]
+    return [p.numpy().copy() for p in model.parameters()]
 
 
 def assert_identical(a, b):
@@ -78,7 +78,7 @@ def copy_state(state_dict):
 
 
 def model_copy(model):
-    return {k: v.numpy() for k, v in model.state_dict().items()}
+    return {k: v.numpy().copy() for k, v in model.state_dict().items()}  # numpy() shares the storage
 
 
 @pytest.fixture
@@ -153,8 +153,8 @@ def assert_views(model, flat):
     for i, p in enumerate(model.parameters()):
         assert np.shares_memory(p._array, flat.param), f"parameter {i} is not a view of the flat buffer"
         assert p.grad is not None and np.shares_memory(p.grad._array, flat.grad), f"gradient {i} is not a view"
-    assert np.array_equal(np.concatenate([p.numpy().ravel() for p in model.parameters()]), flat.param)
-    assert np.array_equal(np.concatenate([p.grad.numpy().ravel() for p in model.parameters()]), flat.grad)
+    assert np.array_equal(np.concatenate([p.numpy().copy().ravel() for p in model.parameters()]), flat.param)
+    assert np.array_equal(np.concatenate([p.grad.numpy().copy().ravel() for p in model.parameters()]), flat.grad)
 
 
 # --- 1. fused equals the reference path exactly -------------------------------------------------
@@ -322,6 +322,13 @@ def nudge_first_parameter(step, model, opt):
             p -= 0.01
 
 
+def rebind_first_parameter(step, model, opt):
+    """`.data = ...` gives the parameter new storage (in-place ops write into the buffer instead)."""
+    if step == 2:
+        p = next(iter(model.parameters()))
+        p.data = p.detach() - 0.01
+
+
 def copy_into_a_parameter(step, model, opt):
     if step == 1:
         p = list(model.parameters())[2]
@@ -347,6 +354,7 @@ def scaled_gradient_by_hand(step, model, opt):
 
 
 REBINDS = {"sub_under_no_grad": nudge_first_parameter, "copy_": copy_into_a_parameter,
+           "data_assignment": rebind_first_parameter,
            "load_state_dict": load_other_weights, "grad_by_hand": gradient_by_hand,
            "all_grads_by_hand": scaled_gradient_by_hand}
 
@@ -361,8 +369,8 @@ def test_rebinding_is_noticed(rebind, name):
 def test_rebound_parameter_is_ignored_without_sync_params(monkeypatch):
     """Negative control: with the copy-back disabled the same scenario drifts from the reference."""
     monkeypatch.setattr(FlatGroup, "sync_params", lambda self: None)
-    fused_model, _, fused_losses = run("sgd_momentum", True, hook=nudge_first_parameter)
-    ref_model, _, ref_losses = run("sgd_momentum", False, hook=nudge_first_parameter)
+    fused_model, _, fused_losses = run("sgd_momentum", True, hook=rebind_first_parameter)
+    ref_model, _, ref_losses = run("sgd_momentum", False, hook=rebind_first_parameter)
     assert fused_losses[:3] == ref_losses[:3]
     assert fused_losses[3:] != ref_losses[3:]
     assert not np.array_equal(values(fused_model)[0], values(ref_model)[0])
@@ -444,7 +452,7 @@ def test_gradient_set_to_none_before_a_step(name):
     def hook(step, model, opt):
         drop_one_gradient(step, model, opt)
         if step == 2:
-            seen[len(seen)] = list(model.parameters())[3].numpy()
+            seen[len(seen)] = list(model.parameters())[3].numpy().copy()
 
     fused_model, fused_opt, _ = assert_runs_identical(name, hook=hook)
     assert len(seen) == 2 and np.array_equal(seen[0], seen[1])
@@ -452,7 +460,7 @@ def test_gradient_set_to_none_before_a_step(name):
     model = make_model()
     opt = factory(name)(model.parameters(), True)
     train(model, opt, 3, hook=hook)
-    assert np.array_equal(list(model.parameters())[3].numpy(), seen[0])
+    assert np.array_equal(list(model.parameters())[3].numpy().copy(), seen[0])
 
 
 # --- 5. gradient accumulation and zero_grad ------------------------------------------------------
@@ -467,14 +475,14 @@ def test_two_backwards_accumulate_into_the_buffer():
     model, opt = fused_after_one_step()
     opt.zero_grad()
     backward(model, 10)
-    first = [p.grad.numpy() for p in model.parameters()]
+    first = [p.grad.numpy().copy() for p in model.parameters()]
     opt.zero_grad()
     backward(model, 11)
-    second = [p.grad.numpy() for p in model.parameters()]
+    second = [p.grad.numpy().copy() for p in model.parameters()]
     opt.zero_grad()
     backward(model, 10)
     backward(model, 11)
-    assert_identical([p.grad.numpy() for p in model.parameters()], [a + b for a, b in zip(first, second)])
+    assert_identical([p.grad.numpy().copy() for p in model.parameters()], [a + b for a, b in zip(first, second)])
     assert_views(model, flat_of(opt))
 
 
@@ -488,7 +496,7 @@ def test_accumulating_training_matches_reference(set_to_none):
             opt.zero_grad(set_to_none=set_to_none)
             backward(model, 2 * k)
             backward(model, 2 * k + 1)
-            grads = [p.grad.numpy() for p in model.parameters()]
+            grads = [p.grad.numpy().copy() for p in model.parameters()]
             opt.step()
         results.append((values(model), grads))
     assert_identical(results[0][0], results[1][0])
@@ -503,7 +511,7 @@ def test_zero_grad_keeps_views_or_sets_none():
     opt.zero_grad(set_to_none=False)
     assert not np.any(flat.grad)
     for p in model.parameters():
-        assert p.grad is not None and not np.any(p.grad.numpy())
+        assert p.grad is not None and not np.any(p.grad.numpy().copy())
         assert np.shares_memory(p.grad._array, flat.grad)
     opt.zero_grad()
     assert all(p.grad is None for p in model.parameters())
@@ -516,10 +524,10 @@ def test_gradient_kept_from_before_zero_grad_is_not_overwritten():
     opt.zero_grad()
     backward(model, 5)
     kept = [p.grad for p in model.parameters()]
-    snapshot = [g.numpy() for g in kept]
+    snapshot = [g.numpy().copy() for g in kept]
     opt.zero_grad()
     backward(model, 6)
-    assert_identical([g.numpy() for g in kept], snapshot)
+    assert_identical([g.numpy().copy() for g in kept], snapshot)
 
 
 # --- 6. clip_grad_norm_ ----------------------------------------------------------------------------
@@ -533,15 +541,15 @@ def test_clip_grad_norm_on_a_fused_model_is_one_reduction_over_the_buffer():
     opt.zero_grad()
     backward(model, 5)
     flat = flat_of(opt)
-    before = [p.grad.numpy() for p in model.parameters()]
+    before = [p.grad.numpy().copy() for p in model.parameters()]
     expected = numpy_norm(before)
     max_norm = expected / 4
     total = clip_grad_norm_(model.parameters(), max_norm)
     np.testing.assert_allclose(total.item(), expected, rtol=1e-6)
     coef = max_norm / (expected + 1e-6)
     for p, g in zip(model.parameters(), before):
-        np.testing.assert_allclose(p.grad.numpy(), g * coef, rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(numpy_norm([p.grad.numpy() for p in model.parameters()]), max_norm, rtol=1e-5)
+        np.testing.assert_allclose(p.grad.numpy().copy(), g * coef, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(numpy_norm([p.grad.numpy().copy() for p in model.parameters()]), max_norm, rtol=1e-5)
     for p, slot in zip(model.parameters(), flat._views["grad"]):
         assert p.grad._array is slot  # scaled in place: the one-reduction path, not per-gradient rebinding
     assert_views(model, flat)
@@ -560,7 +568,7 @@ def test_clip_grad_norm_reduces_the_buffer_once_when_it_holds_every_gradient(mon
     model, opt = fused_after_one_step()
     opt.zero_grad()
     backward(model, 5)
-    expected = numpy_norm([p.grad.numpy() for p in model.parameters()])
+    expected = numpy_norm([p.grad.numpy().copy() for p in model.parameters()])
     total = clip_grad_norm_(model.parameters(), expected / 4)
     np.testing.assert_allclose(total.item(), expected, rtol=1e-6)
     assert reduced == [1 if covered else len(list(model.parameters()))]
@@ -571,10 +579,10 @@ def test_clip_grad_norm_below_the_limit_leaves_the_buffer_unchanged():
     model, opt = fused_after_one_step()
     opt.zero_grad()
     backward(model, 5)
-    before = [p.grad.numpy() for p in model.parameters()]
+    before = [p.grad.numpy().copy() for p in model.parameters()]
     total = clip_grad_norm_(model.parameters(), 1e6)
     np.testing.assert_allclose(total.item(), numpy_norm(before), rtol=1e-6)
-    assert_identical([p.grad.numpy() for p in model.parameters()], before)
+    assert_identical([p.grad.numpy().copy() for p in model.parameters()], before)
 
 
 @pytest.mark.parametrize("name", ["sgd_momentum", "adamw_weight_decay_amsgrad"])
@@ -624,20 +632,20 @@ def test_fused_true_on_the_strict_device_raises_when_built(cls):
     opt = cls(model.parameters(), lr=0.1, fused=True)
     model.to("strict")
     model(gpunn.ones(3, 4, device="strict")).sum().backward()
-    before = [p.numpy() for p in model.parameters()]
+    before = [p.numpy().copy() for p in model.parameters()]
     with pytest.raises(ValueError, match="strict"):
         opt.step()
-    assert_identical([p.numpy() for p in model.parameters()], before)
+    assert_identical([p.numpy().copy() for p in model.parameters()], before)
 
 
 def test_fused_none_on_the_strict_device_trains_per_parameter():
     model = nn.Linear(4, 2, device="strict")
     opt = optim.SGD(model.parameters(), lr=0.1)
     model(gpunn.ones(3, 4, device="strict")).sum().backward()
-    before = [p.numpy() for p in model.parameters()]
+    before = [p.numpy().copy() for p in model.parameters()]
     opt.step()
     assert opt._flat[0] is None
-    assert not np.array_equal(before[0], list(model.parameters())[0].numpy())
+    assert not np.array_equal(before[0], list(model.parameters())[0].numpy().copy())
 
 
 def test_fused_group_mixing_dtypes_raises():
@@ -648,18 +656,21 @@ def test_fused_group_mixing_dtypes_raises():
 
 
 @pytest.mark.parametrize("name", ["sgd_momentum", "adam"])
-def test_changing_dtype_after_a_fused_step_raises(name):
+def test_changing_dtype_after_a_fused_step_lays_out_again(name):
+    """model.double() after steps: the fused path re-lays its buffers out in float64 and casts the
+    state, as the per-parameter path casts it (tests/test_optim_consistency.py compares the two)."""
     model, opt, _ = run(name, True, steps=1)
-    backward(model, 1)
     model.double()
-    with pytest.raises(DTypeError, match=r"build the optimizer after model\.to"):
-        opt.step()
+    backward(model, 1, dtype="float64")
+    opt.step()
+    assert flat_of(opt).param.dtype == np.float64
+    assert all(v.dtype == gpunn.float64 for e in opt.state.values() for v in e.values() if isinstance(v, gpunn.Tensor))
 
 
 def test_changing_device_after_a_fused_step_raises():
     model, opt, _ = run("sgd_momentum", True, steps=1)
     model.to("strict")
-    with pytest.raises(DeviceError, match=r"build the optimizer after model\.to"):
+    with pytest.raises(DeviceError, match=r"SGD.*on strict now.*still on cpu.*Move the model before building"):
         opt.step()
 
 
@@ -680,15 +691,15 @@ def test_clip_grad_norm_on_a_subset_falls_back_and_is_correct():
     backward(model, 5)
     params = list(model.parameters())
     subset, rest = params[:2], params[2:]
-    before = [p.grad.numpy() for p in params]
+    before = [p.grad.numpy().copy() for p in params]
     expected = numpy_norm(before[:2])
     max_norm = expected / 3
     total = clip_grad_norm_(subset, max_norm)
     np.testing.assert_allclose(total.item(), expected, rtol=1e-6)
     coef = max_norm / (expected + 1e-6)
     for p, g in zip(subset, before[:2]):
-        np.testing.assert_allclose(p.grad.numpy(), g * coef, rtol=1e-6, atol=1e-9)
-    assert_identical([p.grad.numpy() for p in rest], before[2:])
+        np.testing.assert_allclose(p.grad.numpy().copy(), g * coef, rtol=1e-6, atol=1e-9)
+    assert_identical([p.grad.numpy().copy() for p in rest], before[2:])
 
 
 def test_training_with_subset_clipping_matches_reference():
@@ -714,7 +725,7 @@ def test_a_shared_gradient_assigned_by_hand_is_copied_in_not_rebound():
         before = shared._array
         weight.grad = shared
         opt.step()
-        assert shared._array is before and np.array_equal(shared.numpy(), np.ones(weight.shape, np.float32))
+        assert shared._array is before and np.array_equal(shared.numpy().copy(), np.ones(weight.shape, np.float32))
         results[fused] = values(model)
     assert_identical(results[True], results[False])
 
@@ -761,15 +772,15 @@ def test_linear_gradients_are_written_straight_into_the_buffer(monkeypatch):
     layers = len(SIZES) - 1
     assert sorted(calls) == [(1, False, True)] * layers + [(2, False, True)] * layers
     backward(reference, 3)
-    assert_identical([p.grad.numpy() for p in model.parameters()],
-                     [p.grad.numpy() for p in reference.parameters()])
+    assert_identical([p.grad.numpy().copy() for p in model.parameters()],
+                     [p.grad.numpy().copy() for p in reference.parameters()])
     assert_views(model, flat_of(opt))
     calls.clear()
     backward(model, 4)  # no zero_grad: accumulate
     backward(reference, 4)
     assert calls and all(accumulate and not done for _, accumulate, done in calls)
-    assert_identical([p.grad.numpy() for p in model.parameters()],
-                     [p.grad.numpy() for p in reference.parameters()])
+    assert_identical([p.grad.numpy().copy() for p in model.parameters()],
+                     [p.grad.numpy().copy() for p in reference.parameters()])
 
 
 def test_clipping_across_two_fused_groups_scales_the_gradients_in_their_buffers():
@@ -800,10 +811,10 @@ def test_a_held_gradient_survives_the_next_backward_whoever_zeroed(zero):
     opt.zero_grad()
     backward(model, 5)
     kept = [p.grad for p in model.parameters()]
-    snapshot = [g.numpy() for g in kept]
+    snapshot = [g.numpy().copy() for g in kept]
     (opt if zero == "optimizer" else model).zero_grad()
     backward(model, 6)
-    assert_identical([g.numpy() for g in kept], snapshot)
+    assert_identical([g.numpy().copy() for g in kept], snapshot)
     assert_views(model, flat_of(opt))  # the new gradients are the buffer's again
 
 
@@ -859,12 +870,12 @@ def test_a_group_whose_parameters_are_all_frozen_is_updated_once_unfrozen():
     opt = optim.SGD([{"params": params[:2]}, {"params": params[2:]}], lr=0.1, momentum=0.9, fused=True)
     train(model, opt, 2)
     assert opt._flat[0] is None and opt._flat[1] is not None
-    frozen = [p.numpy() for p in params[:2]]
+    frozen = [p.numpy().copy() for p in params[:2]]
     for p in params[:2]:
         p.requires_grad = True
     train(model, opt, 2, start=2)
     assert opt._flat[0] is not None and opt._flat[0].holds_exactly(params[:2])
-    assert not any(np.array_equal(p.numpy(), v) for p, v in zip(params[:2], frozen))
+    assert not any(np.array_equal(p.numpy().copy(), v) for p, v in zip(params[:2], frozen))
 
 
 def test_zero_grad_keeps_zeroing_a_gradient_outside_the_buffer():

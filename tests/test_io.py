@@ -77,21 +77,18 @@ def test_files_are_readable_by_the_official_package(tmp_path):
     assert all(np.array_equal(theirs[k], v) and theirs[k].dtype == v.dtype for k, v in arrays.items())
 
 
-def test_save_rejects_what_is_not_a_tensor(tmp_path):
-    with pytest.raises(TypeError, match="'lr' is a float"):
-        io.save({"w": gpunn.zeros(2), "lr": 0.1}, tmp_path / "t.safetensors")
-    with pytest.raises(TypeError, match="dict"):
-        io.save([gpunn.zeros(2)], tmp_path / "t.safetensors")
+def test_save_rejects_what_is_not_data(tmp_path):
+    with pytest.raises(TypeError, match="'w' is a object"):
+        io.save({"w": object(), "lr": 0.1}, tmp_path / "t.safetensors")
+    with pytest.raises(TypeError, match=r"'model' is a MLP.*MLP.state_dict\(\)"):
+        io.save({"model": gpunn.nn.MLP([2, 2])}, tmp_path / "t.safetensors")
     assert not (tmp_path / "t.safetensors").exists()
 
 
 @pytest.mark.parametrize("make, phrases", [
-    (lambda m, o: {"model": m.state_dict(), "optimizer": o.state_dict(), "epoch": 3},
-     ["'model' is a nested", "gpunn.save_checkpoint(path, model=model, optimizer=optimizer"]),
-    (lambda m, o: o.state_dict(), ["optimizer's state_dict", "gpunn.save_checkpoint(path, model=model, optimizer="]),
     (lambda m, o: m, ["got MLP", "gpunn.save(model.state_dict(), path)", "gpunn.save_checkpoint(path, model="]),
     (lambda m, o: o, ["got Adam", "gpunn.save_checkpoint(path, model=model, optimizer="]),
-], ids=["training-state", "optimizer-state", "module", "optimizer"])
+], ids=["module", "optimizer"])
 def test_save_given_a_torch_save_habit_names_the_call_to_use(tmp_path, make, phrases):
     model = gpunn.nn.MLP([2, 3, 2])
     optimizer = gpunn.optim.Adam(model.parameters())

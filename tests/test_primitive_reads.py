@@ -64,6 +64,13 @@ CASES = {
     "stack": ((floats(2, 3), floats(2, 3)), {"axis": 0}),
     "cross_entropy": ((floats(4, 3), np.array([0, 2, 1, 2])), {}),
     "bce_with_logits": ((floats(2, 3), R.uniform(size=(2, 3))), {}),
+    # issue 17's ops
+    "gather": ((floats(3, 4), np.array([[0, 2, 2, 1], [2, 2, 0, 0]])), {"axis": 0}),
+    "scatter_add": ((floats(3, 4), np.array([[0, 2, 2], [1, 1, 0]]), floats(2, 3)), {"axis": 1}),
+    "broadcast_to": ((floats(3, 1),), {"shape": (2, 3, 4)}),
+    "cumsum": ((floats(2, 3),), {"axis": 1}),
+    "prod": ((floats(2, 3),), {"axis": 1}),
+    "binary_cross_entropy": ((R.uniform(0.1, 0.9, size=(2, 3)), R.uniform(size=(2, 3))), {}),
 }
 
 

@@ -42,17 +42,19 @@ def test_full_reductions_are_zero_d_arrays_on_numpy():
     assert np.from_dlpack(loss.detach()) == 5.0
 
 
-def test_writes_that_would_drop_a_gradient_raise():
+def test_writes_of_a_tensor_that_requires_grad_are_recorded():
+    """buffer[0:2] = w and copy_(w) carry w's gradient, as in PyTorch; under no_grad they are plain writes."""
     w = gpunn.tensor([1.0, 2.0], requires_grad=True)
     buffer = gpunn.zeros(3)
-    with pytest.raises(gpunn.GraphError, match="not differentiable"):
-        buffer[0:2] = w
-    with pytest.raises(gpunn.GraphError, match="no_grad"):
-        gpunn.zeros(2).copy_(w)
+    buffer[0:2] = w
+    copied = gpunn.zeros(2).copy_(w)
+    (buffer * 3).sum().backward()
+    (copied * 5).sum().backward()
+    assert w.grad.numpy().tolist() == [8.0, 8.0]
     with gpunn.no_grad():
-        buffer[0:2] = w
-        gpunn.zeros(2).copy_(w)
-    assert buffer.numpy().tolist() == [1.0, 2.0, 0.0]
+        plain = gpunn.zeros(3)
+        plain[0:2] = w
+    assert plain.numpy().tolist() == [1.0, 2.0, 0.0] and not plain.requires_grad
 
 
 def test_randint_takes_pytorchs_high_and_size():
@@ -96,7 +98,7 @@ def test_load_checkpoint_puts_the_model_back_when_the_optimizer_does_not_fit(tmp
 
     gpunn.manual_seed(1)
     other = nn.MLP([3, 4, 2])
-    before = {k: v.numpy() for k, v in other.state_dict().items()}
+    before = {k: v.numpy().copy() for k, v in other.state_dict().items()}  # numpy() shares the storage
     wrong_opt = optim.Adam([other[0].weight], lr=0.1)  # one parameter: the saved groups do not fit
     with pytest.raises(ValueError):
         gpunn.load_checkpoint(path, model=other, optimizer=wrong_opt)

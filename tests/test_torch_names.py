@@ -268,12 +268,12 @@ def test_inplace_methods_equal_the_operators(device, case):
     a_host, b_host = away_from_zero((2, 3), seed=8), away_from_zero((3,), seed=9)
     for other in (to_device(b_host, device), 1.5):
         a, twin = to_device(a_host, device), to_device(a_host, device)
-        data_before = a._array
+        data_before, version = a._array, a._version
         assert method(a, other) is a
         operator_form(twin, other)
         assert_close(a, reference(a_host, b_host if isinstance(other, gpunn.Tensor) else 1.5), device=device)
         np.testing.assert_array_equal(a.numpy(), twin.numpy())
-        assert a._array is not data_before  # rebinds, as +=: graphs that saved the old array stay right
+        assert a._array is data_before and a._version == version + 1  # written into the storage, counted
 
 
 def test_add_and_sub_take_alpha(device):
@@ -291,16 +291,19 @@ def test_exp_in_place(device):
     assert_close(x, np.exp(host))
 
 
-def test_inplace_methods_on_the_graph_are_refused_like_plus_equals(device):
+def test_inplace_methods_on_a_leaf_are_refused_like_plus_equals(device):
     leaf = gpunn.ones(3, device=device, requires_grad=True)
     for edit in (lambda: leaf.add_(1), lambda: leaf.sub_(1, alpha=2), lambda: leaf.mul_(2), lambda: leaf.div_(2),
                  lambda: leaf.exp_()):
-        with pytest.raises(gpunn.GraphError, match="corrupt the graph"):
+        with pytest.raises(gpunn.GraphError, match="leaf tensor that requires grad"):
             edit()
+    np.testing.assert_array_equal(leaf.detach().numpy(), np.ones(3))
     plain = gpunn.ones(3, device=device)
-    with pytest.raises(gpunn.GraphError):
-        plain.add_(leaf, alpha=0.5)  # the operand is on a graph
-    np.testing.assert_array_equal(plain.numpy(), np.ones(3))
+    plain.add_(leaf, alpha=0.5)  # the operand is on a graph: recorded, as in PyTorch
+    assert plain.grad_fn is not None and not plain.is_leaf
+    plain.sum().backward()
+    assert_close(leaf.grad, np.full(3, 0.5))
+    leaf.grad = None
     with gpunn.no_grad():
         leaf.add_(gpunn.full((3,), 2.0, device=device), alpha=-0.5)  # a manual SGD step
     assert_close(leaf, np.zeros(3))
@@ -568,12 +571,11 @@ def test_inplace_activations_compute_the_same_values_and_still_fuse():
     out = inplace(x)
     assert out.grad_fn == "linear_act"  # ReLU(inplace=True) is still a ReLU to the fusion
     np.testing.assert_array_equal(out.numpy(), plain(x).numpy())
-    np.testing.assert_array_equal(x.numpy(), before)  # the input is never overwritten
+    np.testing.assert_array_equal(x.numpy(), before)  # fused: the Linear's output is what ReLU overwrites
     y = gpunn.tensor(np.array([-1.0, 2.0]))
-    assert_close(nn.LeakyReLU(0.1, inplace=True)(y), [-0.1, 2.0])
-    assert_close(nn.Dropout(0.5, inplace=True).eval()(y), [-1.0, 2.0])
-    assert_close(nn.functional.relu(y, inplace=True), [0.0, 2.0])
-    assert y.tolist() == [-1.0, 2.0]
+    assert nn.LeakyReLU(0.1, inplace=True)(y) is y and y.tolist() == [-0.1, 2.0]  # written into y, as torch
+    assert_close(nn.Dropout(0.5, inplace=True).eval()(y), [-0.1, 2.0])
+    assert nn.functional.relu(y, inplace=True) is y and y.tolist() == [0.0, 2.0]
 
 
 def test_inplace_reprs_and_refusals_match_torch():

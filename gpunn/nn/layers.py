@@ -5,7 +5,9 @@ import operator
 from collections import OrderedDict
 
 from gpunn import functional as F
+from gpunn.autograd import no_grad
 from gpunn.dtypes import as_dtype
+from gpunn.errors import ShapeError
 from gpunn.nn import init
 from gpunn.nn.module import Module
 from gpunn.nn.parameter import Parameter
@@ -92,23 +94,35 @@ class Embedding(Module):
     Initialised like torch.nn.Embedding: weight from N(0, 1), drawn from gpunn's host generator.
     """
 
-    def __init__(self, num_embeddings, embedding_dim, device=None, dtype="float32"):
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, device=None, dtype="float32"):
         super().__init__()
         self.num_embeddings = _size("num_embeddings", num_embeddings, "Embedding")
         self.embedding_dim = _size("embedding_dim", embedding_dim, "Embedding")
         if not as_dtype(dtype).is_floating_point:
             raise TypeError(f"Embedding: dtype must be floating point, not {dtype}")
+        if padding_idx is not None:
+            if isinstance(padding_idx, bool) or not isinstance(padding_idx, int) or not (
+                    -num_embeddings <= padding_idx < num_embeddings):
+                raise ValueError(f"Embedding: padding_idx must be an int in [{-num_embeddings}, {num_embeddings}), "
+                                 f"got {padding_idx!r}")
+            padding_idx %= num_embeddings  # PyTorch keeps it non-negative too
+        self.padding_idx = padding_idx
         self.weight = Parameter(empty(num_embeddings, embedding_dim, dtype=dtype, device=device))
         self.reset_parameters()
 
     def reset_parameters(self):
+        """N(0, 1), with the padding row (if any) zero, as PyTorch."""
         init.normal_(self.weight)
+        if self.padding_idx is not None:
+            with no_grad():
+                self.weight[self.padding_idx] = 0.0
 
     def forward(self, input):
-        return F.embedding(input, self.weight)
+        return F.embedding(input, self.weight, self.padding_idx)
 
     def extra_repr(self):
-        return f"{self.num_embeddings}, {self.embedding_dim}"
+        extra = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
+        return f"{self.num_embeddings}, {self.embedding_dim}{extra}"
 
 
 class Sequential(Module):
@@ -583,6 +597,122 @@ class BCEWithLogitsLoss(_Loss):
 
 def _float_tensor_or_none(value):
     return value if value is None or isinstance(value, Tensor) else tensor(value, dtype="float32")
+
+
+# --- issue 17: more losses and BatchNorm1d ------------------------------------------------------
+
+class BCELoss(_Loss):
+    """PyTorch's BCELoss on probabilities (see F.binary_cross_entropy); weight is kept as a buffer."""
+
+    def __init__(self, weight=None, *, reduction="mean"):
+        super().__init__(reduction)
+        if isinstance(weight, str):
+            raise TypeError(f"BCELoss: the first positional argument is the weight (as in PyTorch); "
+                            f"pass reduction={weight!r} by keyword")
+        self.register_buffer("weight", _float_tensor_or_none(weight))
+
+    def forward(self, input, target):
+        return F.binary_cross_entropy(input, target, self.weight, reduction=self.reduction)
+
+
+class L1Loss(_Loss):
+    def forward(self, input, target):
+        return F.l1_loss(input, target, reduction=self.reduction)
+
+
+class SmoothL1Loss(_Loss):
+    def __init__(self, reduction="mean", beta=1.0):
+        super().__init__(reduction)
+        self.beta = beta
+
+    def forward(self, input, target):
+        return F.smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
+
+
+class HuberLoss(_Loss):
+    def __init__(self, reduction="mean", delta=1.0):
+        super().__init__(reduction)
+        self.delta = delta
+
+    def forward(self, input, target):
+        return F.huber_loss(input, target, reduction=self.reduction, delta=self.delta)
+
+
+class CosineSimilarity(Module):
+    def __init__(self, dim=1, eps=1e-8):
+        super().__init__()
+        self.dim, self.eps = dim, eps
+
+    def forward(self, x1, x2):
+        return F.cosine_similarity(x1, x2, self.dim, self.eps)
+
+
+class BatchNorm1d(Module):
+    """Batch normalization of (N, C) or (N, C, L) input per channel, as torch.nn.BatchNorm1d.
+
+    Training normalizes by the batch's mean and biased variance and moves running_mean and
+    running_var (the unbiased variance) toward them by `momentum`, or by their cumulative
+    average when momentum is None; eval uses the running statistics. The running buffers and
+    num_batches_tracked (int64) are saved in state_dict. track_running_stats=False keeps none
+    and always uses the batch's statistics; affine=False learns no weight and bias.
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None,
+                 dtype="float32"):
+        super().__init__()
+        self.num_features = _size("num_features", num_features, "BatchNorm1d")
+        if not as_dtype(dtype).is_floating_point:
+            raise TypeError(f"BatchNorm1d: dtype must be floating point, not {dtype}")
+        self.eps, self.momentum = eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        if affine:
+            self.weight = Parameter(ones(num_features, dtype=dtype, device=device))
+            self.bias = Parameter(zeros(num_features, dtype=dtype, device=device))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", zeros(num_features, dtype=dtype, device=device))
+            self.register_buffer("running_var", ones(num_features, dtype=dtype, device=device))
+            self.register_buffer("num_batches_tracked", zeros((), dtype="int64", device=device))
+        else:
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                self.register_buffer(name, None)
+
+    def reset_running_stats(self):
+        if self.track_running_stats:
+            with no_grad():
+                self.running_mean.zero_()
+                self.running_var.fill_(1.0)
+                self.num_batches_tracked.zero_()
+
+    def reset_parameters(self):
+        self.reset_running_stats()
+        if self.affine:
+            init.ones_(self.weight)
+            init.zeros_(self.bias)
+
+    def forward(self, input):
+        if input.ndim not in (2, 3):
+            raise ShapeError(f"BatchNorm1d: expected 2D or 3D input (N, C) or (N, C, L), got {input.ndim}D input of "
+                             f"shape {input.shape}")
+        if input.shape[1] != self.num_features:
+            raise ShapeError(f"BatchNorm1d: input has {input.shape[1]} channels (axis 1) but the layer was built for "
+                             f"num_features={self.num_features}")
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            with no_grad():
+                self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # a cumulative average: reads the count (one host sync)
+                factor = 1.0 / float(self.num_batches_tracked.item())
+        use_batch = self.training or self.running_mean is None
+        keep = not self.training or self.track_running_stats
+        return F.batch_norm(input, self.running_mean if keep else None, self.running_var if keep else None,
+                            self.weight, self.bias, use_batch, factor, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
 
 
 _ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}

@@ -11,7 +11,7 @@ from collections import OrderedDict, namedtuple
 from gpunn import backends
 from gpunn.device import Device, cuda_device, device as as_device
 from gpunn.dtypes import as_dtype
-from gpunn.errors import GpunnError, ShapeError
+from gpunn.errors import DTypeError, GpunnError, ShapeError
 from gpunn.nn.parameter import Parameter
 from gpunn.tensor import Tensor, _looks_like_dtype, tensor
 
@@ -413,6 +413,15 @@ class Module:
     def double(self):
         return self.to(dtype="float64")
 
+    def half(self):
+        """float16 parameters and buffers where the backend has float16 (NumPy, CuPy); on strict
+        (the array API standard, which has no float16) a DTypeError says so, and nothing is cast."""
+        for t in itertools.chain(self.parameters(), self.buffers()):
+            if getattr(t.device.xp, "float16", None) is None:
+                raise DTypeError(f"half(): float16 is not available on device {t.device} (the array API standard "
+                                 "has no float16); keep float32 there, or move the model to 'cpu' or 'cuda' first")
+        return self.to(dtype="float16")
+
     def cpu(self):
         return self.to("cpu")
 
@@ -513,8 +522,10 @@ def _move(t, dev, dt):
     if dev is not None and t.device is not dev:
         t._array = dev.put(t._array)
         t.device = dev
+        t._grad_slot = None  # its fused optimizer's gradient buffer is on the old device
     if dt is not None and t.dtype.is_floating_point and t.dtype != dt:
         with t.device.scope:
             t._array = t.device.xp.astype(t._array, t.device.dtype(dt))
+        t._grad_slot = None  # ... or of the old dtype: backward must not write there
 
 

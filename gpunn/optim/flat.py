@@ -109,6 +109,14 @@ class FlatGroup:
         """True when `params` are this group's parameters, in order."""
         return len(params) == len(self.params) and all(map(operator.is_, params, self.params))
 
+    def moved(self):
+        """True when a parameter was cast or moved since the layout (model.double(), model.to(...)):
+        the buffers no longer fit and the next step lays them out again."""
+        for p, view in zip(self.params, self._views["param"]):
+            if p._array is not view and (p.device is not self.device or p._array.dtype != self.dtype):
+                return True  # (an array still the buffer's view has neither moved nor changed dtype)
+        return False
+
     def _split(self, flat):
         xp = self.device.xp
         return [xp.reshape(flat[a:b], shape) for (a, b), shape in zip(self.bounds, self.shapes)]

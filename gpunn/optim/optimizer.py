@@ -7,11 +7,12 @@ parameter (the reference path) or, with `fused`, once per parameter group over f
 buffers, moment estimates) live on their parameter's device; step counters are Python ints.
 """
 
+import inspect
 from collections import defaultdict
 from contextlib import contextmanager
 
 from gpunn.autograd import enable_grad
-from gpunn.errors import DTypeError
+from gpunn.errors import DeviceError, DTypeError
 from gpunn.optim.flat import FlatGroup, supports_flat
 from gpunn.tensor import Tensor
 
@@ -30,6 +31,7 @@ class Optimizer:
         self._flat = {}  # param group index -> FlatGroup, or None for the per-parameter path
         self._device_scalars = None  # per group {name: 0-d device array} while compile_step records
         self._all_frozen = set()  # indices of groups that would be fused but have no trainable parameter
+        self._checked_arrays = {}  # param -> the array _follow_params last found its state to fit
         self.defaults = dict(defaults)
         self.state = defaultdict(dict)  # param -> {name: value}, filled by the first step()
         self.param_groups = []
@@ -100,6 +102,8 @@ class Optimizer:
         for index, group in enumerate(self.param_groups):
             flat = self._flat_group(index, group)
             scalars = self._device_scalars[index] if self._device_scalars is not None else None
+            if flat is None:
+                self._follow_params(index, group)
             if flat is None or not self._flat_step(flat, group, scalars):
                 if scalars is not None:
                     raise RuntimeError(f"param group {index} cannot take the fused update this step (a parameter "
@@ -111,6 +115,30 @@ class Optimizer:
             for p in group["params"]:  # updated in place: graphs that saved the old values will refuse them
                 p._bump()
         return loss
+
+    def _follow_params(self, index, group):
+        """Keep each parameter's state where the parameter is now, on both paths alike: a model cast
+        after steps (model.double()) casts its state to the new floating dtype; a model moved to
+        another device after steps is refused, naming the fix (the state would otherwise stay behind)."""
+        checked = self._checked_arrays
+        for i, p in enumerate(group["params"]):
+            if checked.get(p) is p._array:  # the same array as at the last check: neither moved nor cast
+                continue
+            entries = self.state.get(p)
+            for key, value in (entries or {}).items():
+                if not isinstance(value, Tensor) or (value.device is p.device and value._array.dtype == p._array.dtype):
+                    continue
+                if value.device is not p.device:
+                    raise DeviceError(
+                        f"{type(self).__name__}: parameter {i} of group {index} is on {p.device} now, but its state "
+                        f"{key!r} is still on {value.device}: the model was moved after the optimizer took steps. "
+                        f"Move the model before building the optimizer, or bring the state along with "
+                        f"optimizer.load_state_dict(optimizer.state_dict())")
+                if value.dtype.is_floating_point and p.dtype.is_floating_point:
+                    with p.device.scope:  # the same tensor, as Module.to casts a parameter: a state_dict()
+                        value._array = p.device.xp.astype(value._array, p._array.dtype)  # taken before sees it
+            if entries:  # (a parameter without state yet has nothing to follow: check it again next time)
+                checked[p] = p._array
 
     def _param_step(self, group):
         """The reference path: update each parameter of `group` that has a gradient."""
@@ -220,6 +248,7 @@ class Optimizer:
         the default on backends without views, and for groups mixing devices or dtypes)."""
         if index in self._flat and not self._relayout(index, group):
             return self._flat[index]
+        self._follow_params(index, group)  # (a cast or moved model: its state follows, or an error)
         params = group["params"]
         problem = _fuse_problem(params)
         if self.fused and problem:  # (checked when the group was added; the model may have moved since)
@@ -241,7 +270,7 @@ class Optimizer:
         flat = self._flat[index]
         if flat is None:
             return index in self._all_frozen and bool(_updated(group["params"]))
-        return not flat.holds_exactly(_updated(group["params"]))
+        return not flat.holds_exactly(_updated(group["params"])) or flat.moved()
 
     @staticmethod
     def _closure(closure):
@@ -281,8 +310,9 @@ class Optimizer:
     def state_dict(self):
         """{"state": {index: {name: tensor or number}}, "param_groups": [{..., "params": [indices]}]}.
 
-        Parameters are numbered across groups in order, as in PyTorch. State tensors share data
-        with the live state (save them, or copy before training on).
+        Parameters are numbered across groups in order, as in PyTorch. State tensors are the live
+        state, as in PyTorch, on the per-parameter and the fused path alike: later steps change them
+        (save them, or copy before training on).
         """
         index = {}
         groups = []
@@ -294,24 +324,28 @@ class Optimizer:
         for p, entries in self.state.items():
             i = index.get(id(p))
             if i is not None and entries:
-                state[i] = {k: v.detach() if isinstance(v, Tensor) else v for k, v in entries.items()}
+                state[i] = dict(entries)
         return {"state": dict(sorted(state.items())), "param_groups": groups}
 
     def load_state_dict(self, state_dict):
-        """Restore hyper-parameters and state saved by `state_dict()` (copies; tensors moved and cast
-        to each parameter's device and floating dtype)."""
+        """Restore hyper-parameters and state saved by `state_dict()` (copies, on every path: PyTorch
+        keeps the given tensors, so two optimizers loaded from one state would share it; tensors
+        are moved and cast to each parameter's device and floating dtype)."""
         name = type(self).__name__
         try:
             saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
         except (KeyError, TypeError):
             raise ValueError(f"{name}.load_state_dict: expected a dict with 'state' and 'param_groups' "
                              "(from Optimizer.state_dict())") from None
+        self._refuse_foreign(saved_groups)
         ours = [len(g["params"]) for g in self.param_groups]
         theirs = [len(g["params"]) for g in saved_groups]
         if ours != theirs:
             raise ValueError(f"{name}.load_state_dict: the saved state has parameter groups of sizes {theirs}, this "
                              f"optimizer has {ours}; build the optimizer over the same parameters, in the same "
                              "groups and order, as the one that was saved")
+        for saved in saved_groups:
+            _refuse_other_type(self, saved)
         params = [p for g in self.param_groups for p in g["params"]]
         state = defaultdict(dict)
         for key, entries in saved_state.items():
@@ -329,7 +363,25 @@ class Optimizer:
             self._check_group(group)
             groups.append(group)
         self.param_groups[:] = groups
-        self.state = state  # flat buffers re-pack these at the next step (FlatGroup.state)
+        self._checked_arrays = {}
+        self.state = state  # flat buffers re-pack these at the next step (FlatGroup.state), into
+        for flat in self._flat.values():  # new buffers: tensors of an earlier state_dict() keep the old
+            if flat is not None:  # values, as the per-parameter path's do
+                flat.buffers.clear()
+
+    def _refuse_foreign(self, saved_groups):
+        """Refuse the state of another optimizer type: its groups hold hyper-parameters that only
+        other optimizers have (Adam's betas in an SGD's state). Keys no optimizer takes as an
+        argument (a scheduler's initial_lr, the user's own) are not evidence either way."""
+        known = {cls: _hyper_names(cls) for cls in _optimizer_types()}
+        ours = _hyper_names(type(self))
+        saved = {k for g in saved_groups if isinstance(g, dict) for k in g} & set().union(*known.values())
+        if saved <= ours:
+            return
+        types = [cls.__name__ for cls, names in known.items() if saved <= names] or ["another optimizer"]
+        raise TypeError(f"{type(self).__name__}.load_state_dict: this state was saved from {' or '.join(types)} "
+                        f"(it has {', '.join(sorted(saved - ours))}), not from {type(self).__name__}; load it into "
+                        f"the same optimizer type it was saved from, or build a fresh {type(self).__name__}")
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
@@ -338,6 +390,21 @@ class Optimizer:
             lines.extend(f"    {k}: {group[k]}" for k in sorted(group) if k != "params")
         lines.append(")")
         return "\n".join(lines)
+
+
+def _hyper_names(cls):
+    """The hyper-parameters an optimizer type takes (its constructor's arguments but params and fused)."""
+    return frozenset(inspect.signature(cls.__init__).parameters) - {"self", "params", "fused"}
+
+
+def _optimizer_types():
+    """Every Optimizer subclass defined so far (gpunn's and the user's)."""
+    found, todo = [], list(Optimizer.__subclasses__())
+    while todo:
+        cls = todo.pop(0)
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found
 
 
 def _updated(params):
@@ -354,6 +421,26 @@ def _fuse_problem(params):
     if not supports_flat(first.device):
         return f"device {first.device} keeps no views of one buffer (use cpu or cuda)"
     return None
+
+
+def _refuse_other_type(optimizer, saved_group):
+    """A saved param group whose hyper-parameters belong to another optimizer type (SGD's momentum
+    and dampening in an Adam) is refused, naming both types; extra keys of no optimizer are kept."""
+    foreign = set(saved_group) - set(optimizer.defaults) - {"params"}
+    if not foreign:
+        return
+    mine = type(optimizer)
+    pending, others = list(Optimizer.__subclasses__()), []
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls is not mine and foreign <= set(inspect.signature(cls.__init__).parameters):
+            others.append(cls)
+    others = [cls.__name__ for cls in others if not any(o is not cls and issubclass(cls, o) for o in others)]
+    if others:
+        raise ValueError(f"{mine.__name__}.load_state_dict: the saved state is a {' or '.join(sorted(others))}'s "
+                         f"(it has {', '.join(sorted(foreign))}); load it into that optimizer type, or start "
+                         f"the {mine.__name__} afresh")
 
 
 def _check_param(owner, p, group, i):
