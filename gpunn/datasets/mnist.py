@@ -141,6 +141,10 @@ def _md5(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+class _MirrorFailed(ValueError):
+    """A mirror that could not be read (network or HTTP error), told apart from a failed write."""
+
+
 def _download(root: Path, kind: str, filename: str) -> Path:
     """Fetch ``filename`` from the first mirror that gives the right MD5.
 
@@ -156,12 +160,15 @@ def _download(root: Path, kind: str, filename: str) -> Path:
         url = base + filename
         try:
             with atomic_write(target) as out:
-                _fetch(url, out)
+                try:
+                    _fetch(url, out)
+                except (OSError, http.client.HTTPException) as err:  # the mirror failed, not the disk:
+                    raise _MirrorFailed(err) from err  # (atomic_write would word an OSError as a write error)
                 out.flush()
                 got = _md5(out.name)
                 if got != expected:
                     raise ValueError(f"MD5 {got} does not match the published {expected}")
             return target
-        except (OSError, ValueError, http.client.HTTPException) as err:
+        except (OSError, ValueError) as err:
             failures.append(f"{url}: {err}")
     raise OSError(f"could not download {kind} {filename}: " + "; ".join(failures))
