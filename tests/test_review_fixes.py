@@ -118,11 +118,14 @@ def test_numpy_fast_paths_match_the_generic_primitives(name, monkeypatch):
     rng = np.random.default_rng(0)
     x = gpunn.tensor(rng.standard_normal((6, 5)), requires_grad=True)
     w = gpunn.tensor(rng.standard_normal((4, 5)))
+    columns, rows = gpunn.tensor(rng.integers(0, 5, (6, 3))), gpunn.tensor(rng.integers(0, 6, (4, 5)))
     cases = {
         "getitem": lambda prim: apply(prim, x, index=np.array([0, 2, 2, 5])),
         "cross_entropy": lambda prim: apply(prim, x, gpunn.tensor([0, 4, 1, 1, 3, 2]), reduction="mean"),
         "linear": lambda prim: apply(prim, x, w, gpunn.tensor(np.ones(4))),
         "linear_act": lambda prim: apply(prim, x, w, gpunn.tensor(np.ones(4)), activation="relu"),
+        "gather": lambda prim: apply(prim, x, columns, axis=1),
+        "scatter_add": lambda prim: apply(prim, x, rows, gpunn.tensor(np.arange(20.0).reshape(4, 5)), axis=0),
     }
     assert name in cases, f"no parity case for the NumPy fast path {name!r}: add one"
     results = []

@@ -344,8 +344,6 @@ class Optimizer:
             raise ValueError(f"{name}.load_state_dict: the saved state has parameter groups of sizes {theirs}, this "
                              f"optimizer has {ours}; build the optimizer over the same parameters, in the same "
                              "groups and order, as the one that was saved")
-        for saved in saved_groups:
-            _refuse_other_type(self, saved)
         params = [p for g in self.param_groups for p in g["params"]]
         state = defaultdict(dict)
         for key, entries in saved_state.items():
@@ -421,26 +419,6 @@ def _fuse_problem(params):
     if not supports_flat(first.device):
         return f"device {first.device} keeps no views of one buffer (use cpu or cuda)"
     return None
-
-
-def _refuse_other_type(optimizer, saved_group):
-    """A saved param group whose hyper-parameters belong to another optimizer type (SGD's momentum
-    and dampening in an Adam) is refused, naming both types; extra keys of no optimizer are kept."""
-    foreign = set(saved_group) - set(optimizer.defaults) - {"params"}
-    if not foreign:
-        return
-    mine = type(optimizer)
-    pending, others = list(Optimizer.__subclasses__()), []
-    while pending:
-        cls = pending.pop()
-        pending.extend(cls.__subclasses__())
-        if cls is not mine and foreign <= set(inspect.signature(cls.__init__).parameters):
-            others.append(cls)
-    others = [cls.__name__ for cls in others if not any(o is not cls and issubclass(cls, o) for o in others)]
-    if others:
-        raise ValueError(f"{mine.__name__}.load_state_dict: the saved state is a {' or '.join(sorted(others))}'s "
-                         f"(it has {', '.join(sorted(foreign))}); load it into that optimizer type, or start "
-                         f"the {mine.__name__} afresh")
 
 
 def _check_param(owner, p, group, i):
