@@ -77,6 +77,8 @@ def primitive_cases(cuda, dtype):
                            cuda.put(np.where(np.arange(700) % 7 == 0, -100, rng.integers(0, 400, 700)))),
          {"reduction": "sum"}),
         ("getitem", (x,), {"index": cuda.put(np.array([0, 2, 2, 5]))}),
+        ("gather", (x, cuda.put(rng.integers(0, 5, (7, 3)))), {"axis": 1}),  # repeats: the gradient adds up
+        ("scatter_add", (x, cuda.put(rng.integers(0, 7, (4, 5))), put(rng.standard_normal((4, 5)))), {"axis": 0}),
     ]
 
 
