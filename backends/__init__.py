@@ -8,7 +8,7 @@ A backend knows nothing of Tensor. Every backend gives:
   synchronize(dev)   wait until queued work on `dev` is done
   shares_memory(a, b) whether two arrays of this backend may share memory (a view and its base)
   fast_paths         {name: override} of generic functions written against xp, looked up by name:
-                     primitives of gpunn.ops and the updates of gpunn.optim.updates
+                     primitives of gpunn.ops and the optimizer updates of gpunn.updates
 and may give:
   views              True when slices are writable views (then optimizers may keep flat buffers)
   fuse_by_default    optimizers built with fused=None use flat buffers here
@@ -21,9 +21,11 @@ and may give:
                      dst[...] = src for arrays of one device, where the backend has a cheaper way
   set_tf32(enabled)  told by gpunn.set_float32_matmul_precision
 
-Backends are loaded lazily: importing gpunn never imports CuPy.
+Backends are loaded lazily: importing gpunn never imports CuPy. probe_cuda() asks CuPy whether
+CUDA is usable, so that no module outside backends/ imports it.
 """
 
+import functools
 import importlib
 
 _MODULES = {"cpu": "numpy_backend", "strict": "strict_backend", "cuda": "cupy_backend"}
@@ -53,3 +55,27 @@ def owner(array):
     if module.startswith("cupy"):
         return "cuda"
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def probe_cuda():
+    """(CUDA device count, reason CUDA is unusable or None), asked of CuPy without ever failing;
+    gpunn.cuda says it in words. Cached: the answer does not change in a run."""
+    try:
+        import cupy
+    except ImportError:
+        return 0, "CuPy is not installed (pip install 'gpunn[cuda12]' or 'gpunn[cuda13]')"
+    except Exception as exc:  # a broken CuPy install raises all sorts of things
+        return 0, f"CuPy failed to import: {exc}"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return 0, f"no usable CUDA driver ({exc})"
+    if count == 0:
+        return 0, "no CUDA device found"
+    try:
+        with cupy.cuda.Device(0):
+            (cupy.arange(2) + 1).sum().item()
+    except Exception as exc:
+        return 0, f"CUDA device 0 failed a test computation ({exc})"
+    return count, None

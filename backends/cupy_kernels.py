@@ -21,7 +21,7 @@ against it.
 import cupy
 
 from gpunn import ops
-from gpunn.optim.updates import adam_update, sgd_update
+from gpunn.updates import adam_update, sgd_update
 from gpunn.precision import get_float32_matmul_precision
 
 from . import cublas_gemm

@@ -34,7 +34,6 @@ import contextlib
 import csv
 import datetime
 import gc
-import importlib.metadata
 import json
 import math
 import os
@@ -48,7 +47,9 @@ from pathlib import Path
 import numpy as np
 
 import gpunn
-from gpunn.cli import non_negative_float, non_negative_int, positive_float, positive_int
+from gpunn._files import atomic_write
+from gpunn.cli_common import (cpu_model, non_negative_float, non_negative_int, numpy_build_blas, positive_float,
+                               positive_int, thread_pools, version)
 from gpunn.compile import CompileWarning
 from gpunn.device import _parse as parse_device_spec
 from gpunn.errors import DeviceError
@@ -708,24 +709,6 @@ def speedups(rows):
 # --- the machine ---------------------------------------------------------------------------------
 
 
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
-def _version(name):
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def slow_blas_settings():
     """The environment variables that make NumPy's OpenBLAS much slower, where they are set."""
     return {k: os.environ[k] for k in SLOW_BLAS_VARIABLES if k in os.environ}
@@ -735,28 +718,19 @@ def machine_info(devices, torch=None):
     """What the numbers depend on: hardware, library versions, BLAS, threads, GPUs, environment."""
     info = {
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "python": platform.python_version(),
-        "versions": {name: v for name in LIBRARIES if (v := _version(name)) is not None},
+        "versions": {name: v for name in LIBRARIES if (v := version(name)) is not None},
         "environment": {k: os.environ[k] for k in SLOW_BLAS_VARIABLES + THREAD_VARIABLES if k in os.environ},
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     if torch is not None:
         info["versions"]["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
-    try:
-        deps = np.show_config(mode="dicts").get("Build Dependencies", {})
-        info["numpy_blas"] = {k: deps[k] for k in ("blas", "lapack") if k in deps}
-    except Exception as exc:  # older NumPy: no mode="dicts"
-        info["numpy_blas"] = f"unavailable ({exc})"
-    try:
-        import threadpoolctl
-
-        info["threadpools"] = threadpoolctl.threadpool_info()
-    except ImportError:
-        info["threadpools"] = None
+    info["numpy_blas"] = numpy_build_blas()
+    info["threadpools"] = thread_pools()
     info["gpus"] = {dev.spec: dev.describe() for dev in devices if dev.type == "cuda"}
     return info
 
@@ -809,14 +783,14 @@ CSV_FIELDS = ("model", "params", "batch", "dtype", "device", "impl", "median_ms"
 
 
 def write_csv(rows, path):
-    with open(path, "w", newline="") as f:
+    with atomic_write(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
 
 
 def write_json(report, path):
-    with open(path, "w") as f:
+    with atomic_write(path, "w") as f:
         json.dump(report, f, indent=2, default=str)
         f.write("\n")
 
@@ -872,7 +846,8 @@ def plot(rows, speedup_rows, path):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
         ax.grid(True, which="both", alpha=0.3)
-    fig.savefig(path, dpi=110)
+    with atomic_write(path) as f:
+        fig.savefig(f, format=Path(path).suffix[1:] or "png", dpi=110)
 
 
 # --- entry point ---------------------------------------------------------------------------------

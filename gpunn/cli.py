@@ -11,7 +11,6 @@ detected, rank 0 alone prints and writes files, and any rank's error ends the wh
 
 import argparse
 import datetime
-import importlib.metadata
 import os
 import platform
 import signal
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import gpunn
 from gpunn import distributed as dist, threads
+from gpunn.cli_common import (cpu_model, memory_bytes, non_negative_float, non_negative_int, numpy_build_blas,
+                               positive_float, positive_int, thread_pools, version)
 from gpunn.errors import GpunnError
 from gpunn.train import (ACTIVATIONS, CHECKPOINT, DATASETS, DEFAULT_LR, DTYPES, OPTIMIZERS, ConfigError, TrainConfig,
                          TrainingInterrupted, fit)
@@ -39,48 +40,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-# --- option types: each rejects an impossible value at parse time with a message naming it -------------
-
-
-def _int_at_least(minimum, what):
-    """An argparse type: an integer >= minimum, with a message naming the value it got."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
-        return value
-    return parse
-
-
-positive_int = _int_at_least(1, "a positive integer")
-non_negative_int = _int_at_least(0, "an integer >= 0")
-
-
-def _number(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def positive_float(text):
-    value = _number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-    return value
-
-
-def non_negative_float(text):
-    value = _number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
+# --- option types of `gpunn train` (the shared ones are in gpunn.cli_common) ----------------------------
 
 
 def momentum_value(text):
@@ -349,8 +309,8 @@ def _info():
     print("packages: " + ", ".join(f"{name} {_version(name)}" for name in
                                    ("numpy", "array-api-compat", "array-api-strict", "tqdm", "matplotlib",
                                     "torch")))
-    cupy = next((f"{dist} {_version(dist)}" for dist in ("cupy-cuda12x", "cupy-cuda13x", "cupy")
-                 if _version(dist) != "not installed"), "not installed")
+    cupy = next((f"{name} {version(name)}" for name in ("cupy-cuda12x", "cupy-cuda13x", "cupy") if version(name)),
+                "not installed")
     print(f"cupy: {cupy}")
     print(f"BLAS: {_blas()}")
     print(f"threads: {gpunn.get_num_threads()} BLAS threads now; gpunn train uses 1 per process unless --threads N "
@@ -375,52 +335,25 @@ def _info():
 
 
 def _version(dist):
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+    return version(dist) or "not installed"
 
 
 def _blas():
     """The BLAS NumPy calls: threadpoolctl's view of the loaded library, else NumPy's build record."""
-    try:
-        import threadpoolctl
-    except ImportError:
-        threadpoolctl = None
-    if threadpoolctl is not None:
-        import numpy  # noqa: F401  (load NumPy's BLAS so threadpoolctl can see it)
-
-        found = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
-        if found:
-            return "; ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads, "
-                             f"{i.get('threading_layer', '?')} threading) {i.get('filepath')}" for i in found)
-    import numpy
-
-    try:
-        blas = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        return f"{blas.get('name')} {blas.get('version')} (NumPy build configuration)"
-    except Exception:  # older or unusual NumPy builds: say what we can
-        return "unknown (run python -c 'import numpy; numpy.show_config()')"
+    found = [i for i in thread_pools() or () if i.get("user_api") == "blas"]
+    if found:
+        return "; ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads, "
+                         f"{i.get('threading_layer', '?')} threading) {i.get('filepath')}" for i in found)
+    blas = numpy_build_blas()
+    if isinstance(blas, dict) and "blas" in blas:
+        return f"{blas['blas'].get('name')} {blas['blas'].get('version')} (NumPy build configuration)"
+    return "unknown (run python -c 'import numpy; numpy.show_config()')"
 
 
 def _cpu():
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    except OSError:
-        pass
-    memory = None
-    try:
-        with open("/proc/meminfo", encoding="utf-8") as f:
-            memory = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemTotal:"))
-    except (OSError, StopIteration, ValueError):
-        try:
-            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):
-            pass
+    memory = memory_bytes()
     size = f", {memory / 2**30:.1f} GiB memory" if memory else ""
-    return f"{model}, {os.cpu_count()} logical cores{size}; {gpunn.device('cpu').describe()}"
+    return f"{cpu_model()}, {os.cpu_count()} logical cores{size}; {gpunn.device('cpu').describe()}"
 
 
 if __name__ == "__main__":

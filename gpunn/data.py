@@ -257,10 +257,8 @@ class DataLoader:
         if isinstance(data, np.ndarray):
             batch = data[order[begin:end]]  # one fancy index: a fresh, contiguous host array
             array = dev.put(batch)
-        elif dev.ctx is None:
-            array = dev.xp.take(data, device_order[begin:end], axis=0)
         else:
-            with dev.ctx:
+            with dev.scope:
                 array = dev.xp.take(data, device_order[begin:end], axis=0)
         return Tensor._wrap(array, dev)
 

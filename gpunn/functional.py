@@ -313,10 +313,8 @@ def nll_loss(log_probs, target, weight=None, *, ignore_index=-100, reduction="me
 
 
 def _arange(device, n):
-    if device.ctx is None:
+    with device.scope:  # (CuPy's arange may ignore device=: it makes arrays on the current device)
         return device.xp.arange(n, device=device.native)
-    with device.ctx:
-        return device.xp.arange(n)
 
 
 def _broadcast_shape(a, b):

@@ -36,15 +36,13 @@ check that files written by either side load with the other.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import stat
-import tempfile
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from gpunn._files import atomic_write
 from gpunn.errors import GpunnError
 
 __all__ = [
@@ -491,19 +489,6 @@ def _prepare(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str] | Non
     return chunks
 
 
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_file(arrays: Mapping[str, np.ndarray], path: str | os.PathLike,
               metadata: Mapping[str, str] | None = None) -> None:
     """Write ``arrays`` (and optional str -> str ``metadata``) to ``path``.
@@ -518,53 +503,5 @@ def save_file(arrays: Mapping[str, np.ndarray], path: str | os.PathLike,
     """
     spath = os.fspath(path)
     chunks = _prepare(arrays, metadata, spath)
-    try:
-        _write_atomic(spath, chunks)
-    except OSError as e:
-        raise _save_error(e, spath) from e
-
-
-def _save_error(e: OSError, path: str) -> OSError:
-    """The same kind of OSError (errno kept), naming the file the user asked for and what failed,
-    never only the temporary file the data was going to."""
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    if os.path.isdir(path):
-        why = "it is a folder; give a file path inside it, e.g. " + os.path.join(path, "model.safetensors")
-    elif not os.path.isdir(directory):
-        why = f"its folder {directory} does not exist; create it first (os.makedirs)"
-    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        why = f"{e.strerror or e} in its folder {directory}; save somewhere you can write to"
-    else:
-        why = f"{e.strerror or e} while writing it"
-    message = f"cannot write {path}: {why}; any earlier file there is unchanged"
-    try:
-        return type(e)(e.errno, message) if e.errno is not None else type(e)(message)
-    except TypeError:  # an OSError subclass with its own constructor
-        return OSError(e.errno, message)
-
-
-def _write_atomic(spath: str, chunks: list[Any]) -> None:
-    directory = os.path.dirname(os.path.abspath(spath))
-    try:
-        mode = stat.S_IMODE(os.stat(spath).st_mode)
-    except OSError:
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(spath)}.",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _write_bytes(f, chunks)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.chmod(tmp, mode)  # mkstemp creates 0600
-        except OSError:
-            pass
-        os.replace(tmp, spath)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(directory)
+    with atomic_write(spath) as f:
+        _write_bytes(f, chunks)

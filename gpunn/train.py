@@ -45,6 +45,7 @@ import gpunn.data
 import gpunn.io
 import gpunn.nn
 from gpunn import datasets, distributed as dist, safetensors_format
+from gpunn._files import atomic_write
 from gpunn.errors import GpunnError
 
 __all__ = ["TrainConfig", "ConfigError", "TrainingInterrupted", "fit", "load_data", "RUN_FILES"]
@@ -805,26 +806,9 @@ def _check_out_writable(out):
 # --- files -------------------------------------------------------------------------------------------
 
 
-def _write_atomic(path, write):
-    """Call write(temp_path), then move the result over `path` in one step (never a half-written file)."""
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(temp)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
 def _write_text(path, text):
-    def write(temp):
-        with open(temp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-
-    _write_atomic(path, write)
+    with atomic_write(path, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
 
 
 def _metrics_csv(history, with_restarts):
@@ -865,6 +849,7 @@ def _plot(history, best, path):
         fig.suptitle(f"kept restart {best + 1}")
     fig.tight_layout()
     try:
-        _write_atomic(path, lambda temp: fig.savefig(temp, format="png", dpi=100))
+        with atomic_write(path) as f:
+            fig.savefig(f, format="png", dpi=100)
     finally:
         plt.close(fig)

@@ -316,6 +316,19 @@ def test_download_rejects_bad_md5_and_leaves_nothing(tmp_path, mirror):
     assert list(root.iterdir()) == []  # no partial or unverified file left
 
 
+def test_download_reports_a_failed_mirror_as_such_not_as_a_write_error(tmp_path, monkeypatch):
+    def unreachable(url, out):
+        out.write(b"half a file")
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(mnist_module, "_fetch", unreachable)
+    root = tmp_path / "mnist"
+    with pytest.raises(OSError, match="could not download") as info:
+        ds.load_mnist(root, train=False, download=True)
+    assert "Connection reset by peer" in str(info.value) and "cannot write" not in str(info.value)
+    assert list(root.iterdir()) == []
+
+
 # ---------------------------------------------------------------- split
 
 

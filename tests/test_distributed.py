@@ -18,6 +18,7 @@ import pytest
 
 import gpunn
 import gpunn.distributed as dist
+from conftest import FAKE_CUDA
 from gpunn.data import DataLoader, _share
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,13 +92,13 @@ def test_negative_controls_fail_the_equivalence(tmp_path, variant):
 
 @pytest.mark.parametrize("device", ["strict", pytest.param("cuda", marks=pytest.mark.slow)])
 def test_ddp_stages_other_devices_through_the_host(tmp_path, device):
-    """array-api-strict, and CUDA without NCCL (the fake CuPy of scripts/fake_cuda): the same
+    """array-api-strict, and CUDA without NCCL (the fake CuPy of tests/fake_cuda): the same
     parameters as one process on the cpu, and compile_step says why a DDP step stays eager."""
     env = {}
     if device == "cuda":
         if shutil.which("g++") is None:
             pytest.skip("the fake CuPy compiles kernels with g++")
-        env = {"PYTHONPATH": os.pathsep.join([str(ROOT / "scripts" / "fake_cuda"), str(ROOT)])}
+        env = {"PYTHONPATH": os.pathsep.join([str(FAKE_CUDA), str(ROOT)])}
     done = worker(2, "staged", tmp_path / "s.json", device, extra_env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     got = json.loads((tmp_path / "s.json").read_text())

@@ -11,12 +11,13 @@ import hashlib
 import http.client
 import os
 import shutil
-import tempfile
 import urllib.request
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+
+from gpunn._files import atomic_write
 
 from .idx import read_idx_with_magic
 
@@ -140,6 +141,10 @@ def _md5(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+class _MirrorFailed(ValueError):
+    """A mirror that could not be read (network or HTTP error), told apart from a failed write."""
+
+
 def _download(root: Path, kind: str, filename: str) -> Path:
     """Fetch ``filename`` from the first mirror that gives the right MD5.
 
@@ -153,18 +158,17 @@ def _download(root: Path, kind: str, filename: str) -> Path:
     failures = []
     for base in MIRRORS[kind]:
         url = base + filename
-        fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{filename}.", suffix=".part")
         try:
-            with os.fdopen(fd, "wb") as out:
-                _fetch(url, out)
-            got = _md5(tmp)
-            if got != expected:
-                raise ValueError(f"MD5 {got} does not match the published {expected}")
-            os.replace(tmp, target)
+            with atomic_write(target) as out:
+                try:
+                    _fetch(url, out)
+                except (OSError, http.client.HTTPException) as err:  # the mirror failed, not the disk:
+                    raise _MirrorFailed(err) from err  # (atomic_write would word an OSError as a write error)
+                out.flush()
+                got = _md5(out.name)
+                if got != expected:
+                    raise ValueError(f"MD5 {got} does not match the published {expected}")
             return target
-        except (OSError, ValueError, http.client.HTTPException) as err:
+        except (OSError, ValueError) as err:
             failures.append(f"{url}: {err}")
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
     raise OSError(f"could not download {kind} {filename}: " + "; ".join(failures))

@@ -4,7 +4,7 @@ import math
 
 from gpunn.optim import _checks
 from gpunn.optim.optimizer import Optimizer
-from gpunn.optim.updates import adam_update
+from gpunn.updates import adam_update
 from gpunn.tensor import Tensor
 
 

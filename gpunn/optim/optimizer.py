@@ -287,12 +287,8 @@ class Optimizer:
             grad = p.grad
             if grad is None:
                 continue
-            ctx = p.device.ctx
-            if ctx is None:
+            with p.device.scope:
                 yield p, grad._array
-            else:
-                with ctx:
-                    yield p, grad._array
 
     def zero_grad(self, set_to_none=True):
         for index, group in enumerate(self.param_groups):

@@ -2,7 +2,7 @@
 
 from gpunn.optim import _checks
 from gpunn.optim.optimizer import Optimizer
-from gpunn.optim.updates import sgd_update
+from gpunn.updates import sgd_update
 from gpunn.tensor import Tensor
 
 

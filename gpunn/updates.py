@@ -1,9 +1,10 @@
 """Optimizer updates on raw arrays, written once against an array namespace `xp`.
 
-Like the ops of gpunn.ops, these know nothing of Tensor: the optimizers call them per parameter
-(the reference path) or once per flat buffer, and a backend may override one by name in its
-`fast_paths` (CUDA does each in one kernel). They update in place with in-place operators, so a
-step allocates little and never asks the host for a value.
+Array-level code, like the primitive table of gpunn.ops: it imports nothing of gpunn, so a
+backend can override an update by name in its `fast_paths` (CUDA does each in one kernel) without
+loading the optimizers or Tensor. The optimizers call these per parameter (the reference path) or
+once per flat buffer. They update in place with in-place operators, so a step allocates little
+and never asks the host for a value.
 """
 
 

@@ -1,10 +1,11 @@
-"""A fake CuPy for gpunn's developer checks: the whole CUDA path of gpunn, run on the CPU.
+"""A fake CuPy for gpunn's tests: the whole CUDA path of gpunn, run on the CPU.
 
-    PYTHONPATH=scripts/fake_cuda python -m pytest -m gpu        # gpunn's GPU tests, on fake devices
-    PYTHONPATH=scripts/fake_cuda python -m gpunn train --device cuda --compile
+    PYTHONPATH=tests/fake_cuda python -m pytest -m gpu        # gpunn's GPU tests, on fake devices
+    PYTHONPATH=tests/fake_cuda python -m gpunn train --device cuda --compile
 
-No GPU run has been possible yet; this shows the Python side of the CUDA path works before GPU time
-is spent. Arrays live in emulated device memory (cuda_emulation: NaN-poisoned, guarded NumPy
+CI has no GPU: this shows the Python side of the CUDA path works on every change, and
+tests/test_cupy_contract.py holds the fake to real CuPy (run on a GPU by scripts/gpu_check.sh).
+It exposes only names real CuPy has (cupy_names.txt). Arrays live in emulated device memory (cuda_emulation: NaN-poisoned, guarded NumPy
 buffers) on FAKE_CUDA_DEVICES devices (default 2); NumPy does the arithmetic, except gpunn's own
 kernels, which run their CUDA sources compiled by g++ (ElementwiseKernel, RawModule), and cuBLAS,
 which is cuda_emulation's stand-in library. CuPy's rules that catch real bugs are kept:
@@ -20,6 +21,7 @@ import numpy as _np
 
 from . import _fake
 from ._fake import ndarray  # noqa: F401
+from ._submodule import real_names as _real_names
 
 __version__ = "14.2.0+fake"
 
@@ -29,8 +31,10 @@ _SKIP = {"ndarray", "empty", "empty_like", "asnumpy", "get_array_module", "from_
 
 
 def _build():
+    """NumPy's names that real CuPy has too (cupy_names.txt): no NumPy-only function passes here."""
+    real = _real_names(__name__)
     for name in dir(_np):
-        if name.startswith("_") or name in _SKIP:
+        if name.startswith("_") or name in _SKIP or name not in real:
             continue
         value = getattr(_np, name)
         if type(value).__name__ == "module":
@@ -41,7 +45,7 @@ def _build():
             globals()[name] = _fake.function(name, value, allow_host=name in _HOST_IN)
     for name in ("dtype", "finfo", "iinfo", "issubdtype", "result_type", "can_cast", "promote_types", "isdtype",
                  "isscalar", "ndim", "shape", "size"):
-        if hasattr(_np, name):
+        if hasattr(_np, name) and name in real:
             globals()[name] = getattr(_np, name) if name not in ("result_type", "can_cast", "ndim", "shape", "size") \
                 else _unwrapped(getattr(_np, name))
 

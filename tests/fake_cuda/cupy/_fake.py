@@ -20,7 +20,11 @@ from cuda_emulation import DeviceArray, allocation, device_empty, to_device
 DEVICE_COUNT = int(os.environ.get("FAKE_CUDA_DEVICES", "2"))
 
 
-class CaptureError(RuntimeError):
+class CUDARuntimeError(RuntimeError):
+    """cupy.cuda.runtime.CUDARuntimeError: an error the CUDA runtime reports."""
+
+
+class CaptureError(CUDARuntimeError):
     """What CUDA reports for work that cannot be recorded (cudaErrorStreamCaptureUnsupported)."""
 
 

@@ -1,11 +1,11 @@
 """Kernel launches per training step on CUDA, counted on the fake CuPy (no GPU needed).
 
-    PYTHONPATH=scripts/fake_cuda python scripts/fake_cuda/count_launches.py [--sizes 784-256-256-10] [--batch 128]
+    PYTHONPATH=tests/fake_cuda python benchmarks/count_launches.py [--sizes 784-256-256-10] [--batch 128]
 
 A small model's eager step on a GPU is bound by the host: each launch (kernel, cuBLAS call, copy)
 costs CuPy 10-20 us of Python and driver time whatever its size. So the number of launches per
-step, by phase and by kind, is the figure to drive down before a GPU is at hand to time it; a
-recorded step (compile_step) replays its launches in one graph, and what it launches outside
+step, by phase and by kind, is a figure to drive down that needs no GPU time to measure (the H100
+timings of BENCHMARKS.md confirm it matters); a recorded step (compile_step) replays its launches in one graph, and what it launches outside
 the graph (copying the batch in, uploading the learning rate) is counted apart.
 """
 

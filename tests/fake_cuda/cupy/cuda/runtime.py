@@ -1,10 +1,7 @@
 """cupy.cuda.runtime, faked."""
 
 from .. import _fake
-
-
-class CUDARuntimeError(RuntimeError):
-    pass
+from .._fake import CUDARuntimeError  # noqa: F401
 
 
 def getDeviceCount():  # noqa: N802 (CUDA's name)

@@ -1,13 +1,13 @@
 """cupy.cuda, faked: devices, streams, events, CUDA graphs (recorded launches) and memory pools."""
 
 import contextlib
-import itertools
+import itertools as _itertools
 
 from .. import _fake
 from . import runtime  # noqa: F401
-from .runtime import CUDARuntimeError  # noqa: F401
+from .runtime import CUDARuntimeError as _CUDARuntimeError
 
-_stream_ids = itertools.count(0x5000)
+_stream_ids = _itertools.count(0x5000)
 
 
 class Device:
@@ -18,7 +18,7 @@ class Device:
             device = device.id
         self.id = _fake.current_device() if device is None else int(device)
         if not 0 <= self.id < _fake.DEVICE_COUNT:
-            raise CUDARuntimeError(f"cudaErrorInvalidDevice: invalid device ordinal {self.id}")
+            raise _CUDARuntimeError(f"cudaErrorInvalidDevice: invalid device ordinal {self.id}")
         self._previous = []
 
     def __enter__(self):
@@ -115,7 +115,7 @@ class Stream:
 
     def begin_capture(self, mode=None):
         if self.ptr == 0:
-            raise CUDARuntimeError("cudaErrorStreamCaptureUnsupported: the default stream cannot capture")
+            raise _CUDARuntimeError("cudaErrorStreamCaptureUnsupported: the default stream cannot capture")
         if get_current_stream() is not self:
             raise RuntimeError("the fake CuPy captures only on the current stream; enter the stream first")
         self._captured = []
@@ -127,7 +127,7 @@ class Stream:
 
     def end_capture(self):
         if self._captured is None:
-            raise CUDARuntimeError("cudaErrorIllegalState: the stream is not capturing")
+            raise _CUDARuntimeError("cudaErrorIllegalState: the stream is not capturing")
         self._capture.__exit__(None, None, None)
         graph, self._captured = Graph(self._captured), None
         return graph
