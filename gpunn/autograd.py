@@ -297,7 +297,7 @@ def _run_hooks(hooks, g, device, Tensor):
 
 def _run_rules(node, g, pending, sink, slots, Tensor):
     ctx = node.device.ctx
-    if ctx is None:
+    if ctx is None:  # not `with node.device.scope:`, which costs every node 0.6 us more on the cpu
         _run_rules_here(node, g, pending, sink, slots, Tensor)
     else:
         with ctx:  # CuPy computes on the current device: make it the node's, once for all its rules

@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from gpunn import amp, ops
+from gpunn import mixed_precision, ops
 from gpunn.autograd import no_grad
 from gpunn.dtypes import as_dtype
 from gpunn.errors import DeviceError, DTypeError, ShapeError
@@ -80,7 +80,7 @@ def _shape_tuple(shape):
     return (shape,) if isinstance(shape, int) else tuple(shape)
 
 
-@amp.runs_in_float32  # on PyTorch's autocast list
+@mixed_precision.runs_in_float32  # on PyTorch's autocast list
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalize over the last len(normalized_shape) axes (biased variance, as PyTorch), then
     scale by weight and shift by bias; a composite of primitives, so gradients need no new rule."""
@@ -294,7 +294,7 @@ def cross_entropy(logits, target, weight=None, *, ignore_index=-100, reduction="
     return loss.reshape(out_shape) if reduction == "none" else loss
 
 
-@amp.runs_in_float32  # on PyTorch's autocast list
+@mixed_precision.runs_in_float32  # on PyTorch's autocast list
 def nll_loss(log_probs, target, weight=None, *, ignore_index=-100, reduction="mean"):
     """Negative log-likelihood of log-probabilities (e.g. from log_softmax) at the target classes,
     with PyTorch's layouts ((N, C), (C,) or (N, C, d1, ...), classes on axis 1), weight and
@@ -325,7 +325,7 @@ def _broadcast_shape(a, b):
         return None
 
 
-@amp.runs_in_float32  # on PyTorch's autocast list
+@mixed_precision.runs_in_float32  # on PyTorch's autocast list
 def mse_loss(input, target, reduction="mean"):
     """Mean squared error: the square loss of least squares and ridge regression.
 
@@ -414,7 +414,7 @@ def _regression_pair(name, input, target):
     return target
 
 
-@amp.runs_in_float32  # on PyTorch's autocast list
+@mixed_precision.runs_in_float32  # on PyTorch's autocast list
 def l1_loss(input, target, reduction="mean"):
     """Mean absolute error |input - target|, as torch's l1_loss."""
     _check_reduction("l1_loss", reduction)
@@ -434,7 +434,7 @@ def _piecewise_quadratic(name, input, target, reduction, width, scale_linear):
     return _reduced(name, apply(ops.where, a < width, quadratic, linear), reduction)
 
 
-@amp.runs_in_float32  # on PyTorch's autocast list
+@mixed_precision.runs_in_float32  # on PyTorch's autocast list
 def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
     """0.5 d**2 / beta where |d| < beta, else |d| - 0.5 beta (d = input - target), as torch's
     smooth_l1_loss; beta=0 is l1_loss."""
@@ -445,7 +445,7 @@ def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
     return _piecewise_quadratic("smooth_l1_loss", input, target, reduction, float(beta), False)
 
 
-@amp.runs_in_float32  # on PyTorch's autocast list
+@mixed_precision.runs_in_float32  # on PyTorch's autocast list
 def huber_loss(input, target, reduction="mean", delta=1.0):
     """0.5 d**2 where |d| < delta, else delta (|d| - 0.5 delta), as torch's huber_loss
     (smooth_l1_loss times delta)."""
@@ -497,13 +497,13 @@ def one_hot(tensor, num_classes=-1):
         return Tensor._wrap(xp.astype(hits, dev.dtype(as_dtype("int64"))), dev)
 
 
-@amp.runs_in_float32  # on PyTorch's autocast list
+@mixed_precision.runs_in_float32  # on PyTorch's autocast list
 def normalize(input, p=2.0, dim=1, eps=1e-12):
     """input / max(||input||_p over dim, eps), as torch.nn.functional.normalize."""
     return input / input.norm(p, dim, keepdim=True).clip(min=eps)
 
 
-@amp.runs_in_float32  # on PyTorch's autocast list
+@mixed_precision.runs_in_float32  # on PyTorch's autocast list
 def cosine_similarity(x1, x2, dim=1, eps=1e-8):
     """sum(x1 / ||x1|| * x2 / ||x2||) over dim (x1 and x2 broadcast), with each norm at least eps,
     as torch's: the clamp applies to the values only, the gradient passes as if unclamped."""

@@ -10,7 +10,8 @@ import weakref
 
 import numpy as np
 
-from gpunn import amp as _amp, backends, ops
+from gpunn import backends, ops
+from gpunn import mixed_precision as _amp
 from gpunn.autograd import Node, Version, backward, grad_targets, mode, no_higher_order, run_backward
 from gpunn.device import Device, cuda_device, device as as_device, of as device_of
 from gpunn.dtypes import as_dtype
@@ -32,7 +33,7 @@ def _is_floating(dt):
 
 def apply(primitive, *args, **attrs):
     """Run `primitive` on tensors (and constants) and record how the result was made."""
-    if primitive.autocast is not None and _amp.state.enabled:  # mixed precision: gpunn.amp
+    if primitive.autocast is not None and _amp.state.enabled:  # mixed precision: gpunn.mixed_precision
         args = _amp.cast_inputs(primitive, args)
     dev = None
     arrays = []
@@ -54,7 +55,7 @@ def apply(primitive, *args, **attrs):
         _check_floats(primitive, args, arrays, attrs)
     primitive = dev.fast_paths.get(primitive.name, primitive)
     try:
-        if dev.ctx is None:
+        if dev.ctx is None:  # not `with dev.scope:`, which costs every op 0.6 us more on the cpu
             out = primitive.forward(dev.xp, *arrays, **attrs)
         else:
             with dev.ctx:
