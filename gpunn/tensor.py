@@ -1260,9 +1260,9 @@ def _full_index(index, ndim):
     parts = index if isinstance(index, tuple) else (index,)
     if len(parts) == 1 and hasattr(parts[0], "shape"):  # x[(rows,)] is x[rows]: the standard's take
         return parts[0]
-    if any(p is Ellipsis or hasattr(p, "shape") for p in parts) or sum(p is not None for p in parts) >= ndim:
+    if any(p is Ellipsis or hasattr(p, "shape") for p in parts):
         return index
-    return parts + (Ellipsis,)
+    return parts + (Ellipsis,)  # also when every axis is named: NumPy's x[0, 0] is a scalar copy, x[0, 0, ...] a 0-d view
 
 
 # --- creation ------------------------------------------------------------------------------------

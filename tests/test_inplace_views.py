@@ -46,6 +46,15 @@ def test_basic_slice_inplace_add_shows_in_base(device):
     assert_close(x, [[2.0, 3.0], [3.0, 4.0]])
 
 
+def test_an_element_is_a_view_too(device):
+    """x[i, j] is a 0-d view, as in PyTorch (NumPy alone would hand out a scalar copy)."""
+    x = to_device([[1.0, 2.0], [3.0, 4.0]], device)
+    v = x[1, 0]
+    v += 10
+    x[0, 1].mul_(3)
+    assert_close(x, [[1.0, 6.0], [13.0, 4.0]])
+
+
 def test_transpose_and_reshape_write_through(device):
     x = to_device([[1.0, 2.0], [3.0, 4.0]], device)
     x.T[0, 1] = 7.0  # x[1, 0]
