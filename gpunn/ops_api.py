@@ -10,13 +10,33 @@ import numpy as np
 from gpunn import ops
 from gpunn.autograd import no_grad
 from gpunn.errors import DTypeError, IndexOutOfRangeError, ShapeError
-from gpunn.functional import log_softmax, relu, sigmoid, softmax, tanh  # noqa: F401 (re-exported)
+from gpunn import functional as F
 from gpunn.tensor import (Tensor, ValuesIndices, _operand, _power_at_zero_flat, _reduction, apply, extremum, ones_like,
                           tensor, zeros, zeros_like)
 
 
 def _t(x):
     return x if isinstance(x, Tensor) else tensor(x)
+
+
+def relu(x, inplace=False):
+    return F.relu(_t(x), inplace)
+
+
+def tanh(x):
+    return F.tanh(_t(x))
+
+
+def sigmoid(x):
+    return F.sigmoid(_t(x))
+
+
+def softmax(x, axis=-1, *, dim=None):
+    return F.softmax(_t(x), axis, dim=dim)
+
+
+def log_softmax(x, axis=-1, *, dim=None):
+    return F.log_softmax(_t(x), axis, dim=dim)
 
 
 def exp(x):
