@@ -214,6 +214,18 @@ def test_load_state_dict_and_init_bump_versions(device):
         out.sum().backward()
 
 
+def test_a_parameter_shares_its_tensors_version(device):
+    """Parameter(t) shares t's storage: a write through t must reach the nodes that saved the parameter."""
+    t = to_device([1.0, 2.0], device, dtype="float64")
+    p = nn.Parameter(t)
+    x = leaf([3.0, 4.0], device)
+    out = (p * x).sum()
+    t.add_(1)
+    assert_close(p, [2.0, 3.0])
+    with pytest.raises(gpunn.GraphError, match="modified by an in-place operation"):
+        out.backward()
+
+
 def test_versions_count_writes(device):
     x = to_device([1.0, 2.0], device)
     assert x._version == 0

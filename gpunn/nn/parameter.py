@@ -1,6 +1,6 @@
 """Parameter: a Tensor that a Module registers and an optimizer updates."""
 
-from gpunn.tensor import Tensor, tensor
+from gpunn.tensor import Tensor, _counter_of, tensor
 
 
 class Parameter(Tensor):
@@ -16,7 +16,7 @@ class Parameter(Tensor):
         if not isinstance(data, Tensor):
             data = tensor(data)
         self._array, self.device, self.grad, self._node = data._array, data.device, None, None
-        self._counter = data._counter  # shares the storage, so the version too
+        self._counter = _counter_of(data)  # shares the storage, so the version counter too
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)  # refuses integer data with a DTypeError
