@@ -19,7 +19,8 @@ import textwrap
 import time
 
 import gpunn
-from gpunn import bench, ops
+from gpunn import ops
+from gpunn.cli import bench
 
 tensor = sys.modules["gpunn.tensor"]  # the module (gpunn.tensor is also the function tensor())
 

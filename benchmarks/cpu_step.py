@@ -17,7 +17,7 @@ import json
 import statistics
 import sys
 
-from gpunn import bench
+from gpunn.cli import bench
 
 CONFIGS = [((64, 32, 10), 32, 1.6), ((784, 256, 256, 10), 128, 1.15), ((784, 1024, 1024, 1024, 10), 512, 1.05)]
 """(layer widths, batch size, target for gpunn time / NumPy time). The tiny first model is nearly all

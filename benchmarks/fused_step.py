@@ -15,7 +15,8 @@ import statistics
 import time
 
 import gpunn
-from gpunn import bench, functional as F, nn, optim
+from gpunn import functional as F, nn, optim
+from gpunn.cli import bench
 
 CONFIGS = [((64, 256, 128, 10), 64, 200), ((784, 256, 256, 10), 128, 40), ((784, 1024, 1024, 1024, 10), 512, 3)]
 

@@ -13,7 +13,7 @@ import io
 import pstats
 import sys
 
-from gpunn import bench
+from gpunn.cli import bench
 
 
 def main(argv=None):

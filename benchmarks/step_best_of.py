@@ -1,6 +1,6 @@
 """The host cost of one model's training step, best of many blocks: for comparing two trees.
 
-Runs gpunn's step (nn.MLP, cross_entropy, SGD; gpunn.bench.GpunnStep) and the hand-written NumPy
+Runs gpunn's step (nn.MLP, cross_entropy, SGD; gpunn.cli.bench.GpunnStep) and the hand-written NumPy
 step on the same weights and batch, 3 rounds of 7 blocks each, and prints the best block of each
 and their ratio. The best block is what a busy machine disturbs least, so alternating runs of two
 checkouts (PYTHONPATH=<checkout>) compare their per-step Python cost:
@@ -11,7 +11,7 @@ checkouts (PYTHONPATH=<checkout>) compare their per-step Python cost:
 import sys
 import time
 
-from gpunn import bench
+from gpunn.cli import bench
 
 
 def best(step, steps, blocks=7):

@@ -464,7 +464,7 @@ def test_bench_amp_times_gpunn_and_torch_mixed_precision_steps(tmp_path):
     pytest.importorskip("torch")
     import json
 
-    from gpunn import bench
+    from gpunn.cli import bench
 
     args = bench.build_parser().parse_args(["--devices", "cpu", "--sizes", "16-8-4", "--batch-sizes", "8", "--amp",
                                             "--repeats", "1", "--warmup", "1", "--block-ms", "0", "--no-plot",
@@ -482,7 +482,7 @@ def test_bench_amp_times_gpunn_and_torch_mixed_precision_steps(tmp_path):
 def test_gpunn_train_compiles_by_default_on_cuda_only(device, amp, monkeypatch):
     """fit records its steps with compile_step on CUDA (a graph replays, the GradScaler inside it
     with --amp) unless compile=False; elsewhere it does not call compile_step at all."""
-    from gpunn.train import TrainConfig, fit
+    from gpunn.cli.train import TrainConfig, fit
 
     if amp and not _half_ok(device):
         pytest.skip("no float16 on this device")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn import bench
+from gpunn.cli import bench
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -507,7 +507,7 @@ def test_parity_compare_rejects_nan_and_length_mismatch():
 
 
 def test_cpu_step_script_still_runs_and_checks_its_losses(tmp_path):
-    """benchmarks/cpu_step.py is built on gpunn.bench's helpers: one tiny run keeps it in step with
+    """benchmarks/cpu_step.py is built on gpunn.cli.bench's helpers: one tiny run keeps it in step with
     them (it is a benchmark, so nothing here is timed; only its loss check and output are read)."""
     import importlib.util
     import json

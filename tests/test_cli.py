@@ -22,7 +22,7 @@ import gpunn
 import gpunn.io
 from gpunn import datasets, safetensors_format
 from gpunn.cli import build_parser
-from gpunn.train import TrainConfig, TrainingInterrupted, evaluate, fit
+from gpunn.cli.train import TrainConfig, TrainingInterrupted, evaluate, fit
 
 RUN_FILES = ["config.json", "metrics.csv", "checkpoint.safetensors", "model.safetensors", "summary.json", "curves.png"]
 SUMMARY_KEYS = ["test_accuracy", "test_loss", "train_loss", "device", "epochs", "seconds", "restarts"]

@@ -587,7 +587,7 @@ def test_clipping_and_outputs_inside_the_step(emulate):
 def test_gpunn_train_compile_records_its_steps_and_matches_the_eager_run(emulate, monkeypatch, tmp_path):
     """`gpunn train --compile` (TrainConfig.compile) trains through compile_step, clipping inside
     the step and reading accuracy from the returned outputs: the same metrics as without it."""
-    from gpunn.train import TrainConfig, fit
+    from gpunn.cli.train import TrainConfig, fit
 
     made = []
     original = gpunn.compile.CompiledStep.__init__

@@ -212,7 +212,7 @@ def gpunn_train(n, tmp_path, *args, fault="none"):
 
 def reference(**settings):
     """One process, in pytest's, with the settings gpunn_train gives every run (a small model: fast)."""
-    from gpunn.train import TrainConfig, fit
+    from gpunn.cli.train import TrainConfig, fit
     return fit(TrainConfig(device="cpu", hidden=(32,), **settings))
 
 
@@ -245,7 +245,7 @@ def test_stop_on_one_rank_and_resume_under_other_rank_counts(tmp_path):
     then resumes with 1 and with 3 ranks to what the uninterrupted run gives (float64: exactly)."""
     import shutil
 
-    from gpunn.train import fit
+    from gpunn.cli.train import fit
     done = gpunn_train(2, tmp_path, "--epochs", "3", "--dtype", "float64", "--out", "run", fault="sigint@30")
     assert done.returncode == 130, done.stderr
     assert "resume with: gpunn train --resume run/checkpoint.safetensors" in done.stderr

@@ -8,7 +8,7 @@ import pytest
 
 import gpunn
 from gpunn import _files, safetensors_format
-from gpunn.train import TrainConfig, fit
+from gpunn.cli.train import TrainConfig, fit
 
 
 def _full_disk(monkeypatch, calls=1):

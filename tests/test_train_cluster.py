@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 import gpunn
-from gpunn import cli, train
+from gpunn import cli
+from gpunn.cli import train
 
 
 def test_interrupted_status_names_the_signal():

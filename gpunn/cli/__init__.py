@@ -20,10 +20,10 @@ from pathlib import Path
 
 import gpunn
 from gpunn import distributed as dist, threads
-from gpunn.cli_common import (cpu_model, memory_bytes, non_negative_float, non_negative_int, numpy_build_blas,
+from gpunn.cli.common import (cpu_model, memory_bytes, non_negative_float, non_negative_int, numpy_build_blas,
                                positive_float, positive_int, thread_pools, version)
 from gpunn.errors import GpunnError
-from gpunn.train import (ACTIVATIONS, CHECKPOINT, DATASETS, DEFAULT_LR, DTYPES, OPTIMIZERS, ConfigError, TrainConfig,
+from gpunn.cli.train import (ACTIVATIONS, CHECKPOINT, DATASETS, DEFAULT_LR, DTYPES, OPTIMIZERS, ConfigError, TrainConfig,
                          TrainingInterrupted, fit)
 
 DEFAULTS = TrainConfig()
@@ -40,7 +40,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-# --- option types of `gpunn train` (the shared ones are in gpunn.cli_common) ----------------------------
+# --- option types of `gpunn train` (the shared ones are in gpunn.cli.common) ----------------------------
 
 
 def momentum_value(text):
@@ -154,7 +154,7 @@ def _add_train(commands):
 
 def _add_bench(commands):
     try:
-        from gpunn import bench
+        from gpunn.cli import bench
     except ImportError as exc:
         p = commands.add_parser("bench", help="time training steps (not available in this installation)")
         p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -296,7 +296,7 @@ def _bench(args):
     if missing is not None:
         print(f"gpunn: error: gpunn bench is not available in this installation ({missing})", file=sys.stderr)
         return 1
-    from gpunn import bench
+    from gpunn.cli import bench
 
     return bench.main(args)
 

@@ -1,6 +1,6 @@
 """What the tools of the `gpunn` command share: option types and a description of the machine.
 
-`gpunn.cli` and `gpunn.bench` both import this module, neither imports the other for it, and the
+`gpunn.cli` and `gpunn.cli.bench` both import this module, neither imports the other for it, and the
 library never imports it (tests/test_import_rules.py).
 """
 

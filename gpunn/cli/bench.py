@@ -48,7 +48,7 @@ import numpy as np
 
 import gpunn
 from gpunn._files import atomic_write
-from gpunn.cli_common import (cpu_model, non_negative_float, non_negative_int, numpy_build_blas, positive_float,
+from gpunn.cli.common import (cpu_model, non_negative_float, non_negative_int, numpy_build_blas, positive_float,
                                positive_int, thread_pools, version)
 from gpunn.compile import CompileWarning
 from gpunn.device import _parse as parse_device_spec
@@ -144,7 +144,7 @@ def parse_baselines(text):
 
 
 def add_arguments(parser):
-    """The options of `gpunn bench` (shared by the CLI and `python -m gpunn.bench`)."""
+    """The options of `gpunn bench` (shared by the CLI and `python -m gpunn.cli.bench`)."""
     parser.add_argument("--devices", type=parse_devices, default=parse_devices("cpu,cuda"),
                         help="devices to time gpunn on, comma-separated; unusable ones are skipped "
                              "with a note, and the run fails (exit 1) when none is usable (default: cpu,cuda)")
@@ -958,7 +958,7 @@ def main(args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m gpunn.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m gpunn.cli.bench", description=__doc__.split("\n\n")[0])
     return add_arguments(parser)
 
 
