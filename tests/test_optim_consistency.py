@@ -122,7 +122,8 @@ def test_load_state_dict_copies_on_both_paths(fused):
 
 @pytest.mark.xfail(strict=True, reason="the fused path lays parameters out into flat buffers at the first step by "
                    "rebinding their arrays: tensors that shared a parameter's storage before (model.state_dict(), "
-                   "p.detach()) then stop following it; needs the storage model the lead is building in tensor.py")
+                   "p.detach()) then stop following it; a documented difference (docs/pytorch-differences.md) until "
+                   "the flat buffers adopt the parameters' own storage")
 def test_model_state_dict_taken_before_the_first_fused_step_follows_the_parameters():
     model = _model()
     opt = optim.SGD(model.parameters(), lr=0.1, fused=True)
