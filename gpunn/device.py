@@ -9,7 +9,7 @@ belongs to the data.
 import warnings
 from contextlib import nullcontext
 
-from gpunn import backends
+from gpunn import backends, ops, updates
 from gpunn.errors import DeviceError, DTypeError
 
 _interned = {}
@@ -21,6 +21,23 @@ class DeviceWarning(UserWarning):
     `warnings.filterwarnings("ignore", category=DeviceWarning)`; `gpunn train` shows it as one line."""
 
 
+def checked_fast_paths(backend):
+    """backend.fast_paths, each key the name of a primitive of gpunn.ops or of an update rule of
+    gpunn.updates (a typo would silently leave the generic version in place), and each overriding
+    primitive under its own name."""
+    known = {p.name for p in vars(ops).values() if isinstance(p, ops.Primitive)}
+    known |= {name for name, f in vars(updates).items() if callable(f) and name.endswith("_update")}
+    for key, fast in backend.fast_paths.items():
+        if key not in known:
+            raise DeviceError(f"backend {backend.name!r} registers a fast path under {key!r}, which names no "
+                              "primitive of gpunn.ops and no update rule of gpunn.updates; use the generic "
+                              "function's name")
+        if isinstance(fast, ops.Primitive) and fast.name != key:
+            raise DeviceError(f"backend {backend.name!r} registers primitive {fast.name!r} under {key!r}; a fast "
+                              "path overrides the primitive of its own name")
+    return backend.fast_paths
+
+
 class Device:
     __slots__ = ("type", "index", "backend", "xp", "native", "fast_paths", "ctx", "scope", "_dtypes", "spec")
 
@@ -30,7 +47,7 @@ class Device:
         self.spec = "cpu" if type == "cpu" else "strict" if type == "strict" and index == 0 else f"{type}:{index}"
         self.xp = backend.xp
         self.native = backend.native_device(index)
-        self.fast_paths = backend.fast_paths
+        self.fast_paths = checked_fast_paths(backend)
         self.ctx = backend.context(index) if hasattr(backend, "context") else None  # None: hot paths skip `with`
         self.scope = self.ctx if self.ctx is not None else _NO_CONTEXT  # always usable in a `with`
         self._dtypes = {}

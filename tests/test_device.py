@@ -292,3 +292,25 @@ def test_rng_state_round_trip():
 def test_synchronize_and_describe(device):
     device.synchronize()
     assert isinstance(device.describe(), str) and device.describe()
+
+
+def test_fast_paths_name_primitives_or_update_rules():
+    """Every backend's fast path overrides something that exists (checked when a device is made);
+    a misspelt name would leave the generic version silently in place, so it is an error."""
+    from gpunn.device import checked_fast_paths
+
+    for kind in ("cpu", "strict"):
+        backend = gpunn.device(kind).backend
+        assert checked_fast_paths(backend) is backend.fast_paths
+
+    class Misspelt:
+        name, fast_paths = "test", {"cross_entropi": gpunn.ops.cross_entropy}
+
+    with pytest.raises(gpunn.DeviceError, match="'cross_entropi', which names no primitive"):
+        checked_fast_paths(Misspelt)
+
+    class Misfiled:
+        name, fast_paths = "test", {"relu": gpunn.ops.tanh}
+
+    with pytest.raises(gpunn.DeviceError, match="registers primitive 'tanh' under 'relu'"):
+        checked_fast_paths(Misfiled)
