@@ -81,6 +81,7 @@ class NumpyBackend:
     xp = xp
     views = True  # slices are writable views: optimizers may keep flat buffers (gpunn.optim.flat)
     fuse_by_default = False
+    chain_layers = True  # nn.Sequential runs consecutive Linear layers as one node (ops.linear_chain)
 
     def __init__(self):
         self.fast_paths = {
@@ -90,6 +91,7 @@ class NumpyBackend:
         linear = self.fast_paths["linear"] = ops.linear.override(
             grads=(*ops.linear.grads[:2], _linear_grad_b), into=(None, _linear_grad_w_into, _linear_grad_b_into))
         self.fast_paths["linear_act"] = ops.linear_act_primitive(linear, _ACTIVATIONS)
+        self.fast_paths["linear_chain"] = ops.linear_chain_primitive(linear, _ACTIVATIONS)
         self.fast_paths["gather"] = ops.gather.override(grads=(
             lambda xp_, g, out, x, index, axis: _scatter_sum(index, g, axis, x.shape), None))
         self.fast_paths["scatter_add"] = ops.scatter_add.override(

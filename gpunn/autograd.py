@@ -226,7 +226,10 @@ def run_backward(roots, seeds, retain_graph=False, capture=None):
                 kept = node.retained()
                 if kept is not None:
                     _accumulate(kept, g, Tensor)
-            _run_rules(node, g, pending, sink, slots, Tensor)
+            if node.device.ctx is None:  # (a call fewer per node than _run_rules)
+                _run_rules_here(node, g, pending, sink, slots, Tensor)
+            else:
+                _run_rules(node, g, pending, sink, slots, Tensor)
         if not retain_graph:
             node.arrays = node.out = None
     for leaf, g in pending.items():  # leaves with hooks: their summed gradient, once
@@ -305,6 +308,9 @@ def _run_rules(node, g, pending, sink, slots, Tensor):
 
 
 def _run_rules_here(node, g, pending, sink, slots, Tensor):
+    if node.primitive.backward is not None:
+        _run_joint_rule(node, g, pending, sink, Tensor)
+        return
     xp, prim, arrays, out, attrs = node.device.xp, node.primitive, node.arrays, node.out, node.attrs
     written = None  # the input whose gradient a fused prepare already wrote into its slot
     if prim.prepare is not None:  # a fused primitive's common first step, once for all its rules
@@ -329,17 +335,46 @@ def _run_rules_here(node, g, pending, sink, slots, Tensor):
         try:
             gi = rule(xp, g, out, *arrays, **attrs)
         except Exception as exc:
-            if is_out_of_memory(exc):
-                raise OutOfMemoryError(f"backward of '{prim.name}': {node.device} ran out of memory ({exc}); "
-                                       "use a smaller batch or model") from exc
+            _raise_if_out_of_memory(node, exc)
             raise
-        if anomaly:
-            _check_finite(node, g, parent.device, gi)
-        if parent.device is node.device:
-            _deliver(parent, gi, arrays[i], pending, sink, Tensor)
-        else:  # across a .to(): the gradient is on the parent's device already, and is handled there
-            with parent.device.scope:
-                _deliver(parent, gi, arrays[i], pending, sink, Tensor)
+        _hand_on(node, g, i, parent, gi, anomaly, pending, sink, Tensor)
+
+
+def _run_joint_rule(node, g, pending, sink, Tensor):
+    """A primitive with one backward pass for all its inputs (Primitive.backward)."""
+    parents = node.parents
+    try:
+        grads = node.primitive.backward(node.device.xp, g, node.out, *node.arrays,
+                                        needs=[p is not None for p in parents], **node.attrs)
+    except Exception as exc:
+        _raise_if_out_of_memory(node, exc)
+        raise
+    anomaly, arrays, device = mode.anomaly, node.arrays, node.device
+    for i, parent in enumerate(parents):
+        if parent is None or grads[i] is None:
+            continue
+        if anomaly or parent.device is not device:
+            _hand_on(node, g, i, parent, grads[i], anomaly, pending, sink, Tensor)
+        else:
+            _deliver(parent, grads[i], arrays[i], pending, sink, Tensor)
+
+
+def _raise_if_out_of_memory(node, exc):
+    """A backend's out-of-memory error, said as gpunn's, naming the op."""
+    if is_out_of_memory(exc):
+        raise OutOfMemoryError(f"backward of '{node.primitive.name}': {node.device} ran out of memory ({exc}); "
+                               "use a smaller batch or model") from exc
+
+
+def _hand_on(node, g, i, parent, gi, anomaly, pending, sink, Tensor):
+    """Input i's gradient `gi` (from g) to its parent, checked for NaN and inf in anomaly mode."""
+    if anomaly:
+        _check_finite(node, g, parent.device, gi)
+    if parent.device is node.device:
+        _deliver(parent, gi, node.arrays[i], pending, sink, Tensor)
+    else:  # across a .to(): the gradient is on the parent's device already, and is handled there
+        with parent.device.scope:
+            _deliver(parent, gi, node.arrays[i], pending, sink, Tensor)
 
 
 def _deliver(parent, gi, like, pending, sink, Tensor):

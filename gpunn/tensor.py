@@ -12,7 +12,7 @@ import numpy as np
 
 from gpunn import backends, ops
 from gpunn import mixed_precision as _amp
-from gpunn.autograd import Node, Version, backward, grad_targets, mode, no_higher_order, run_backward
+from gpunn.autograd import Node, Version, grad_targets, mode, no_higher_order, run_backward
 from gpunn.device import Device, cuda_device, device as as_device, of as device_of
 from gpunn.dtypes import as_dtype
 from gpunn.errors import (DeviceError, DTypeError, GpunnError, GraphError, IndexOutOfRangeError, OutOfMemoryError,
@@ -81,7 +81,7 @@ def apply(primitive, *args, **attrs):
 def _check_floats(primitive, args, arrays, attrs):
     """The inputs named in primitive.floats are floating point, all of one dtype (PyTorch's rule)."""
     first = None
-    for i in primitive.floats:
+    for i in range(len(args)) if primitive.floats is True else primitive.floats:
         if i < len(args) and isinstance(args[i], Tensor):
             dtype = arrays[i].dtype
             if first is None:
@@ -234,12 +234,14 @@ class Tensor:
         made = tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
         self._array, self.grad, self.device = made._array, None, made.device
         self.requires_grad, self._node, self._counter = made.requires_grad, None, None
+        self._grad_slot = self._base = self._hooks = None
 
     @classmethod
     def _wrap(cls, array, device):
         """A tensor around an array already on `device`: the internal constructor, no copy."""
         t = object.__new__(cls)
         t._array, t.grad, t.requires_grad, t.device, t._node, t._counter = array, None, False, device, None, None
+        t._grad_slot = t._base = t._hooks = None  # set, so hot paths read them without a failed lookup
         return t
 
     # --- facts ---------------------------------------------------------------------------------
@@ -475,10 +477,11 @@ class Tensor:
     def backward(self, grad=None, retain_graph=None, create_graph=False, inputs=None, *, gradient=None):
         """Accumulate the gradient of this tensor into every leaf that requires one, or only into
         `inputs` (tensors, leaves or not) when given. `gradient=` is PyTorch's name for `grad`."""
-        no_higher_order(create_graph)
+        if create_graph:
+            no_higher_order(create_graph)
         seed = self._seed(gradient if grad is None else grad, "backward()", unit_ok=inputs is None)
         if inputs is None:
-            backward(self, seed, retain_graph=bool(retain_graph))
+            run_backward([self], [seed], bool(retain_graph))
             return
         inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
         for t, g in zip(inputs, run_backward([self], [seed], bool(retain_graph), capture=grad_targets(inputs))):

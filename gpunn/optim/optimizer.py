@@ -287,8 +287,12 @@ class Optimizer:
             grad = p.grad
             if grad is None:
                 continue
-            with p.device.scope:
+            ctx = p.device.ctx
+            if ctx is None:  # not `with p.device.scope:`, two calls more per parameter on the cpu
                 yield p, grad._array
+            else:
+                with ctx:
+                    yield p, grad._array
 
     def zero_grad(self, set_to_none=True):
         for index, group in enumerate(self.param_groups):
