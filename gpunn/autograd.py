@@ -146,6 +146,10 @@ def sum_to_shape(xp, g, shape):
 
 def topological_order(roots):
     """Nodes reachable from a node or a list of nodes, each after the nodes that made its inputs."""
+    if isinstance(roots, list) and len(roots) == 1:
+        order = _chain_order(roots[0])
+        if order is not None:
+            return order
     order, seen, stack = [], set(), [(r, False) for r in (roots if isinstance(roots, list) else [roots])]
     push, mark = stack.append, seen.add
     while stack:
@@ -161,6 +165,23 @@ def topological_order(roots):
             if type(parent) is Node and parent not in seen:
                 push((parent, False))
     return order
+
+
+def _chain_order(node):
+    """The order of a graph that is one chain of nodes (each has at most one node among its
+    parents, as a Sequential's forward and its loss make), found in one walk; None otherwise."""
+    chain = []
+    while node is not None:
+        chain.append(node)
+        below = None
+        for parent in node.parents:
+            if type(parent) is Node:
+                if below is not None and parent is not below:
+                    return None  # two nodes meet here: the general walk orders them
+                below = parent
+        node = below
+    chain.reverse()
+    return chain
 
 
 def check_saved(order):
@@ -196,8 +217,7 @@ def run_backward(roots, seeds, retain_graph=False, capture=None):
     Without `capture`, gradients accumulate into the leaves' `.grad`. With `capture`, a list of
     tensors, nothing's `.grad` changes: the gradients reaching them (leaves, or intermediate tensors
     by their node) are summed and returned in that order, None where none arrived (autograd.grad)."""
-    from gpunn.tensor import Tensor  # the engine fills .grad with Tensors
-
+    Tensor = _tensor_type()
     if capture is None:
         sink, results = _accumulate, None
     else:
@@ -235,6 +255,13 @@ def run_backward(roots, seeds, retain_graph=False, capture=None):
     for leaf, g in pending.items():  # leaves with hooks: their summed gradient, once
         sink(leaf, _run_hooks(leaf._hooks, g, leaf.device, Tensor), Tensor)
     return results
+
+
+@functools.cache
+def _tensor_type():
+    """gpunn.tensor.Tensor, which fills .grad (imported on first use: tensor imports this module)."""
+    from gpunn.tensor import Tensor
+    return Tensor
 
 
 def no_higher_order(create_graph):

@@ -107,8 +107,11 @@ def _record(primitive, args, arrays, saved, attrs, dev, result):
             parents[i] = a if a._node is None else a._node
     versions = []
     for i in range(len(args)) if primitive.reads is None else primitive.reads:
-        if isinstance(args[i], Tensor):
-            counter = _counter_of(args[i])
+        a = args[i]
+        if isinstance(a, Tensor):
+            counter = a._counter
+            if counter is None:  # (_counter_of, inline: this runs for every input of every op)
+                counter = a._counter = Version()
             versions.append((counter, counter.n, i))
     if primitive.reads_out:
         versions.append((_counter_of(result), result._counter.n, -1))

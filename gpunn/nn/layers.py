@@ -724,7 +724,7 @@ def _run_layers(x, run):
     layer by layer, so the error names the layer the way PyTorch's would."""
     if len(run) > 1 and isinstance(x, Tensor) and getattr(x.device.backend, "chain_layers", False):
         try:
-            return F.linear_chain(x, [(m.weight, m.bias, act) for m, act in run])
+            return F.linear_chain(x, [(m._parameters["weight"], m._parameters["bias"], act) for m, act in run])
         except GpunnError:
             pass
     for module, act in run:

@@ -98,7 +98,7 @@ class Optimizer:
 
     def step(self, closure=None):
         """One update of every parameter that has a gradient; returns closure() if given."""
-        loss = self._closure(closure)
+        loss = None if closure is None else self._closure(closure)
         for index, group in enumerate(self.param_groups):
             flat = self._flat_group(index, group)
             scalars = self._device_scalars[index] if self._device_scalars is not None else None

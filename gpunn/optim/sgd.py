@@ -38,7 +38,7 @@ class SGD(Optimizer):
 
     def _param_step(self, group):
         hyper, momentum = [group[k] for k in _HYPER], group["momentum"]  # positional: no kwargs per parameter
-        buf, first = None, False
+        buf, first, device, update = None, False, None, None
         for p, g in self._with_grads(group):
             if momentum:
                 entries = self.state[p]
@@ -46,7 +46,9 @@ class SGD(Optimizer):
                 if first:
                     entries["momentum_buffer"] = Tensor._wrap(p.device.xp.zeros_like(p._array), p.device)
                 buf = entries["momentum_buffer"]._array
-            _update(p.device)(p.device.xp, p._array, g, buf, first, *hyper)
+            if p.device is not device:
+                device, update = p.device, _update(p.device)
+            update(device.xp, p._array, g, buf, first, *hyper)
 
     def _flat_step(self, flat, group, scalars):
         flat.sync_params()
