@@ -364,7 +364,10 @@ def _run_rules_here(node, g, pending, sink, slots, Tensor):
         except Exception as exc:
             _raise_if_out_of_memory(node, exc)
             raise
-        _hand_on(node, g, i, parent, gi, anomaly, pending, sink, Tensor)
+        if anomaly or parent.device is not node.device:
+            _hand_on(node, g, i, parent, gi, anomaly, pending, sink, Tensor)
+        else:
+            _deliver(parent, gi, arrays[i], pending, sink, Tensor)
 
 
 def _run_joint_rule(node, g, pending, sink, Tensor):
@@ -450,7 +453,7 @@ def _into_slot(leaf, Tensor, write):
 
 
 def _accumulate(leaf, g, Tensor):
-    slot = getattr(leaf, "_grad_slot", None)
+    slot = leaf._grad_slot
     if slot is not None and (leaf.grad is None or leaf.grad._array is slot.array):  # a fused optimizer's buffer
         if leaf.grad is None:
             slot.claim()

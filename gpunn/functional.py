@@ -145,14 +145,13 @@ def linear_chain(x, layers):
     """Layers [(weight, bias, activation or None), ...] applied in turn, as one node: what
     nn.Sequential runs for consecutive Linear layers on backends that chain them (the cpu). The
     same numbers as F.linear_act layer by layer, one dispatch forward and one backward."""
-    activations, params = [], []
-    for weight, bias, activation in layers:
+    weights, biases, activations = zip(*layers)
+    for activation in activations:
         if activation is not None and activation not in ops.ACTIVATIONS:
             raise ValueError(f"linear_chain: activation must be None or one of {', '.join(ops.ACTIVATIONS)}, "
                              f"not {activation!r}")
-        activations.append(activation)
-        params += (weight, bias)
-    return apply(ops.linear_chain, x, *params, activations=tuple(activations))
+    params = [t for pair in zip(weights, biases) for t in pair]
+    return apply(ops.linear_chain, x, *params, activations=activations)
 
 
 def _check_reduction(name, reduction):
@@ -211,8 +210,9 @@ def _check_class_range(name, logits, target, ignore_index=-100):
         raise DTypeError(f"{name}: targets must be integer class indices, got {dtype}; use .long()")
     ignored = False
     if target.device.type == "cpu":  # a host check is free here; on a GPU it would cost a sync
-        data, classes = target._array, logits._array.shape[1]
-        if data.size and not 0 <= ignore_index < classes and 0 <= data.min() and data.max() < classes:
+        data, classes = target._array, logits._array.shape[1]  # (host arrays: NumPy's ufuncs, without wrappers)
+        if data.size and not 0 <= ignore_index < classes and 0 <= np.minimum.reduce(data, axis=None) \
+                and np.maximum.reduce(data, axis=None) < classes:
             return False  # the common case in two reductions: every label valid, none can be ignore_index
         kept = data[data != ignore_index]
         ignored = kept.size < data.size
