@@ -210,9 +210,8 @@ def _check_class_range(name, logits, target, ignore_index=-100):
         raise DTypeError(f"{name}: targets must be integer class indices, got {dtype}; use .long()")
     ignored = False
     if target.device.type == "cpu":  # a host check is free here; on a GPU it would cost a sync
-        data, classes = target._array, logits._array.shape[1]  # (host arrays: NumPy's ufuncs, without wrappers)
-        if data.size and not 0 <= ignore_index < classes and 0 <= np.minimum.reduce(data, axis=None) \
-                and np.maximum.reduce(data, axis=None) < classes:
+        data, classes = target._array, logits._array.shape[1]
+        if data.size and not 0 <= ignore_index < classes and 0 <= data.min() and data.max() < classes:
             return False  # the common case in two reductions: every label valid, none can be ignore_index
         kept = data[data != ignore_index]
         ignored = kept.size < data.size

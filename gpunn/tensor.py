@@ -36,7 +36,7 @@ def apply(primitive, *args, **attrs):
     if primitive.autocast is not None and _amp.state.enabled:  # mixed precision: gpunn.mixed_precision
         args = _amp.cast_inputs(primitive, args)
     dev = None
-    arrays = []
+    arrays, parents = [], []  # parents[i]: where input i's gradient goes (its node, the leaf, or None)
     needs_grad = False
     for a in args:
         if isinstance(a, Tensor):
@@ -47,8 +47,12 @@ def apply(primitive, *args, **attrs):
             arrays.append(a._array)
             if a.requires_grad:
                 needs_grad = True
+                parents.append(a if a._node is None else a._node)
+            else:
+                parents.append(None)
         else:
             arrays.append(a)
+            parents.append(None)
     if dev is None:
         raise TypeError(f"{primitive.title(attrs)}: at least one input must be a gpunn.Tensor")
     if primitive.floats:
@@ -74,7 +78,7 @@ def apply(primitive, *args, **attrs):
         _share_storage(result, args[0], dev)
     if needs_grad and mode.grad_enabled and _is_floating(out.dtype):  # integer results carry no gradient
         result.requires_grad = True
-        result._node = _record(primitive, args, arrays, saved, attrs, dev, result)
+        result._node = _record(primitive, args, arrays, parents, saved, attrs, dev, result)
     return result
 
 
@@ -99,12 +103,8 @@ def _check_floats(primitive, args, arrays, attrs):
                                  f"{args[i].dtype.name}); {_cast_hint(args[i].dtype.name)} (PyTorch refuses this too)")
 
 
-def _record(primitive, args, arrays, saved, attrs, dev, result):
-    """The node for `result`: where each input's gradient goes, and the versions of what its rules read."""
-    parents = [None] * len(args)
-    for i, a in enumerate(args):
-        if isinstance(a, Tensor) and a.requires_grad:
-            parents[i] = a if a._node is None else a._node
+def _record(primitive, args, arrays, parents, saved, attrs, dev, result):
+    """The node for `result`, with the versions of what its rules read."""
     versions = []
     for i in range(len(args)) if primitive.reads is None else primitive.reads:
         a = args[i]
