@@ -32,6 +32,7 @@ def _cross_entropy_forward(xp_, logits, target, reduction="mean", ignore_index=-
 
     Targets equal to ignore_index never reach it: on the cpu, functional.cross_entropy finds
     them on the host and takes the composite path."""
+    logits = np.ascontiguousarray(logits)  # (row-major, so the flat positions below are views' positions)
     rows, classes = logits.shape
     picked = np.arange(0, rows * classes, classes) + target  # flat positions: 3x faster than e[rows, target]
     shifted = logits - np.maximum.reduce(logits, axis=1, keepdims=True)  # ufunc reductions: no Python wrapper
