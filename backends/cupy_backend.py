@@ -47,11 +47,8 @@ class CupyBackend:
     fuse_by_default = True
 
     def __init__(self):
-        self.fast_paths = {"getitem": ops.getitem.override(grads=(_index_add_grad,)), **cupy_kernels.fast_paths()}
-        self.fast_paths["gather"] = ops.gather.override(grads=(
-            lambda xp_, g, out, x, index, axis: _scatter_sum(index, g, axis, x.shape), None))
-        self.fast_paths["scatter_add"] = ops.scatter_add.override(
-            forward=lambda xp_, x, index, src, axis: x + _scatter_sum(index, src, axis, x.shape))
+        self.fast_paths = {"getitem": ops.getitem.override(grads=(_index_add_grad,)), **cupy_kernels.fast_paths(),
+                           **ops.scatter_fast_paths(_scatter_sum)}
         if get_float32_matmul_precision() == "high":  # else leave CuPy as configured (CUPY_TF32)
             self.set_tf32(True)
 

@@ -2,16 +2,17 @@
 
 import math
 import operator
+import sys
 from collections import OrderedDict
 
-from gpunn import functional as F
+from gpunn import functional as F, ops
 from gpunn.autograd import no_grad
 from gpunn.dtypes import as_dtype
 from gpunn.errors import GpunnError, ShapeError
 from gpunn.nn import init
 from gpunn.nn.module import Module
 from gpunn.nn.parameter import Parameter
-from gpunn.tensor import Tensor, empty, ones, tensor, zeros
+from gpunn.tensor import Tensor, apply, bind_faces, empty, ones, tensor, zeros
 
 
 def _size(name, value, owner):
@@ -407,28 +408,38 @@ def _as_parameter(value):
 
 
 # ReLU, LeakyReLU and Dropout take PyTorch's `inplace=`: the result is written into the input.
+# (ReLU, Tanh and Sigmoid are made from the table: module_face, at the end of this file.)
 
 
-class ReLU(Module):
+class _Activation(Module):
+    """The module face of a unary entry of the table (ReLU, Tanh, Sigmoid): applies its primitive."""
+
+    primitive = None
+
+    def forward(self, input):
+        return apply(self.primitive, input)
+
+
+class _InPlaceActivation(_Activation):
     def __init__(self, inplace=False):
         super().__init__()
         self.inplace = inplace
 
-    def forward(self, x):
-        return F.relu(x, self.inplace)
+    def forward(self, input):
+        out = apply(self.primitive, input)
+        return input._inplace(out) if self.inplace else out
 
     def extra_repr(self):
         return "inplace=True" if self.inplace else ""
 
 
-class Tanh(Module):
-    def forward(self, x):
-        return F.tanh(x)
-
-
-class Sigmoid(Module):
-    def forward(self, x):
-        return F.sigmoid(x)
+def module_face(primitive, faces, name):
+    """nn.<name> of a unary entry of the table: a module class applying the entry's primitive
+    (with PyTorch's inplace=False where the entry says `inplace`)."""
+    if faces.make != "unary":
+        raise ValueError(f"gpunn.ops: {name} would be the module of a {faces.make} op; only unary entries make modules")
+    base = _InPlaceActivation if faces.inplace else _Activation
+    return type(name, (base,), {"primitive": primitive, "__module__": __name__})
 
 
 class LeakyReLU(Module):
@@ -536,9 +547,21 @@ class LogSoftmax(Softmax):
 
 
 class _Loss(Module):
-    def __init__(self, reduction="mean"):
+    """A loss module: by default F.<_function>(input, target) with its reduction and its keyword
+    `_options`, kept as attributes of the same names (SmoothL1Loss's beta)."""
+
+    _function = None
+    _options = ()
+
+    def __init__(self, reduction="mean", **options):
         super().__init__()
         self.reduction = reduction
+        for name, value in options.items():
+            setattr(self, name, value)
+
+    def forward(self, input, target):
+        options = {name: getattr(self, name) for name in self._options}
+        return getattr(F, self._function)(input, target, reduction=self.reduction, **options)
 
     def extra_repr(self):
         return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"
@@ -574,8 +597,7 @@ class NLLLoss(_WeightedLoss):
 
 
 class MSELoss(_Loss):
-    def forward(self, input, target):
-        return F.mse_loss(input, target, reduction=self.reduction)
+    _function = "mse_loss"
 
 
 class BCEWithLogitsLoss(_Loss):
@@ -615,26 +637,21 @@ class BCELoss(_Loss):
 
 
 class L1Loss(_Loss):
-    def forward(self, input, target):
-        return F.l1_loss(input, target, reduction=self.reduction)
+    _function = "l1_loss"
 
 
 class SmoothL1Loss(_Loss):
-    def __init__(self, reduction="mean", beta=1.0):
-        super().__init__(reduction)
-        self.beta = beta
+    _function, _options = "smooth_l1_loss", ("beta",)
 
-    def forward(self, input, target):
-        return F.smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
+    def __init__(self, reduction="mean", beta=1.0):
+        super().__init__(reduction, beta=beta)
 
 
 class HuberLoss(_Loss):
-    def __init__(self, reduction="mean", delta=1.0):
-        super().__init__(reduction)
-        self.delta = delta
+    _function, _options = "huber_loss", ("delta",)
 
-    def forward(self, input, target):
-        return F.huber_loss(input, target, reduction=self.reduction, delta=self.delta)
+    def __init__(self, reduction="mean", delta=1.0):
+        super().__init__(reduction, delta=delta)
 
 
 class CosineSimilarity(Module):
@@ -714,7 +731,8 @@ class BatchNorm1d(Module):
                 f"track_running_stats={self.track_running_stats}")
 
 
-_ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
+MODULE_FACES = bind_faces("module", sys.modules[__name__], module_face)  # the ops' modules (gpunn.nn exports them)
+_ACTIVATIONS = {name: globals()[p.faces.module] for name, p in ops.ACTIVATIONS.items()}  # MLP's, from the table
 _FUSABLE = {module: name for name, module in _ACTIVATIONS.items()}  # exact types: subclasses may differ
 
 
@@ -766,5 +784,13 @@ class MLP(Sequential):
                 if self.activation == "relu":
                     init.kaiming_uniform_(layer.weight, nonlinearity="relu")
                 else:
-                    init.xavier_uniform_(layer.weight, gain=init.calculate_gain(self.activation))
+                    init.xavier_uniform_(layer.weight, gain=_gain(self.activation))
                 init.zeros_(layer.bias)
+
+
+def _gain(activation):
+    """init.calculate_gain's factor, or 1 for an activation PyTorch's table lacks (the table's newer entries)."""
+    try:
+        return init.calculate_gain(activation)
+    except ValueError:
+        return 1.0
