@@ -7,11 +7,11 @@ import array_api_compat.numpy as xp
 
 from gpunn import ops
 
+from . import Backend
 
-def _index_add_grad(xp_, g, out, x, index):
+
+def _index_add(g, out, x, index):
     """Gradient of x[index] via bincount: much faster than the generic one-hot product."""
-    if not ops.has_array_index(index):  # slices and ints: the generic setitem is already direct
-        return ops.getitem.grads[0](xp_, g, out, x, index)
     flat = np.arange(x.size).reshape(x.shape)[index].ravel()
     summed = np.bincount(flat, weights=np.broadcast_to(g, out.shape).ravel(), minlength=x.size)
     return summed.astype(g.dtype, copy=False).reshape(x.shape)
@@ -120,23 +120,21 @@ ops.HALF_DTYPES.add(np.dtype(np.float16))  # its float16 products accumulate in 
 _GENERIC_CHAIN = ops.linear_chain_primitive(ops.linear, _ACTIVATIONS)  # the fallback of the two above
 
 
-class NumpyBackend:
+class NumpyBackend(Backend):
     name = "cpu"
     xp = xp
     views = True  # slices are writable views: optimizers may keep flat buffers (gpunn.optim.flat)
-    fuse_by_default = False
     chain_layers = True  # nn.Sequential runs consecutive Linear layers as one node (ops.linear_chain)
 
     def __init__(self):
         linear = ops.linear.override(grads=(*ops.linear.grads[:2], _linear_grad_b),
                                      into=(None, _linear_grad_w_into, _linear_grad_b_into))
         self.fast_paths = {
-            "getitem": ops.getitem.override(grads=(_index_add_grad,)),
             "cross_entropy": ops.cross_entropy.override(forward=_cross_entropy_forward),
             "linear": linear,
             "linear_act": ops.linear_act_primitive(linear, _ACTIVATIONS),
             "linear_chain": _GENERIC_CHAIN.replace(forward=_chain_forward, backward=_chain_backward),
-            **ops.scatter_fast_paths(_scatter_sum),
+            **ops.scatter_fast_paths(_index_add, _scatter_sum),
         }
 
     def native_device(self, index):

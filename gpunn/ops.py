@@ -13,6 +13,7 @@ nn layers read to make or check their functions, methods and modules (see README
 import collections.abc
 import dataclasses
 import math
+from collections.abc import Callable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,11 +33,11 @@ class Faces:
     """
 
     doc: str
-    function: tuple = ()
-    method: tuple = ()
-    functional: tuple = ()
-    module: str = None
-    make: str = None
+    function: tuple | str = ()
+    method: tuple | str = ()
+    functional: tuple | str = ()
+    module: str | None = None
+    make: str | None = None
     inplace: bool = False
 
     def __post_init__(self):
@@ -56,23 +57,23 @@ class Faces:
 @dataclasses.dataclass(frozen=True, slots=True, eq=False, repr=False)
 class _Fields:
     name: str
-    forward: object
+    forward: Callable | None
     grads: tuple = ()
     variadic: bool = False
     floats: tuple = ()
     saves: bool = False
-    into: tuple = None
-    prepare: object = None
-    prepare_into: object = None
-    label: object = None
+    into: tuple | None = None
+    prepare: Callable | None = None
+    prepare_into: tuple | None = None
+    label: Callable | None = None
     unit_seeded: bool = False
-    reads: tuple = None
+    reads: tuple | None = None
     reads_out: bool = True
     view: bool = False
-    autocast: str = None
-    backward: object = None
+    autocast: str | None = None
+    backward: Callable | None = None
     fusable: bool = False
-    faces: Faces = None
+    faces: Faces | None = None
 
     def __post_init__(self):
         if self.saves and self.reads_out:  # the rules get `saved`, not the output
@@ -880,10 +881,17 @@ scatter_add = Primitive("scatter_add",
 """x with src added at index along `axis` (torch.scatter_add; index and src of one shape)."""
 
 
-def scatter_fast_paths(scatter_sum):
-    """{name: override} of gather (its rule) and scatter_add (its forward) for a backend with a
-    faster `scatter_sum(index, src, axis, shape)`, the arithmetic of _scatter_sum without xp."""
-    return {"gather": gather.override(grads=(
+def scatter_fast_paths(index_add, scatter_sum):
+    """{name: override} of getitem's and gather's rules and scatter_add's forward, for a backend
+    with faster scatters than the generic one-hot products: `index_add(g, out, x, index)`, the
+    gradient of x[index] for array indices (basic ones keep the generic rule, already direct), and
+    `scatter_sum(index, src, axis, shape)`, the arithmetic of _scatter_sum."""
+
+    def getitem_grad(xp, g, out, x, index):
+        return index_add(g, out, x, index) if has_array_index(index) else _getitem_grad(xp, g, out, x, index)
+
+    return {"getitem": getitem.override(grads=(getitem_grad,)),
+            "gather": gather.override(grads=(
                 lambda xp, g, out, x, index, axis: scatter_sum(index, g, axis, x.shape), None)),
             "scatter_add": scatter_add.override(
                 forward=lambda xp, x, index, src, axis: x + scatter_sum(index, src, axis, x.shape))}
@@ -983,7 +991,7 @@ COMPOSITES = {
     "all": Faces("Whether every entry is true.", method="all"),
     "transpose": Faces("Two axes swapped (a view).", function="transpose", method="transpose"),
     "t": Faces("The transpose of a matrix (vectors and scalars as they are).", method="t"),
-    "flatten": Faces("Axes start_dim..end_dim merged into one.", method="flatten"),
+    "flatten": Faces("Axes start_dim..end_dim merged into one.", method="flatten", module="Flatten"),
     "unflatten": Faces("Axis dim split into sizes.", method="unflatten"),
     "unsqueeze": Faces("A new axis of size 1 at dim.", method="unsqueeze"),
     "squeeze": Faces("Axes of size 1 dropped (all, or those of dim).", method="squeeze"),

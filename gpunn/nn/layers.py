@@ -21,6 +21,13 @@ def _size(name, value, owner):
     return value
 
 
+def _floating(dtype, owner):
+    """A layer's parameter dtype, checked to be floating point."""
+    if not as_dtype(dtype).is_floating_point:
+        raise TypeError(f"{owner}: dtype must be floating point, not {dtype}")
+    return dtype
+
+
 class Linear(Module):
     """y = x @ weight.T + bias, with weight (out_features, in_features) as in PyTorch.
 
@@ -31,9 +38,7 @@ class Linear(Module):
         super().__init__()
         self.in_features = _size("in_features", in_features, "Linear")
         self.out_features = _size("out_features", out_features, "Linear")
-        if not as_dtype(dtype).is_floating_point:
-            raise TypeError(f"Linear: dtype must be floating point, not {dtype}")
-        self.weight = Parameter(empty(out_features, in_features, dtype=dtype, device=device))
+        self.weight = Parameter(empty(out_features, in_features, dtype=_floating(dtype, "Linear"), device=device))
         if bias:
             self.bias = Parameter(empty(out_features, dtype=dtype, device=device))
         else:
@@ -99,8 +104,7 @@ class Embedding(Module):
         super().__init__()
         self.num_embeddings = _size("num_embeddings", num_embeddings, "Embedding")
         self.embedding_dim = _size("embedding_dim", embedding_dim, "Embedding")
-        if not as_dtype(dtype).is_floating_point:
-            raise TypeError(f"Embedding: dtype must be floating point, not {dtype}")
+        _floating(dtype, "Embedding")
         if padding_idx is not None:
             if isinstance(padding_idx, bool) or not isinstance(padding_idx, int) or not (
                     -num_embeddings <= padding_idx < num_embeddings):
@@ -493,23 +497,34 @@ class Identity(Module):
         return x
 
 
-class Flatten(Module):
+class _TensorMethod(Module):
+    """A module calling one Tensor method with its `_options`, kept as attributes of the same names."""
+
+    _method = None
+    _options = ()
+
+    def forward(self, x):
+        return getattr(x, self._method)(*(getattr(self, name) for name in self._options))
+
+    def extra_repr(self):
+        return ", ".join(f"{name}={getattr(self, name)}" for name in self._options)
+
+
+class Flatten(_TensorMethod):
     """Flatten dimensions start_dim..end_dim (default: all but the batch axis)."""
+
+    _method, _options = "flatten", ("start_dim", "end_dim")
 
     def __init__(self, start_dim=1, end_dim=-1):
         super().__init__()
         self.start_dim, self.end_dim = start_dim, end_dim
 
-    def forward(self, x):
-        return x.flatten(self.start_dim, self.end_dim)
 
-    def extra_repr(self):
-        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
-
-
-class Unflatten(Module):
+class Unflatten(_TensorMethod):
     """Split axis `dim` into `unflattened_size` (one entry may be -1): the inverse of Flatten, as
     torch.nn.Unflatten (e.g. Unflatten(1, (1, 28, 28)) turns (N, 784) into images)."""
+
+    _method, _options = "unflatten", ("dim", "unflattened_size")
 
     def __init__(self, dim, unflattened_size):
         super().__init__()
@@ -521,12 +536,6 @@ class Unflatten(Module):
                 raise TypeError(f"Unflatten: unflattened_size must be a tuple of ints, but entry {i} is "
                                 f"{type(n).__name__} {n!r}")
         self.dim, self.unflattened_size = dim, unflattened_size
-
-    def forward(self, x):
-        return x.unflatten(self.dim, self.unflattened_size)
-
-    def extra_repr(self):
-        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
 
 
 class Softmax(Module):
@@ -677,8 +686,7 @@ class BatchNorm1d(Module):
                  dtype="float32"):
         super().__init__()
         self.num_features = _size("num_features", num_features, "BatchNorm1d")
-        if not as_dtype(dtype).is_floating_point:
-            raise TypeError(f"BatchNorm1d: dtype must be floating point, not {dtype}")
+        _floating(dtype, "BatchNorm1d")
         self.eps, self.momentum = eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         if affine:
