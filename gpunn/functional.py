@@ -25,7 +25,7 @@ def _in_place(x, result, inplace):
     return x._inplace(result) if inplace else result
 
 
-def function_face(primitive, faces, name):
+def _function_face(primitive, faces, name):
     """gpunn.<name> or F.<name> of a unary or binary elementwise entry of the table, with torch's
     argument names; tensors or what gpunn.tensor takes (lists, numbers), as gpunn.exp([1.0])."""
     if faces.make == "binary":
@@ -583,4 +583,4 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     return y
 
 
-__all__ = bind_faces("functional", sys.modules[__name__], function_face)  # relu, tanh, sigmoid are made here
+__all__ = bind_faces("functional", sys.modules[__name__], _function_face)  # relu, tanh, sigmoid are made here

@@ -474,7 +474,8 @@ def _chain_label(attrs):
     return f"{len(attrs.get('activations', ()))} Linear layers (fused{' with ' + ', '.join(names) if names else ''})"
 
 
-linear_chain = linear_chain_primitive(linear, _TABLE_ACTIVATIONS)
+linear_chain = linear_chain_primitive(linear, _TABLE_ACTIVATIONS).replace(faces=Faces(
+    "Layers [(weight, bias, activation or None), ...] applied in turn, as one node.", functional="linear_chain"))
 
 
 leaky_relu = Primitive("leaky_relu",

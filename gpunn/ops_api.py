@@ -451,4 +451,4 @@ def _broadcast(a, b):
         return None
 
 
-__all__ = bind_faces("function", sys.modules[__name__], F.function_face)  # exp, relu, maximum, ... are made here
+__all__ = bind_faces("function", sys.modules[__name__], F._function_face)  # exp, relu, maximum, ... are made here

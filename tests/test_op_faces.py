@@ -62,6 +62,7 @@ SAMPLES = {
     "matmul": sample(floats(2, 3), floats(3, 4)),
     "linear": sample(floats(2, 3), floats(4, 3), floats(4)),
     "linear_act": sample(floats(2, 3), floats(4, 3), floats(4), "tanh"),
+    "linear_chain": sample(floats(2, 3), [(floats(4, 3), floats(4), "relu"), (floats(2, 4), None, None)]),
     "leaky_relu": sample(floats(2, 3), negative_slope=0.2),
     "gelu": sample(floats(2, 3), approximate="tanh"),
     "where": sample(MASK, floats(2, 3), floats(2, 3)),
@@ -166,16 +167,17 @@ NON_OPS = {
         # writes that are not ops: fills, copies, random values
         "zero_", "fill_", "copy_", "normal_", "uniform_",
     },
-    "functional": set(),  # every function of nn.functional is an op
+    "functional": set(),  # every function of gpunn.functional and nn.functional is an op
 }
 
 
 # --- the faces of an entry, called on one sample ----------------------------------------------------
 
 def _tensors(value, device, dtype=None):
-    """value with every array a tensor on device (floats: requires_grad, in `dtype` if given)."""
-    if isinstance(value, (list, tuple)) and any(isinstance(v, np.ndarray) for v in value):
-        return [_tensors(v, device, dtype) for v in value]
+    """value with every array a tensor on device (floats: requires_grad, in `dtype` if given),
+    also inside lists and tuples (which stay lists and tuples)."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_tensors(v, device, dtype) for v in value)
     if not isinstance(value, np.ndarray):
         return value
     if value.dtype.kind == "f":
@@ -183,16 +185,16 @@ def _tensors(value, device, dtype=None):
     return gpunn.tensor(value, device=device)
 
 
-def _leaves(args):
-    found = []
-    for a in args:
-        found += _leaves(a) if isinstance(a, list) else [a] if isinstance(a, gpunn.Tensor) and a.requires_grad else []
-    return found
+def _leaves(value):
+    """The tensors that require grad in value (and inside its lists and tuples), in order."""
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _leaves(v)]
+    return [value] if isinstance(value, gpunn.Tensor) and value.requires_grad else []
 
 
 def _as_lists(value):
-    if isinstance(value, (list, tuple)) and any(isinstance(v, np.ndarray) for v in value):
-        return [_as_lists(v) for v in value]
+    if isinstance(value, (list, tuple)):
+        return type(value)(_as_lists(v) for v in value)
     return value.tolist() if isinstance(value, np.ndarray) else value
 
 
@@ -337,8 +339,10 @@ def undeclared(kind):
                   and not inspect.ismodule(getattr(gpunn, n))}
     elif kind == "method":
         public = {n for n in dir(gpunn.Tensor) if not n.startswith("_") and inspect.isfunction(getattr(gpunn.Tensor, n))}
-    else:
+    else:  # nn.functional's names, and the functions gpunn.functional defines
         public = {n for n in dir(NF) if not n.startswith("_") and callable(getattr(NF, n))}
+        public |= {n for n, f in vars(gpunn.functional).items() if not n.startswith("_") and inspect.isfunction(f)
+                   and f.__module__ == "gpunn.functional"}
     return sorted(public - set(ops.face_names(kind)) - NON_OPS[kind])
 
 
@@ -398,4 +402,6 @@ def test_a_face_with_other_arguments_or_no_docstring_is_caught(monkeypatch):
 def test_a_public_function_without_an_entry_is_caught(monkeypatch):
     monkeypatch.setattr(gpunn, "sinh", lambda input: input, raising=False)
     monkeypatch.setattr(gpunn.Tensor, "sinh", lambda self: self, raising=False)
+    monkeypatch.setattr(NF, "softplus", lambda input: input, raising=False)
     assert undeclared("function") == ["sinh"] and undeclared("method") == ["sinh"]
+    assert undeclared("functional") == ["softplus"]
