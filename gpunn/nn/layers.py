@@ -412,7 +412,7 @@ def _as_parameter(value):
 
 
 # ReLU, LeakyReLU and Dropout take PyTorch's `inplace=`: the result is written into the input.
-# (ReLU, Tanh and Sigmoid are made from the table: module_face, at the end of this file.)
+# (ReLU, Tanh and Sigmoid are made from the table by _module_face, at the end of this file.)
 
 
 class _Activation(Module):
@@ -437,7 +437,7 @@ class _InPlaceActivation(_Activation):
         return "inplace=True" if self.inplace else ""
 
 
-def module_face(primitive, faces, name):
+def _module_face(primitive, faces, name):
     """nn.<name> of a unary entry of the table: a module class applying the entry's primitive
     (with PyTorch's inplace=False where the entry says `inplace`)."""
     if faces.make != "unary":
@@ -739,7 +739,7 @@ class BatchNorm1d(Module):
                 f"track_running_stats={self.track_running_stats}")
 
 
-MODULE_FACES = bind_faces("module", sys.modules[__name__], module_face)  # the ops' modules (gpunn.nn exports them)
+MODULE_FACES = bind_faces("module", sys.modules[__name__], _module_face)  # the ops' modules (gpunn.nn exports them)
 _ACTIVATIONS = {name: globals()[p.faces.module] for name, p in ops.ACTIVATIONS.items()}  # MLP's, from the table
 _FUSABLE = {module: name for name, module in _ACTIVATIONS.items()}  # exact types: subclasses may differ
 
