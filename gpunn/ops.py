@@ -10,10 +10,9 @@ Nothing here imports Tensor either: faces are plain data, which the tensor, func
 nn layers read to make or check their functions, methods and modules (see README, "How to add an op").
 """
 
-import collections.abc
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +178,7 @@ def face_names(kind):
     return [name for _, faces in entries().values() for name in faces.names(kind)]
 
 
-class _Fusable(collections.abc.Mapping):
+class _Fusable(Mapping):
     """{name: primitive} of the `fusable` activations in table order, read from the table when
     asked, so an entry counts wherever in this file it was added (the generic linear_act's)."""
 
