@@ -246,10 +246,12 @@ def run_backward(roots, seeds, retain_graph=False, capture=None):
                 kept = node.retained()
                 if kept is not None:
                     _accumulate(kept, g, Tensor)
-            if node.device.ctx is None:  # (a call fewer per node than _run_rules)
-                _run_rules_here(node, g, pending, sink, slots, Tensor)
-            else:
+            if node.device.ctx is not None:
                 _run_rules(node, g, pending, sink, slots, Tensor)
+            elif node.primitive.backward is not None:  # (the calls _run_rules would make, one fewer)
+                _run_joint_rule(node, g, pending, sink, Tensor)
+            else:
+                _run_rules_here(node, g, pending, sink, slots, Tensor)
         if not retain_graph:
             node.arrays = node.out = None
     for leaf, g in pending.items():  # leaves with hooks: their summed gradient, once
@@ -418,7 +420,7 @@ def _deliver(parent, gi, like, pending, sink, Tensor):
         gi = sum_to_shape(parent.device.xp, gi, like.shape)
     if gi.dtype != like.dtype:
         gi = parent.device.xp.astype(gi, like.dtype)
-    if type(parent) is Node or getattr(parent, "_hooks", None):  # a leaf with hooks sees its sum, once
+    if type(parent) is Node or parent._hooks:  # a leaf with hooks sees its sum, once
         previous = pending.get(parent)
         pending[parent] = gi if previous is None else previous + gi
     else:

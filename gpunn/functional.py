@@ -303,11 +303,13 @@ def cross_entropy(logits, target, weight=None, *, ignore_index=-100, reduction="
     checked on the host anyway, such targets take the composite path instead). Everything else is
     a composite of log_softmax and differentiable ops.
     """
-    _check_reduction("cross_entropy", reduction)
+    if reduction not in _REDUCTIONS:
+        _check_reduction("cross_entropy", reduction)
     if not 0 <= label_smoothing <= 1:
         raise ValueError(f"cross_entropy: label_smoothing must lie in [0, 1], got {label_smoothing!r}")
     rows, target, probabilities, out_shape = _rows_of_classes("cross_entropy", logits, target, True)
-    weight = _class_weights("cross_entropy", weight, rows)
+    if weight is not None:
+        weight = _class_weights("cross_entropy", weight, rows)
     if probabilities:
         if ignore_index != -100:
             raise ValueError("cross_entropy: ignore_index applies to integer class targets only; with class "

@@ -498,7 +498,7 @@ class Tensor:
                 f"{what} on a tensor that does not require grad: no input of the computation had "
                 "requires_grad=True (or it ran under gpunn.no_grad())")
         if grad is None:
-            if self.numel() != 1:
+            if math.prod(self._array.shape) != 1:
                 raise GraphError(f"{what} without a gradient needs a scalar, this tensor has shape {self.shape}; "
                                  "pass grad= of the same shape, or reduce with .sum() first")
             node = self._node
