@@ -1,8 +1,14 @@
-"""Helpers for the core tests (a plain module: import it with `from helpers import ...`)."""
+"""Helpers for the tests (a plain module: import it with `from helpers import ...` from any folder
+of tests/, which pytest puts on sys.path as the folder of the root conftest.py)."""
+
+from pathlib import Path
 
 import numpy as np
 
 import gpunn
+
+# the fake CuPy (a package `cupy` over NumPy): on PYTHONPATH, it stands in for CuPy on fake CUDA devices
+FAKE_CUDA = Path(__file__).resolve().parent / "cuda" / "fake_cuda"
 
 
 def rng(seed=0):

@@ -8,7 +8,7 @@ executes while recording), and a replay redoes the array work with the recorded 
 while undoing the Python-side bookkeeping (step counters) that a real replay would never do.
 So these tests check what compile_step itself must get right (uploads, step counters, input
 copies, recapture on changed hyper-parameters, rollback after a failed capture) without a GPU;
-tests/test_gpu.py checks the real graphs.
+tests/cuda/test_gpu.py checks the real graphs.
 """
 
 import numpy as np

@@ -18,7 +18,7 @@ import pytest
 
 import gpunn
 import gpunn.distributed as dist
-from conftest import FAKE_CUDA
+from helpers import FAKE_CUDA
 from gpunn.data import DataLoader, _share
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +92,7 @@ def test_negative_controls_fail_the_equivalence(tmp_path, variant):
 
 @pytest.mark.parametrize("device", ["strict", pytest.param("cuda", marks=pytest.mark.slow)])
 def test_ddp_stages_other_devices_through_the_host(tmp_path, device):
-    """array-api-strict, and CUDA without NCCL (the fake CuPy of tests/fake_cuda): the same
+    """array-api-strict, and CUDA without NCCL (the fake CuPy of tests/cuda/fake_cuda): the same
     parameters as one process on the cpu, and compile_step says why a DDP step stays eager."""
     env = {}
     if device == "cuda":

@@ -35,7 +35,7 @@ def host(cuda, a):
 
 
 def cupy_version():
-    """CuPy's version string: tests/fake_cuda's fake CuPy says "fake" in it."""
+    """CuPy's version string: tests/cuda/fake_cuda's fake CuPy says "fake" in it."""
     import cupy
 
     return cupy.__version__
@@ -409,7 +409,7 @@ def test_float32_trajectories_meet_the_issue_tolerance(cuda, name, record_proper
     eager step's kernels, so those two agree closer still.
 
     Measured on an H100 (scripts/gpu_check.sh, which records these drifts in its JUnit report):
-    2e-7 to 6.3e-7 for every optimizer. The fake CuPy (tests/fake_cuda) rounds differently: there
+    2e-7 to 6.3e-7 for every optimizer. The fake CuPy (tests/cuda/fake_cuda) rounds differently: there
     AdamW under a schedule drifts 1.3e-5 while its update kernel is bitwise the generic update (the
     stand-in cuBLAS's summation order, amplified by decoupled decay under a schedule; without the
     schedule 1.3e-6), so on the fake alone it is held to 1e-4. 1e-5 also catches scalars rounded in

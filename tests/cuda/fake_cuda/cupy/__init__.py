@@ -1,10 +1,10 @@
 """A fake CuPy for gpunn's tests: the whole CUDA path of gpunn, run on the CPU.
 
-    PYTHONPATH=tests/fake_cuda python -m pytest -m gpu        # gpunn's GPU tests, on fake devices
-    PYTHONPATH=tests/fake_cuda python -m gpunn train --device cuda --compile
+    PYTHONPATH=tests/cuda/fake_cuda python -m pytest -m gpu        # gpunn's GPU tests, on fake devices
+    PYTHONPATH=tests/cuda/fake_cuda python -m gpunn train --device cuda --compile
 
 CI has no GPU: this shows the Python side of the CUDA path works on every change, and
-tests/test_cupy_contract.py holds the fake to real CuPy (run on a GPU by scripts/gpu_check.sh).
+tests/cuda/test_cupy_contract.py holds the fake to real CuPy (run on a GPU by scripts/gpu_check.sh).
 It exposes only names real CuPy has (cupy_names.txt). Arrays live in emulated device memory (cuda_emulation: NaN-poisoned, guarded NumPy
 buffers) on FAKE_CUDA_DEVICES devices (default 2); NumPy does the arithmetic, except gpunn's own
 kernels, which run their CUDA sources compiled by g++ (ElementwiseKernel, RawModule), and cuBLAS,

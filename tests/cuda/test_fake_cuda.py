@@ -1,10 +1,10 @@
-"""gpunn's CUDA path, run on the CPU under the fake CuPy of tests/fake_cuda (no GPU, no CuPy).
+"""gpunn's CUDA path, run on the CPU under the fake CuPy of tests/cuda/fake_cuda (no GPU, no CuPy).
 
 The `gpu` tests otherwise skip on every machine without a GPU, CI included; here a subprocess
 runs them against fake CUDA devices: CuPy's rules (no implicit host transfers, one device per
 op, no syncs while capturing a CUDA graph) kept, gpunn's kernels compiled from their CUDA sources
 by g++, arithmetic by NumPy. It proves the Python side of the CUDA path, not speed or the GPU's
-own rounding. The fake is held to real CuPy by tests/test_cupy_contract.py, which runs here on
+own rounding. The fake is held to real CuPy by tests/cuda/test_cupy_contract.py, which runs here on
 the fake and in scripts/gpu_check.sh on a GPU. Needs g++; a minute or two (kernel builds are
 cached in $TMPDIR).
 """
@@ -17,9 +17,9 @@ import sys
 
 import pytest
 
-from conftest import FAKE_CUDA
+from helpers import FAKE_CUDA
 
-ROOT = FAKE_CUDA.parent.parent
+ROOT = FAKE_CUDA.parents[2]
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("g++") is None, reason="the fake CuPy compiles kernels with g++"),
@@ -40,9 +40,9 @@ def _count(summary, word):
 
 
 def test_the_fake_keeps_cupys_rules(fake_cuda_env):
-    """tests/test_cupy_contract.py on the fake (two devices): each rule by a case that must fail,
+    """tests/cuda/test_cupy_contract.py on the fake (two devices): each rule by a case that must fail,
     none skipped."""
-    summary, tail = _pytest(fake_cuda_env, "-rs", "tests/test_cupy_contract.py")
+    summary, tail = _pytest(fake_cuda_env, "-rs", "tests/cuda/test_cupy_contract.py")
     assert _count(summary, "passed") >= 20 and _count(summary, "skipped") == 0, tail
 
 
@@ -64,5 +64,5 @@ def test_kernels_agree_with_their_threads_in_reverse_order(fake_cuda_env):
     reverse between barriers: a race between __syncthreads would change the numbers, and the
     fast-path tests compare them with the generic path."""
     summary, tail = _pytest({**fake_cuda_env, "FAKE_CUDA_REVERSE": "1"}, "-k", "match_generic or cross_entropy",
-                            "tests/test_gpu.py")
+                            "tests/cuda/test_gpu.py")
     assert _count(summary, "passed") >= 4, tail

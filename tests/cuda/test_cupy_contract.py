@@ -1,7 +1,7 @@
 """CuPy's rules that gpunn's CUDA path relies on, each by a case that must fail, and the fake held to them.
 
 The same tests run on two CuPys, chosen by the environment variable GPUNN_CUPY:
-- "fake": the fake CuPy of tests/fake_cuda (tests/test_fake_cuda.py runs this file in a
+- "fake": the fake CuPy of tests/cuda/fake_cuda (tests/cuda/test_fake_cuda.py runs this file in a
   subprocess with it on PYTHONPATH): the fake keeps each rule it claims;
 - "real": real CuPy on a GPU (scripts/gpu_check.sh): the rules are CuPy's, so the fake claims
   nothing CuPy does not do.
@@ -17,7 +17,7 @@ import pytest
 
 WHICH = os.environ.get("GPUNN_CUPY")
 if WHICH not in ("fake", "real"):
-    pytest.skip("set GPUNN_CUPY=fake (with tests/fake_cuda on PYTHONPATH) or GPUNN_CUPY=real (on a GPU)",
+    pytest.skip("set GPUNN_CUPY=fake (with tests/cuda/fake_cuda on PYTHONPATH) or GPUNN_CUPY=real (on a GPU)",
                 allow_module_level=True)
 
 cupy = pytest.importorskip("cupy")

@@ -1,7 +1,7 @@
 """CUDA emulated on the CPU: kernels, device memory and cuBLAS, for gpunn's tests.
 
 Used by the fake CuPy in this folder (the whole CUDA path of gpunn, run on the CPU: see
-tests/test_fake_cuda.py). Needs only NumPy and g++.
+tests/cuda/test_fake_cuda.py). Needs only NumPy and g++.
 
 Raw kernels: each block runs alone, its threads as cooperative fibers (ucontext) that switch only at
 __syncthreads (all live threads of the block) and __shfl_xor_sync (all 32 lanes of the warp); a
@@ -205,7 +205,7 @@ _C_TYPES = {np.dtype(t): c for t, c in ((np.float32, "float"), (np.float64, "dou
 _BUILD_DIR = os.path.join(tempfile.gettempdir(), "gpunn_kernel_emulation")
 FLAGS = ["-O2", "-std=c++20", "-fPIC", "-shared", "-ffp-contract=off"]
 # fiber order of raw launches: FAKE_CUDA_REVERSE=1 runs each block's threads in reverse, so a race
-# between barriers gives other numbers than the forward order (tests/test_fake_cuda.py runs both)
+# between barriers gives other numbers than the forward order (tests/cuda/test_fake_cuda.py runs both)
 SCHEDULE = {"reverse": int(os.environ.get("FAKE_CUDA_REVERSE", "0"))}
 KERNELS = {"present": set(), "ran": set()}  # names, so that a kernel without a check shows
 
@@ -213,7 +213,7 @@ KERNELS = {"present": set(), "ran": set()}  # names, so that a kernel without a 
 @atexit.register
 def _log_kernels():
     """With FAKE_CUDA_KERNEL_LOG=path, write the kernels made and those launched when the process
-    ends (tests/test_fake_cuda.py: every kernel gpunn makes is run by some test)."""
+    ends (tests/cuda/test_fake_cuda.py: every kernel gpunn makes is run by some test)."""
     path = os.environ.get("FAKE_CUDA_KERNEL_LOG")
     if path:
         with open(path, "w", encoding="utf-8") as f:
