@@ -1,7 +1,7 @@
 """gpunn.distributed, DistributedDataParallel and the sharded DataLoader.
 
 Multi-process checks run `mpiexec -n N` as a subprocess of pytest, under a timeout, one BLAS
-thread per rank (tests/distributed_worker.py holds what the ranks run). They are few and small:
+thread per rank (tests/distributed/distributed_worker.py holds what the ranks run). They are few and small:
 each launch costs about a second on two cores.
 """
 
@@ -21,8 +21,8 @@ import gpunn.distributed as dist
 from helpers import FAKE_CUDA
 from gpunn.data import DataLoader, _share
 
-ROOT = Path(__file__).resolve().parent.parent
-WORKER = ROOT / "tests" / "distributed_worker.py"
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = Path(__file__).resolve().parent / "distributed_worker.py"
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
 
 

@@ -1,6 +1,6 @@
-"""Run by tests/test_distributed.py under `mpiexec -n N` (never collected by pytest itself).
+"""Run by tests/distributed/test_distributed.py under `mpiexec -n N` (never collected by pytest itself).
 
-    python tests/distributed_worker.py SCENARIO OUT [VARIANT]
+    python tests/distributed/distributed_worker.py SCENARIO OUT [VARIANT]
 
 Rank 0 writes what the test compares into OUT (.npz or .json). VARIANT "sum" (no averaging) and
 "drop-tail" (sharding that loses the ragged tail) are the deliberately wrong negative controls.
