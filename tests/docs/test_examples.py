@@ -16,7 +16,7 @@ import pytest
 import gpunn
 from gpunn.datasets import regression_1d
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
