@@ -1,5 +1,5 @@
 """`gpunn train` on clusters and in sweeps: unique run folders, BLAS threads, the progress bar, the exit
-status of a stop (SIGTERM itself is tested with Ctrl-C in tests/test_cli.py)."""
+status of a stop (SIGTERM itself is tested with Ctrl-C in tests/cli/test_cli.py)."""
 
 import signal
 from pathlib import Path

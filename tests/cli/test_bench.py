@@ -16,7 +16,7 @@ import pytest
 import gpunn
 from gpunn.cli import bench
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load_script(name):
@@ -513,7 +513,7 @@ def test_cpu_step_script_still_runs_and_checks_its_losses(tmp_path):
     import json
     from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "cpu_step.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "cpu_step.py"
     spec = importlib.util.spec_from_file_location("cpu_step", path)
     cpu_step = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cpu_step)
@@ -531,7 +531,7 @@ def test_fused_step_script_runs(capsys):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "fused_step.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "fused_step.py"
     spec = importlib.util.spec_from_file_location("fused_step", path)
     fused_step = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fused_step)
