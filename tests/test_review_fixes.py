@@ -199,13 +199,6 @@ def test_module_list_registers_its_modules():
         net.layers(gpunn.ones(1, 2))
 
 
-def test_data_loader_from_lists_follows_tensors_dtype_rule():
-    from gpunn.data import DataLoader
-
-    xb, yb = next(iter(DataLoader([[0.5, 1.0], [1.5, 2.0]], [0, 1], batch_size=2, shuffle=False)))
-    assert xb.dtype == "float32" and yb.dtype == "int64"
-
-
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_ignored_targets_are_skipped_by_the_default_losses_on_every_device(device, reduction):
     from gpunn import functional as F

@@ -17,7 +17,7 @@ from gpunn.datasets import mnist as mnist_module
 
 PACKAGE_DIR = Path(ds.__file__).parent
 VENDORED = PACKAGE_DIR / "data" / "digits.csv.gz"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "digits.csv.gz"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "digits.csv.gz"
 
 
 # ---------------------------------------------------------------- digits
