@@ -11,13 +11,13 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
+import torch
 
 import gpunn
 import gpunn.nn as nn
 from gpunn.data import DataLoader, TensorDataset
 from gpunn.nn import utils as gutils
 
-torch = pytest.importorskip("torch")
 tnn = torch.nn
 
 

@@ -6,7 +6,7 @@ Each script builds its model with `build_model()` and trains it with `train(mode
 returns plain numbers (losses, accuracies, learning rates, ...). The two frameworks draw
 different initial weights, so before training this harness overwrites every parameter of
 either framework's model with the same deterministic values (`_same_start`); the scripts'
-data are deterministic too. Regenerate the recording with `python tests/test_ports.py`.
+data are deterministic too. Regenerate the recording with `python tests/ports/test_ports.py`.
 """
 
 import importlib.util
@@ -22,7 +22,7 @@ import pytest
 
 import gpunn
 
-PORTS = pathlib.Path(__file__).resolve().parent / "ports"
+PORTS = pathlib.Path(__file__).resolve().parent
 RECORDED = PORTS / "recorded.json"
 NAMES = ["mlp_classifier", "regression_steplr", "loader_accumulation", "residual_tied", "batchnorm_classifier"]
 

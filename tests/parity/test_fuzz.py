@@ -13,13 +13,12 @@ import operator
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays, mutually_broadcastable_shapes
 
 import gpunn
 import gpunn.functional as GF
-
-torch = pytest.importorskip("torch")
 
 # edge values on purpose (0 ** -1, log of negatives): NumPy's RuntimeWarnings say nothing here
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
