@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import gpunn
+import gpunn.functional as F
 import gpunn.nn as nn
-from gpunn import functional as F
 from gpunn.testing import gradcheck
-from helpers import rng, to_device
+from helpers import assert_close, rng, to_device
 
 REDUCTIONS = ["mean", "sum", "none"]
 
@@ -309,3 +309,93 @@ def test_negative_control_the_torch_comparison_catches_a_wrong_class_axis():
 
     with pytest.raises(AssertionError):
         _compare(gpunn.device("cpu"), weight_sum_mean, torch.nn.functional.cross_entropy, [x, probs, weight])
+
+
+# --- cross-entropy and nll options ---------------------------------------------------------------
+
+
+def weighted_ce_ref(logits, target, weight, ignore_index, reduction, smoothing):
+    """PyTorch's documented formula, row by row in float64."""
+    n, c = logits.shape
+    w = np.ones(c) if weight is None else weight
+    logp = logits - logits.max(1, keepdims=True)
+    logp = logp - np.log(np.exp(logp).sum(1, keepdims=True))
+    losses, denominator = np.zeros(n), 0.0
+    for i, y in enumerate(target):
+        if y == ignore_index:
+            continue
+        losses[i] = -(1 - smoothing) * w[y] * logp[i, y] - smoothing / c * (w * logp[i]).sum()
+        denominator += w[y]
+    return losses if reduction == "none" else losses.sum() if reduction == "sum" else losses.sum() / denominator
+
+
+CE_OPTIONS = [dict(weight=True), dict(ignore_index=1), dict(label_smoothing=0.2),
+              dict(weight=True, ignore_index=-100, label_smoothing=0.1)]
+
+
+@pytest.mark.parametrize("options", CE_OPTIONS)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_options_forward_and_gradient(device, options, reduction):
+    g = rng(12)
+    host = g.normal(size=(5, 4))
+    ignored = -100 if options.get("ignore_index", -100) == -100 else 2
+    target_host = np.array([1, 3, ignored, 1, 0])
+    weight_host = g.uniform(0.5, 2, size=4) if options.get("weight") else None
+    ignore = options.get("ignore_index", -100)
+    smoothing = options.get("label_smoothing", 0.0)
+    x = to_device(host, device, requires_grad=True)
+    target = gpunn.tensor(target_host, device=device)
+    weight = None if weight_host is None else to_device(weight_host, device)
+    fn = lambda t: F.cross_entropy(t, target, weight, ignore_index=ignore, reduction=reduction,  # noqa: E731
+                                   label_smoothing=smoothing)
+    expected = weighted_ce_ref(host, target_host, weight_host, ignore, reduction, smoothing)
+    assert_close(fn(x), expected, device=device, dtype="float64", rtol=1e-10)
+    wrong = weighted_ce_ref(host, target_host, weight_host, ignore, reduction, smoothing + 0.05)
+    assert not np.allclose(fn(x).numpy(), wrong)  # negative control
+    gradcheck(fn, [x])
+    if smoothing == 0:
+        logp = x.log_softmax(axis=1)
+        assert_close(F.nll_loss(logp, target, weight, ignore_index=ignore, reduction=reduction), expected, rtol=1e-10)
+        gradcheck(lambda t: F.nll_loss(t.log_softmax(axis=1), target, weight, ignore_index=ignore,
+                                       reduction=reduction), [x])
+
+
+def test_ignored_targets_get_no_gradient_and_pass_the_label_check():
+    x = gpunn.tensor(rng(13).normal(size=(3, 4)), requires_grad=True)
+    assert np.isfinite(F.cross_entropy(x, gpunn.tensor([2, 7, 7]), ignore_index=7).item())
+    for ignore_index in (7, -100):  # only the ignored value may lie outside [0, classes)
+        with pytest.raises(ValueError, match=r"\[0, 4\)"):
+            F.cross_entropy(x, gpunn.tensor([2, -100, 7]), ignore_index=ignore_index)
+    loss = F.cross_entropy(x, gpunn.tensor([2, -100, 1]))  # the default ignore_index is honoured on the cpu
+    loss.backward()
+    np.testing.assert_array_equal(x.grad.numpy()[1], 0)
+    assert np.abs(x.grad.numpy()[[0, 2]]).min() > 0
+    with pytest.raises(TypeError, match="reduction='sum'"):
+        F.cross_entropy(x, gpunn.tensor([0, 1, 2]), "sum")
+    with pytest.raises(gpunn.ShapeError, match="weight"):
+        F.cross_entropy(x, gpunn.tensor([0, 1, 2]), gpunn.ones(3))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_options_agree_with_torch(reduction):
+    torch = pytest.importorskip("torch")
+    g = rng(14)
+    host, target = g.normal(size=(6, 5)), np.array([4, 0, -100, 2, 2, 3])
+    weight = g.uniform(0.5, 2, size=5)
+    for kwargs in (dict(), dict(label_smoothing=0.15), dict(ignore_index=2)):
+        ours = nn.CrossEntropyLoss(gpunn.tensor(weight), reduction=reduction, **kwargs)
+        theirs = torch.nn.CrossEntropyLoss(torch.tensor(weight), reduction=reduction, **kwargs)
+        t = target if "ignore_index" not in kwargs else np.where(target == -100, 1, target)
+        x, xt = gpunn.tensor(host, requires_grad=True), torch.tensor(host, requires_grad=True)
+        y, yt = ours(x, gpunn.tensor(t)), theirs(xt, torch.tensor(t))
+        np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+        y.sum().backward()
+        yt.sum().backward()
+        np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-9, atol=1e-12)
+        lp = host - np.log(np.exp(host).sum(1, keepdims=True))
+        nll = nn.NLLLoss(gpunn.tensor(weight), reduction=reduction, ignore_index=kwargs.get("ignore_index", -100))
+        nll_t = torch.nn.NLLLoss(torch.tensor(weight), reduction=reduction,
+                                 ignore_index=kwargs.get("ignore_index", -100))
+        np.testing.assert_allclose(nll(gpunn.tensor(lp), gpunn.tensor(t)).numpy(),
+                                   nll_t(torch.tensor(lp), torch.tensor(t)).numpy(), rtol=1e-10, atol=1e-12)
+    assert list(ours.state_dict()) == list(theirs.state_dict()) == ["weight"]
