@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn import autograd, nn, optim
-from gpunn import functional as F
+from gpunn import autograd, functional as F, nn, optim
 from gpunn.tensor import Tensor
-
 from helpers import assert_close, to_device
 
 torch = None
@@ -402,3 +400,33 @@ def test_max_min_rules_match_torch():
         got = _grads(lambda t: fn(t).sum(), values)[0]
         want = _grads(lambda t: fn(t).sum(), values, lib=torch)[0]
         np.testing.assert_array_equal(got, want)
+
+
+# --- writes of a tensor that requires grad, and views made by split, chunk and expand -------------
+
+
+def test_writes_of_a_tensor_that_requires_grad_are_recorded():
+    """buffer[0:2] = w and copy_(w) carry w's gradient, as in PyTorch; under no_grad they are plain writes."""
+    w = gpunn.tensor([1.0, 2.0], requires_grad=True)
+    buffer = gpunn.zeros(3)
+    buffer[0:2] = w
+    copied = gpunn.zeros(2).copy_(w)
+    (buffer * 3).sum().backward()
+    (copied * 5).sum().backward()
+    assert w.grad.numpy().tolist() == [8.0, 8.0]
+    with gpunn.no_grad():
+        plain = gpunn.zeros(3)
+        plain[0:2] = w
+    assert plain.numpy().tolist() == [1.0, 2.0, 0.0] and not plain.requires_grad
+
+
+def test_pieces_and_expansions_are_views(device):
+    """split/chunk pieces share their tensor's storage (an in-place edit shows through), and a view
+    of a view can be taken (repeat reshapes, then broadcasts: two views in a row)."""
+    a = to_device(np.arange(6.0).reshape(3, 2), device)
+    first = a.chunk(3)[0]
+    with gpunn.no_grad():
+        first.mul_(10)
+    assert_close(a, np.array([[0.0, 10.0], [2.0, 3.0], [4.0, 5.0]]))
+    x = to_device(np.arange(3.0).reshape(3, 1), device)
+    assert_close(x.reshape(1, 3).reshape(3, 1).expand(3, 2), np.repeat(np.arange(3.0)[:, None], 2, 1))

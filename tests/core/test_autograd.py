@@ -1,9 +1,11 @@
-"""The backward engine: graph shapes, accumulation, freeing, misuse, no_grad, in-place edits."""
+"""The backward engine: graph shapes, accumulation, freeing, misuse, no_grad, in-place edits,
+retain_grad, and anomaly mode (loud NaN/inf in backward, naming the op and the user's line)."""
 
 import numpy as np
 import pytest
 
 import gpunn
+from gpunn import ops
 from gpunn.tensor import apply
 from helpers import assert_close, to_device
 
@@ -273,6 +275,27 @@ def test_grad_fn_and_is_leaf(device):
     assert not y.is_leaf and y.grad_fn == "tanh"
 
 
+def test_retain_grad_keeps_intermediate_gradients():
+    x = gpunn.tensor([1.0, 2.0], requires_grad=True)
+    h = (x * 3).retain_grad()
+    r = h - 1
+    r.retain_grad()
+    loss = (r * r).sum()
+    loss.backward()
+    np.testing.assert_allclose(r.grad.numpy(), 2 * (3 * x.numpy() - 1))
+    np.testing.assert_allclose(h.grad.numpy(), r.grad.numpy())
+    np.testing.assert_allclose(x.grad.numpy(), 3 * h.grad.numpy())
+    assert (x * 2).grad is None  # not retained: PyTorch's behaviour
+
+
+def test_integer_results_carry_no_gradient(device):
+    x = gpunn.tensor([1.5, 2.5], device=device, requires_grad=True)
+    as_int = x.long()
+    assert not as_int.requires_grad and as_int._node is None
+    y = (x * 2).sum()
+    assert y.requires_grad  # control: the float path keeps its graph
+
+
 def test_loss_backward_hands_cross_entropy_its_saved_gradient_as_is(device):
     """loss.backward() seeds with ones, so cross_entropy's rule returns its saved residual without
     multiplying it by one, and no ones array is even filled (kernel launches on a GPU); an explicit
@@ -313,3 +336,62 @@ def test_loss_backward_hands_cross_entropy_its_saved_gradient_as_is(device):
     with gpunn.detect_anomaly():
         gpunn.functional.cross_entropy(logits, target).backward()
     assert_close(logits.grad, expected)
+
+
+# --- anomaly mode: NaN or inf in backward is loud, naming the op and the user's line --------------
+
+
+def test_anomaly_names_op_and_user_line():
+    x = gpunn.tensor([0.0, 1.0], requires_grad=True)
+    with gpunn.detect_anomaly():
+        y = (x.sqrt() * 0).sum()  # the line the error must point at
+        with pytest.raises(gpunn.AnomalyError) as info, np.errstate(all="ignore"):
+            y.backward()
+    message = str(info.value)
+    assert "'sqrt'" in message
+    assert "test_autograd.py" in message and "x.sqrt() * 0" in message
+
+
+def test_without_anomaly_mode_nan_flows_silently():
+    x = gpunn.tensor([0.0, 1.0], requires_grad=True)
+    with np.errstate(all="ignore"):
+        (x.sqrt() * 0).sum().backward()
+    assert np.isnan(x.grad.numpy()[0])
+
+
+def test_anomaly_does_not_blame_an_op_that_only_passes_nan_on():
+    x = gpunn.tensor([1.0, 2.0], requires_grad=True)
+    with gpunn.detect_anomaly(), np.errstate(all="ignore"):
+        y = x * 2
+        y.backward(gpunn.tensor([np.nan, 1.0]))  # the seed itself is NaN: no op produced it
+    assert np.isnan(x.grad.numpy()[0]) and x.grad.numpy()[1] == 2.0
+
+
+def test_anomaly_records_nothing_when_off():
+    x = gpunn.tensor([1.0], requires_grad=True)
+    y = x.exp()
+    assert y._node.where is None
+    with gpunn.detect_anomaly():
+        z = x.exp()
+    assert "test_autograd.py" in z._node.where
+
+
+def test_anomaly_mode_across_a_device_transfer():
+    x = gpunn.tensor([1.0, 4.0], requires_grad=True)
+    with gpunn.detect_anomaly():
+        (x.to("strict:1").sqrt()).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [0.5, 0.25])
+    assert x.grad.device == "cpu"
+
+
+def test_out_of_memory_in_backward_is_reported_with_the_op():
+    def forward(xp, x):
+        return x * 2
+
+    def rule(xp, g, out, x):
+        raise MemoryError("simulated: cannot allocate 64 GiB")
+
+    x = gpunn.tensor([1.0, 2.0], requires_grad=True)
+    y = apply(ops.Primitive("hungry", forward, rule), x).sum()
+    with pytest.raises(gpunn.OutOfMemoryError, match="backward of 'hungry'.*smaller batch"):
+        y.backward()

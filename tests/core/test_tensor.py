@@ -1,45 +1,11 @@
-"""Tensor basics: creation and dtype rules (PyTorch's defaults), facts, casts, in-place edits."""
+"""Tensor basics: creation, facts, casts, in-place edits, iteration and host conversion, and the
+small questions PyTorch code asks of a tensor (dtype rules: test_dtypes.py)."""
 
 import numpy as np
 import pytest
 
 import gpunn
 from helpers import assert_close, to_device
-
-
-def test_default_dtypes_follow_pytorch(device):
-    assert gpunn.tensor([1.0, 2.0], device=device).dtype == gpunn.float32
-    assert gpunn.tensor(2.5, device=device).dtype == gpunn.float32
-    assert gpunn.tensor([1, 2], device=device).dtype == gpunn.int64
-    assert gpunn.tensor(3, device=device).dtype == gpunn.int64
-    assert gpunn.tensor([True, False], device=device).dtype == gpunn.bool_
-    assert gpunn.tensor([[1, 2.5]], device=device).dtype == gpunn.float32
-
-
-def test_numpy_arrays_keep_their_dtype(device):
-    assert gpunn.tensor(np.ones(3), device=device).dtype == gpunn.float64
-    assert gpunn.tensor(np.float64(2.0), device=device).dtype == gpunn.float64
-    assert gpunn.tensor(np.ones(3, dtype=np.float32), device=device).dtype == gpunn.float32
-    assert gpunn.tensor(np.arange(3, dtype=np.int32), device=device).dtype == gpunn.int32
-    assert gpunn.tensor(np.zeros(2, dtype=np.uint8), device=device).dtype == gpunn.uint8
-
-
-@pytest.mark.parametrize("spelling", ["float64", "double", gpunn.float64, np.float64, np.dtype("float64"),
-                                      "torch.float64"])
-def test_dtype_spellings(device, spelling):
-    t = gpunn.tensor([1, 2], dtype=spelling, device=device)
-    assert t.dtype == gpunn.float64 and t.dtype == "float64" and t.dtype == np.float64
-    assert gpunn.zeros(2, dtype=spelling, device=device).dtype == gpunn.float64
-
-
-def test_dtype_objects():
-    assert gpunn.float32 == "float32" == gpunn.dtype("float32", True, 4)
-    assert gpunn.float32 != gpunn.float64 and gpunn.float32 != "float64"
-    assert gpunn.float32.is_floating_point and not gpunn.int64.is_floating_point
-    assert repr(gpunn.float32) == "gpunn.float32"
-    assert gpunn.float32.itemsize == 4 and gpunn.float64.itemsize == 8
-    with pytest.raises(ValueError, match="float33"):
-        gpunn.zeros(2, dtype="float33")
 
 
 def test_tensor_copies_its_input(device):
@@ -236,3 +202,99 @@ def test_numpy_scalars_act_as_python_numbers(device):
     for result in (x * np.float64(2.0), np.float64(2.0) + x, x - np.int64(1), x / np.float32(4.0)):
         assert result.dtype == gpunn.float32 and result.device == device
     assert (x * np.float64(2.0)).numpy().tolist() == [2.0, 2.0]
+
+
+# --- iteration, host conversion, 0-d results and other PyTorch conveniences -----------------------
+
+
+def test_iteration_and_unpacking_give_rows_with_gradient(device):
+    x = gpunn.tensor(np.arange(6.0).reshape(3, 2), device=device, requires_grad=True)
+    rows = list(x)
+    assert len(rows) == 3 and all(r.shape == (2,) for r in rows)
+    a, b, c = x
+    (a.sum() + 2 * c.sum()).backward()
+    np.testing.assert_allclose(x.grad.numpy(), [[1, 1], [0, 0], [2, 2]])
+    with pytest.raises(TypeError):
+        iter(gpunn.tensor(1.0))
+
+
+def test_numpy_asarray_copies_from_any_device(device):
+    x = gpunn.tensor([[1.5, 2.5]], device=device)
+    host = np.asarray(x)
+    assert isinstance(host, np.ndarray) and host.tolist() == [[1.5, 2.5]]
+    assert np.asarray(x, dtype=np.float64).dtype == np.float64
+
+
+def test_full_reductions_are_zero_d_arrays_on_numpy():
+    loss = (gpunn.tensor([1.0, 2.0], requires_grad=True) ** 2).sum()
+    assert type(loss._array) is np.ndarray and loss.shape == ()
+    assert np.from_dlpack(loss.detach()) == 5.0
+
+
+def test_pytorch_conveniences():
+    loss = gpunn.tensor(0.123456)
+    assert f"{loss:.3f}" == "0.123"
+    a, b = gpunn.tensor([1.0, 5.0]), gpunn.tensor([3.0, 2.0])
+    assert gpunn.max(a, b).numpy().tolist() == [3.0, 5.0] and a.min(b).numpy().tolist() == [1.0, 2.0]
+    with pytest.raises(IndexError, match="out of bounds"):
+        a[5]
+    x = gpunn.tensor([1.0, 2.0], requires_grad=True)
+    copy = x.clone()
+    assert copy._array is not x._array
+    (copy * 3).sum().backward(gradient=gpunn.tensor(2.0))
+    assert x.grad.numpy().tolist() == [6.0, 6.0]
+    shared = np.zeros(2)
+    gpunn.from_numpy(shared)._array[0] = 7.0
+    assert shared[0] == 7.0
+    assert gpunn.long == gpunn.int64 and gpunn.double == gpunn.float64 and gpunn.bool == gpunn.bool_
+    with gpunn.set_grad_enabled(False):
+        assert not (x * 2).requires_grad
+    with pytest.raises(gpunn.ShapeError, match="different lengths"):
+        gpunn.tensor([[1, 2], [3]])
+
+
+# --- small questions PyTorch code asks of a tensor ------------------------------------------------
+# Answered as PyTorch does or with gpunn's own documented errors, never a raw NumPy error.
+
+
+def test_comparing_with_none_gives_one_bool_like_pytorch(device):
+    t = gpunn.ones(3, device=device)
+    assert (t == None) is False and (t != None) is True  # noqa: E711 (the point of the test)
+    assert (t == t).tolist() == [True, True, True]  # control: a tensor compares elementwise
+    torch = pytest.importorskip("torch")
+    assert (torch.ones(3) == None) is False and (torch.ones(3) != None) is True  # noqa: E711
+
+
+@pytest.mark.parametrize("fn", [np.mean, np.sum, np.std, np.max, np.argmax, np.cumsum])
+def test_numpy_functions_work_on_the_values(device, fn):
+    values = np.array([[1.0, -2.0, 3.5], [0.5, 4.0, -1.0]], dtype=np.float32)
+    t = gpunn.tensor(values, device=device)
+    np.testing.assert_array_equal(fn(t), fn(values))
+    np.testing.assert_array_equal(np.where(t > 0, t, 0), np.where(values > 0, values, 0))
+    assert np.allclose(t, values) and not np.allclose(t, values + 1)  # (the second: a negative control)
+
+
+def test_numpy_cannot_write_into_a_tensor():
+    with pytest.raises(TypeError, match="out=tensor"):
+        np.sum(np.ones(3), out=gpunn.zeros(()))
+
+
+@pytest.mark.parametrize("shape,dim", [((0,), None), ((0, 3), None), ((0, 3), 0), ((2, 0), 1), ((2, 0), -1)])
+@pytest.mark.parametrize("name", ["argmax", "argmin"])
+def test_argmax_of_nothing_is_an_index_error_like_pytorch(device, name, shape, dim):
+    t = gpunn.zeros(*shape, device=device)
+    with pytest.raises(IndexError, match=f"{name}: .*(empty|size 0)") as info:
+        getattr(t, name)(dim=dim)
+    assert isinstance(info.value, gpunn.GpunnError)
+    with pytest.raises(IndexError):
+        getattr(gpunn, name)(t, dim=dim)
+    torch = pytest.importorskip("torch")
+    with pytest.raises(IndexError):
+        getattr(torch.zeros(*shape), name)(dim=dim)
+
+
+def test_argmax_over_a_non_empty_dim_of_an_empty_tensor_is_fine():
+    """Control, as in PyTorch: reducing a (0, 3) tensor over its size-3 dim gives an empty result."""
+    assert gpunn.zeros(0, 3).argmax(dim=1).shape == (0,)
+    torch = pytest.importorskip("torch")
+    assert torch.zeros(0, 3).argmax(dim=1).shape == (0,)

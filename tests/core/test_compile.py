@@ -8,8 +8,11 @@ executes while recording), and a replay redoes the array work with the recorded 
 while undoing the Python-side bookkeeping (step counters) that a real replay would never do.
 So these tests check what compile_step itself must get right (uploads, step counters, input
 copies, recapture on changed hyper-parameters, rollback after a failed capture) without a GPU;
-tests/cuda/test_gpu.py checks the real graphs.
+tests/cuda/test_gpu.py checks the real graphs. At the end: gpunn.compile(model), torch.compile's
+call for training code.
 """
+
+import warnings
 
 import numpy as np
 import pytest
@@ -18,7 +21,7 @@ import gpunn
 import gpunn.functional as F
 import gpunn.nn as nn
 import gpunn.optim as optim
-from gpunn.compile import CompileWarning
+from gpunn.compile import CompileWarning, compile_step
 
 STEPS = 12
 
@@ -606,3 +609,109 @@ def test_gpunn_train_compile_records_its_steps_and_matches_the_eager_run(emulate
     a, b = runs[True], runs[False]
     for key in ("test_accuracy", "test_loss", "train_loss", "train_accuracy"):  # the last from returned outputs
         np.testing.assert_allclose(a[key], b[key], rtol=1e-5)
+
+
+# --- compile_step over any model and optimizer objects --------------------------------------------
+
+
+def test_compile_step_eager_on_cpu_matches_manual_step():
+    gpunn.manual_seed(0)
+    w = gpunn.randn(3, 2, requires_grad=True)
+
+    class Model:
+        def parameters(self):
+            return [w]
+
+        def __call__(self, x):
+            return x @ w
+
+    class SGD:
+        def zero_grad(self):
+            w.grad = None
+
+        def step(self):
+            with gpunn.no_grad():
+                w._array = w._array - 0.1 * w.grad._array
+
+    x = gpunn.randn(5, 3)
+    y = gpunn.randn(5, 2)
+    before = w.numpy()
+    step = gpunn.compile_step(Model(), gpunn.functional.mse_loss, SGD())
+    assert step.mode == "eager" and "cpu" in step.reason
+    with pytest.warns(gpunn.compile.CompileWarning):
+        loss = step(x, y)
+    expected_grad = 2 * x.numpy().T @ (x.numpy() @ before - y.numpy()) / 10
+    np.testing.assert_allclose(w.numpy(), before - 0.1 * expected_grad, rtol=1e-5)
+    assert not loss.requires_grad
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        step(x, y)  # says why only once
+
+
+# --- gpunn.compile(model): torch.compile's call for training code ---------------------------------
+# The model comes back and trains as before, while `gpunn.compile` stays the module compile_step
+# lives in.
+
+
+def _train(compile_it):
+    gpunn.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    if compile_it:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CompileWarning)
+            model = gpunn.compile(model)
+    x = gpunn.tensor(np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3))
+    losses = []
+    for _ in range(3):
+        opt.zero_grad()
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_compiled_model_trains_as_the_model_does():
+    assert _train(True) == _train(False)
+
+
+def test_compile_returns_the_model_and_says_where_capture_lives(monkeypatch):
+    import gpunn.compile as module
+
+    monkeypatch.setattr(module, "_noted", False)
+    model = nn.Linear(2, 2)
+    with pytest.warns(CompileWarning, match=r"unchanged.*gpunn.compile_step\(model, loss_fn, optimizer\)"):
+        assert gpunn.compile(model) is model
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once only
+        assert gpunn.compile(model, mode="reduce-overhead", fullgraph=True) is model
+
+
+def test_decorator_forms_and_errors():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CompileWarning)
+
+        @gpunn.compile
+        def double(x):
+            return x * 2
+
+        @gpunn.compile(dynamic=True)
+        def triple(x):
+            return x * 3
+
+    assert double(gpunn.ones(2)).tolist() == [2.0, 2.0] and triple(gpunn.ones(1)).tolist() == [3.0]
+    with pytest.raises(TypeError, match="compile_step"):
+        gpunn.compile(3)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'modee'"):
+        gpunn.compile(nn.Linear(1, 1), modee="max-autotune")
+
+
+@pytest.mark.filterwarnings("ignore::gpunn.compile.CompileWarning")
+def test_the_module_and_compile_step_still_work():
+    import gpunn.compile as module
+
+    assert module is gpunn.compile and module.compile_step is compile_step is gpunn.compile_step
+    model = nn.Linear(2, 1)
+    step = gpunn.compile_step(model, lambda out, y: (out - y).pow(2).mean(), optim.SGD(model.parameters(), lr=0.1))
+    assert step(gpunn.ones(3, 2), gpunn.zeros(3, 1)).item() >= 0

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import gpunn
-
 from helpers import assert_close, to_device
 
 try:
