@@ -1,5 +1,6 @@
 """Mixed precision: gpunn.autocast and gpunn.amp.GradScaler, against torch.amp where torch is installed."""
 
+import math
 import threading
 import warnings
 
@@ -7,8 +8,8 @@ import numpy as np
 import pytest
 
 import gpunn
-import gpunn.functional as F
 import gpunn.nn as nn
+import gpunn.functional as F
 import gpunn.optim as optim
 from gpunn.errors import DTypeError
 from helpers import rng

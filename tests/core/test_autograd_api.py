@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import gpunn
+
 from helpers import assert_close, to_device
 
 try:

@@ -4,9 +4,11 @@ import sys
 import threading
 
 import numpy as np
+import pytest
 
 import gpunn
-from gpunn import autograd, functional as F, nn, optim
+from gpunn import autograd, nn, optim
+from gpunn import functional as F
 
 
 def test_set_grad_enabled_as_a_call_switches_now():

@@ -7,13 +7,13 @@ or Sigmoid), leaving everything else to the modules themselves.
 
 import numpy as np
 import pytest
+from helpers import names_along_the_output, rng, to_device
 
 import gpunn
 import gpunn.functional as F
 import gpunn.nn as nn
 from gpunn import ops
 from gpunn.testing import gradcheck
-from helpers import names_along_the_output, rng, to_device
 
 ACTIVATIONS = ["relu", "tanh", "sigmoid"]
 COMPOSED = {"relu": F.relu, "tanh": F.tanh, "sigmoid": F.sigmoid}
