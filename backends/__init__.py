@@ -12,6 +12,8 @@ A backend knows nothing of Tensor. Every backend gives:
 and may give:
   views              True when slices are writable views (then optimizers may keep flat buffers)
   fuse_by_default    optimizers built with fused=None use flat buffers here
+  chain_layers       nn.Sequential runs consecutive Linear layers as one node (ops.linear_chain),
+                     where per-layer fused kernels and gradient slots do not matter more
   context(i)         a context entered around every op on device i
   copy_between(a, i), from_dlpack(obj)
                      direct transfers between two of its devices, and DLPack import

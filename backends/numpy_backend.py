@@ -32,13 +32,14 @@ def _cross_entropy_forward(xp_, logits, target, reduction="mean", ignore_index=-
 
     Targets equal to ignore_index never reach it: on the cpu, functional.cross_entropy finds
     them on the host and takes the composite path."""
-    rows = np.arange(target.shape[0])
+    rows, classes = logits.shape
+    picked = np.arange(0, rows * classes, classes) + target  # flat positions: 3x faster than e[rows, target]
     shifted = logits - np.maximum.reduce(logits, axis=1, keepdims=True)  # ufunc reductions: no Python wrapper
     e = np.exp(shifted)
     total = np.add.reduce(e, axis=1, keepdims=True)
-    per_row = np.log(total[:, 0]) - shifted[rows, target]
+    per_row = np.log(total[:, 0]) - shifted.reshape(-1)[picked]  # (both fresh and contiguous: views)
     e /= total
-    e[rows, target] -= 1
+    e.reshape(-1)[picked] -= 1
     if reduction == "mean":
         e /= per_row.shape[0]
         return np.add.reduce(per_row) / per_row.shape[0], e
@@ -73,7 +74,49 @@ _ACTIVATIONS = {"relu": ops.relu.override(forward=lambda xp, y: np.maximum(y, 0,
              "sigmoid": ops.sigmoid}
 
 
+
+
+def _chain_forward(xp_, x, *params, activations):
+    """linear_chain as one writes it in NumPy: per layer a product, the bias and the activation
+    added in place (float16 and batched inputs take the generic forward)."""
+    if x.ndim != 2 or x.dtype in ops.HALF_DTYPES:
+        return _GENERIC_CHAIN.forward(xp_, x, *params, activations=activations)
+    inputs = [x]
+    for k, act in enumerate(activations):
+        y = inputs[-1] @ params[2 * k].T
+        if params[2 * k + 1] is not None:
+            y += params[2 * k + 1]
+        inputs.append(y if act is None else _ACTIVATIONS[act].forward(xp_, y))
+    return inputs[-1], inputs
+
+
+def _chain_backward(xp_, g, inputs, x, *params, needs, activations):
+    """linear_chain's joint backward with NumPy's products, and ReLU's mask applied in place to the
+    gradients the pass made itself (never to the incoming g, which another node may hold)."""
+    if g.ndim != 2 or g.dtype in ops.HALF_DTYPES:
+        return _GENERIC_CHAIN.backward(xp_, g, inputs, x, *params, needs=needs, activations=activations)
+    grads, owned = [None] * len(needs), False
+    for k in range(len(activations) - 1, -1, -1):
+        out, h = inputs[k + 1], inputs[k]
+        act = activations[k]
+        if act == "relu":
+            g = np.multiply(g, out > 0, out=g if owned else None)
+        elif act is not None:
+            g = _ACTIVATIONS[act].grads[0](xp_, g, out, None)
+        if needs[2 * k + 1]:
+            grads[2 * k + 1] = g.T @ h
+        if needs[2 * k + 2]:
+            grads[2 * k + 2] = np.add.reduce(g, axis=0)
+        if k or needs[0]:
+            g, owned = g @ params[2 * k], True
+    grads[0] = g if needs[0] else None
+    return grads
+
+
 ops.HALF_DTYPES.add(np.dtype(np.float16))  # its float16 products accumulate in float32 (gpunn.ops._product)
+
+
+_GENERIC_CHAIN = ops.linear_chain_primitive(ops.linear, _ACTIVATIONS)  # the fallback of the two above
 
 
 class NumpyBackend:
@@ -81,6 +124,7 @@ class NumpyBackend:
     xp = xp
     views = True  # slices are writable views: optimizers may keep flat buffers (gpunn.optim.flat)
     fuse_by_default = False
+    chain_layers = True  # nn.Sequential runs consecutive Linear layers as one node (ops.linear_chain)
 
     def __init__(self):
         self.fast_paths = {
@@ -90,6 +134,7 @@ class NumpyBackend:
         linear = self.fast_paths["linear"] = ops.linear.override(
             grads=(*ops.linear.grads[:2], _linear_grad_b), into=(None, _linear_grad_w_into, _linear_grad_b_into))
         self.fast_paths["linear_act"] = ops.linear_act_primitive(linear, _ACTIVATIONS)
+        self.fast_paths["linear_chain"] = _GENERIC_CHAIN.replace(forward=_chain_forward, backward=_chain_backward)
         self.fast_paths["gather"] = ops.gather.override(grads=(
             lambda xp_, g, out, x, index, axis: _scatter_sum(index, g, axis, x.shape), None))
         self.fast_paths["scatter_add"] = ops.scatter_add.override(

@@ -12,6 +12,7 @@ class StrictBackend:
     name = "strict"
     xp = xp
     fast_paths = {}
+    chain_layers = True  # nn.Sequential runs consecutive Linear layers as one node (ops.linear_chain)
 
     def native_device(self, index):
         if index not in (0, 1):

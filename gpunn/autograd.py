@@ -146,6 +146,10 @@ def sum_to_shape(xp, g, shape):
 
 def topological_order(roots):
     """Nodes reachable from a node or a list of nodes, each after the nodes that made its inputs."""
+    if isinstance(roots, list) and len(roots) == 1:
+        order = _chain_order(roots[0])
+        if order is not None:
+            return order
     order, seen, stack = [], set(), [(r, False) for r in (roots if isinstance(roots, list) else [roots])]
     push, mark = stack.append, seen.add
     while stack:
@@ -161,6 +165,23 @@ def topological_order(roots):
             if type(parent) is Node and parent not in seen:
                 push((parent, False))
     return order
+
+
+def _chain_order(node):
+    """The order of a graph that is one chain of nodes (each has at most one node among its
+    parents, as a Sequential's forward and its loss make), found in one walk; None otherwise."""
+    chain = []
+    while node is not None:
+        chain.append(node)
+        below = None
+        for parent in node.parents:
+            if type(parent) is Node:
+                if below is not None and parent is not below:
+                    return None  # two nodes meet here: the general walk orders them
+                below = parent
+        node = below
+    chain.reverse()
+    return chain
 
 
 def check_saved(order):
@@ -196,8 +217,7 @@ def run_backward(roots, seeds, retain_graph=False, capture=None):
     Without `capture`, gradients accumulate into the leaves' `.grad`. With `capture`, a list of
     tensors, nothing's `.grad` changes: the gradients reaching them (leaves, or intermediate tensors
     by their node) are summed and returned in that order, None where none arrived (autograd.grad)."""
-    from gpunn.tensor import Tensor  # the engine fills .grad with Tensors
-
+    Tensor = _tensor_type()
     if capture is None:
         sink, results = _accumulate, None
     else:
@@ -226,12 +246,22 @@ def run_backward(roots, seeds, retain_graph=False, capture=None):
                 kept = node.retained()
                 if kept is not None:
                     _accumulate(kept, g, Tensor)
-            _run_rules(node, g, pending, sink, slots, Tensor)
+            if node.device.ctx is None:  # (a call fewer per node than _run_rules)
+                _run_rules_here(node, g, pending, sink, slots, Tensor)
+            else:
+                _run_rules(node, g, pending, sink, slots, Tensor)
         if not retain_graph:
             node.arrays = node.out = None
     for leaf, g in pending.items():  # leaves with hooks: their summed gradient, once
         sink(leaf, _run_hooks(leaf._hooks, g, leaf.device, Tensor), Tensor)
     return results
+
+
+@functools.cache
+def _tensor_type():
+    """gpunn.tensor.Tensor, which fills .grad (imported on first use: tensor imports this module)."""
+    from gpunn.tensor import Tensor
+    return Tensor
 
 
 def no_higher_order(create_graph):
@@ -305,6 +335,9 @@ def _run_rules(node, g, pending, sink, slots, Tensor):
 
 
 def _run_rules_here(node, g, pending, sink, slots, Tensor):
+    if node.primitive.backward is not None:
+        _run_joint_rule(node, g, pending, sink, Tensor)
+        return
     xp, prim, arrays, out, attrs = node.device.xp, node.primitive, node.arrays, node.out, node.attrs
     written = None  # the input whose gradient a fused prepare already wrote into its slot
     if prim.prepare is not None:  # a fused primitive's common first step, once for all its rules
@@ -329,17 +362,49 @@ def _run_rules_here(node, g, pending, sink, slots, Tensor):
         try:
             gi = rule(xp, g, out, *arrays, **attrs)
         except Exception as exc:
-            if is_out_of_memory(exc):
-                raise OutOfMemoryError(f"backward of '{prim.name}': {node.device} ran out of memory ({exc}); "
-                                       "use a smaller batch or model") from exc
+            _raise_if_out_of_memory(node, exc)
             raise
-        if anomaly:
-            _check_finite(node, g, parent.device, gi)
-        if parent.device is node.device:
+        if anomaly or parent.device is not node.device:
+            _hand_on(node, g, i, parent, gi, anomaly, pending, sink, Tensor)
+        else:
             _deliver(parent, gi, arrays[i], pending, sink, Tensor)
-        else:  # across a .to(): the gradient is on the parent's device already, and is handled there
-            with parent.device.scope:
-                _deliver(parent, gi, arrays[i], pending, sink, Tensor)
+
+
+def _run_joint_rule(node, g, pending, sink, Tensor):
+    """A primitive with one backward pass for all its inputs (Primitive.backward)."""
+    parents = node.parents
+    try:
+        grads = node.primitive.backward(node.device.xp, g, node.out, *node.arrays,
+                                        needs=[p is not None for p in parents], **node.attrs)
+    except Exception as exc:
+        _raise_if_out_of_memory(node, exc)
+        raise
+    anomaly, arrays, device = mode.anomaly, node.arrays, node.device
+    for i, parent in enumerate(parents):
+        if parent is None or grads[i] is None:
+            continue
+        if anomaly or parent.device is not device:
+            _hand_on(node, g, i, parent, grads[i], anomaly, pending, sink, Tensor)
+        else:
+            _deliver(parent, grads[i], arrays[i], pending, sink, Tensor)
+
+
+def _raise_if_out_of_memory(node, exc):
+    """A backend's out-of-memory error, said as gpunn's, naming the op."""
+    if is_out_of_memory(exc):
+        raise OutOfMemoryError(f"backward of '{node.primitive.name}': {node.device} ran out of memory ({exc}); "
+                               "use a smaller batch or model") from exc
+
+
+def _hand_on(node, g, i, parent, gi, anomaly, pending, sink, Tensor):
+    """Input i's gradient `gi` (from g) to its parent, checked for NaN and inf in anomaly mode."""
+    if anomaly:
+        _check_finite(node, g, parent.device, gi)
+    if parent.device is node.device:
+        _deliver(parent, gi, node.arrays[i], pending, sink, Tensor)
+    else:  # across a .to(): the gradient is on the parent's device already, and is handled there
+        with parent.device.scope:
+            _deliver(parent, gi, node.arrays[i], pending, sink, Tensor)
 
 
 def _deliver(parent, gi, like, pending, sink, Tensor):
@@ -388,7 +453,7 @@ def _into_slot(leaf, Tensor, write):
 
 
 def _accumulate(leaf, g, Tensor):
-    slot = getattr(leaf, "_grad_slot", None)
+    slot = leaf._grad_slot
     if slot is not None and (leaf.grad is None or leaf.grad._array is slot.array):  # a fused optimizer's buffer
         if leaf.grad is None:
             slot.claim()

@@ -141,6 +141,19 @@ def linear_act(x, weight, bias, activation):
     return apply(ops.linear_act, x, weight, bias, activation=activation)
 
 
+def linear_chain(x, layers):
+    """Layers [(weight, bias, activation or None), ...] applied in turn, as one node: what
+    nn.Sequential runs for consecutive Linear layers on backends that chain them (the cpu). The
+    same numbers as F.linear_act layer by layer, one dispatch forward and one backward."""
+    weights, biases, activations = zip(*layers)
+    for activation in activations:
+        if activation is not None and activation not in ops.ACTIVATIONS:
+            raise ValueError(f"linear_chain: activation must be None or one of {', '.join(ops.ACTIVATIONS)}, "
+                             f"not {activation!r}")
+    params = [t for pair in zip(weights, biases) for t in pair]
+    return apply(ops.linear_chain, x, *params, activations=activations)
+
+
 def _check_reduction(name, reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, not {reduction!r}")
@@ -156,31 +169,33 @@ def _rows_of_classes(name, logits, target, probabilities_allowed):
     """
     if not isinstance(target, Tensor):
         target = tensor(target, device=logits.device)
-    if logits.ndim == 0:
+    shape, ndim = logits.shape, logits.ndim  # (once: this runs every step)
+    if ndim == 0:
         raise ShapeError(f"{name}: logits must have a class axis, got a scalar; pass shape (C,), (N, C) or "
                          "(N, C, d1, ...)")
-    probabilities = probabilities_allowed and target.shape == logits.shape
-    class_axis = 0 if logits.ndim == 1 else 1
-    out_shape = logits.shape[:class_axis] + logits.shape[class_axis + 1:]
+    target_shape = target.shape
+    probabilities = probabilities_allowed and target_shape == shape
+    class_axis = 0 if ndim == 1 else 1
+    out_shape = shape[:class_axis] + shape[class_axis + 1:]
     if probabilities:
         if not target.dtype.is_floating_point:
             raise DTypeError(f"{name}: a target of the logits' shape {logits.shape} holds class probabilities and "
                              f"must be floating point, got {target.dtype}; use .float(), or pass integer classes "
                              f"of shape {out_shape}")
-    elif target.shape != out_shape:
+    elif target_shape != out_shape:
         soft = f", or class probabilities of the logits' shape {logits.shape}" if probabilities_allowed else ""
         raise ShapeError(f"{name}: targets of shape {target.shape} do not match logits of shape {logits.shape}; "
                          f"pass one integer class per position, shape {out_shape} (the logits without their "
                          f"class axis {class_axis}){soft}")
-    if logits.ndim > 2:  # (N, C, d1, ...) -> (N * d1 * ..., C): the class axis last, then one row per position
-        classes_last = (0, *range(2, logits.ndim), 1)
-        logits = logits.permute(classes_last).reshape(-1, logits.shape[1])
+    if ndim > 2:  # (N, C, d1, ...) -> (N * d1 * ..., C): the class axis last, then one row per position
+        classes_last = (0, *range(2, ndim), 1)
+        logits = logits.permute(classes_last).reshape(-1, shape[1])
         target = target.permute(classes_last) if probabilities else target
-    if logits.ndim == 1:
+    if ndim == 1:
         logits = logits.reshape(1, -1)
     if probabilities:
-        target = target.reshape(-1, logits.shape[1])
-    elif target.ndim != 1:  # (a 1-D target is used as is: a reshape is an op, and this runs every step)
+        target = target.reshape(-1, shape[class_axis])
+    elif len(target_shape) != 1:  # (a 1-D target is used as is: a reshape is an op, and this runs every step)
         target = target.reshape(-1)
     if logits.shape[0] == 0:
         raise ShapeError(f"{name}: empty batch (0 rows); check the data loader and the batch size")
@@ -190,12 +205,13 @@ def _rows_of_classes(name, logits, target, probabilities_allowed):
 def _check_class_range(name, logits, target, ignore_index=-100):
     """Checked integer targets of (rows, C) logits, and whether any equals ignore_index (known on
     the cpu only: elsewhere the check would cost a sync, so False there)."""
-    if target.dtype.is_floating_point or target.dtype.name == "bool":
-        raise DTypeError(f"{name}: targets must be integer class indices, got {target.dtype}; use .long()")
+    dtype = target.dtype
+    if dtype.is_floating_point or dtype.name == "bool":
+        raise DTypeError(f"{name}: targets must be integer class indices, got {dtype}; use .long()")
     ignored = False
     if target.device.type == "cpu":  # a host check is free here; on a GPU it would cost a sync
-        data = target._array
-        if data.size and not 0 <= ignore_index < logits.shape[1] and 0 <= data.min() and data.max() < logits.shape[1]:
+        data, classes = target._array, logits._array.shape[1]
+        if data.size and not 0 <= ignore_index < classes and 0 <= data.min() and data.max() < classes:
             return False  # the common case in two reductions: every label valid, none can be ignore_index
         kept = data[data != ignore_index]
         ignored = kept.size < data.size

@@ -14,7 +14,8 @@ class Primitive:
     """An op as data: a name, a forward and a gradient rule per input (None: no gradient).
 
     `variadic` primitives (concat, stack) take any number of inputs and one rule that also gets
-    the input's position as its first argument. `floats` names the inputs that must be floating.
+    the input's position as its first argument. `floats` names the inputs that must be floating
+    (True: all of them).
     A primitive that `saves` returns `(out, saved)` from its forward, and its rules receive
     `saved` in place of `out`: values computed once in the forward pass and reused backward.
 
@@ -27,6 +28,11 @@ class Primitive:
     prepares g and writes input i's gradient into its slot in the same pass (linear_act on CUDA:
     the activation's backward and the bias gradient in one kernel), or returns None where it
     cannot; then `prepare` and the into-rule run as usual.
+
+    A primitive whose inputs' gradients come out of one pass has a joint `backward` rule instead of
+    per-input rules: `(xp, g, out, *inputs, needs, **attrs) -> one gradient (or None) per input`,
+    where `needs[i]` says whether input i wants one (PyTorch's `needs_input_grad`). linear_chain,
+    a run of layers as one node, backpropagates through them once that way.
 
     `label(attrs) -> str`, if given, is what error messages call the op when its name is not
     what the user wrote (linear_act: "Linear (fused with ReLU)").
@@ -48,16 +54,16 @@ class Primitive:
     """
 
     __slots__ = ("name", "forward", "grads", "variadic", "floats", "saves", "into", "prepare", "prepare_into",
-                 "label", "unit_seeded", "reads", "reads_out", "view", "autocast")
+                 "label", "unit_seeded", "reads", "reads_out", "view", "autocast", "backward")
 
     def __init__(self, name, forward, *grads, variadic=False, floats=(), saves=False, into=None, prepare=None,
                  prepare_into=None, label=None, unit_seeded=False, reads=None, reads_out=True, view=False,
-                 autocast=None):
+                 autocast=None, backward=None):
         self.name, self.forward, self.grads = name, forward, grads
         self.variadic, self.floats, self.saves, self.into = variadic, floats, saves, into
         self.prepare, self.prepare_into, self.label, self.unit_seeded = prepare, prepare_into, label, unit_seeded
         self.reads, self.reads_out, self.view = reads, reads_out and not saves, view
-        self.autocast = autocast
+        self.autocast, self.backward = autocast, backward
 
     def title(self, attrs):
         """The op's name for an error message about a call with `attrs`."""
@@ -286,6 +292,49 @@ ACTIVATIONS = {"relu": relu, "tanh": tanh, "sigmoid": sigmoid}
 ACTIVATION_MODULES = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid"}  # their nn class names
 linear_act = linear_act_primitive(linear, ACTIVATIONS)
 """relu/tanh/sigmoid(x @ w.T + b) in one node: how nn.Sequential runs Linear followed by one of them."""
+
+def linear_chain_primitive(linear, table):
+    """A run of layers, `x -> act_n(... act_1(x @ w_1.T + b_1) ...)`, as one node: how
+    nn.Sequential runs consecutive Linear layers (each optionally followed by an activation) on
+    backends that want it. Inputs are x, w_1, b_1, w_2, b_2, ... (a bias may be None); the attr
+    `activations` names each layer's activation (None: none). One dispatch forward and one joint
+    backward pass through the layers, instead of a node per layer: the same products, in the same
+    order, so the same numbers. Built, like linear_act, from a linear primitive and a `table`
+    {name: activation primitive}, so a backend's fast parts make its fast version."""
+
+    def forward(xp, x, *params, activations):
+        inputs = [x]  # each layer's input, and last the output: what the backward reads
+        for k, act in enumerate(activations):
+            y = linear.forward(xp, inputs[-1], params[2 * k], params[2 * k + 1])
+            inputs.append(y if act is None else table[act].forward(xp, y))
+        return inputs[-1], inputs
+
+    def backward(xp, g, inputs, x, *params, needs, activations):
+        grads = [None] * len(needs)
+        for k in range(len(activations) - 1, -1, -1):
+            w, b, out, h = params[2 * k], params[2 * k + 1], inputs[k + 1], inputs[k]
+            if activations[k] is not None:
+                g = table[activations[k]].grads[0](xp, g, out, None)  # activation rules read only out
+            if needs[2 * k + 1]:
+                grads[2 * k + 1] = linear.grads[1](xp, g, out, h, w, b)
+            if needs[2 * k + 2]:
+                grads[2 * k + 2] = linear.grads[2](xp, g, out, h, w, b)
+            if k or needs[0]:
+                g = linear.grads[0](xp, g, out, h, w, b)
+        grads[0] = g if needs[0] else None
+        return grads
+
+    return Primitive("linear_chain", forward, floats=True, saves=True,
+                     backward=backward, label=_chain_label, autocast="lower")
+
+
+def _chain_label(attrs):
+    names = [ACTIVATION_MODULES.get(a, a) for a in attrs.get("activations", ()) if a is not None]
+    return f"{len(attrs.get('activations', ()))} Linear layers (fused{' with ' + ', '.join(names) if names else ''})"
+
+
+linear_chain = linear_chain_primitive(linear, ACTIVATIONS)
+
 
 leaky_relu = Primitive("leaky_relu",
                        lambda xp, x, negative_slope=0.01: xp.where(x > 0, x, x * negative_slope),

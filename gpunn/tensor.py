@@ -12,7 +12,7 @@ import numpy as np
 
 from gpunn import backends, ops
 from gpunn import mixed_precision as _amp
-from gpunn.autograd import Node, Version, backward, grad_targets, mode, no_higher_order, run_backward
+from gpunn.autograd import Node, Version, grad_targets, mode, no_higher_order, run_backward
 from gpunn.device import Device, cuda_device, device as as_device, of as device_of
 from gpunn.dtypes import as_dtype
 from gpunn.errors import (DeviceError, DTypeError, GpunnError, GraphError, IndexOutOfRangeError, OutOfMemoryError,
@@ -36,7 +36,7 @@ def apply(primitive, *args, **attrs):
     if primitive.autocast is not None and _amp.state.enabled:  # mixed precision: gpunn.mixed_precision
         args = _amp.cast_inputs(primitive, args)
     dev = None
-    arrays = []
+    arrays, parents = [], []  # parents[i]: where input i's gradient goes (its node, the leaf, or None)
     needs_grad = False
     for a in args:
         if isinstance(a, Tensor):
@@ -47,8 +47,12 @@ def apply(primitive, *args, **attrs):
             arrays.append(a._array)
             if a.requires_grad:
                 needs_grad = True
+                parents.append(a if a._node is None else a._node)
+            else:
+                parents.append(None)
         else:
             arrays.append(a)
+            parents.append(None)
     if dev is None:
         raise TypeError(f"{primitive.title(attrs)}: at least one input must be a gpunn.Tensor")
     if primitive.floats:
@@ -74,14 +78,14 @@ def apply(primitive, *args, **attrs):
         _share_storage(result, args[0], dev)
     if needs_grad and mode.grad_enabled and _is_floating(out.dtype):  # integer results carry no gradient
         result.requires_grad = True
-        result._node = _record(primitive, args, arrays, saved, attrs, dev, result)
+        result._node = _record(primitive, args, arrays, parents, saved, attrs, dev, result)
     return result
 
 
 def _check_floats(primitive, args, arrays, attrs):
     """The inputs named in primitive.floats are floating point, all of one dtype (PyTorch's rule)."""
     first = None
-    for i in primitive.floats:
+    for i in range(len(args)) if primitive.floats is True else primitive.floats:
         if i < len(args) and isinstance(args[i], Tensor):
             dtype = arrays[i].dtype
             if first is None:
@@ -99,16 +103,15 @@ def _check_floats(primitive, args, arrays, attrs):
                                  f"{args[i].dtype.name}); {_cast_hint(args[i].dtype.name)} (PyTorch refuses this too)")
 
 
-def _record(primitive, args, arrays, saved, attrs, dev, result):
-    """The node for `result`: where each input's gradient goes, and the versions of what its rules read."""
-    parents = [None] * len(args)
-    for i, a in enumerate(args):
-        if isinstance(a, Tensor) and a.requires_grad:
-            parents[i] = a if a._node is None else a._node
+def _record(primitive, args, arrays, parents, saved, attrs, dev, result):
+    """The node for `result`, with the versions of what its rules read."""
     versions = []
     for i in range(len(args)) if primitive.reads is None else primitive.reads:
-        if isinstance(args[i], Tensor):
-            counter = _counter_of(args[i])
+        a = args[i]
+        if isinstance(a, Tensor):
+            counter = a._counter
+            if counter is None:  # (_counter_of, inline: this runs for every input of every op)
+                counter = a._counter = Version()
             versions.append((counter, counter.n, i))
     if primitive.reads_out:
         versions.append((_counter_of(result), result._counter.n, -1))
@@ -234,12 +237,14 @@ class Tensor:
         made = tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
         self._array, self.grad, self.device = made._array, None, made.device
         self.requires_grad, self._node, self._counter = made.requires_grad, None, None
+        self._grad_slot = self._base = self._hooks = None
 
     @classmethod
     def _wrap(cls, array, device):
         """A tensor around an array already on `device`: the internal constructor, no copy."""
         t = object.__new__(cls)
         t._array, t.grad, t.requires_grad, t.device, t._node, t._counter = array, None, False, device, None, None
+        t._grad_slot = t._base = t._hooks = None  # set, so hot paths read them without a failed lookup
         return t
 
     # --- facts ---------------------------------------------------------------------------------
@@ -475,10 +480,11 @@ class Tensor:
     def backward(self, grad=None, retain_graph=None, create_graph=False, inputs=None, *, gradient=None):
         """Accumulate the gradient of this tensor into every leaf that requires one, or only into
         `inputs` (tensors, leaves or not) when given. `gradient=` is PyTorch's name for `grad`."""
-        no_higher_order(create_graph)
+        if create_graph:
+            no_higher_order(create_graph)
         seed = self._seed(gradient if grad is None else grad, "backward()", unit_ok=inputs is None)
         if inputs is None:
-            backward(self, seed, retain_graph=bool(retain_graph))
+            run_backward([self], [seed], bool(retain_graph))
             return
         inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
         for t, g in zip(inputs, run_backward([self], [seed], bool(retain_graph), capture=grad_targets(inputs))):

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from gpunn import functional as F
 from gpunn.autograd import no_grad
 from gpunn.dtypes import as_dtype
-from gpunn.errors import ShapeError
+from gpunn.errors import GpunnError, ShapeError
 from gpunn.nn import init
 from gpunn.nn.module import Module
 from gpunn.nn.parameter import Parameter
@@ -144,24 +144,23 @@ class Sequential(Module):
         super().add_module(name, module)
 
     def forward(self, x):
-        """Each module in turn; a Linear followed by ReLU, Tanh or Sigmoid runs as one fused node
-        (the same numbers, one node and kernel fewer: F.linear_act)."""
-        modules = self._modules.values()
-        pending = None  # a Linear waiting to see whether an activation follows it
-        for module in modules:
-            if pending is not None:
-                activation = _FUSABLE.get(type(module))
-                if activation is not None and module._hooks is None:
-                    x = F.linear_act(x, pending.weight, pending.bias, activation)
-                    pending = None
-                    continue
-                x = pending(x)
-                pending = None
-            if type(module) is Linear and module._hooks is None:  # hooks must see the Linear's own output
-                pending = module
-            else:
-                x = module(x)
-        return x if pending is None else pending(x)
+        """Each module in turn, where consecutive Linear layers (each maybe followed by ReLU, Tanh or
+        Sigmoid) run fused: one node per Linear and activation (F.linear_act), or, on backends that
+        want it, one node for the whole run (F.linear_chain). The same numbers, fewer dispatches.
+        Modules with hooks are never fused: hooks must see their module's own output."""
+        run = []  # [Linear, activation name or None] pairs waiting to run as one
+        for module in self._modules.values():
+            kind = type(module)  # exact types: subclasses may differ
+            if kind is Linear and module._hooks is None:
+                run.append([module, None])
+                continue
+            if run and run[-1][1] is None and kind in _FUSABLE and module._hooks is None:
+                run[-1][1] = _FUSABLE[kind]
+                continue
+            if run:
+                x, run = _run_layers(x, run), []
+            x = module(x)
+        return _run_layers(x, run) if run else x
 
     def append(self, module):
         self.add_module(str(len(self._modules)), module)
@@ -717,6 +716,20 @@ class BatchNorm1d(Module):
 
 _ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
 _FUSABLE = {module: name for name, module in _ACTIVATIONS.items()}  # exact types: subclasses may differ
+
+
+def _run_layers(x, run):
+    """Sequential's run of [Linear, activation or None] pairs: one node on backends that chain
+    layers, else a node per pair. A run whose fused node fails (say, a width mismatch) runs again
+    layer by layer, so the error names the layer the way PyTorch's would."""
+    if len(run) > 1 and isinstance(x, Tensor) and getattr(x.device.backend, "chain_layers", False):
+        try:
+            return F.linear_chain(x, [(m._parameters["weight"], m._parameters["bias"], act) for m, act in run])
+        except GpunnError:
+            pass
+    for module, act in run:
+        x = module(x) if act is None else F.linear_act(x, module.weight, module.bias, act)
+    return x
 
 
 class MLP(Sequential):

@@ -16,6 +16,7 @@ class Parameter(Tensor):
         if not isinstance(data, Tensor):
             data = tensor(data)
         self._array, self.device, self.grad, self._node = data._array, data.device, None, None
+        self._grad_slot = self._base = self._hooks = None
         self._counter = _counter_of(data)  # shares the storage, so the version counter too
         self.requires_grad = False
         if requires_grad:

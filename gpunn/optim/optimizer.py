@@ -11,7 +11,7 @@ import inspect
 from collections import defaultdict
 from contextlib import contextmanager
 
-from gpunn.autograd import enable_grad
+from gpunn.autograd import Version, enable_grad
 from gpunn.errors import DeviceError, DTypeError
 from gpunn.optim.flat import FlatGroup, supports_flat
 from gpunn.tensor import Tensor
@@ -98,7 +98,7 @@ class Optimizer:
 
     def step(self, closure=None):
         """One update of every parameter that has a gradient; returns closure() if given."""
-        loss = self._closure(closure)
+        loss = None if closure is None else self._closure(closure)
         for index, group in enumerate(self.param_groups):
             flat = self._flat_group(index, group)
             scalars = self._device_scalars[index] if self._device_scalars is not None else None
@@ -113,13 +113,19 @@ class Optimizer:
                                        "the optimizer")
                 self._param_step(group)
             for p in group["params"]:  # updated in place: graphs that saved the old values will refuse them
-                p._bump()
+                counter = p._counter  # (p._bump(), inline: a call per parameter per step)
+                if counter is None:
+                    p._counter = Version(1)
+                else:
+                    counter.n += 1
         return loss
 
     def _follow_params(self, index, group):
         """Keep each parameter's state where the parameter is now, on both paths alike: a model cast
         after steps (model.double()) casts its state to the new floating dtype; a model moved to
         another device after steps is refused, naming the fix (the state would otherwise stay behind)."""
+        if not self.state:  # no state yet (or none at all: plain SGD): nothing to follow
+            return
         checked = self._checked_arrays
         for i, p in enumerate(group["params"]):
             if checked.get(p) is p._array:  # the same array as at the last check: neither moved nor cast
@@ -287,8 +293,12 @@ class Optimizer:
             grad = p.grad
             if grad is None:
                 continue
-            with p.device.scope:
+            ctx = p.device.ctx
+            if ctx is None:  # not `with p.device.scope:`, two calls more per parameter on the cpu
                 yield p, grad._array
+            else:
+                with ctx:
+                    yield p, grad._array
 
     def zero_grad(self, set_to_none=True):
         for index, group in enumerate(self.param_groups):

@@ -37,14 +37,18 @@ class SGD(Optimizer):
     _can_fuse = True
 
     def _param_step(self, group):
-        hyper, momentum = _hyper(group), group["momentum"]
+        hyper, momentum = [group[k] for k in _HYPER], group["momentum"]  # positional: no kwargs per parameter
+        buf, first, device, update = None, False, None, None
         for p, g in self._with_grads(group):
-            entries = self.state[p]
-            first = momentum and "momentum_buffer" not in entries
-            if first:
-                entries["momentum_buffer"] = Tensor._wrap(p.device.xp.zeros_like(p._array), p.device)
-            buf = entries["momentum_buffer"]._array if momentum else None
-            _update(p.device)(p.device.xp, p._array, g, buf, first, **hyper)
+            if momentum:
+                entries = self.state[p]
+                first = "momentum_buffer" not in entries
+                if first:
+                    entries["momentum_buffer"] = Tensor._wrap(p.device.xp.zeros_like(p._array), p.device)
+                buf = entries["momentum_buffer"]._array
+            if p.device is not device:
+                device, update = p.device, _update(p.device)
+            update(device.xp, p._array, g, buf, first, *hyper)
 
     def _flat_step(self, flat, group, scalars):
         flat.sync_params()
@@ -83,5 +87,8 @@ def _update(device):
     return device.fast_paths.get("sgd_update", sgd_update)
 
 
+_HYPER = ("lr", "momentum", "dampening", "nesterov", "weight_decay", "maximize")  # sgd_update's order
+
+
 def _hyper(group):
-    return {k: group[k] for k in ("lr", "momentum", "dampening", "nesterov", "weight_decay", "maximize")}
+    return {k: group[k] for k in _HYPER}

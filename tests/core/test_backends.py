@@ -24,6 +24,8 @@ def test_numpy_fast_paths_match_the_generic_primitives(name, monkeypatch):
         "cross_entropy": lambda prim: apply(prim, x, gpunn.tensor([0, 4, 1, 1, 3, 2]), reduction="mean"),
         "linear": lambda prim: apply(prim, x, w, gpunn.tensor(np.ones(4))),
         "linear_act": lambda prim: apply(prim, x, w, gpunn.tensor(np.ones(4)), activation="relu"),
+        "linear_chain": lambda prim: apply(prim, x, w, gpunn.tensor(np.ones(4)), w.T, None,
+                                           activations=("relu", "tanh")),
         "gather": lambda prim: apply(prim, x, columns, axis=1),
         "scatter_add": lambda prim: apply(prim, x, rows, gpunn.tensor(np.arange(20.0).reshape(4, 5)), axis=0),
     }

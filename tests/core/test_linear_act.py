@@ -78,14 +78,22 @@ class MyReLU(nn.ReLU):
         return super().forward(x) * 2
 
 
-def test_sequential_fuses_exactly_linear_followed_by_a_known_activation():
+@pytest.mark.parametrize("chain", [False, True], ids=["per-layer", "chained"])
+def test_sequential_fuses_exactly_linear_followed_by_a_known_activation(chain, monkeypatch):
+    """Per layer: a Linear and the known activation after it are one linear_act node. Chained (the
+    cpu's default): each run of such layers is one linear_chain node. Either way the numbers and
+    gradients are those of the modules run one by one."""
     gpunn.manual_seed(0)
+    monkeypatch.setattr(type(gpunn.device("cpu").backend), "chain_layers", chain)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8), MyReLU(),
                           nn.Linear(8, 8), nn.Sigmoid(), nn.Identity(), nn.Linear(8, 2))
     x = gpunn.randn(5, 4, requires_grad=True)
     out = model(x)
-    assert names_along_the_output(out) == ["linear", "linear_act", "mul", "relu", "linear", "linear_act",
-                                           "linear_act"]
+    if chain:  # Linear+ReLU, Linear+Tanh, Linear: one run; MyReLU; Linear+Sigmoid alone; Identity; Linear
+        assert names_along_the_output(out) == ["linear", "linear_act", "mul", "relu", "linear_chain"]
+    else:
+        assert names_along_the_output(out) == ["linear", "linear_act", "mul", "relu", "linear", "linear_act",
+                                               "linear_act"]
     by_hand = x
     for module in model:
         by_hand = module(by_hand)  # each module on its own: no fusion
