@@ -30,6 +30,15 @@ CUDA is usable, so that no module outside backends/ imports it.
 import functools
 import importlib
 
+
+class Backend:
+    """The optional members' defaults: slices are not writable views, optimizers do not fuse,
+    nn.Sequential does not chain layers."""
+
+    views = False
+    fuse_by_default = False
+    chain_layers = False
+
 _MODULES = {"cpu": "numpy_backend", "strict": "strict_backend", "cuda": "cupy_backend"}
 _loaded = {}
 

@@ -13,13 +13,11 @@ import array_api_compat.cupy as xp
 from gpunn import ops
 from gpunn.precision import get_float32_matmul_precision
 
-from . import cupy_kernels
+from . import Backend, cupy_kernels
 
 
-def _index_add_grad(xp_, g, out, x, index):
+def _index_add(g, out, x, index):
     """Gradient of x[index]: one atomic scatter-add instead of the generic one-hot product."""
-    if not ops.has_array_index(index):  # slices and ints: the generic setitem is already direct
-        return ops.getitem.grads[0](xp_, g, out, x, index)
     gx = cupy.zeros(x.shape, dtype=g.dtype)
     cupyx.scatter_add(gx, index, cupy.broadcast_to(g, out.shape))
     return gx
@@ -40,18 +38,14 @@ def _scatter_sum(index, src, axis, shape):
 ops.HALF_DTYPES.add(cupy.dtype(cupy.float16))  # its float16 products accumulate in float32 (gpunn.ops._product)
 
 
-class CupyBackend:
+class CupyBackend(Backend):
     name = "cuda"
     xp = xp
     views = True  # slices are writable views: optimizers may keep flat buffers (gpunn.optim.flat)
     fuse_by_default = True
 
     def __init__(self):
-        self.fast_paths = {"getitem": ops.getitem.override(grads=(_index_add_grad,)), **cupy_kernels.fast_paths()}
-        self.fast_paths["gather"] = ops.gather.override(grads=(
-            lambda xp_, g, out, x, index, axis: _scatter_sum(index, g, axis, x.shape), None))
-        self.fast_paths["scatter_add"] = ops.scatter_add.override(
-            forward=lambda xp_, x, index, src, axis: x + _scatter_sum(index, src, axis, x.shape))
+        self.fast_paths = {**cupy_kernels.fast_paths(), **ops.scatter_fast_paths(_index_add, _scatter_sum)}
         if get_float32_matmul_precision() == "high":  # else leave CuPy as configured (CUPY_TF32)
             self.set_tf32(True)
 

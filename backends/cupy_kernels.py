@@ -7,7 +7,7 @@ every override here does the generic version's arithmetic in fewer launches:
                         gradients as a product with a row of ones (written into the optimizer's slot)
   linear_act            the product, then bias and activation in one elementwise kernel
   relu/tanh/sigmoid     the backward rule in one elementwise kernel instead of two or three; after
-                        a linear layer (linear_act), with the bias gradient summed in the same kernel
+  (ACTIVATIONS)         a linear layer (linear_act), with the bias gradient summed in the same kernel
   cross_entropy         loss, softmax-minus-one-hot residual and reduction in one kernel (small
                         batches) or three (large ones), instead of about twenty array ops
   sgd_update, adam_update
@@ -145,34 +145,34 @@ def _matmul_grad_y(xp, g, out, x, y):
 
 # --- bias + activation, and the activation rules ---------------------------------------------------
 
-# y = act(y + b) in place on the fresh product, b broadcast along rows; NaN propagates as in the
-# generic xp.maximum, and sigmoid uses the generic overflow-free form
-_bias_act_kernels = {
-    "relu": cupy.ElementwiseKernel("T b", "T y", "T s = y + b; y = (s > (T)0 || s != s) ? s : (T)0",
-                                   "gpunn_bias_relu"),
-    "tanh": cupy.ElementwiseKernel("T b", "T y", "y = tanh(y + b)", "gpunn_bias_tanh"),
-    "sigmoid": cupy.ElementwiseKernel(
-        "T b", "T y", "T s = y + b; T e = exp(-fabs(s)); y = s >= (T)0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e)",
-        "gpunn_bias_sigmoid"),
+# The CUDA arithmetic of the table's fusable activations (gpunn.ops.ACTIVATIONS), written once here and
+# read by every kernel below: the activation of s, and its gradient from the incoming gradient d and the
+# output o, both as the generic rules in gpunn.ops compute them (relu: NaN propagates as in xp.maximum,
+# and the gradient multiplies by the 0/1 mask; sigmoid: the overflow-free form). An activation of the
+# table without an entry here runs its generic version, in linear_act and alone.
+_ACT_CUDA = {
+    "relu": ("(s > (T)0 || s != s) ? s : (T)0", "d * (o > (T)0 ? (T)1 : (T)0)"),
+    "tanh": ("tanh(s)", "d * ((T)1 - o * o)"),
+    "sigmoid": ("s >= (T)0 ? (T)1 / ((T)1 + exp(-s)) : exp(s) / ((T)1 + exp(s))", "d * o * ((T)1 - o)"),
 }
+_FUSED = [name for name in ops.ACTIVATIONS if name in _ACT_CUDA]
+
+# y = act(y + b) in place on the fresh product, b broadcast along rows
+_bias_act_kernels = {name: cupy.ElementwiseKernel("T b", "T y", f"T s = y + b; y = {_ACT_CUDA[name][0]}",
+                                                  f"gpunn_bias_{name}") for name in _FUSED}
+_grad_kernels = {name: cupy.ElementwiseKernel("T d, T o", "T gx", f"gx = {_ACT_CUDA[name][1]}", f"gpunn_{name}_grad")
+                 for name in _FUSED}
 
 
 def _linear_act_forward(xp, x, w, b, activation):
     """One product and one elementwise kernel (the generic: a product, a bias add, an activation)."""
     x2 = _rows(x)
-    if b is None or b.ndim != 1 or x2 is None or not _gemm_ok(x2, w) or b.dtype != x.dtype or x.dtype not in _FLOATS:
+    if (activation not in _bias_act_kernels or b is None or b.ndim != 1 or x2 is None or not _gemm_ok(x2, w)
+            or b.dtype != x.dtype or x.dtype not in _FLOATS):
         return ops.ACTIVATIONS[activation].forward(xp, _linear_forward(xp, x, w, b))  # (float16: no fused kernel)
     y = cublas_gemm.gemm(x2, w, trans_b=True, tf32=_tf32())
     _bias_act_kernels[activation](b, y)
     return y.reshape(x.shape[:-1] + (w.shape[0],))
-
-
-# the same arithmetic as the generic rules in gpunn.ops (multiply by the 0/1 mask: NaN stays NaN)
-_relu_grad_kernel = cupy.ElementwiseKernel("T g, T out", "T gx", "gx = g * (out > (T)0 ? (T)1 : (T)0)",
-                                           "gpunn_relu_grad")
-_tanh_grad_kernel = cupy.ElementwiseKernel("T g, T out", "T gx", "gx = g * ((T)1 - out * out)", "gpunn_tanh_grad")
-_sigmoid_grad_kernel = cupy.ElementwiseKernel("T g, T out", "T gx", "gx = g * out * ((T)1 - out)",
-                                              "gpunn_sigmoid_grad")
 
 
 # The activation's backward and the bias gradient in one pass, for linear_act's backward (saving
@@ -181,7 +181,7 @@ _sigmoid_grad_kernel = cupy.ElementwiseKernel("T g, T out", "T gx", "gx = g * ou
 # A block of 1024 threads covers 32 columns: lane = column (coalesced reads), warp = a stride-32 set of
 # rows (with 256 threads, 8 sets, the captured 784-1024x3-10 step at batch 512 was 7% slower on an H100).
 _ACT_BIAS_SOURCE = r"""
-// act: 0 relu, 1 tanh, 2 sigmoid (the same for the whole launch, so the branch costs nothing)
+// act: the activation's position in _FUSED (the same for the whole launch, so the branch costs nothing)
 extern "C" __global__ void NAME_run(const T* g, const T* out, long long n, long long f, int act, int accumulate,
                                     T* gp, T* db) {
     __shared__ T part[32][33];
@@ -191,12 +191,11 @@ extern "C" __global__ void NAME_run(const T* g, const T* out, long long n, long 
     if (col < f) {
         for (long long row = group; row < n; row += 32) {
             const long long k = row * f + col;
-            const T o = out[k];
-            const T d = act == 0 ? g[k] * (o > (T)0 ? (T)1 : (T)0)
-                      : act == 1 ? g[k] * ((T)1 - o * o)
-                                 : g[k] * o * ((T)1 - o);
-            gp[k] = d;
-            sum += d;
+            const T d = g[k], o = out[k];
+            T gk = 0;
+            ACTIVATION_GRADIENTS
+            gp[k] = gk;
+            sum += gk;
         }
     }
     part[group][lane] = sum;
@@ -207,17 +206,18 @@ extern "C" __global__ void NAME_run(const T* g, const T* out, long long n, long 
         db[col] = accumulate ? db[col] + total : total;
     }
 }
-"""
-_ACT_CODES = {"relu": 0, "tanh": 1, "sigmoid": 2}
+""".replace("ACTIVATION_GRADIENTS", "\n            ".join(
+    f"if (act == {code}) gk = {_ACT_CUDA[name][1]};" for code, name in enumerate(_FUSED)))
+_ACT_CODES = {name: code for code, name in enumerate(_FUSED)}
 _ACT_BIAS_MAX = 1 << 20  # elements of g: above this the pass is bandwidth-bound, and two launches read better
 
 
 def _act_grad_and_bias_into(xp, g, out, x, w, b, dest, accumulate, activation):
     """linear_act's prepared gradient, with the bias gradient written into its slot in the same
     launch; None where that does not apply (then the two-step path runs)."""
-    if (b is None or g.ndim != 2 or g.shape != out.shape or g.dtype != out.dtype or g.dtype not in _FLOATS
-            or dest.dtype != g.dtype or g.size > _ACT_BIAS_MAX or not (g.flags.c_contiguous and out.flags.c_contiguous
-                                                                       and dest.flags.c_contiguous)):
+    if (activation not in _ACT_CODES or b is None or g.ndim != 2 or g.shape != out.shape or g.dtype != out.dtype
+            or g.dtype not in _FLOATS or dest.dtype != g.dtype or g.size > _ACT_BIAS_MAX
+            or not (g.flags.c_contiguous and out.flags.c_contiguous and dest.flags.c_contiguous)):
         return None
     n, f = g.shape
     gp = cupy.empty((n, f), dtype=g.dtype)
@@ -429,17 +429,14 @@ def fast_paths():
     """{name: override} for the CuPy backend's Device.fast_paths."""
     linear = ops.linear.override(forward=_linear_forward, grads=(_linear_grad_x, _linear_grad_w, _linear_grad_b),
                                  into=(None, _linear_grad_w_into, _linear_grad_b_into))
-    activations = {
-        "relu": ops.relu.override(grads=(_elementwise_rule(_relu_grad_kernel, ops.relu.grads[0]),)),
-        "tanh": ops.tanh.override(grads=(_elementwise_rule(_tanh_grad_kernel, ops.tanh.grads[0]),)),
-        "sigmoid": ops.sigmoid.override(grads=(_elementwise_rule(_sigmoid_grad_kernel, ops.sigmoid.grads[0]),)),
-    }
+    fast = {name: p.override(grads=(_elementwise_rule(_grad_kernels[name], p.grads[0]),))
+            for name, p in ops.ACTIVATIONS.items() if name in _grad_kernels}
     return {
         "linear": linear,
-        "linear_act": ops.linear_act_primitive(linear, activations, forward=_linear_act_forward,
+        "linear_act": ops.linear_act_primitive(linear, {**ops.ACTIVATIONS, **fast}, forward=_linear_act_forward,
                                                prepare_into=_act_grad_and_bias_into),
         "matmul": ops.matmul.override(forward=_matmul_forward, grads=(_matmul_grad_x, _matmul_grad_y)),
-        **activations,
+        **fast,
         "cross_entropy": ops.cross_entropy.override(forward=_cross_entropy_forward),
         "adam_update": _adam_update,
         "sgd_update": _sgd_update,

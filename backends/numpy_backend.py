@@ -7,11 +7,11 @@ import array_api_compat.numpy as xp
 
 from gpunn import ops
 
+from . import Backend
 
-def _index_add_grad(xp_, g, out, x, index):
+
+def _index_add(g, out, x, index):
     """Gradient of x[index] via bincount: much faster than the generic one-hot product."""
-    if not ops.has_array_index(index):  # slices and ints: the generic setitem is already direct
-        return ops.getitem.grads[0](xp_, g, out, x, index)
     flat = np.arange(x.size).reshape(x.shape)[index].ravel()
     summed = np.bincount(flat, weights=np.broadcast_to(g, out.shape).ravel(), minlength=x.size)
     return summed.astype(g.dtype, copy=False).reshape(x.shape)
@@ -32,6 +32,7 @@ def _cross_entropy_forward(xp_, logits, target, reduction="mean", ignore_index=-
 
     Targets equal to ignore_index never reach it: on the cpu, functional.cross_entropy finds
     them on the host and takes the composite path."""
+    logits = np.ascontiguousarray(logits)  # (row-major, so the flat positions below are views' positions)
     rows, classes = logits.shape
     picked = np.arange(0, rows * classes, classes) + target  # flat positions: 3x faster than e[rows, target]
     shifted = logits - np.maximum.reduce(logits, axis=1, keepdims=True)  # ufunc reductions: no Python wrapper
@@ -68,10 +69,11 @@ def _linear_grad_b_into(xp, g, out, x, w, b, dest, accumulate):
     return True
 
 
-# linear_act's activations: relu and tanh in place on the freshly made product (nobody else holds it)
-_ACTIVATIONS = {"relu": ops.relu.override(forward=lambda xp, y: np.maximum(y, 0, out=y)),
-             "tanh": ops.tanh.override(forward=lambda xp, y: np.tanh(y, out=y)),
-             "sigmoid": ops.sigmoid}
+# linear_act's activations: relu and tanh in place on the freshly made product (nobody else holds it);
+# the table's other activations keep their generic forward
+_IN_PLACE = {"relu": lambda xp, y: np.maximum(y, 0, out=y), "tanh": lambda xp, y: np.tanh(y, out=y)}
+_ACTIVATIONS = {name: p.override(forward=_IN_PLACE[name]) if name in _IN_PLACE else p
+                for name, p in ops.ACTIVATIONS.items()}
 
 
 
@@ -119,26 +121,22 @@ ops.HALF_DTYPES.add(np.dtype(np.float16))  # its float16 products accumulate in 
 _GENERIC_CHAIN = ops.linear_chain_primitive(ops.linear, _ACTIVATIONS)  # the fallback of the two above
 
 
-class NumpyBackend:
+class NumpyBackend(Backend):
     name = "cpu"
     xp = xp
     views = True  # slices are writable views: optimizers may keep flat buffers (gpunn.optim.flat)
-    fuse_by_default = False
     chain_layers = True  # nn.Sequential runs consecutive Linear layers as one node (ops.linear_chain)
 
     def __init__(self):
+        linear = ops.linear.override(grads=(*ops.linear.grads[:2], _linear_grad_b),
+                                     into=(None, _linear_grad_w_into, _linear_grad_b_into))
         self.fast_paths = {
-            "getitem": ops.getitem.override(grads=(_index_add_grad,)),
             "cross_entropy": ops.cross_entropy.override(forward=_cross_entropy_forward),
+            "linear": linear,
+            "linear_act": ops.linear_act_primitive(linear, _ACTIVATIONS),
+            "linear_chain": _GENERIC_CHAIN.replace(forward=_chain_forward, backward=_chain_backward),
+            **ops.scatter_fast_paths(_index_add, _scatter_sum),
         }
-        linear = self.fast_paths["linear"] = ops.linear.override(
-            grads=(*ops.linear.grads[:2], _linear_grad_b), into=(None, _linear_grad_w_into, _linear_grad_b_into))
-        self.fast_paths["linear_act"] = ops.linear_act_primitive(linear, _ACTIVATIONS)
-        self.fast_paths["linear_chain"] = _GENERIC_CHAIN.replace(forward=_chain_forward, backward=_chain_backward)
-        self.fast_paths["gather"] = ops.gather.override(grads=(
-            lambda xp_, g, out, x, index, axis: _scatter_sum(index, g, axis, x.shape), None))
-        self.fast_paths["scatter_add"] = ops.scatter_add.override(
-            forward=lambda xp_, x, index, src, axis: x + _scatter_sum(index, src, axis, x.shape))
 
     def native_device(self, index):
         return "cpu"

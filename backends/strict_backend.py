@@ -7,8 +7,10 @@ second device ("strict:1") exercises every rule about data living on one device.
 import numpy as np
 import array_api_strict as xp
 
+from . import Backend
 
-class StrictBackend:
+
+class StrictBackend(Backend):
     name = "strict"
     xp = xp
     fast_paths = {}

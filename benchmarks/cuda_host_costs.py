@@ -90,7 +90,7 @@ def main(argv=None):
     # kernel launches
     bias_relu = cupy_kernels._bias_act_kernels["relu"]
     time_it("launch", "ElementwiseKernel bias_relu", lambda: bias_relu(b, y))
-    time_it("launch", "ElementwiseKernel relu_grad", lambda: cupy_kernels._relu_grad_kernel(g, y))
+    time_it("launch", "ElementwiseKernel relu_grad", lambda: cupy_kernels._grad_kernels["relu"](g, y))
     time_it("launch", "cupy y += b", lambda: y.__iadd__(b))
     lr = np.float32(1e-9)
     time_it("launch", "ElementwiseKernel sgd (flat)",

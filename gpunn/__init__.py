@@ -36,14 +36,9 @@ from gpunn.errors import (AnomalyError, DeviceError, DTypeError, GpunnError, Gra
 from gpunn.random import get_rng_state, manual_seed, rand, randint, randn, randperm, set_rng_state
 from gpunn.tensor import (Tensor, arange, empty, eye, from_dlpack, from_numpy, full, full_like, linspace, ones,
                           ones_like, tensor, zeros, zeros_like)
-from gpunn.ops_api import (abs, allclose, amax, amin, argmax, argmin, cat, clamp, clip, concat, equal, exp,
-                           isclose, isfinite, isinf, isnan, log, log_softmax, logsumexp, matmul, max, maximum, mean,
-                           min, minimum, norm, permute, relu, reshape, sigmoid, softmax, sqrt, stack, sum, tanh,
-                           transpose, where)
+from gpunn.ops_api import *  # the ops' top-level functions, as gpunn.ops declares them (exp, sum, where, ...)
+from gpunn.ops_api import is_tensor
 from gpunn.tensor import apply
-# issue 17: the PyTorch surface ported scripts reach for
-from gpunn.ops_api import (argsort, bincount, bmm, chunk, cumsum, gather, is_tensor, masked_fill, prod, scatter_add, sort,
-                           split, std, topk, var)
 from gpunn.random import rand_like, randn_like
 from gpunn.compile import compile_step
 from gpunn.precision import get_float32_matmul_precision, set_float32_matmul_precision

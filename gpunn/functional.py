@@ -5,6 +5,7 @@ because they are cheaper and stay finite where log and exp taken apart would not
 """
 
 import math
+import sys
 import warnings
 
 import numpy as np
@@ -14,7 +15,7 @@ from gpunn.autograd import no_grad
 from gpunn.dtypes import as_dtype
 from gpunn.errors import DeviceError, DTypeError, ShapeError
 from gpunn.random import generator
-from gpunn.tensor import Tensor, apply, ones_like, tensor
+from gpunn.tensor import Tensor, _operand, apply, bind_faces, ones_like, tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -24,17 +25,25 @@ def _in_place(x, result, inplace):
     return x._inplace(result) if inplace else result
 
 
-def relu(x, inplace=False):
-    """max(x, 0); with inplace=True written into x (recorded like any in-place op)."""
-    return _in_place(x, apply(ops.relu, x), inplace)
+def _function_face(primitive, faces, name):
+    """gpunn.<name> or F.<name> of a unary or binary elementwise entry of the table, with torch's
+    argument names; tensors or what gpunn.tensor takes (lists, numbers), as gpunn.exp([1.0])."""
+    if faces.make == "binary":
+        def function(input, other):
+            input = _as_tensor(input)
+            return apply(primitive, input, _operand(other, input))
+    elif faces.inplace:
+        def function(input, inplace=False):
+            input = _as_tensor(input)
+            return _in_place(input, apply(primitive, input), inplace)
+    else:
+        def function(input):
+            return apply(primitive, _as_tensor(input))
+    return function
 
 
-def tanh(x):
-    return apply(ops.tanh, x)
-
-
-def sigmoid(x):
-    return apply(ops.sigmoid, x)
+def _as_tensor(x):
+    return x if isinstance(x, Tensor) else tensor(x)
 
 
 def leaky_relu(x, negative_slope=0.01, inplace=False):
@@ -133,8 +142,9 @@ def linear(x, weight, bias=None):
 
 
 def linear_act(x, weight, bias, activation):
-    """activation(x @ weight.T + bias) as one node, for activation "relu", "tanh" or "sigmoid":
-    what nn.Sequential runs for a Linear followed by that activation (fewer nodes and kernels).
+    """activation(x @ weight.T + bias) as one node, for a fusable activation of the table
+    (gpunn.ops.ACTIVATIONS: relu, tanh, sigmoid): what nn.Sequential runs for a Linear followed by
+    that activation's module (fewer nodes and kernels).
     A model written by hand, e.g. F.relu(self.fc(x)), calls it directly to get the same."""
     if activation not in ops.ACTIVATIONS:
         raise ValueError(f"linear_act: activation must be one of {', '.join(ops.ACTIVATIONS)}, not {activation!r}")
@@ -571,3 +581,6 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if bias is not None:
         y = y + bias.reshape(per_channel)
     return y
+
+
+__all__ = bind_faces("functional", sys.modules[__name__], _function_face)  # relu, tanh, sigmoid are made here

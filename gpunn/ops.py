@@ -1,17 +1,87 @@
-"""The primitive table: each op's forward and one gradient rule per input, written against `xp`.
+"""The primitive table: each op's forward and one gradient rule per input, written against `xp`,
+and the names under which the op shows in the public API (its faces).
 
 A rule has the signature `(xp, g, out, *inputs, **attrs) -> gradient for that input`, where `g` is
 the gradient of the loss with respect to `out`. Inputs are arrays, or plain Python numbers for
 constant operands. Rules may return a gradient of a broadcast shape: the engine sums it back to the
 input's shape. Nothing here imports NumPy or CuPy: the namespace comes from the inputs' device,
 and a backend may replace an entry by a faster one with the same name (`Device.fast_paths`).
+Nothing here imports Tensor either: faces are plain data, which the tensor, functional, ops_api and
+nn layers read to make or check their functions, methods and modules (see README, "How to add an op").
 """
 
+import dataclasses
 import math
+from collections.abc import Callable, Mapping
 
 
-class Primitive:
+@dataclasses.dataclass(frozen=True)
+class Faces:
+    """Where an op shows in the public API, with PyTorch's names: `function` at gpunn's top level,
+    `method` on Tensor (a name ending in "_" writes the result into the tensor), `functional` in
+    gpunn.functional (which nn.functional re-exports) and `module`, a class of gpunn.nn. A str
+    stands for one name, a tuple for several (aliases such as clip and clamp).
+
+    `make` says where the faces come from. "unary" and "binary" (elementwise ops of one or two
+    tensors, no attributes): each layer makes them from the primitive with one generic maker per
+    kind of face, which takes `doc` as the docstring and torch's argument names (input, other);
+    functions accept lists and numbers as gpunn.tensor does, and `inplace` gives the function and
+    the module PyTorch's inplace=False flag. None: the faces are written by hand (softmax's dim,
+    reductions, losses), take `doc` where they have no docstring of their own, and
+    tests/test_op_faces.py holds them to one answer.
+    """
+
+    doc: str
+    function: tuple | str = ()
+    method: tuple | str = ()
+    functional: tuple | str = ()
+    module: str | None = None
+    make: str | None = None
+    inplace: bool = False
+
+    def __post_init__(self):
+        for kind in ("function", "method", "functional"):
+            if isinstance(getattr(self, kind), str):
+                object.__setattr__(self, kind, (getattr(self, kind),))
+        if self.make not in (None, "unary", "binary"):
+            raise ValueError(f"Faces: make must be None, 'unary' or 'binary', not {self.make!r}")
+
+    def names(self, kind):
+        """The names of the faces of one kind: "function", "method", "functional" or "module"."""
+        if kind == "module":
+            return () if self.module is None else (self.module,)
+        return getattr(self, kind)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, eq=False, repr=False)
+class _Fields:
+    name: str
+    forward: Callable | None
+    grads: tuple = ()
+    variadic: bool = False
+    floats: tuple = ()
+    saves: bool = False
+    into: tuple | None = None
+    prepare: Callable | None = None
+    prepare_into: tuple | None = None
+    label: Callable | None = None
+    unit_seeded: bool = False
+    reads: tuple | None = None
+    reads_out: bool = True
+    view: bool = False
+    autocast: str | None = None
+    backward: Callable | None = None
+    fusable: bool = False
+    faces: Faces | None = None
+
+    def __post_init__(self):
+        if self.saves and self.reads_out:  # the rules get `saved`, not the output
+            object.__setattr__(self, "reads_out", False)
+
+
+class Primitive(_Fields):
     """An op as data: a name, a forward and a gradient rule per input (None: no gradient).
+    Frozen: a changed copy is `replace(...)` (dataclasses.replace), which carries every field.
 
     `variadic` primitives (concat, stack) take any number of inputs and one rule that also gets
     the input's position as its first argument. `floats` names the inputs that must be floating
@@ -51,19 +121,18 @@ class Primitive:
     `autocast` is the op's policy under gpunn.autocast (PyTorch's op lists): "lower" casts its
     floating inputs to the autocast dtype (matrix products), "fp32" to float32 (reductions,
     softmax, losses), "widest" to the widest floating input dtype (concat, stack); None leaves them.
+
+    A `fusable` activation (one input, no attributes, a rule that reads only the output) may run
+    inside linear_act after a linear layer: nn.Sequential, nn.MLP, `gpunn train --activation` and
+    the backends' fused kernels take their list of activations from these entries (ACTIVATIONS).
+    `faces` names the op's public functions, methods and modules (Faces).
     """
 
-    __slots__ = ("name", "forward", "grads", "variadic", "floats", "saves", "into", "prepare", "prepare_into",
-                 "label", "unit_seeded", "reads", "reads_out", "view", "autocast", "backward")
+    __slots__ = ()
 
-    def __init__(self, name, forward, *grads, variadic=False, floats=(), saves=False, into=None, prepare=None,
-                 prepare_into=None, label=None, unit_seeded=False, reads=None, reads_out=True, view=False,
-                 autocast=None, backward=None):
-        self.name, self.forward, self.grads = name, forward, grads
-        self.variadic, self.floats, self.saves, self.into = variadic, floats, saves, into
-        self.prepare, self.prepare_into, self.label, self.unit_seeded = prepare, prepare_into, label, unit_seeded
-        self.reads, self.reads_out, self.view = reads, reads_out and not saves, view
-        self.autocast, self.backward = autocast, backward
+    def __init__(self, name, forward, *grads, **fields):
+        # Primitive(name, forward, *rules, ...); dataclasses.replace passes the rules as grads=
+        super().__init__(name, forward, fields.pop("grads", grads), **fields)
 
     def title(self, attrs):
         """The op's name for an error message about a call with `attrs`."""
@@ -77,13 +146,10 @@ class Primitive:
 
     def replace(self, **changes):
         """A copy with some fields changed; every other field is carried over, whatever fields exist."""
-        unknown = set(changes) - set(self.__slots__)
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise TypeError(f"Primitive has no field(s) {sorted(unknown)}")
-        copy = object.__new__(Primitive)
-        for field in self.__slots__:
-            setattr(copy, field, changes[field] if field in changes else getattr(self, field))
-        return copy
+        return dataclasses.replace(self, **changes)
 
     def override(self, forward=None, grads=None, into=None):
         """A copy with a faster forward, rules and/or into-rules: how a backend's fast path is made."""
@@ -92,6 +158,53 @@ class Primitive:
 
     def __repr__(self):
         return f"<primitive {self.name}>"
+
+
+def primitives():
+    """Every primitive of the table, in the order of this file (wherever an entry was added)."""
+    return [p for p in globals().values() if isinstance(p, Primitive)]
+
+
+def entries():
+    """{op name: (its primitive, or None for a composite, and its Faces)} for every op with public
+    faces: the primitives that declare them, then COMPOSITES (at the end of this file)."""
+    table = {p.name: (p, p.faces) for p in primitives() if p.faces is not None}
+    table.update((name, (None, faces)) for name, faces in COMPOSITES.items())
+    return table
+
+
+def face_names(kind):
+    """The public names of one kind of face ("function", "method", "functional", "module"), in table order."""
+    return [name for _, faces in entries().values() for name in faces.names(kind)]
+
+
+class _Fusable(Mapping):
+    """{name: primitive} of the `fusable` activations in table order, read from the table when
+    asked, so an entry counts wherever in this file it was added (the generic linear_act's)."""
+
+    def __getitem__(self, name):
+        found = globals().get(name) if isinstance(name, str) else None
+        if isinstance(found, Primitive) and found.fusable and found.name == name:
+            return found
+        raise KeyError(name)
+
+    def __iter__(self):
+        return (p.name for p in primitives() if p.fusable)
+
+    def __len__(self):
+        return len(list(iter(self)))
+
+
+_TABLE_ACTIVATIONS = _Fusable()
+
+
+def __getattr__(name):
+    """ops.ACTIVATIONS, the fusable activations as a plain dict (a fast lookup for linear_act's
+    callers), made on first use: after this file has run, so that every entry counts."""
+    if name != "ACTIVATIONS":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    found = globals()["ACTIVATIONS"] = dict(_TABLE_ACTIVATIONS)
+    return found
 
 
 def _is_array(v):
@@ -118,19 +231,25 @@ def _count(shape, axis):
 
 add = Primitive("add", lambda xp, x, y: x + y,
                 lambda xp, g, out, x, y: g,
-                lambda xp, g, out, x, y: g, reads=(), reads_out=False)
+                lambda xp, g, out, x, y: g, reads=(), reads_out=False,
+                faces=Faces("x + alpha * other written into x (the `+=` of PyTorch's x.add_(other, alpha=1)).",
+                            method="add_"))
 
 sub = Primitive("sub", lambda xp, x, y: x - y,
                 lambda xp, g, out, x, y: g,
-                lambda xp, g, out, x, y: -g, reads=(), reads_out=False)
+                lambda xp, g, out, x, y: -g, reads=(), reads_out=False,
+                faces=Faces("x - alpha * other written into x (the `-=` of PyTorch's x.sub_(other, alpha=1)).",
+                            method="sub_"))
 
 mul = Primitive("mul", lambda xp, x, y: x * y,
                 lambda xp, g, out, x, y: g * y,
-                lambda xp, g, out, x, y: g * x, reads_out=False)
+                lambda xp, g, out, x, y: g * x, reads_out=False,
+                faces=Faces("x * other written into x (`*=`).", method="mul_"))
 
 div = Primitive("div", lambda xp, x, y: x / y,
                 lambda xp, g, out, x, y: g / y,
-                lambda xp, g, out, x, y: -g * out / y, reads=(1,))
+                lambda xp, g, out, x, y: -g * out / y, reads=(1,),
+                faces=Faces("x / other written into x (`/=`).", method="div_"))
 
 neg = Primitive("neg", lambda xp, x: -x,
                 lambda xp, g, out, x: -g, reads=(), reads_out=False)
@@ -159,7 +278,8 @@ def _pow_grad_exponent(xp, g, out, x, y):
     return g * out * log_x
 
 
-pow = Primitive("pow", lambda xp, x, y: x ** y, _pow_grad_base, _pow_grad_exponent, autocast="fp32")
+pow = Primitive("pow", lambda xp, x, y: x ** y, _pow_grad_base, _pow_grad_exponent, autocast="fp32",
+                faces=Faces("x ** exponent, elementwise (the ** operator).", method="pow"))
 
 
 HALF_DTYPES = set()  # the backends' half-precision array dtypes, added by each backend as it loads
@@ -198,7 +318,9 @@ def _matmul_grad_y(xp, g, out, x, y):
 
 
 matmul = Primitive("matmul", _product, _matmul_grad_x, _matmul_grad_y, floats=(0, 1),
-                   reads_out=False, autocast="lower")
+                   reads_out=False, autocast="lower",
+                   faces=Faces("The matrix product input @ other: vectors, matrices and broadcast batches, as "
+                               "torch.matmul.", function="matmul", method="matmul"))
 
 
 def _linear_forward(xp, x, w, b):
@@ -220,25 +342,40 @@ def _linear_grad_b(xp, g, out, x, w, b):
 linear = Primitive("linear", _linear_forward,
                    lambda xp, g, out, x, w, b: _product(xp, g, w),
                    _linear_grad_w, _linear_grad_b, floats=(0, 1, 2), reads=(0, 1), reads_out=False,
-                   autocast="lower")
+                   autocast="lower", faces=Faces("x @ weight.T + bias in one node.", functional="linear"))
 """The affine map x @ w.T + b in one node (PyTorch's F.linear layout: w is (out, in))."""
 
 # --- elementwise functions --------------------------------------------------------------------
 
 exp = Primitive("exp", lambda xp, x: xp.exp(x),
-                lambda xp, g, out, x: g * out, floats=(0,), reads=(), autocast="fp32")
+                lambda xp, g, out, x: g * out, floats=(0,), reads=(), autocast="fp32",
+                faces=Faces("e ** input, elementwise.", function="exp", method=("exp", "exp_"), make="unary"))
 
 log = Primitive("log", lambda xp, x: xp.log(x),
-                lambda xp, g, out, x: g / x, floats=(0,), reads_out=False, autocast="fp32")
+                lambda xp, g, out, x: g / x, floats=(0,), reads_out=False, autocast="fp32",
+                faces=Faces("The natural logarithm of input, elementwise.", function="log", method="log", make="unary"))
 
 sqrt = Primitive("sqrt", lambda xp, x: xp.sqrt(x),
-                 lambda xp, g, out, x: g / (2 * out), floats=(0,), reads=())
+                 lambda xp, g, out, x: g / (2 * out), floats=(0,), reads=(),
+                 faces=Faces("The square root of input, elementwise.", function="sqrt", method="sqrt", make="unary"))
 
 abs = Primitive("abs", lambda xp, x: xp.abs(x),
-                lambda xp, g, out, x: g * xp.sign(x), reads_out=False)
+                lambda xp, g, out, x: g * xp.sign(x), reads_out=False,
+                faces=Faces("|input|, elementwise (the gradient at 0 is 0, as in PyTorch).", function="abs",
+                            method="abs", make="unary"))
+
+relu = Primitive("relu", lambda xp, x: xp.maximum(x, 0),
+                 # a multiply by the 0/1 mask: ~10x faster than where() on NumPy, and a NaN arriving
+                 # at a dead unit stays NaN (loud) instead of being masked
+                 lambda xp, g, out, x: g * xp.astype(out > 0, g.dtype), floats=(0,), reads=(), fusable=True,
+                 faces=Faces("max(input, 0), elementwise; inplace=True (and relu_) writes it into input.",
+                             function="relu", method=("relu", "relu_"), functional="relu", module="ReLU", make="unary",
+                             inplace=True))
 
 tanh = Primitive("tanh", lambda xp, x: xp.tanh(x),
-                 lambda xp, g, out, x: g * (1 - out * out), floats=(0,), reads=())
+                 lambda xp, g, out, x: g * (1 - out * out), floats=(0,), reads=(), fusable=True,
+                 faces=Faces("The hyperbolic tangent of input, elementwise.", function="tanh", method="tanh",
+                             functional="tanh", module="Tanh", make="unary"))
 
 
 def _sigmoid(xp, x):
@@ -247,12 +384,10 @@ def _sigmoid(xp, x):
 
 
 sigmoid = Primitive("sigmoid", _sigmoid,
-                    lambda xp, g, out, x: g * out * (1 - out), floats=(0,), reads=())
+                    lambda xp, g, out, x: g * out * (1 - out), floats=(0,), reads=(), fusable=True,
+                    faces=Faces("1 / (1 + e ** -input), elementwise (computed without overflow).", function="sigmoid",
+                                method="sigmoid", functional="sigmoid", module="Sigmoid", make="unary"))
 
-relu = Primitive("relu", lambda xp, x: xp.maximum(x, 0),
-                 # a multiply by the 0/1 mask: ~10x faster than where() on NumPy, and a NaN arriving
-                 # at a dead unit stays NaN (loud) instead of being masked
-                 lambda xp, g, out, x: g * xp.astype(out > 0, g.dtype), floats=(0,), reads=())
 
 def linear_act_primitive(linear, activations, forward=None, prepare_into=None):
     """`act(x @ w.T + b)` as one node, built from a linear primitive and {name: activation
@@ -284,13 +419,18 @@ def linear_act_primitive(linear, activations, forward=None, prepare_into=None):
 
 def _fused_label(attrs):
     """What the user wrote: nn.Sequential runs Linear followed by ReLU as linear_act."""
-    activation = attrs.get("activation")
-    return f"Linear (fused with {ACTIVATION_MODULES.get(activation, activation)})"
+    return f"Linear (fused with {_module_of(attrs.get('activation'))})"
 
 
-ACTIVATIONS = {"relu": relu, "tanh": tanh, "sigmoid": sigmoid}
-ACTIVATION_MODULES = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid"}  # their nn class names
-linear_act = linear_act_primitive(linear, ACTIVATIONS)
+def _module_of(activation):
+    """The nn class name of a fusable activation (what the user wrote), or the name as given."""
+    found = _TABLE_ACTIVATIONS.get(activation)
+    return found.faces.module if found is not None else activation
+
+
+linear_act = linear_act_primitive(linear, _TABLE_ACTIVATIONS).replace(faces=Faces(
+    "activation(x @ weight.T + bias) in one node, for a fusable activation (ops.ACTIVATIONS).",
+    functional="linear_act"))
 """relu/tanh/sigmoid(x @ w.T + b) in one node: how nn.Sequential runs Linear followed by one of them."""
 
 def linear_chain_primitive(linear, table):
@@ -329,17 +469,20 @@ def linear_chain_primitive(linear, table):
 
 
 def _chain_label(attrs):
-    names = [ACTIVATION_MODULES.get(a, a) for a in attrs.get("activations", ()) if a is not None]
+    names = [_module_of(a) for a in attrs.get("activations", ()) if a is not None]
     return f"{len(attrs.get('activations', ()))} Linear layers (fused{' with ' + ', '.join(names) if names else ''})"
 
 
-linear_chain = linear_chain_primitive(linear, ACTIVATIONS)
+linear_chain = linear_chain_primitive(linear, _TABLE_ACTIVATIONS).replace(faces=Faces(
+    "Layers [(weight, bias, activation or None), ...] applied in turn, as one node.", functional="linear_chain"))
 
 
 leaky_relu = Primitive("leaky_relu",
                        lambda xp, x, negative_slope=0.01: xp.where(x > 0, x, x * negative_slope),
                        lambda xp, g, out, x, negative_slope=0.01: xp.where(x > 0, g, g * negative_slope),
-                       floats=(0,), reads_out=False)
+                       floats=(0,), reads_out=False,
+                       faces=Faces("input where input > 0, else negative_slope * input.", functional="leaky_relu",
+                                   module="LeakyReLU"))
 """x where x > 0, else negative_slope * x (PyTorch's rule: the slope at 0 is negative_slope)."""
 
 
@@ -380,23 +523,30 @@ def _gelu_grad(xp, g, saved, x, approximate="none"):
     return g * (saved + x * pdf)
 
 
-gelu = Primitive("gelu", _gelu, _gelu_grad, floats=(0,), saves=True)
+gelu = Primitive("gelu", _gelu, _gelu_grad, floats=(0,), saves=True,
+                 faces=Faces("input * Phi(input), Phi the standard normal CDF (approximate='tanh': the tanh formula).",
+                             functional="gelu", module="GELU"))
 """x * Phi(x). Exact form: Phi from an erfc with relative error < 1.2e-7 (float32 rounding level;
 in float64 it differs from PyTorch's by up to that relative amount); the rule uses the exact
 normal density. approximate="tanh" is PyTorch's tanh formula, with its exact derivative."""
 
 maximum = Primitive("maximum", lambda xp, x, y: xp.maximum(x, y),
                     lambda xp, g, out, x, y: xp.where(x >= y, g, 0.0),
-                    lambda xp, g, out, x, y: xp.where(x >= y, 0.0, g), reads_out=False)
+                    lambda xp, g, out, x, y: xp.where(x >= y, 0.0, g), reads_out=False,
+                    faces=Faces("The larger of input and other, elementwise (ties: the gradient goes to input).",
+                                function="maximum", method="maximum", make="binary"))
 
 minimum = Primitive("minimum", lambda xp, x, y: xp.minimum(x, y),
                     lambda xp, g, out, x, y: xp.where(x <= y, g, 0.0),
-                    lambda xp, g, out, x, y: xp.where(x <= y, 0.0, g), reads_out=False)
+                    lambda xp, g, out, x, y: xp.where(x <= y, 0.0, g), reads_out=False,
+                    faces=Faces("The smaller of input and other, elementwise (ties: the gradient goes to input).",
+                                function="minimum", method="minimum", make="binary"))
 
 where = Primitive("where", lambda xp, c, x, y: xp.where(c, x, y),
                   None,
                   lambda xp, g, out, c, x, y: xp.where(c, g, 0.0),
-                  lambda xp, g, out, c, x, y: xp.where(c, 0.0, g), reads=(0,), reads_out=False)
+                  lambda xp, g, out, c, x, y: xp.where(c, 0.0, g), reads=(0,), reads_out=False,
+                  faces=Faces("input where condition holds, else other.", function="where"))
 
 
 def _inside(x, lo, hi):
@@ -421,7 +571,9 @@ def _clip(xp, x, lo=None, hi=None):
 
 
 clip = Primitive("clip", _clip,
-                 lambda xp, g, out, x, lo=None, hi=None: xp.where(_inside(x, lo, hi), g, 0.0), reads_out=False)
+                 lambda xp, g, out, x, lo=None, hi=None: xp.where(_inside(x, lo, hi), g, 0.0), reads_out=False,
+                 faces=Faces("input limited to [min, max] (either may be None or a tensor).",
+                             function=("clip", "clamp"), method=("clip", "clamp", "clip_", "clamp_")))
 
 astype = Primitive("astype", lambda xp, x, dtype: xp.astype(x, dtype),
                    lambda xp, g, out, x, dtype: xp.astype(g, x.dtype), reads=(), reads_out=False)
@@ -437,12 +589,15 @@ def _sum(xp, x, axis=None, keepdims=False):
 
 sum = Primitive("sum", _sum,
                 lambda xp, g, out, x, axis=None, keepdims=False: _expand(xp, g, x.shape, axis, keepdims),
-                reads=(), reads_out=False, autocast="fp32")
+                reads=(), reads_out=False, autocast="fp32",
+                faces=Faces("The sum over dim (all entries when None); booleans count as int64.", function="sum",
+                            method="sum"))
 
 mean = Primitive("mean", lambda xp, x, axis=None, keepdims=False: xp.mean(x, axis=axis, keepdims=keepdims),
                  lambda xp, g, out, x, axis=None, keepdims=False:
                  _expand(xp, g, x.shape, axis, keepdims) / _count(x.shape, axis), floats=(0,), reads=(),
-                 reads_out=False)
+                 reads_out=False, faces=Faces("The mean over dim (all entries when None).", function="mean",
+                                              method="mean"))
 
 
 def _extremum_grad(xp, g, out, x, axis=None, keepdims=False):
@@ -452,10 +607,12 @@ def _extremum_grad(xp, g, out, x, axis=None, keepdims=False):
 
 
 max = Primitive("max", lambda xp, x, axis=None, keepdims=False: xp.max(x, axis=axis, keepdims=keepdims),
-                _extremum_grad)
+                _extremum_grad, faces=Faces("The largest entry, or (values, indices) along dim, or the elementwise "
+                                            "maximum of two tensors, as torch.max.", function="max", method="max"))
 
 min = Primitive("min", lambda xp, x, axis=None, keepdims=False: xp.min(x, axis=axis, keepdims=keepdims),
-                _extremum_grad)
+                _extremum_grad, faces=Faces("The smallest entry, or (values, indices) along dim, or the elementwise "
+                                            "minimum of two tensors, as torch.min.", function="min", method="min"))
 
 
 def _logsumexp(xp, x, axis=None, keepdims=False):
@@ -470,7 +627,9 @@ def _logsumexp(xp, x, axis=None, keepdims=False):
 logsumexp = Primitive("logsumexp", _logsumexp,
                       lambda xp, g, out, x, axis=None, keepdims=False:
                       _expand(xp, g, x.shape, axis, keepdims) * xp.exp(x - _expand(xp, out, x.shape, axis, keepdims)),
-                      floats=(0,), autocast="fp32")
+                      floats=(0,), autocast="fp32",
+                      faces=Faces("log(sum(exp(input))) over dim, computed without overflow.", function="logsumexp",
+                                  method="logsumexp"))
 
 
 def _softmax(xp, x, axis=-1):
@@ -480,7 +639,9 @@ def _softmax(xp, x, axis=-1):
 
 softmax = Primitive("softmax", _softmax,
                     lambda xp, g, out, x, axis=-1: out * (g - xp.sum(g * out, axis=axis, keepdims=True)),
-                    floats=(0,), reads=(), autocast="fp32")
+                    floats=(0,), reads=(), autocast="fp32",
+                    faces=Faces("exp(input) normalized to sum to 1 along dim.", function="softmax", method="softmax",
+                                functional="softmax", module="Softmax"))
 
 
 def _log_softmax(xp, x, axis=-1):
@@ -492,15 +653,20 @@ def _log_softmax(xp, x, axis=-1):
 
 log_softmax = Primitive("log_softmax", _log_softmax,
                         lambda xp, g, out, x, axis=-1: g - xp.exp(out) * xp.sum(g, axis=axis, keepdims=True),
-                        floats=(0,), reads=(), autocast="fp32")
+                        floats=(0,), reads=(), autocast="fp32",
+                        faces=Faces("log(softmax(input)) along dim, computed without losing digits.",
+                                    function="log_softmax", method="log_softmax", functional="log_softmax",
+                                    module="LogSoftmax"))
 
 # --- shape and indexing -----------------------------------------------------------------------
 
 copy = Primitive("copy", lambda xp, x: xp.asarray(x, copy=True), lambda xp, g, out, x: g, reads=(),
-                 reads_out=False)
+                 reads_out=False, faces=Faces("A copy with its own memory that stays in the graph.", method="clone"))
 
 reshape = Primitive("reshape", lambda xp, x, shape: xp.reshape(x, shape),
-                    lambda xp, g, out, x, shape: xp.reshape(g, x.shape), reads=(), reads_out=False, view=True)
+                    lambda xp, g, out, x, shape: xp.reshape(g, x.shape), reads=(), reads_out=False, view=True,
+                    faces=Faces("The same entries in another shape (a view where the layout allows).",
+                                function="reshape", method=("reshape", "view")))
 
 
 def _inverse(axes):
@@ -512,7 +678,7 @@ def _inverse(axes):
 
 permute = Primitive("permute", lambda xp, x, axes: xp.permute_dims(x, axes),
                     lambda xp, g, out, x, axes: xp.permute_dims(g, _inverse(axes)), reads=(), reads_out=False,
-                    view=True)
+                    view=True, faces=Faces("The axes in another order (a view).", function="permute", method="permute"))
 
 
 def has_array_index(index):
@@ -583,7 +749,8 @@ def _concat_grad(i, xp, g, out, *xs, axis=0):
 
 
 concat = Primitive("concat", lambda xp, *xs, axis=0: xp.concat(xs, axis=axis), _concat_grad, variadic=True,
-                   reads=(), reads_out=False, autocast="widest")
+                   reads=(), reads_out=False, autocast="widest",
+                   faces=Faces("Tensors joined along an existing dim.", function=("concat", "cat")))
 
 
 def _stack_grad(i, xp, g, out, *xs, axis=0):
@@ -593,7 +760,8 @@ def _stack_grad(i, xp, g, out, *xs, axis=0):
 
 
 stack = Primitive("stack", lambda xp, *xs, axis=0: xp.stack(xs, axis=axis), _stack_grad, variadic=True,
-                  reads=(), reads_out=False, autocast="widest")
+                  reads=(), reads_out=False, autocast="widest",
+                  faces=Faces("Tensors of one shape joined along a new dim.", function="stack"))
 
 # --- fused losses -----------------------------------------------------------------------------
 
@@ -648,7 +816,9 @@ def _cross_entropy_grad(xp, g, residual, logits, target, reduction="mean", ignor
 
 
 cross_entropy = Primitive("cross_entropy", _cross_entropy, _cross_entropy_grad, None, floats=(0,), saves=True,
-                          unit_seeded=True, reads=(), autocast="fp32")
+                          unit_seeded=True, reads=(), autocast="fp32",
+                          faces=Faces("Softmax cross-entropy of logits against classes or class probabilities.",
+                                      functional="cross_entropy", module="CrossEntropyLoss"))
 """Softmax cross-entropy of (n, C) logits against (n,) integer classes, fused and stable."""
 
 
@@ -667,7 +837,9 @@ bce_with_logits = Primitive(
     "bce_with_logits", _bce_logits,
     lambda xp, g, out, x, t, reduction="mean": (_sigmoid(xp, x) - t) * _scale_like(xp, g, x, reduction),
     lambda xp, g, out, x, t, reduction="mean": -x * _scale_like(xp, g, x, reduction),
-    floats=(0, 1), reads_out=False, autocast="fp32")
+    floats=(0, 1), reads_out=False, autocast="fp32",
+    faces=Faces("Sigmoid and binary cross-entropy in one stable formula.",
+                functional="binary_cross_entropy_with_logits", module="BCEWithLogitsLoss"))
 
 # --- gather, scatter, scans and products (issue 17: the PyTorch surface) ------------------------
 
@@ -691,7 +863,9 @@ def _scatter_sum(xp, index, src, axis, shape):
 
 gather = Primitive("gather", lambda xp, x, index, axis: xp.take_along_axis(x, index, axis=axis),
                    lambda xp, g, out, x, index, axis: _scatter_sum(xp, index, g, axis, x.shape),
-                   None, reads=(1,), reads_out=False)
+                   None, reads=(1,), reads_out=False,
+                   faces=Faces("Entries of input picked along dim by index, as torch.gather.", function="gather",
+                               method="gather"))
 """x[..., index[i], ...] along `axis` (torch.gather, with index shaped like x but on `axis`);
 the gradient scatters back and adds where an index repeats."""
 
@@ -701,11 +875,31 @@ scatter_add = Primitive("scatter_add",
                         None,
                         lambda xp, g, out, x, index, src, axis: xp.take_along_axis(
                             g[tuple(slice(None) if d == axis else slice(0, k) for d, k in enumerate(index.shape))],
-                            index, axis=axis), reads=(1,), reads_out=False, autocast="widest")
+                            index, axis=axis), reads=(1,), reads_out=False, autocast="widest",
+                        faces=Faces("A copy of input with src added at index along dim.", function="scatter_add",
+                                    method="scatter_add"))
 """x with src added at index along `axis` (torch.scatter_add; index and src of one shape)."""
 
+
+def scatter_fast_paths(index_add, scatter_sum):
+    """{name: override} of getitem's and gather's rules and scatter_add's forward, for a backend
+    with faster scatters than the generic one-hot products: `index_add(g, out, x, index)`, the
+    gradient of x[index] for array indices (basic ones keep the generic rule, already direct), and
+    `scatter_sum(index, src, axis, shape)`, the arithmetic of _scatter_sum."""
+
+    def getitem_grad(xp, g, out, x, index):
+        return index_add(g, out, x, index) if has_array_index(index) else _getitem_grad(xp, g, out, x, index)
+
+    return {"getitem": getitem.override(grads=(getitem_grad,)),
+            "gather": gather.override(grads=(
+                lambda xp, g, out, x, index, axis: scatter_sum(index, g, axis, x.shape), None)),
+            "scatter_add": scatter_add.override(
+                forward=lambda xp, x, index, src, axis: x + scatter_sum(index, src, axis, x.shape))}
+
 broadcast_to = Primitive("broadcast_to", lambda xp, x, shape: xp.broadcast_to(x, shape),
-                         lambda xp, g, out, x, shape: g, reads=(), reads_out=False, view=True)
+                         lambda xp, g, out, x, shape: g, reads=(), reads_out=False, view=True,
+                         faces=Faces("input repeated along axes of size 1 to the given sizes (a view).",
+                                     method="expand"))
 """x repeated along axes of length 1 (and new leading axes): the engine sums the gradient back."""
 
 
@@ -717,7 +911,8 @@ def _cumsum(xp, x, axis):
 
 cumsum = Primitive("cumsum", _cumsum,
                    lambda xp, g, out, x, axis: xp.flip(xp.cumulative_sum(xp.flip(g, axis=axis), axis=axis), axis=axis),
-                   reads=(), reads_out=False, autocast="fp32")
+                   reads=(), reads_out=False, autocast="fp32",
+                   faces=Faces("Running sums along dim.", function="cumsum", method="cumsum"))
 """Running sums along `axis`; the gradient is the running sum of g taken from the other end."""
 
 
@@ -747,7 +942,8 @@ def _others_product(xp, x, axis):
     return left * right
 
 
-prod = Primitive("prod", _prod, _prod_grad, reads_out=False, autocast="fp32")
+prod = Primitive("prod", _prod, _prod_grad, reads_out=False, autocast="fp32",
+                 faces=Faces("The product of all entries, or along dim.", function="prod", method="prod"))
 """The product over `axis` (all entries when None); integers multiply as int64, as in PyTorch."""
 
 
@@ -767,5 +963,64 @@ binary_cross_entropy = Primitive(
     # PyTorch's rule: (p - t) / max(p (1 - p), 1e-12), finite where a sigmoid saturated to 0 or 1
     lambda xp, g, out, p, t: g * (p - t) / xp.maximum((1 - p) * p, 1e-12),
     lambda xp, g, out, p, t: g * (_log_at_least_minus_100(xp, 1 - p) - _log_at_least_minus_100(xp, p)),
-    floats=(0, 1), reads_out=False, autocast="fp32")
+    floats=(0, 1), reads_out=False, autocast="fp32",
+    faces=Faces("Binary cross-entropy of probabilities against targets.", functional="binary_cross_entropy",
+                module="BCELoss"))
 """Per-element binary cross-entropy of probabilities p against targets t (no reduction)."""
+
+
+# --- composites: ops made of the primitives above, with faces written by hand ----------------------
+
+COMPOSITES = {
+    "mm": Faces("The product of two matrices (2-D only).", method="mm"),
+    "bmm": Faces("Batched matrix product of (b, n, m) and (b, m, p) tensors.", function="bmm", method="bmm"),
+    "amax": Faces("The largest values over dim; ties share the gradient.", function="amax", method="amax"),
+    "amin": Faces("The smallest values over dim; ties share the gradient.", function="amin", method="amin"),
+    "argmax": Faces("The index of the largest entry, overall or along dim.", function="argmax", method="argmax"),
+    "argmin": Faces("The index of the smallest entry, overall or along dim.", function="argmin", method="argmin"),
+    "norm": Faces("The vector p-norm over dim.", function="norm", method="norm"),
+    "var": Faces("The variance over dim (Bessel's correction by default).", function="var", method="var"),
+    "std": Faces("The standard deviation over dim (Bessel's correction by default).", function="std", method="std"),
+    "isnan": Faces("Where input is NaN (a bool tensor).", function="isnan", method="isnan"),
+    "isinf": Faces("Where input is infinite (a bool tensor).", function="isinf", method="isinf"),
+    "isfinite": Faces("Where input is finite (a bool tensor).", function="isfinite", method="isfinite"),
+    "isclose": Faces("Where input is close to other (a bool tensor).", function="isclose", method="isclose"),
+    "allclose": Faces("Whether every entry of input is close to other's.", function="allclose", method="allclose"),
+    "equal": Faces("Whether input and other have the same shape and values.", function="equal", method="equal"),
+    "any": Faces("Whether any entry is true.", method="any"),
+    "all": Faces("Whether every entry is true.", method="all"),
+    "transpose": Faces("Two axes swapped (a view).", function="transpose", method="transpose"),
+    "t": Faces("The transpose of a matrix (vectors and scalars as they are).", method="t"),
+    "flatten": Faces("Axes start_dim..end_dim merged into one.", method="flatten", module="Flatten"),
+    "unflatten": Faces("Axis dim split into sizes.", method="unflatten"),
+    "unsqueeze": Faces("A new axis of size 1 at dim.", method="unsqueeze"),
+    "squeeze": Faces("Axes of size 1 dropped (all, or those of dim).", method="squeeze"),
+    "expand_as": Faces("input expanded to other's shape.", method="expand_as"),
+    "repeat": Faces("input tiled along each dimension.", method="repeat"),
+    "split": Faces("Pieces along dim of one size, or of the sizes listed.", function="split", method="split"),
+    "chunk": Faces("At most `chunks` pieces of equal size along dim.", function="chunk", method="chunk"),
+    "masked_fill": Faces("input with value where mask is true.", function="masked_fill",
+                         method=("masked_fill", "masked_fill_")),
+    "sort": Faces("(values, indices) sorted along dim.", function="sort", method="sort"),
+    "argsort": Faces("The indices that sort input along dim.", function="argsort", method="argsort"),
+    "topk": Faces("The k largest (or smallest) entries along dim and their indices.", function="topk", method="topk"),
+    "bincount": Faces("How often each value 0, 1, ... occurs.", function="bincount", method="bincount"),
+    "dropout": Faces("Entries zeroed with probability p while training, the rest scaled by 1 / (1 - p).",
+                     functional="dropout", module="Dropout"),
+    "layer_norm": Faces("Normalization over the trailing normalized_shape axes.", functional="layer_norm"),
+    "batch_norm": Faces("Normalization of each channel by batch or running statistics.", functional="batch_norm"),
+    "embedding": Faces("Rows of weight picked by integer indices.", functional="embedding"),
+    "one_hot": Faces("int64 indicators of the classes.", functional="one_hot"),
+    "normalize": Faces("input divided by its p-norm over dim.", functional="normalize"),
+    "cosine_similarity": Faces("The cosine of the angle between x1 and x2 along dim.", functional="cosine_similarity",
+                               module="CosineSimilarity"),
+    "mse_loss": Faces("The mean squared error.", functional="mse_loss", module="MSELoss"),
+    "l1_loss": Faces("The mean absolute error.", functional="l1_loss", module="L1Loss"),
+    "smooth_l1_loss": Faces("Squared error below beta, absolute error above.", functional="smooth_l1_loss",
+                            module="SmoothL1Loss"),
+    "huber_loss": Faces("Squared error below delta, delta times absolute error above.", functional="huber_loss",
+                        module="HuberLoss"),
+    "nll_loss": Faces("The negative log-likelihood of log-probabilities at the target classes.", functional="nll_loss",
+                      module="NLLLoss"),
+}
+"""Composite ops, {name: Faces}: made of the primitives above by their hand-written faces."""

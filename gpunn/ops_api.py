@@ -3,6 +3,7 @@ torch's everyday top level (argmax, allclose, isnan, norm, amax, ...)."""
 
 import builtins
 import math
+import sys
 import warnings
 
 import numpy as np
@@ -11,24 +12,10 @@ from gpunn import ops
 from gpunn.autograd import no_grad
 from gpunn.errors import DTypeError, IndexOutOfRangeError, ShapeError
 from gpunn import functional as F
-from gpunn.tensor import (Tensor, ValuesIndices, _operand, _power_at_zero_flat, _reduction, apply, extremum, ones_like,
-                          tensor, zeros, zeros_like)
+from gpunn.tensor import (Tensor, ValuesIndices, _operand, _power_at_zero_flat, _reduction, apply, bind_faces, extremum,
+                          ones_like, tensor, zeros, zeros_like)
 
-
-def _t(x):
-    return x if isinstance(x, Tensor) else tensor(x)
-
-
-def relu(x, inplace=False):
-    return F.relu(_t(x), inplace)
-
-
-def tanh(x):
-    return F.tanh(_t(x))
-
-
-def sigmoid(x):
-    return F.sigmoid(_t(x))
+_t = F._as_tensor  # a tensor, or what gpunn.tensor takes (lists, numbers): as torch's top level takes them
 
 
 def softmax(x, axis=-1, *, dim=None):
@@ -39,34 +26,8 @@ def log_softmax(x, axis=-1, *, dim=None):
     return F.log_softmax(_t(x), axis, dim=dim)
 
 
-def exp(x):
-    return apply(ops.exp, _t(x))
-
-
-def log(x):
-    return apply(ops.log, _t(x))
-
-
-def sqrt(x):
-    return apply(ops.sqrt, _t(x))
-
-
-def abs(x):
-    return apply(ops.abs, _t(x))
-
-
-def matmul(x, y):
-    return _t(x) @ y
-
-
-def maximum(x, y):
-    x = _t(x)
-    return apply(ops.maximum, x, _operand(y, x))
-
-
-def minimum(x, y):
-    x = _t(x)
-    return apply(ops.minimum, x, _operand(y, x))
+def matmul(input, other):
+    return _t(input) @ other
 
 
 def where(condition, x, y):
@@ -143,13 +104,13 @@ def stack(tensors, axis=0, *, dim=None):
     return apply(ops.stack, *tensors, axis=axis if dim is None else dim)
 
 
-def argmax(input, dim=None, keepdim=False):
+def argmax(input, axis=None, keepdims=False, *, dim=None, keepdim=False):
     """Index of the largest entry, over everything (dim=None) or along dim (no gradient)."""
-    return _t(input).argmax(dim=dim, keepdim=keepdim)
+    return _t(input).argmax(axis, keepdims, dim=dim, keepdim=keepdim)
 
 
-def argmin(input, dim=None, keepdim=False):
-    return _t(input).argmin(dim=dim, keepdim=keepdim)
+def argmin(input, axis=None, keepdims=False, *, dim=None, keepdim=False):
+    return _t(input).argmin(axis, keepdims, dim=dim, keepdim=keepdim)
 
 
 def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
@@ -488,3 +449,6 @@ def _broadcast(a, b):
         return tuple(np.broadcast_shapes(tuple(a), tuple(b)))
     except ValueError:
         return None
+
+
+__all__ = bind_faces("function", sys.modules[__name__], F._function_face)  # exp, relu, maximum, ... are made here

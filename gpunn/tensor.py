@@ -604,12 +604,6 @@ class Tensor:
     def div_(self, other):
         return self._inplace(self / other)
 
-    def exp_(self):
-        return self._inplace(self.exp())
-
-    def relu_(self):
-        return self._inplace(self.relu())
-
     def clamp_(self, min=None, max=None):
         return self._inplace(self.clip(min, max))
 
@@ -762,7 +756,7 @@ class Tensor:
         from gpunn import ops_api
         return ops_api.topk(self, k, dim, largest, sorted)
 
-    def gather(self, dim, index):
+    def gather(self, dim, index, *, sparse_grad=False):
         from gpunn import ops_api
         return ops_api.gather(self, dim, index)
 
@@ -870,38 +864,13 @@ class Tensor:
 
     # --- functions as methods ---------------------------------------------------------------------
 
-    def exp(self):
-        return apply(ops.exp, self)
-
-    def log(self):
-        return apply(ops.log, self)
-
-    def sqrt(self):
-        return apply(ops.sqrt, self)
-
-    def abs(self):
-        return apply(ops.abs, self)
-
-    def tanh(self):
-        return apply(ops.tanh, self)
-
-    def sigmoid(self):
-        return apply(ops.sigmoid, self)
-
-    def relu(self):
-        return apply(ops.relu, self)
+    # (exp, log, sqrt, abs, relu, tanh, sigmoid, maximum, minimum: made from the table, below the class)
 
     def softmax(self, axis=-1, *, dim=None):
         return apply(ops.softmax, self, axis=_pick(axis, dim, -1))
 
     def log_softmax(self, axis=-1, *, dim=None):
         return apply(ops.log_softmax, self, axis=_pick(axis, dim, -1))
-
-    def maximum(self, other):
-        return apply(ops.maximum, self, _operand(other, self))
-
-    def minimum(self, other):
-        return apply(ops.minimum, self, _operand(other, self))
 
     def clip(self, min=None, max=None):
         if min is None and max is None:
@@ -1136,6 +1105,44 @@ class Tensor:
 
     def __getitem__(self, index):
         return apply(ops.getitem, self, index=_full_index(_index(index, self.device), self.ndim))
+
+
+def bind_faces(kind, namespace, make):
+    """Put the table's faces of one kind ("function", "method", "functional" or "module") into
+    `namespace` (a module or a class), and return their names. Entries that say how (Faces.make)
+    get faces made by `make(primitive, faces, name)`; the others are written by hand and must be
+    in `namespace` already: those without a docstring take the entry's."""
+    names = []
+    for primitive, faces in ops.entries().values():
+        for name in faces.names(kind):
+            if faces.make is not None:
+                face = make(primitive, faces, name)
+                face.__name__, face.__qualname__ = name, f"{namespace.__name__}.{name}" if kind == "method" else name
+                face.__doc__ = faces.doc
+                setattr(namespace, name, face)
+            else:
+                face = getattr(namespace, name, None)
+                if face is None:
+                    raise AttributeError(f"gpunn.ops declares the {kind} face {name!r}, but {namespace.__name__} has "
+                                         f"no {name!r}: write it there, or let the entry make it (Faces.make)")
+                if not face.__doc__:
+                    face.__doc__ = faces.doc
+            names.append(name)
+    return names
+
+
+def _method(primitive, faces, name):
+    """Tensor.<name> of a unary or binary elementwise entry; a name ending in "_" writes in place."""
+    inplace = name.endswith("_")
+    if faces.make == "unary":
+        def method(self):
+            out = apply(primitive, self)
+            return self._inplace(out) if inplace else out
+    else:
+        def method(self, other):
+            out = apply(primitive, self, _operand(other, self))
+            return self._inplace(out) if inplace else out
+    return method
 
 
 def _power_at_zero_flat(a, p):
@@ -1443,3 +1450,6 @@ def _as_host(value):
     if isinstance(value, dict):
         return {k: _as_host(v) for k, v in value.items()}
     return value
+
+
+bind_faces("method", Tensor, _method)

@@ -72,7 +72,8 @@ def main(argv=None):
         source = f"typedef {ctype} T;\n" + cupy_kernels._CE_SOURCE.replace("NAME", f"gpunn_ce_{dtype}")
         checks.append((f"gpunn_ce_{dtype} (small, scale, rows)", lambda s=source: s, ("-std=c++17",)))
         source = f"typedef {ctype} T;\n" + cupy_kernels._ACT_BIAS_SOURCE.replace("NAME", f"gpunn_act_bias_{dtype}")
-        checks.append((f"gpunn_act_bias_{dtype} (relu, tanh and sigmoid)", lambda s=source: s, ("-std=c++17",)))
+        label = f"gpunn_act_bias_{dtype} ({', '.join(cupy_kernels._FUSED)})"
+        checks.append((label, lambda s=source: s, ("-std=c++17",)))
     for label, make, options in checks:
         try:
             nvrtc(make(), options, args.arch)

@@ -297,7 +297,21 @@ class NumpyStep:
         return [(w.copy(), b.copy()) for w, b in self.layers]
 
 
-class GpunnStep:
+class _ModelStep:
+    """The step the README writes, in gpunn or PyTorch alike: loss, zero_grad, backward, update."""
+
+    def step(self):
+        loss = self.cross_entropy(self.model(self.x), self.y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss
+
+    def value(self, loss):
+        return float(loss.item())
+
+
+class GpunnStep(_ModelStep):
     """gpunn's step, the way the README writes it: nn.MLP, F.cross_entropy, optim.SGD."""
 
     impl = "gpunn"
@@ -318,16 +332,6 @@ class GpunnStep:
         self.cross_entropy = functional.cross_entropy
         self.x = gpunn.tensor(x, device=self.dev)
         self.y = gpunn.tensor(y, device=self.dev)
-
-    def step(self):
-        loss = self.cross_entropy(self.model(self.x), self.y)
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-        return loss
-
-    def value(self, loss):
-        return float(loss.item())
 
     def sync(self):
         self.dev.synchronize()
@@ -378,7 +382,7 @@ class GpunnAmpStep(GpunnStep):
         return loss
 
 
-class TorchStep:
+class TorchStep(_ModelStep):
     """PyTorch eager with the same weights and batch: Sequential of Linear/ReLU, optim.SGD."""
 
     impl = "torch"
@@ -401,16 +405,6 @@ class TorchStep:
         self.x = torch.from_numpy(x).to(device)
         self.y = torch.from_numpy(y).to(device)
         self.is_cuda = device.startswith("cuda")
-
-    def step(self):
-        loss = self.cross_entropy(self.model(self.x), self.y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return loss
-
-    def value(self, loss):
-        return float(loss.item())
 
     def sync(self):
         if self.is_cuda:

@@ -52,7 +52,7 @@ __all__ = ["TrainConfig", "ConfigError", "TrainingInterrupted", "fit", "load_dat
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "xor", "moons", "spirals")
 SYNTHETIC = {"xor": (datasets.xor, 400), "moons": (datasets.moons, 400), "spirals": (datasets.spirals, 600)}
-ACTIVATIONS = ("relu", "tanh", "sigmoid")
+ACTIVATIONS = tuple(gpunn.ops.ACTIVATIONS)  # the table's fusable activations: relu, tanh, sigmoid
 OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "adagrad": "Adagrad"}
 DEFAULT_LR = {"sgd": 0.05, "adam": 2e-3, "adamw": 2e-3, "rmsprop": 1e-3, "adagrad": 1e-2}
 DEFAULT_MOMENTUM = {"sgd": 0.9, "rmsprop": 0.0}  # the optimizers that take a momentum

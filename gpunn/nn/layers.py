@@ -2,22 +2,30 @@
 
 import math
 import operator
+import sys
 from collections import OrderedDict
 
-from gpunn import functional as F
+from gpunn import functional as F, ops
 from gpunn.autograd import no_grad
 from gpunn.dtypes import as_dtype
 from gpunn.errors import GpunnError, ShapeError
 from gpunn.nn import init
 from gpunn.nn.module import Module
 from gpunn.nn.parameter import Parameter
-from gpunn.tensor import Tensor, empty, ones, tensor, zeros
+from gpunn.tensor import Tensor, apply, bind_faces, empty, ones, tensor, zeros
 
 
 def _size(name, value, owner):
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{owner}: {name} must be a non-negative int, got {value!r}")
     return value
+
+
+def _floating(dtype, owner):
+    """A layer's parameter dtype, checked to be floating point."""
+    if not as_dtype(dtype).is_floating_point:
+        raise TypeError(f"{owner}: dtype must be floating point, not {dtype}")
+    return dtype
 
 
 class Linear(Module):
@@ -30,9 +38,7 @@ class Linear(Module):
         super().__init__()
         self.in_features = _size("in_features", in_features, "Linear")
         self.out_features = _size("out_features", out_features, "Linear")
-        if not as_dtype(dtype).is_floating_point:
-            raise TypeError(f"Linear: dtype must be floating point, not {dtype}")
-        self.weight = Parameter(empty(out_features, in_features, dtype=dtype, device=device))
+        self.weight = Parameter(empty(out_features, in_features, dtype=_floating(dtype, "Linear"), device=device))
         if bias:
             self.bias = Parameter(empty(out_features, dtype=dtype, device=device))
         else:
@@ -98,8 +104,7 @@ class Embedding(Module):
         super().__init__()
         self.num_embeddings = _size("num_embeddings", num_embeddings, "Embedding")
         self.embedding_dim = _size("embedding_dim", embedding_dim, "Embedding")
-        if not as_dtype(dtype).is_floating_point:
-            raise TypeError(f"Embedding: dtype must be floating point, not {dtype}")
+        _floating(dtype, "Embedding")
         if padding_idx is not None:
             if isinstance(padding_idx, bool) or not isinstance(padding_idx, int) or not (
                     -num_embeddings <= padding_idx < num_embeddings):
@@ -407,28 +412,38 @@ def _as_parameter(value):
 
 
 # ReLU, LeakyReLU and Dropout take PyTorch's `inplace=`: the result is written into the input.
+# (ReLU, Tanh and Sigmoid are made from the table by _module_face, at the end of this file.)
 
 
-class ReLU(Module):
+class _Activation(Module):
+    """The module face of a unary entry of the table (ReLU, Tanh, Sigmoid): applies its primitive."""
+
+    primitive = None
+
+    def forward(self, input):
+        return apply(self.primitive, input)
+
+
+class _InPlaceActivation(_Activation):
     def __init__(self, inplace=False):
         super().__init__()
         self.inplace = inplace
 
-    def forward(self, x):
-        return F.relu(x, self.inplace)
+    def forward(self, input):
+        out = apply(self.primitive, input)
+        return input._inplace(out) if self.inplace else out
 
     def extra_repr(self):
         return "inplace=True" if self.inplace else ""
 
 
-class Tanh(Module):
-    def forward(self, x):
-        return F.tanh(x)
-
-
-class Sigmoid(Module):
-    def forward(self, x):
-        return F.sigmoid(x)
+def _module_face(primitive, faces, name):
+    """nn.<name> of a unary entry of the table: a module class applying the entry's primitive
+    (with PyTorch's inplace=False where the entry says `inplace`)."""
+    if faces.make != "unary":
+        raise ValueError(f"gpunn.ops: {name} would be the module of a {faces.make} op; only unary entries make modules")
+    base = _InPlaceActivation if faces.inplace else _Activation
+    return type(name, (base,), {"primitive": primitive, "__module__": __name__})
 
 
 class LeakyReLU(Module):
@@ -482,23 +497,34 @@ class Identity(Module):
         return x
 
 
-class Flatten(Module):
+class _TensorMethod(Module):
+    """A module calling one Tensor method with its `_options`, kept as attributes of the same names."""
+
+    _method = None
+    _options = ()
+
+    def forward(self, x):
+        return getattr(x, self._method)(*(getattr(self, name) for name in self._options))
+
+    def extra_repr(self):
+        return ", ".join(f"{name}={getattr(self, name)}" for name in self._options)
+
+
+class Flatten(_TensorMethod):
     """Flatten dimensions start_dim..end_dim (default: all but the batch axis)."""
+
+    _method, _options = "flatten", ("start_dim", "end_dim")
 
     def __init__(self, start_dim=1, end_dim=-1):
         super().__init__()
         self.start_dim, self.end_dim = start_dim, end_dim
 
-    def forward(self, x):
-        return x.flatten(self.start_dim, self.end_dim)
 
-    def extra_repr(self):
-        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
-
-
-class Unflatten(Module):
+class Unflatten(_TensorMethod):
     """Split axis `dim` into `unflattened_size` (one entry may be -1): the inverse of Flatten, as
     torch.nn.Unflatten (e.g. Unflatten(1, (1, 28, 28)) turns (N, 784) into images)."""
+
+    _method, _options = "unflatten", ("dim", "unflattened_size")
 
     def __init__(self, dim, unflattened_size):
         super().__init__()
@@ -510,12 +536,6 @@ class Unflatten(Module):
                 raise TypeError(f"Unflatten: unflattened_size must be a tuple of ints, but entry {i} is "
                                 f"{type(n).__name__} {n!r}")
         self.dim, self.unflattened_size = dim, unflattened_size
-
-    def forward(self, x):
-        return x.unflatten(self.dim, self.unflattened_size)
-
-    def extra_repr(self):
-        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
 
 
 class Softmax(Module):
@@ -536,9 +556,21 @@ class LogSoftmax(Softmax):
 
 
 class _Loss(Module):
-    def __init__(self, reduction="mean"):
+    """A loss module: by default F.<_function>(input, target) with its reduction and its keyword
+    `_options`, kept as attributes of the same names (SmoothL1Loss's beta)."""
+
+    _function = None
+    _options = ()
+
+    def __init__(self, reduction="mean", **options):
         super().__init__()
         self.reduction = reduction
+        for name, value in options.items():
+            setattr(self, name, value)
+
+    def forward(self, input, target):
+        options = {name: getattr(self, name) for name in self._options}
+        return getattr(F, self._function)(input, target, reduction=self.reduction, **options)
 
     def extra_repr(self):
         return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"
@@ -574,8 +606,7 @@ class NLLLoss(_WeightedLoss):
 
 
 class MSELoss(_Loss):
-    def forward(self, input, target):
-        return F.mse_loss(input, target, reduction=self.reduction)
+    _function = "mse_loss"
 
 
 class BCEWithLogitsLoss(_Loss):
@@ -615,26 +646,21 @@ class BCELoss(_Loss):
 
 
 class L1Loss(_Loss):
-    def forward(self, input, target):
-        return F.l1_loss(input, target, reduction=self.reduction)
+    _function = "l1_loss"
 
 
 class SmoothL1Loss(_Loss):
-    def __init__(self, reduction="mean", beta=1.0):
-        super().__init__(reduction)
-        self.beta = beta
+    _function, _options = "smooth_l1_loss", ("beta",)
 
-    def forward(self, input, target):
-        return F.smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
+    def __init__(self, reduction="mean", beta=1.0):
+        super().__init__(reduction, beta=beta)
 
 
 class HuberLoss(_Loss):
-    def __init__(self, reduction="mean", delta=1.0):
-        super().__init__(reduction)
-        self.delta = delta
+    _function, _options = "huber_loss", ("delta",)
 
-    def forward(self, input, target):
-        return F.huber_loss(input, target, reduction=self.reduction, delta=self.delta)
+    def __init__(self, reduction="mean", delta=1.0):
+        super().__init__(reduction, delta=delta)
 
 
 class CosineSimilarity(Module):
@@ -660,8 +686,7 @@ class BatchNorm1d(Module):
                  dtype="float32"):
         super().__init__()
         self.num_features = _size("num_features", num_features, "BatchNorm1d")
-        if not as_dtype(dtype).is_floating_point:
-            raise TypeError(f"BatchNorm1d: dtype must be floating point, not {dtype}")
+        _floating(dtype, "BatchNorm1d")
         self.eps, self.momentum = eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         if affine:
@@ -714,7 +739,8 @@ class BatchNorm1d(Module):
                 f"track_running_stats={self.track_running_stats}")
 
 
-_ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
+MODULE_FACES = bind_faces("module", sys.modules[__name__], _module_face)  # the ops' modules (gpunn.nn exports them)
+_ACTIVATIONS = {name: globals()[p.faces.module] for name, p in ops.ACTIVATIONS.items()}  # MLP's, from the table
 _FUSABLE = {module: name for name, module in _ACTIVATIONS.items()}  # exact types: subclasses may differ
 
 
@@ -766,5 +792,13 @@ class MLP(Sequential):
                 if self.activation == "relu":
                     init.kaiming_uniform_(layer.weight, nonlinearity="relu")
                 else:
-                    init.xavier_uniform_(layer.weight, gain=init.calculate_gain(self.activation))
+                    init.xavier_uniform_(layer.weight, gain=_gain(self.activation))
                 init.zeros_(layer.bias)
+
+
+def _gain(activation):
+    """init.calculate_gain's factor, or 1 for an activation PyTorch's table lacks (the table's newer entries)."""
+    try:
+        return init.calculate_gain(activation)
+    except ValueError:
+        return 1.0

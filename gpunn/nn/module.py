@@ -160,18 +160,14 @@ class Module:
         return self._parameters, self._buffers, self._modules
 
     def __setattr__(self, name, value):
-        if isinstance(value, Parameter):
-            params, buffers, modules = self._registries(name)
+        if isinstance(value, (Parameter, Module)):  # registered as such (in place, keeping its order), nowhere else
+            registries = self._registries(name)
+            target = registries[0] if isinstance(value, Parameter) else registries[2]
             self.__dict__.pop(name, None)
-            buffers.pop(name, None)
-            modules.pop(name, None)
-            params[name] = value
-        elif isinstance(value, Module):
-            params, buffers, modules = self._registries(name)
-            self.__dict__.pop(name, None)
-            params.pop(name, None)
-            buffers.pop(name, None)
-            modules[name] = value
+            for registry in registries:
+                if registry is not target:
+                    registry.pop(name, None)
+            target[name] = value
         elif name in self.__dict__.get("_parameters", ()):
             if value is not None:
                 raise TypeError(f"cannot assign {type(value).__name__} to parameter {name!r}: "

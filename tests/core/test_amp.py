@@ -178,7 +178,7 @@ def test_autocast_matches_torch_cpu_autocast():
 def test_autocast_torch_comparison_catches_a_wrong_policy(monkeypatch):
     """Negative control: linear left in float32 under autocast no longer matches torch's dtype."""
     torch = pytest.importorskip("torch")
-    monkeypatch.setattr(gpunn.functional.ops.linear, "autocast", None)
+    monkeypatch.setattr(gpunn.ops, "linear", gpunn.ops.linear.replace(autocast=None))
     x, tx = _pair(np.ones((2, 3), np.float32))
     w, tw = _pair(np.ones((4, 3), np.float32))
     with gpunn.autocast("cpu"), torch.autocast("cpu", dtype=torch.float16):

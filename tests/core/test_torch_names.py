@@ -477,33 +477,4 @@ def test_inference_mode_records_nothing_in_every_spelling():
     assert gpunn.is_grad_enabled()  # restored after an exception
 
 
-# --- one op, one face: gpunn.x, Tensor.x and F.x agree -------------------------------------------
-
-UNARY_FACES = ["abs", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "softmax", "log_softmax", "sum", "mean",
-               "amax", "amin", "argmax", "argmin", "logsumexp"]
-
-
-def _faces_agree(name):
-    values = [[0.5, 1.5], [2.5, 0.25]]
-    t = gpunn.tensor(values)
-    expected = getattr(t, name)().numpy()
-    faces = [getattr(gpunn, name)(values), getattr(gpunn, name)(t)]
-    if hasattr(nn.functional, name):
-        faces.append(getattr(nn.functional, name)(t))
-    for face in faces:
-        np.testing.assert_allclose(face.numpy(), expected, rtol=1e-6)
-        assert face.dtype == t.dtype or not face.dtype.is_floating_point
-
-
-@pytest.mark.parametrize("name", UNARY_FACES)
-def test_unary_faces_agree_and_take_the_same_inputs(name):
-    """gpunn.x(list), gpunn.x(tensor), tensor.x() and F.x(tensor) give one answer (the faces of one
-    op must not drift apart: gpunn.tanh once refused a list that gpunn.exp took)."""
-    _faces_agree(name)
-
-
-def test_a_face_that_drifts_is_caught(monkeypatch):
-    """Negative control: a top-level face computing another op fails the agreement check."""
-    monkeypatch.setattr(gpunn, "tanh", gpunn.sigmoid)
-    with pytest.raises(AssertionError):
-        _faces_agree("tanh")
+# (the agreement of gpunn.x, Tensor.x and F.x for every op: tests/core/test_op_faces.py)
