@@ -1,6 +1,6 @@
 """Kernel launches per training step on CUDA, counted on the fake CuPy (no GPU needed).
 
-    PYTHONPATH=tests/fake_cuda python benchmarks/count_launches.py [--sizes 784-256-256-10] [--batch 128]
+    PYTHONPATH=tests/cuda/fake_cuda python benchmarks/count_launches.py [--sizes 784-256-256-10] [--batch 128]
 
 A small model's eager step on a GPU is bound by the host: each launch (kernel, cuBLAS call, copy)
 costs CuPy 10-20 us of Python and driver time whatever its size. So the number of launches per

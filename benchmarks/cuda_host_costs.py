@@ -106,7 +106,7 @@ def main(argv=None):
         time_it("launch", "RawKernel bias_relu", lambda: raw(grid, (256,), (b, y, n_, f_)))
         time_it("launch", "RawKernel bias_relu (ptr ints)",
                 lambda: raw(grid, (256,), (b.data.ptr, y.data.ptr, n_, f_)))
-    except AttributeError as error:  # the fake CuPy (tests/fake_cuda) has no RawKernel
+    except AttributeError as error:  # the fake CuPy (tests/cuda/fake_cuda) has no RawKernel
         rows.append(("launch", "RawKernel bias_relu", float("nan"), str(error)))
 
     # cuBLAS products (128x784 @ 784x256 as in the first layer)

@@ -1,7 +1,7 @@
 """The catalogue of bad inputs and the errors gpunn answers them with.
 
 Each entry triggers the fault for real. `python scripts/error_catalogue.py` prints the catalogue
-as Markdown (docs/errors.md is made this way), and tests/test_error_catalogue.py checks every
+as Markdown (docs/errors.md is made this way), and tests/docs/test_error_catalogue.py checks every
 entry raises its documented type with a message naming what is wrong.
 """
 
@@ -203,7 +203,7 @@ def markdown():
              "Every error derives from `gpunn.GpunnError` (except a few plain `ValueError`s for bad arguments) and from the",
              "built-in type a Python user would catch. Each message names what is wrong and, where there is one,",
              "the fix. The examples below are produced by `python scripts/error_catalogue.py`, which triggers each",
-             "fault for real; `tests/test_error_catalogue.py` keeps them true.", "",
+             "fault for real; `tests/docs/test_error_catalogue.py` keeps them true.", "",
              "An out-of-memory error in an op, a creation function or a backward rule is re-raised as",
              "`gpunn.OutOfMemoryError` (a `MemoryError`) naming the op, the size or shapes, and a hint",
              "(\"use a smaller batch or model\"); the memory pool stays usable for a smaller retry (checked by",

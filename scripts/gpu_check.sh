@@ -11,10 +11,10 @@
 #   bench-4096-tf32  the same with --tf32
 #   bench-4096-amp   the same with --amp: float16 autocast + GradScaler, gpunn-amp against torch-amp
 #                    (issue 19: at most 1.05x torch-amp, at least 3x faster than gpunn's float32 step)
-# (results in LOGDIR/bench-*/bench.{csv,json,png}); tests/test_gpu.py (pytest-gpu: fast paths
+# (results in LOGDIR/bench-*/bench.{csv,json,png}); tests/cuda/test_gpu.py (pytest-gpu: fast paths
 # against the generic ones, graphs, the 50-step trajectories, whose measured drifts go into
-# LOGDIR/pytest-gpu.xml as properties); tests/test_cupy_contract.py (cupy-contract: the CuPy rules
-# the fake CuPy of tests/fake_cuda keeps, and its names, checked on real CuPy); CPU/CUDA parity of
+# LOGDIR/pytest-gpu.xml as properties); tests/cuda/test_cupy_contract.py (cupy-contract: the CuPy rules
+# the fake CuPy of tests/cuda/fake_cuda keeps, and its names, checked on real CuPy); CPU/CUDA parity of
 # a seeded training run; `gpunn train` on CUDA with and without --compile; the fused optimizer
 # benchmark; a cProfile of the eager CUDA step (where its host time goes); NVRTC compiles of the
 # CUDA kernel sources; and last the cuda case of every device-parametrized test (cuda-cases: the
@@ -143,7 +143,7 @@ cuda_sources() {  # NVRTC compiles of every CUDA kernel source (no GPU needed), 
     elif ! "$PY" -c "import cupy" >/dev/null 2>&1; then
         skip cuda-sources "CuPy does not import"
     elif "$PY" -c "import cupy, sys; sys.exit('fake' not in cupy.__version__)" >/dev/null 2>&1; then
-        skip cuda-sources "the fake CuPy of tests/fake_cuda has no NVRTC (a dry run)"
+        skip cuda-sources "the fake CuPy of tests/cuda/fake_cuda has no NVRTC (a dry run)"
     else
         step cuda-sources "$PY" scripts/check_cuda_sources.py
     fi
@@ -160,10 +160,10 @@ if [ -z "$cuda_reason" ]; then
     step bench-4096-tf32 "${gpunn_cli[@]}" bench "${big[@]}" --tf32 --out "$LOGDIR/bench-4096-tf32-$run_id"
     step bench-4096-amp "${gpunn_cli[@]}" bench "${big[@]}" --amp --out "$LOGDIR/bench-4096-amp-$run_id"
     step pytest-gpu "$PY" -m pytest -q -p no:cacheprovider --durations=5 -o junit_family=xunit1 \
-        --junitxml="$LOGDIR/pytest-gpu.xml" tests/test_gpu.py
+        --junitxml="$LOGDIR/pytest-gpu.xml" tests/cuda/test_gpu.py
     # the fake CuPy's rules held to this CuPy (GPUNN_CUPY=fake for a dry run on the fake)
     step cupy-contract env GPUNN_CUPY="${GPUNN_CUPY:-real}" "$PY" -m pytest -q -p no:cacheprovider -rs \
-        tests/test_cupy_contract.py
+        tests/cuda/test_cupy_contract.py
     step parity "$PY" benchmarks/parity.py --devices cpu,cuda --steps 50
     step train "${gpunn_cli[@]}" train --device cuda --epochs 2 --no-progress --out "$LOGDIR/train-$run_id"
     step train-compile "${gpunn_cli[@]}" train --device cuda --epochs 2 --no-progress --compile --clip-norm 1.0 \
@@ -186,7 +186,7 @@ if [ -z "$cuda_reason" ]; then
     workers=()
     if "$PY" -c "import xdist" >/dev/null 2>&1; then workers=(-n 8); fi
     step cuda-cases "$PY" -m pytest -m gpu -q -p no:cacheprovider --durations=5 "${workers[@]}" \
-        --ignore=tests/test_gpu.py tests
+        --ignore=tests/cuda/test_gpu.py tests
 else
     for name in bench bench-4096 bench-4096-tf32 bench-4096-amp pytest-gpu cupy-contract parity train train-compile \
         train-amp fused ddp-1 ddp-2 profile-cuda cuda-sources cuda-cases; do

@@ -3,18 +3,17 @@
 "strict" and "strict:1" are array-api-strict: code that passes there uses only the array API
 standard and keeps data on its device. "cuda" is marked `gpu` and skipped, with the reason gpunn
 gives, where no CUDA device is usable. `fake_cuda_env` is the environment of a subprocess that
-imports the fake CuPy of tests/fake_cuda as `cupy`.
+imports the fake CuPy of tests/cuda/fake_cuda as `cupy`.
 """
 
 import os
-from pathlib import Path
 
 import pytest
 
 import gpunn
+from helpers import FAKE_CUDA
 
 DEVICE_SPECS = ["cpu", "strict", "strict:1", pytest.param("cuda", marks=pytest.mark.gpu)]
-FAKE_CUDA = Path(__file__).resolve().parent / "fake_cuda"
 
 
 def pytest_configure(config):
@@ -42,7 +41,7 @@ def device(request):
 
 @pytest.fixture
 def fake_cuda_env():
-    """os.environ for a subprocess on the fake CuPy (tests/fake_cuda first on PYTHONPATH, two fake
-    devices, GPUNN_CUPY=fake for tests/test_cupy_contract.py); this process keeps its own imports."""
+    """os.environ for a subprocess on the fake CuPy (tests/cuda/fake_cuda first on PYTHONPATH, two
+    fake devices, GPUNN_CUPY=fake for tests/cuda/test_cupy_contract.py); this process keeps its own imports."""
     path = os.pathsep.join(filter(None, (str(FAKE_CUDA), os.environ.get("PYTHONPATH"))))
     return {**os.environ, "PYTHONPATH": path, "GPUNN_CUPY": "fake", "FAKE_CUDA_DEVICES": "2"}

@@ -1,8 +1,15 @@
-"""Helpers for the core tests (a plain module: import it with `from helpers import ...`)."""
+"""Helpers for the tests (a plain module: import it with `from helpers import ...` from any folder
+of tests/, which pytest puts on sys.path as the folder of the root conftest.py)."""
+
+import math
+from pathlib import Path
 
 import numpy as np
 
 import gpunn
+
+# the fake CuPy (a package `cupy` over NumPy): on PYTHONPATH, it stands in for CuPy on fake CUDA devices
+FAKE_CUDA = Path(__file__).resolve().parent / "cuda" / "fake_cuda"
 
 
 def rng(seed=0):
@@ -66,3 +73,19 @@ def names_along_the_output(out):
         parent = node.parents[0]
         node = parent if isinstance(parent, gpunn.autograd.Node) else None
     return names
+
+
+def check_uniform(values, bound):
+    """Samples of U(-bound, bound): inside the bounds, reaching near them, std = bound / sqrt(3)."""
+    values = np.asarray(values, dtype=np.float64)
+    assert np.abs(values).max() <= bound * (1 + 1e-6), f"max {np.abs(values).max()} exceeds bound {bound}"
+    assert np.abs(values).max() > 0.99 * bound, f"max {np.abs(values).max()} far below bound {bound}"
+    assert abs(values.std() / (bound / math.sqrt(3)) - 1) < 0.02
+    assert abs(values.mean()) < 0.02 * bound
+
+
+def check_normal(values, std):
+    """Samples of N(0, std^2): mean 0 and the standard deviation within 2%."""
+    values = np.asarray(values, dtype=np.float64)
+    assert abs(values.std() / std - 1) < 0.02, f"std {values.std()} vs expected {std}"
+    assert abs(values.mean()) < 0.02 * std

@@ -1,6 +1,6 @@
 """Port 5: a classifier with BatchNorm1d, trained in train() mode and evaluated in eval() mode.
 
-Plain PyTorch. tests/test_ports.py runs it under torch and, with only the import lines changed,
+Plain PyTorch. tests/ports/test_ports.py runs it under torch and, with only the import lines changed,
 under gpunn, and compares what train() returns.
 """
 

@@ -1,7 +1,7 @@
 """Port 3: a TensorDataset DataLoader with gradient accumulation, gradient clipping and a frozen
 first layer.
 
-Plain PyTorch. tests/test_ports.py runs it under torch and, with only the import lines changed,
+Plain PyTorch. tests/ports/test_ports.py runs it under torch and, with only the import lines changed,
 under gpunn, and compares what train() returns. (shuffle=False: the two frameworks' generators
 differ, and the comparison needs the same batches.)
 """

@@ -1,6 +1,6 @@
 """Port 1: an MLP classifier: nn.Sequential inside a custom Module, Adam, eval with no_grad.
 
-Plain PyTorch. tests/test_ports.py runs it under torch and, with only the import lines changed,
+Plain PyTorch. tests/ports/test_ports.py runs it under torch and, with only the import lines changed,
 under gpunn, and compares what train() returns.
 """
 

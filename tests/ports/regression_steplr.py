@@ -1,6 +1,6 @@
 """Port 2: a regression with mini-batches, SGD with momentum and a StepLR schedule.
 
-Plain PyTorch. tests/test_ports.py runs it under torch and, with only the import lines changed,
+Plain PyTorch. tests/ports/test_ports.py runs it under torch and, with only the import lines changed,
 under gpunn, and compares what train() returns.
 """
 

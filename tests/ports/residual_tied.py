@@ -1,6 +1,6 @@
 """Port 4: a small residual language model whose output layer shares the embedding's weight.
 
-Plain PyTorch. tests/test_ports.py runs it under torch and, with only the import lines changed,
+Plain PyTorch. tests/ports/test_ports.py runs it under torch and, with only the import lines changed,
 under gpunn, and compares what train() returns.
 """
 
