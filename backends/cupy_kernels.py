@@ -14,7 +14,7 @@ every override here does the generic version's arithmetic in fewer launches:
                         the whole (flat) optimizer update in one elementwise kernel
 
 Each override falls back to the generic function for cases it does not cover (other dtypes or
-ranks, amsgrad), so the generic path stays the reference; tests/test_gpu.py checks each override
+ranks, amsgrad), so the generic path stays the reference; tests/cuda/test_gpu.py checks each override
 against it.
 """
 

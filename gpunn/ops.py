@@ -28,7 +28,7 @@ class Faces:
     functions accept lists and numbers as gpunn.tensor does, and `inplace` gives the function and
     the module PyTorch's inplace=False flag. None: the faces are written by hand (softmax's dim,
     reductions, losses), take `doc` where they have no docstring of their own, and
-    tests/test_op_faces.py holds them to one answer.
+    tests/core/test_op_faces.py holds them to one answer.
     """
 
     doc: str
