@@ -3,8 +3,8 @@
 mpi4py is the engine, imported only by `init_process_group`/`is_available`: `mpiexec -n N` starts
 the processes; MPI gives ranks, local ranks (a shared-memory split of the world), the CPU
 collectives and `Abort`, which ends the whole job when one rank fails. On CUDA, tensors are
-all-reduced through NCCL (`cupy.cuda.nccl.NcclCommunicator`, its unique id broadcast over MPI, as
-ChainerMN did); where NCCL is missing they are staged through host memory and MPI.
+all-reduced through NCCL (`backends/nccl.py`: CuPy's `NcclCommunicator`, its unique id broadcast over
+MPI, as ChainerMN did); where NCCL is missing they are staged through host memory and MPI.
 
 Failing ranks never hang the job. `init_process_group` installs a `sys.excepthook` that prints the
 traceback with the rank and calls `MPI.COMM_WORLD.Abort(1)`; `abort(message)` does the same for
@@ -17,7 +17,6 @@ Objects are exchanged as JSON (`broadcast_object`, `all_gather_object`), never p
 """
 
 import datetime
-import functools
 import json
 import os
 import sys
@@ -288,27 +287,22 @@ def all_gather_object(obj):
     return [json.loads(out[a:b].tobytes()) for a, b in zip(starts[:-1], starts[1:])]
 
 
-# --- NCCL (CUDA) -------------------------------------------------------------------------------------
+# --- NCCL (CUDA): the CuPy calls live in backends/nccl.py -------------------------------------------
 
 
-@functools.cache
+def _nccl():
+    from gpunn.backends import nccl  # (imported where NCCL is wanted: it names CuPy)
+    return nccl
+
+
 def _nccl_missing():
     """Why NCCL cannot be used here, or None."""
-    try:
-        from cupy.cuda import nccl
-    except Exception as exc:  # ImportError, or CuPy failing to find its CUDA libraries
-        return f"cupy.cuda.nccl cannot be imported: {exc}"
-    if not getattr(nccl, "available", True):
-        return "this CuPy was built without NCCL (pip install nvidia-nccl-cu12 or -cu13)"
-    return None
+    return _nccl().missing()
 
 
 def nccl_version():
     """NCCL's version as an int (e.g. 22703), or None where NCCL is missing."""
-    if _nccl_missing() is not None:
-        return None
-    from cupy.cuda import nccl
-    return int(nccl.get_version())
+    return None if _nccl_missing() is not None else _nccl().version()
 
 
 def _nccl_comm(group, device):
@@ -316,29 +310,18 @@ def _nccl_comm(group, device):
     id, MPI broadcasts it, every rank joins with its rank."""
     comm = group.nccl.get(device.index)
     if comm is None:
-        from cupy.cuda import nccl
-        uid = nccl.get_unique_id() if group.rank == 0 else None
-        uid = tuple(broadcast_object(list(uid) if uid is not None else None))
+        uid = broadcast_object(_nccl().unique_id() if group.rank == 0 else None)
         with device.scope:
-            comm = group.nccl[device.index] = nccl.NcclCommunicator(group.size, uid, group.rank)
+            comm = group.nccl[device.index] = _nccl().communicator(group.size, uid, group.rank)
     return comm
 
 
 def _nccl_all_reduce(group, array, device, op, what):
-    import cupy
-    from cupy.cuda import nccl
-
+    refusal = _nccl().refusal(array)
+    if refusal is not None:
+        raise DistributedError(f"{what}: {refusal}")
     comm = _nccl_comm(group, device)
-    types = {"float16": nccl.NCCL_FLOAT16, "float32": nccl.NCCL_FLOAT32, "float64": nccl.NCCL_FLOAT64,
-             "int32": nccl.NCCL_INT32, "int64": nccl.NCCL_INT64, "uint8": nccl.NCCL_UINT8, "int8": nccl.NCCL_INT8}
-    ops = {"sum": nccl.NCCL_SUM, "avg": nccl.NCCL_SUM, "max": nccl.NCCL_MAX, "min": nccl.NCCL_MIN}
-    if str(array.dtype) not in types or not array.flags.c_contiguous:
-        raise DistributedError(f"{what}: NCCL takes contiguous arrays of {', '.join(types)}, got "
-                               f"{array.dtype}{'' if array.flags.c_contiguous else ' (strided)'}")
     with device.scope:
-        stream = cupy.cuda.get_current_stream()
-        comm.allReduce(array.data.ptr, array.data.ptr, array.size, types[str(array.dtype)], ops[op], stream.ptr)
-        if stream.is_capturing():  # inside compile_step's graph: the replay synchronizes, not us
-            return
-        event = stream.record()
-    _wait(lambda: event.done, what)
+        event = _nccl().all_reduce(comm, array, op)
+    if event is not None:  # None inside compile_step's graph: the replay synchronizes, not us
+        _wait(lambda: event.done, what)
