@@ -267,14 +267,19 @@ def test_state_dict_round_trip_resumes_exactly(name):
     saved_model, saved_opt = model_copy(first_model), copy_state(first_opt.state_dict())
     train(first_model, first_opt, 2, start=50)  # the saved copies must not follow further training
 
-    model = make_model(seed=99)
-    opt = factory(name)(model.parameters(), True)
-    model.load_state_dict(saved_model)
-    opt.load_state_dict(saved_opt)
-    losses = train(model, opt, STEPS - 3, start=3)
+    model, opt, losses = resumed(name, saved_model, saved_opt, True, seed=99)
     assert first_losses + losses == full_losses
     assert_identical(values(model), values(full_model))
     assert_views(model, flat_of(opt))
+
+
+def resumed(name, saved_model, saved_opt, fused, seed):
+    """A fresh model and optimizer loaded from the state saved after 3 steps, trained for the rest."""
+    model = make_model(seed=seed)
+    opt = factory(name)(model.parameters(), fused)
+    model.load_state_dict(saved_model)
+    opt.load_state_dict(saved_opt)
+    return model, opt, train(model, opt, STEPS - 3, start=3)
 
 
 @pytest.mark.parametrize("saved_fused, loaded_fused", [(True, False), (False, True)])
@@ -284,11 +289,7 @@ def test_state_saved_by_one_path_continues_on_the_other(name, saved_fused, loade
     first_model, first_opt, first_losses = run(name, saved_fused, steps=3)
     saved_model, saved_opt = model_copy(first_model), copy_state(first_opt.state_dict())
 
-    model = make_model(seed=7)
-    opt = factory(name)(model.parameters(), loaded_fused)
-    model.load_state_dict(saved_model)
-    opt.load_state_dict(saved_opt)
-    losses = train(model, opt, STEPS - 3, start=3)
+    model, opt, losses = resumed(name, saved_model, saved_opt, loaded_fused, seed=7)
     assert first_losses + losses == full_losses
     assert_identical(values(model), values(full_model))
     assert (opt._flat[0] is not None) == loaded_fused
