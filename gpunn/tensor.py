@@ -1167,6 +1167,8 @@ def _promoted(a, b, true_division=False):
     gives float32. NumPy would give float64; array-api-strict would refuse. A 0-d tensor meeting
     a tensor with axes of the same kind (both floating, or both integer) takes the other's dtype:
     float32 x times a float64 0-d tensor stays float32, as in PyTorch (NumPy would widen it)."""
+    if _same_float(a, b) or _same_float(b, a):  # the common case, with nothing to promote
+        return a, b
     if isinstance(a, Tensor) and isinstance(b, Tensor) and (a.ndim == 0) != (b.ndim == 0) and a.dtype != b.dtype:
         if _is_floating(a._array.dtype) == _is_floating(b._array.dtype) and "bool" not in (a.dtype.name, b.dtype.name):
             if a.ndim == 0:
@@ -1184,6 +1186,13 @@ def _promoted(a, b, true_division=False):
     elif ib and isinstance(b, Tensor):
         b = b.to(dtype=a.dtype if isinstance(a, Tensor) else "float32")
     return a, b
+
+
+def _same_float(a, b):
+    """a is a floating tensor and b a Python number or a tensor of a's very dtype."""
+    if not isinstance(a, Tensor) or not _is_floating(a._array.dtype):
+        return False
+    return type(b) in (float, int, bool) or isinstance(b, Tensor) and b._array.dtype == a._array.dtype
 
 
 def _looks_like_dtype(value):
