@@ -358,7 +358,7 @@ def _run_rules_here(node, g, pending, sink, slots, Tensor):
         rule = prim.grads[i] if not prim.variadic else prim.rule(i)
         if rule is None:
             continue
-        if (into is not None and into[i] is not None and getattr(parent, "_grad_slot", None) is not None
+        if (into is not None and into[i] is not None and type(parent) is not Node and parent._grad_slot is not None
                 and _written_into(node, i, parent, g, Tensor)):
             continue
         try:
