@@ -1189,10 +1189,12 @@ def _promoted(a, b, true_division=False):
 
 
 def _same_float(a, b):
-    """a is a floating tensor and b a Python number or a tensor of a's very dtype."""
+    """a is a floating tensor and b a Python number or a tensor of a's very dtype and device (tensors
+    on two devices are left to apply(), which refuses them by name)."""
     if not isinstance(a, Tensor) or not _is_floating(a._array.dtype):
         return False
-    return type(b) in (float, int, bool) or isinstance(b, Tensor) and b._array.dtype == a._array.dtype
+    return type(b) in (float, int, bool) or (isinstance(b, Tensor) and b.device is a.device
+                                             and b._array.dtype == a._array.dtype)
 
 
 def _looks_like_dtype(value):
