@@ -144,3 +144,17 @@ def test_chained_training_matches_per_layer_training(monkeypatch):
         finals.append([p.numpy().copy() for p in model.parameters()])
     for a, b in zip(*finals):
         np.testing.assert_array_equal(a, b)
+
+
+def test_anomaly_mode_names_the_chain_and_the_users_line():
+    """The joint rule's gradients are checked like any rule's: an inf made from a finite incoming
+    gradient (3e38 * 10 overflows float32) names linear_chain and the line that ran the model."""
+    model = nn.Sequential(nn.Linear(1, 1), nn.Linear(1, 1))
+    with gpunn.no_grad():
+        model[0].weight.fill_(1e-30), model[0].bias.zero_(), model[1].weight.fill_(3e38), model[1].bias.zero_()
+    with gpunn.detect_anomaly():
+        out = model(gpunn.ones(1, 1))
+        assert np.isfinite(out.numpy()).all()
+        with pytest.raises(gpunn.AnomalyError, match="'linear_chain'") as info, np.errstate(all="ignore"):
+            (out * 10).sum().backward()
+    assert "test_linear_chain.py" in str(info.value) and "model(gpunn.ones(1, 1))" in str(info.value)
