@@ -118,7 +118,9 @@ def _chain_backward(xp_, g, inputs, x, *params, needs, activations):
 ops.HALF_DTYPES.add(np.dtype(np.float16))  # its float16 products accumulate in float32 (gpunn.ops._product)
 
 
-_GENERIC_CHAIN = ops.linear_chain_primitive(ops.linear, _ACTIVATIONS)  # the fallback of the two above
+_LINEAR = ops.linear.override(grads=(*ops.linear.grads[:2], _linear_grad_b),
+                              into=(None, _linear_grad_w_into, _linear_grad_b_into))
+_GENERIC_CHAIN = ops.linear_chain_primitive(_LINEAR, _ACTIVATIONS)  # _chain_forward/_backward's fallback
 
 
 class NumpyBackend(Backend):
@@ -128,12 +130,10 @@ class NumpyBackend(Backend):
     chain_layers = True  # nn.Sequential runs consecutive Linear layers as one node (ops.linear_chain)
 
     def __init__(self):
-        linear = ops.linear.override(grads=(*ops.linear.grads[:2], _linear_grad_b),
-                                     into=(None, _linear_grad_w_into, _linear_grad_b_into))
         self.fast_paths = {
             "cross_entropy": ops.cross_entropy.override(forward=_cross_entropy_forward),
-            "linear": linear,
-            "linear_act": ops.linear_act_primitive(linear, _ACTIVATIONS),
+            "linear": _LINEAR,
+            "linear_act": ops.linear_act_primitive(_LINEAR, _ACTIVATIONS),
             "linear_chain": _GENERIC_CHAIN.replace(forward=_chain_forward, backward=_chain_backward),
             **ops.scatter_fast_paths(_index_add, _scatter_sum),
         }
